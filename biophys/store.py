@@ -1,0 +1,364 @@
+"""NeuronIO-style datasets: xarray on zarr, one chunk per simulation.
+
+This module is the only code that knows the on-disk layout; the simulator writes through
+it and every reader (`surrogate`, notebooks) opens stores through `open_dataset`.
+
+Layout, schema ``elmbridge.neuronio/1`` (dimension names in brackets):
+
+===================  ==================================  ==================================
+variable             dims                                meaning
+===================  ==================================  ==================================
+input_spikes         (simulation, time, input_byte)      uint8, presynaptic spikes bit-packed
+                                                         along the input axis (`pack_inputs`)
+soma_v               (simulation, time)                  float32, somatic voltage, mV
+spike_times          (simulation, spike)                 float64, output spike times, ms,
+                                                         NaN after the last spike
+n_spikes             (simulation)                        int32, number of output spikes
+sim_seed             (simulation)                        int64, seed of this simulation
+completed            (simulation)                        bool, written last: a simulation
+                                                         counts only once this is True
+nexus_v (optional)   (simulation, time)                  float32, apical nexus voltage, mV
+dend_v (optional)    (simulation, time, segment)         float32, dendritic voltages, mV
+===================  ==================================  ==================================
+
+Coordinates: ``time`` (ms, bin starts), ``input`` with ``input_kind`` ("exc"/"inh") and
+``input_segment``, and ``segment`` with ``segment_section``, ``segment_x``,
+``segment_tree``, ``segment_path_distance_um`` and ``segment_length_um``.
+
+Voltages are sampled at the start of each 1 ms bin; inputs mark a spike in bin k when it
+arrives in [k, k+1) ms. Every chunk holds one simulation, and zarr writes each chunk file
+atomically, so a killed writer never leaves a torn simulation: at worst an unfinished one
+whose ``completed`` flag is still False.
+"""
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from elmbridge.errors import MissingDataError, UserError
+
+SCHEMA = "elmbridge.neuronio/1"
+INPUT_KINDS = ("exc", "inh")
+SEGMENT_FIELDS = ("section", "x", "tree", "path_distance_um", "length_um")
+
+
+@dataclass
+class SimulationRecord:
+    """The outputs of one simulation, as the store holds them.
+
+    Attributes:
+        input_spikes: (time, input) bool, presynaptic spikes per 1 ms bin.
+        soma_v: (time,) somatic voltage in mV at the start of each bin.
+        spike_times: (n,) output spike times in ms (float64, sub-ms precision).
+        seed: the seed that generated this simulation's input.
+        nexus_v: (time,) nexus voltage in mV, when recorded.
+        dend_v: (time, segment) dendritic voltages in mV, when recorded.
+    """
+
+    input_spikes: np.ndarray
+    soma_v: np.ndarray
+    spike_times: np.ndarray
+    seed: int
+    nexus_v: np.ndarray | None = None
+    dend_v: np.ndarray | None = None
+
+
+@dataclass
+class StoreSpec:
+    """Everything fixed for a store: shapes, input and segment tables, protocol.
+
+    `protocol` is a JSON-serialisable description of how the data were made (cell,
+    input protocol, duration, dt, base seed, recording options). Two stores with equal
+    `protocol` can be extended into each other; the check compares it exactly.
+    `attrs` carry provenance that may differ between runs (software versions, dates).
+    """
+
+    n_time: int
+    input_kind: Sequence[str]
+    input_segment: Sequence[int]
+    segments: Mapping[str, Sequence[Any]]
+    protocol: Mapping[str, Any]
+    spike_capacity: int | None = None
+    record_nexus: bool = False
+    record_dendrites: bool = False
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.n_time <= 0:
+            raise UserError(f"a store needs at least one time bin, got n_time={self.n_time}")
+        if len(self.input_kind) != len(self.input_segment):
+            raise UserError("input_kind and input_segment must have one entry per input")
+        bad = set(self.input_kind) - set(INPUT_KINDS)
+        if bad:
+            raise UserError(f"input kinds must be 'exc' or 'inh', got {sorted(bad)}")
+        missing = [f for f in SEGMENT_FIELDS if f not in self.segments]
+        if missing:
+            raise UserError(f"segment table lacks {missing}")
+        if self.spike_capacity is None:
+            # 500 Hz is far above any sustained rate of a cortical neuron.
+            self.spike_capacity = max(1, self.n_time // 2)
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.input_kind)
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.segments["section"])
+
+
+def pack_inputs(spikes: np.ndarray) -> np.ndarray:
+    """Bit-pack a (..., input) binary array along its last axis (8 inputs per byte)."""
+    return np.packbits(np.asarray(spikes, dtype=bool), axis=-1, bitorder="little")
+
+
+def unpack_inputs(packed: np.ndarray, n_inputs: int) -> np.ndarray:
+    """Inverse of `pack_inputs`: (..., input_byte) uint8 -> (..., input) uint8 of 0/1."""
+    return np.unpackbits(np.asarray(packed), axis=-1, count=n_inputs, bitorder="little")
+
+
+def spike_train(spike_times: np.ndarray, n_time: int, t0_ms: float = 0.0) -> np.ndarray:
+    """Binary output-spike train on the 1 ms grid from NaN-padded spike times.
+
+    Args:
+        spike_times: (..., spike) spike times in ms, NaN-padded.
+        n_time: number of 1 ms bins, starting at `t0_ms`.
+        t0_ms: time of the first bin's start, ms.
+
+    Returns:
+        (..., n_time) uint8, 1 where a spike falls in [t0 + k, t0 + k + 1) ms.
+    """
+    spike_times = np.asarray(spike_times, dtype=np.float64)
+    lead = spike_times.shape[:-1]
+    out = np.zeros((*lead, n_time), dtype=np.uint8)
+    flat_t = spike_times.reshape(-1, spike_times.shape[-1])
+    flat_out = out.reshape(-1, n_time)
+    for row, times in enumerate(flat_t):
+        bins = np.floor(times[np.isfinite(times)] - t0_ms).astype(np.int64)
+        bins = bins[(bins >= 0) & (bins < n_time)]
+        flat_out[row, bins] = 1
+    return out
+
+
+def _template(spec: StoreSpec, n_simulations: int) -> xr.Dataset:
+    """An all-empty dataset of the store's full shape, used only to write metadata."""
+    import dask.array as da
+
+    n_t, n_b = spec.n_time, (spec.n_inputs + 7) // 8
+
+    def empty(shape, dtype, chunks):
+        return da.zeros(shape, dtype=dtype, chunks=chunks)
+
+    data_vars = {
+        "input_spikes": (
+            ("simulation", "time", "input_byte"),
+            empty((n_simulations, n_t, n_b), np.uint8, (1, n_t, n_b)),
+            {
+                "description": "presynaptic spikes per 1 ms bin, bit-packed along inputs",
+                "packing": "numpy.packbits(axis=-1, bitorder='little')",
+                "n_inputs": spec.n_inputs,
+            },
+        ),
+        "soma_v": (
+            ("simulation", "time"),
+            empty((n_simulations, n_t), np.float32, (1, n_t)),
+            {"units": "mV", "description": "somatic voltage at the start of each bin"},
+        ),
+        "spike_times": (
+            ("simulation", "spike"),
+            empty((n_simulations, spec.spike_capacity), np.float64, (1, spec.spike_capacity)),
+            {"units": "ms", "description": "output spike times, NaN-padded"},
+        ),
+        "n_spikes": (("simulation",), empty((n_simulations,), np.int32, (1,)), {}),
+        "sim_seed": (("simulation",), empty((n_simulations,), np.int64, (1,)), {}),
+        "completed": (("simulation",), empty((n_simulations,), bool, (1,)), {}),
+    }
+    if spec.record_nexus:
+        data_vars["nexus_v"] = (
+            ("simulation", "time"),
+            empty((n_simulations, n_t), np.float32, (1, n_t)),
+            {"units": "mV"},
+        )
+    if spec.record_dendrites:
+        data_vars["dend_v"] = (
+            ("simulation", "time", "segment"),
+            empty((n_simulations, n_t, spec.n_segments), np.float32, (1, n_t, spec.n_segments)),
+            {"units": "mV"},
+        )
+    seg = spec.segments
+    coords = {
+        "simulation": np.arange(n_simulations),
+        "time": ("time", np.arange(n_t, dtype=np.float64), {"units": "ms"}),
+        "input": np.arange(spec.n_inputs),
+        "input_kind": ("input", np.asarray(spec.input_kind, dtype=object)),
+        "input_segment": ("input", np.asarray(spec.input_segment, dtype=np.int32)),
+        "segment": np.arange(spec.n_segments),
+        "segment_section": ("segment", np.asarray(seg["section"], dtype=object)),
+        "segment_x": ("segment", np.asarray(seg["x"], dtype=np.float64)),
+        "segment_tree": ("segment", np.asarray(seg["tree"], dtype=object)),
+        "segment_path_distance_um": (
+            "segment",
+            np.asarray(seg["path_distance_um"], dtype=np.float64),
+            {"units": "um"},
+        ),
+        "segment_length_um": (
+            "segment",
+            np.asarray(seg["length_um"], dtype=np.float64),
+            {"units": "um"},
+        ),
+    }
+    attrs = {"schema": SCHEMA, "protocol": dict(spec.protocol), **dict(spec.attrs)}
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _check_writable_target(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} exists and is a file, not a zarr store; choose another --out")
+    if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists():
+        raise UserError(
+            f"{path} is a non-empty folder that is not a zarr store; refusing to write into "
+            "it. Choose a new path ending in .zarr."
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {path.parent}: {err}; choose another --out") from err
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise UserError(f"cannot write to {target}: permission denied; choose another --out")
+
+
+def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) -> list[int]:
+    """Create the store, or reopen and extend a compatible one; return what is left to do.
+
+    Args:
+        path: the store folder (conventionally ending in ``.zarr``).
+        spec: shapes, tables and protocol of the store.
+        n_simulations: how many simulations the store should hold in the end.
+
+    Returns:
+        Indices of the simulations that are not yet completed, in increasing order.
+
+    Raises:
+        UserError: the path is not a store of ours, or holds data made with another
+            protocol or layout.
+    """
+    if n_simulations <= 0:
+        raise UserError(f"n_simulations must be positive, got {n_simulations}")
+    path = Path(path)
+    _check_writable_target(path)
+    if not (path / "zarr.json").exists():
+        _template(spec, n_simulations).to_zarr(
+            path, mode="w-", compute=False, consolidated=False, zarr_format=3
+        )
+        return list(range(n_simulations))
+
+    group = _open_group(path, mode="r+")
+    attrs = dict(group.attrs)
+    if attrs.get("protocol") != _jsonable(spec.protocol):
+        raise UserError(
+            f"{path} was made with another protocol; it cannot be extended with these "
+            f"arguments.\n  store:     {attrs.get('protocol')}\n  requested: "
+            f"{_jsonable(spec.protocol)}\nUse a new --out path, or the store's own arguments."
+        )
+    have = group["completed"].shape[0]
+    if n_simulations > have:
+        for _name, array in group.arrays():
+            if array.ndim and "simulation" in _dims(array):
+                array.resize((n_simulations, *array.shape[1:]))
+        group["simulation"][have:] = np.arange(have, n_simulations)
+        # Fill value of a fresh bool chunk is False, so new simulations start unfinished.
+    completed = np.asarray(group["completed"][:])
+    return [i for i in range(n_simulations) if i >= len(completed) or not completed[i]]
+
+
+def _jsonable(obj: Any) -> Any:
+    """The form an object takes after a round trip through zarr's JSON attributes."""
+    import json
+
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _dims(array: zarr.Array) -> tuple[str, ...]:
+    return tuple(array.metadata.dimension_names or ())
+
+
+def _open_group(path: Path, mode: str) -> zarr.Group:
+    if not (Path(path) / "zarr.json").exists():
+        raise MissingDataError(
+            f"no dataset at {path}. Make one with `python -m biophys.simulate --out {path}`."
+        )
+    group = zarr.open_group(path, mode=mode, zarr_format=3)
+    if group.attrs.get("schema") != SCHEMA:
+        raise UserError(
+            f"{path} is a zarr store but not a NeuronIO dataset of this toolkit "
+            f"(schema {group.attrs.get('schema')!r}, expected {SCHEMA!r})."
+        )
+    return group
+
+
+def write_simulation(path: str | os.PathLike, index: int, record: SimulationRecord) -> None:
+    """Write one finished simulation into its slot of a prepared store.
+
+    The `completed` flag is written after all data, so a kill at any moment leaves the
+    slot either complete or marked unfinished.
+    """
+    group = _open_group(Path(path), mode="r+")
+    n_time = group["soma_v"].shape[1]
+    n_inputs = int(group["input_spikes"].attrs["n_inputs"])
+    if record.input_spikes.shape != (n_time, n_inputs):
+        raise UserError(
+            f"input_spikes has shape {record.input_spikes.shape}, the store expects "
+            f"(time, input) = {(n_time, n_inputs)}"
+        )
+    times = np.sort(np.asarray(record.spike_times, dtype=np.float64))
+    capacity = group["spike_times"].shape[1]
+    if len(times) > capacity:
+        raise UserError(
+            f"simulation {index} fired {len(times)} spikes, more than the store's capacity "
+            f"{capacity}; the cell is far outside its physiological range"
+        )
+    padded = np.full(capacity, np.nan)
+    padded[: len(times)] = times
+    group["completed"][index] = False
+    group["input_spikes"][index] = pack_inputs(record.input_spikes)
+    group["soma_v"][index] = np.asarray(record.soma_v, dtype=np.float32)
+    group["spike_times"][index] = padded
+    group["n_spikes"][index] = len(times)
+    group["sim_seed"][index] = record.seed
+    for name, value in (("nexus_v", record.nexus_v), ("dend_v", record.dend_v)):
+        if name in group:
+            if value is None:
+                raise UserError(f"the store records {name} but the simulation did not")
+            group[name][index] = np.asarray(value, dtype=np.float32)
+    group["completed"][index] = True
+
+
+def open_dataset(path: str | os.PathLike, completed_only: bool = True) -> xr.Dataset:
+    """Open a NeuronIO store lazily (dask-backed; nothing is read until computed).
+
+    Args:
+        path: the store folder.
+        completed_only: drop simulations that have not finished (default True).
+
+    Raises:
+        MissingDataError: there is no store at `path`.
+        UserError: `path` holds something else than a NeuronIO store of this toolkit.
+    """
+    _open_group(Path(path), mode="r")
+    ds = xr.open_zarr(path, consolidated=False, zarr_format=3)
+    if completed_only:
+        done = np.flatnonzero(ds["completed"].values)
+        ds = ds.isel(simulation=done)
+    return ds
+
+
+def completed_simulations(path: str | os.PathLike) -> np.ndarray:
+    """Indices of the finished simulations of a store."""
+    return np.flatnonzero(_open_group(Path(path), mode="r")["completed"][:])

@@ -1,0 +1,32 @@
+"""Shared test fixtures: where the reference data beside the checkout lives."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """`../shared` beside the checkout, or `$ELMBRIDGE_SHARED`."""
+    return Path(os.environ.get("ELMBRIDGE_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    path = shared_dir()
+    if not (path / "data").is_dir():
+        pytest.skip(f"reference data folder {path} not found (set ELMBRIDGE_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def released_models_dir(shared) -> Path:
+    return shared / "data" / "elmneuron-released-models"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty user cache, so nothing leaks into ~/.cache."""
+    monkeypatch.setenv("ELMBRIDGE_CACHE", str(tmp_path_factory.mktemp("cache")))

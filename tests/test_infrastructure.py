@@ -1,0 +1,53 @@
+"""The shared infrastructure: atomic writes, verified downloads, CLI errors."""
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+
+from elmbridge import download, files
+from elmbridge.errors import MissingDataError, UserError
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "a.json"
+    files.write_json(target, {"x": 1})
+    with pytest.raises(RuntimeError), files.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert files.read_json(target) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_fetch_verifies_checksum_and_reports_offline(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"hello")
+    good = hashlib.sha256(b"hello").hexdigest()
+    dest = tmp_path / "cache" / "dest.bin"
+    assert download.fetch(src.as_uri(), dest, good, what="test file") == dest
+    assert dest.read_bytes() == b"hello"
+    with pytest.raises(MissingDataError, match="sha256"):
+        download.fetch(src.as_uri(), tmp_path / "bad.bin", "0" * 64, what="test file")
+    assert not (tmp_path / "bad.bin").exists()
+    with pytest.raises(MissingDataError, match="by hand"):
+        download.fetch("http://127.0.0.1:9/none", tmp_path / "x", None, what="x", timeout_s=2)
+
+
+def test_cache_dir_follows_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ELMBRIDGE_CACHE", str(tmp_path / "c"))
+    assert download.cache_dir("models") == tmp_path / "c" / "models"
+
+
+def test_cli_prints_user_errors_without_traceback():
+    code = (
+        "from elmbridge.cli import run_cli\n"
+        "from elmbridge.errors import UserError\n"
+        "def main(argv):\n"
+        "    raise UserError('the thing was wrong; do this instead')\n"
+        "run_cli(main)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: the thing was wrong; do this instead"
+    assert issubclass(UserError, ValueError)
