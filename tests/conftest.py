@@ -26,7 +26,18 @@ def released_models_dir(shared) -> Path:
     return shared / "data" / "elmneuron-released-models"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own empty user cache, so nothing leaks into ~/.cache."""
-    monkeypatch.setenv("ELMBRIDGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """One empty user cache for the whole session, so nothing leaks into ~/.cache.
+
+    Session-wide rather than per test: compiled NEURON mechanisms live in the cache and
+    a process can load a mechanism library only once. Subprocesses (dask workers, CLI
+    runs) inherit it through the environment.
+    """
+    old = os.environ.get("ELMBRIDGE_CACHE")
+    os.environ["ELMBRIDGE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("ELMBRIDGE_CACHE", None)
+    else:
+        os.environ["ELMBRIDGE_CACHE"] = old
