@@ -51,3 +51,26 @@ def test_cli_prints_user_errors_without_traceback():
     assert out.returncode == 2
     assert out.stderr.strip() == "error: the thing was wrong; do this instead"
     assert issubclass(UserError, ValueError)
+
+
+def _square(x):
+    return x * x
+
+
+def test_parallel_map_local_cluster_and_inprocess():
+    from elmbridge.parallel import dask_client, map_unordered
+
+    for scheduler in ("synchronous", None):
+        with dask_client(scheduler, n_workers=2) as client:
+            out = dict(map_unordered(_square, range(7), client=client, desc="t", max_in_flight=3))
+        assert out == {i: i * i for i in range(7)}
+
+
+def test_parallel_map_bad_scheduler_is_clear():
+    from elmbridge.parallel import dask_client
+
+    with (
+        pytest.raises(UserError, match="cannot reach the Dask scheduler"),
+        dask_client("tcp://127.0.0.1:9", connect_timeout_s=1),
+    ):
+        pass

@@ -1,0 +1,132 @@
+"""Parallel map over independent jobs on Dask, with a progress bar and bounded memory.
+
+Data generation in this toolkit (NEURON simulations, cochlea conversions) is a set of
+independent, seeded jobs whose results a single writer stores as they arrive. This
+module runs such job sets on a local process pool, an existing Dask scheduler, or
+in-process for debugging, and yields results in completion order.
+"""
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from elmbridge.errors import UserError
+
+SYNCHRONOUS = "synchronous"
+
+
+@contextlib.contextmanager
+def dask_client(
+    scheduler: str | None = None, n_workers: int | None = None, connect_timeout_s: float = 20.0
+) -> Iterator[Any]:
+    """A Dask client for a job set; `None` inside the context means run in-process.
+
+    Args:
+        scheduler: None for a new LocalCluster, "synchronous" for in-process execution,
+            or the address of a running scheduler (e.g. "tcp://10.0.0.1:8786", as printed
+            by `dask scheduler` or a dask-jobqueue cluster).
+        n_workers: worker processes of a new LocalCluster (default: one per core). Each
+            worker runs one job at a time: the jobs are single-threaded and CPU-bound.
+        connect_timeout_s: how long to wait for an existing scheduler, seconds.
+    """
+    if scheduler == SYNCHRONOUS:
+        yield None
+        return
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=f"{connect_timeout_s}s")
+        except (OSError, TimeoutError) as err:
+            raise UserError(
+                f"cannot reach the Dask scheduler at {scheduler!r} ({err}). Start one "
+                "(`dask scheduler`, or a dask-jobqueue cluster) or leave --scheduler out "
+                "to use this machine's cores."
+            ) from err
+        with client:
+            yield client
+        return
+    n_workers = n_workers or os.cpu_count() or 1
+    if n_workers < 1:
+        raise UserError(f"the number of workers must be at least 1, got {n_workers}")
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def map_unordered(
+    fn: Callable[[Any], Any],
+    jobs: Iterable[Any],
+    *,
+    client: Any | None,
+    desc: str,
+    total: int | None = None,
+    max_in_flight: int | None = None,
+) -> Iterator[tuple[Any, Any]]:
+    """Apply `fn` to each job and yield `(job, result)` pairs as they finish.
+
+    At most `max_in_flight` jobs (default: twice the number of worker threads) are
+    submitted at once, so results never pile up in memory faster than the caller
+    stores them. A job that raises stops the whole map with that exception.
+
+    Args:
+        fn: a top-level (picklable) function of one argument.
+        jobs: the job descriptions, each picklable.
+        client: a Dask client, or None to run in this process.
+        desc: label of the progress bar.
+        total: number of jobs, for the progress bar when `jobs` has no len().
+    """
+    jobs = list(jobs)
+    with tqdm(total=total if total is not None else len(jobs), desc=desc, unit="job") as bar:
+        if client is None:
+            for job in jobs:
+                result = fn(job)
+                bar.update()
+                yield job, result
+            return
+        from dask.distributed import as_completed
+
+        n_threads = sum(client.nthreads().values()) or 1
+        limit = max_in_flight or 2 * n_threads
+        pending = iter(jobs)
+        futures = {}
+
+        def submit_next() -> bool:
+            job = next(pending, _DONE)
+            if job is _DONE:
+                return False
+            future = client.submit(fn, job, pure=False)
+            futures[future.key] = job
+            queue.add(future)
+            return True
+
+        queue = as_completed()
+        for _ in range(limit):
+            if not submit_next():
+                break
+        try:
+            for future in queue:
+                result = future.result()
+                job = futures.pop(future.key)
+                future.release()
+                bar.update()
+                yield job, result
+                submit_next()
+        finally:
+            for future in list(queue.futures):
+                future.cancel()
+
+
+_DONE = object()
