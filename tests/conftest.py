@@ -1,6 +1,8 @@
 """Shared test fixtures: where the reference data beside the checkout lives."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,23 @@ def _isolated_cache(tmp_path_factory):
         os.environ.pop("ELMBRIDGE_CACHE", None)
     else:
         os.environ["ELMBRIDGE_CACHE"] = old
+
+
+@pytest.fixture
+def cli():
+    """Run `python -m MODULE ARGS...` in a subprocess that imports this checkout.
+
+    Returns a function (module, *args, cwd=None, timeout=600) -> CompletedProcess with
+    text stdout/stderr; it does not raise on a non-zero exit.
+    """
+
+    def run(module: str, *args, cwd=None, timeout: float = 600, env=None):
+        paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
+        full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+        full_env.update({"MPLBACKEND": "Agg", **(env or {})})
+        return subprocess.run(
+            [sys.executable, "-m", module, *map(str, args)],
+            capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout,
+        )  # fmt: skip
+
+    return run

@@ -1,0 +1,275 @@
+"""The Expressive Leaky Memory (ELM) neuron (Spieler et al., ICLR 2024).
+
+Equations (elm-model.md §1), with x̃ the routed input and Δt the step:
+
+- synapse/branch trace, leaky with τ_s:  b_t = κ_s ⊙ b_{t−1} + Σ_branch (w_s ⊙ x̃_t),
+  w_s = relu(θ_s). Version 1 keeps one trace per synapse and sums them per branch;
+  with one τ_s for all synapses that sum obeys exactly the branch recursion above, so
+  both versions share it (the float64 reference in the tests runs the per-synapse form).
+- memory proposal:  Δm_t = 1.7159 tanh(2/3 · MLP([b_t ; κ_m ⊙ m_{t−1}]))
+- memory update:  v1  m_t = κ_m ⊙ m_{t−1} + λ (1 − κ_m) ⊙ Δm_t
+                  v2  m_t = κ_m ⊙ m_{t−1} + (1 − κ_λ) ⊙ Δm_t,  κ_λ = exp(−Δt λ / τ_m)
+- readout:  y_t = W_y m_t + b_y
+
+Performance design: everything linear in the input (routing, synaptic weights, the
+trace, the MLP's branch half of its first layer, the readout) is computed for the whole
+sequence at once; only the nonlinear memory recurrence steps through time.
+"""
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elmbridge.errors import UserError
+from elmnet.ops import (
+    TANH_GAIN,
+    TANH_SLOPE,
+    decay,
+    exp_trace,
+    log_spaced_taus,
+    make_activation,
+    tau_to_theta,
+    theta_to_tau,
+)
+from elmnet.recurrence import memory_recurrence
+from elmnet.routing import ROUTINGS, make_routing
+
+DYNAMICS = ("v1", "v2")
+
+
+@dataclass(frozen=True)
+class ELMConfig:
+    """Configuration of one ELM neuron. Times (τ, Δt) share one unit: ms for NeuronIO.
+
+    Attributes:
+        d_in: input channels.
+        d_out: outputs of the linear readout (2 for NeuronIO: spike logit, soma).
+        d_m: memory units.
+        d_mlp: MLP hidden width (default 2 · d_m).
+        n_mlp_layers: hidden layers of the MLP.
+        d_tree: branches (default d_in, with routing "none").
+        d_brch: synapses per branch.
+        routing: "neuronio", "random" or "none" (identity, no branches).
+        routing_seed: seed of the random routing.
+        dynamics: "v1" or "v2".
+        activation: MLP activation: "relu", "silu", "relu2" (or "identity").
+        tau_min, tau_max: range of the log-spaced memory time constants.
+        learn_tau_m: train the memory time constants.
+        tau_s: synapse (v1) / branch (v2) trace time constant.
+        lam: λ, the memory update scale.
+        w_s_init: initial synaptic weight (before the relu).
+        dt: Δt, the time step.
+    """
+
+    d_in: int
+    d_out: int = 2
+    d_m: int = 20
+    d_mlp: int | None = None
+    n_mlp_layers: int = 1
+    d_tree: int | None = None
+    d_brch: int = 1
+    routing: str = "none"
+    routing_seed: int = 0
+    dynamics: str = "v1"
+    activation: str = "relu"
+    tau_min: float = 1.0
+    tau_max: float = 150.0
+    learn_tau_m: bool = False
+    tau_s: float = 5.0
+    lam: float = 5.0
+    w_s_init: float = 0.5
+    dt: float = 1.0
+
+    def __post_init__(self):
+        if self.d_mlp is None:
+            object.__setattr__(self, "d_mlp", 2 * self.d_m)
+        if self.d_tree is None:
+            object.__setattr__(self, "d_tree", self.d_in)
+        for name in ("d_in", "d_out", "d_m", "d_mlp", "n_mlp_layers", "d_tree", "d_brch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("tau_min", "tau_s", "lam", "dt"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not self.tau_min < self.tau_max:
+            raise UserError(
+                f"tau_min must be smaller than tau_max, got tau_min={self.tau_min}, "
+                f"tau_max={self.tau_max}"
+            )
+        if self.routing not in ROUTINGS:
+            raise UserError(f"unknown routing {self.routing!r}; choose one of {ROUTINGS}")
+        if self.dynamics not in DYNAMICS:
+            raise UserError(f"unknown dynamics {self.dynamics!r}; choose one of {DYNAMICS}")
+        make_activation(self.activation)
+        # Raises a clear error when d_in does not fit the routing.
+        make_routing(self.routing, self.d_in, self.d_tree, self.d_brch, self.routing_seed)
+
+    @property
+    def n_synapses(self) -> int:
+        """d_s = d_tree · d_brch synapse slots."""
+        return self.d_tree * self.d_brch
+
+    @classmethod
+    def branch_elm_neuronio(cls, d_m: int = 20, **overrides: Any) -> "ELMConfig":
+        """The Branch-ELM of the NeuronIO experiments: 1278 inputs, 45 branches of 100."""
+        base = dict(d_in=1278, d_out=2, d_m=d_m, d_tree=45, d_brch=100, routing="neuronio")
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ELMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown ELM configuration fields {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+class ELMState(NamedTuple):
+    """Recurrent state carried between calls: the branch trace and the memory."""
+
+    branch: torch.Tensor  # (B, d_tree)
+    memory: torch.Tensor  # (B, d_m)
+
+
+class ELMNeuron(nn.Module):
+    """One ELM neuron. `forward(x, state=None) -> (y, state)` with x of shape (B, T, d_in).
+
+    The output y has shape (B, T, d_out). For NeuronIO, y[..., 0] is the spike logit and
+    y[..., 1] the scaled somatic voltage (see `surrogate`).
+    """
+
+    def __init__(self, config: ELMConfig):
+        super().__init__()
+        self.config = c = config
+        index, valid = make_routing(c.routing, c.d_in, c.d_tree, c.d_brch, c.routing_seed)
+        self.register_buffer("syn_index", index)
+        self.register_buffer("syn_valid", valid)
+        # The branch each slot belongs to, for scattering weights into a synapse matrix.
+        self.register_buffer(
+            "syn_branch", torch.arange(c.d_tree).repeat_interleave(c.d_brch), persistent=False
+        )
+        self.theta_s = nn.Parameter(torch.full((c.n_synapses,), float(c.w_s_init)))
+        theta_m = tau_to_theta(log_spaced_taus(c.d_m, c.tau_min, c.tau_max), c.tau_min, c.tau_max)
+        theta_m = theta_m.to(torch.get_default_dtype())
+        if c.learn_tau_m:
+            self.theta_m = nn.Parameter(theta_m)
+        else:
+            self.register_buffer("theta_m", theta_m)
+        layers: list[nn.Module] = [nn.Linear(c.d_tree + c.d_m, c.d_mlp)]
+        for _ in range(c.n_mlp_layers - 1):
+            layers += [make_activation(c.activation), nn.Linear(c.d_mlp, c.d_mlp)]
+        layers += [make_activation(c.activation), nn.Linear(c.d_mlp, c.d_m)]
+        self.mlp = nn.Sequential(*layers)
+        self.head = nn.Linear(c.d_m, c.d_out)
+
+    @property
+    def w_s(self) -> torch.Tensor:
+        """(d_s,) synaptic weights, zero on invalid slots."""
+        return torch.relu(self.theta_s) * self.syn_valid
+
+    @property
+    def tau_m(self) -> torch.Tensor:
+        """(d_m,) memory time constants, in units of Δt's unit."""
+        return theta_to_tau(self.theta_m, self.config.tau_min, self.config.tau_max)
+
+    def synapse_matrix(self) -> torch.Tensor:
+        """(d_in, d_tree) weight from each input channel to each branch.
+
+        Summing routed, weighted inputs per branch is a linear map; as a dense matrix it
+        runs as one matmul over the whole sequence instead of a gather of d_s slots.
+        """
+        c = self.config
+        flat = self.syn_index * c.d_tree + self.syn_branch
+        w = self.w_s
+        return w.new_zeros(c.d_in * c.d_tree).index_add(0, flat, w).view(c.d_in, c.d_tree)
+
+    def branch_drive(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d_tree) Σ_branch w_s ⊙ x̃_t for every step, computed at once."""
+        if self.config.routing == "none":
+            return x * self.w_s
+        return x @ self.synapse_matrix().to(x.dtype)
+
+    def initial_state(self, batch: int, like: torch.Tensor) -> ELMState:
+        """Zero state on `like`'s device and dtype."""
+        c = self.config
+        return ELMState(
+            like.new_zeros(batch, c.d_tree),
+            like.new_zeros(batch, c.d_m),
+        )
+
+    def memory_coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """κ_m and the gain on Δm of the memory update (v1: λ(1 − κ_m), v2: 1 − κ_λ)."""
+        c = self.config
+        tau_m = self.tau_m
+        kappa_m = decay(tau_m, c.dt)
+        if c.dynamics == "v1":
+            gain = -c.lam * torch.expm1(-c.dt / tau_m)
+        else:
+            gain = -torch.expm1(-c.dt * c.lam / tau_m)
+        return kappa_m, gain
+
+    def memory_recurrence(self, branch: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Step the nonlinear memory through time.
+
+        Args:
+            branch: (B, T, d_tree) branch trace b_t.
+            memory: (B, d_m) memory before the first step.
+
+        Returns:
+            (B, T, d_m) memory after every step.
+        """
+        c = self.config
+        kappa_m, gain = self.memory_coefficients()
+        linears = [layer for layer in self.mlp if isinstance(layer, nn.Linear)]
+        first, hidden, last = linears[0], linears[1:-1], linears[-1]
+        w_branch, w_memory = first.weight.split([c.d_tree, c.d_m], dim=1)
+        # The branch half of the first layer is linear in b: do it for all steps at once.
+        pre = F.linear(branch, w_branch, first.bias)
+        # Fold per-step constants into weights once, to keep the time loop short:
+        # (κ_m ⊙ m) Wᵀ = m (W diag κ_m)ᵀ, and the scaled tanh's two constants.
+        return memory_recurrence(
+            c.activation,
+            pre,
+            memory,
+            u=(w_memory * kappa_m).t(),
+            kappa=kappa_m,
+            gain=TANH_GAIN * gain,
+            w_out=(TANH_SLOPE * last.weight).t(),
+            b_out=TANH_SLOPE * last.bias,
+            hidden=[(layer.weight.t(), layer.bias) for layer in hidden],
+        )
+
+    def forward(
+        self, x: torch.Tensor, state: ELMState | None = None
+    ) -> tuple[torch.Tensor, ELMState]:
+        """Run the neuron over a sequence.
+
+        Args:
+            x: (B, T, d_in) input; for NeuronIO +1 per excitatory and −1 per inhibitory
+                spike in each Δt bin.
+            state: state after a previous chunk of the same sequences, or None (zeros).
+
+        Returns:
+            y: (B, T, d_out) outputs; state: the state after the last step.
+        """
+        c = self.config
+        if x.dim() != 3 or x.shape[-1] != c.d_in:
+            raise UserError(
+                f"ELM neuron expects input of shape (batch, time, {c.d_in}), got {tuple(x.shape)}"
+            )
+        if state is None:
+            state = self.initial_state(x.shape[0], x)
+        if x.shape[1] == 0:
+            return x.new_zeros(x.shape[0], 0, c.d_out), state
+        drive = self.branch_drive(x)
+        branch = exp_trace(drive, decay(c.tau_s, c.dt), state.branch)
+        memory = self.memory_recurrence(branch, state.memory)
+        y = self.head(memory)
+        return y, ELMState(branch[:, -1], memory[:, -1])

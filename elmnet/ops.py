@@ -1,0 +1,123 @@
+"""Numerical building blocks shared by the ELM neuron and the ELM Network.
+
+Everything here is device- and dtype-agnostic: tensors created inside follow the inputs.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from elmbridge.errors import UserError
+
+# LeCun's scaled tanh keeps unit-variance inputs at unit variance; the ELM memory
+# proposal uses it (elm-model.md §1).
+TANH_GAIN = 1.7159
+TANH_SLOPE = 2.0 / 3.0
+
+
+def scaled_tanh(x: torch.Tensor) -> torch.Tensor:
+    """1.7159 · tanh(2/3 · x)."""
+    return TANH_GAIN * torch.tanh(TANH_SLOPE * x)
+
+
+class SquaredReLU(nn.Module):
+    """relu(x)²."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).square()
+
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "relu2": SquaredReLU,
+    # A linear MLP: the ELM Network's small readout neurons use it.
+    "identity": nn.Identity,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """The MLP activation module called `name` (relu, silu, relu2 or identity)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise UserError(
+            f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
+        ) from None
+
+
+def activation_derivative(name: str, a: torch.Tensor) -> torch.Tensor:
+    """dσ/da of the activation called `name`, elementwise at pre-activation `a`."""
+    if name == "relu":
+        return (a > 0).to(a.dtype)
+    if name == "relu2":
+        return 2 * torch.relu(a)
+    if name == "silu":
+        s = torch.sigmoid(a)
+        return s * (1 + a * (1 - s))
+    if name == "identity":
+        return torch.ones_like(a)
+    raise UserError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+
+
+def log_spaced_taus(n: int, tau_min: float, tau_max: float) -> torch.Tensor:
+    """`n` time constants log-spaced over [tau_min, tau_max] (float64, same unit as input).
+
+    One constant is `tau_min`, matching the released models (d_m = 1 → τ = τ_min).
+    """
+    return torch.logspace(math.log10(tau_min), math.log10(tau_max), n, dtype=torch.float64)
+
+
+def tau_to_theta(tau: torch.Tensor, tau_min: float, tau_max: float) -> torch.Tensor:
+    """Inverse of `theta_to_tau`. τ at the interval ends maps to large finite logits."""
+    frac = (tau - tau_min) / (tau_max - tau_min)
+    # Keep the end points finite so that a learnable τ still has a gradient there.
+    eps = 1e-8
+    return torch.logit(frac.clamp(eps, 1 - eps))
+
+
+def theta_to_tau(theta: torch.Tensor, tau_min: float, tau_max: float) -> torch.Tensor:
+    """τ = τ_min + (τ_max − τ_min) · sigmoid(θ): keeps learnable τ inside its interval."""
+    return tau_min + (tau_max - tau_min) * torch.sigmoid(theta)
+
+
+def decay(tau: torch.Tensor | float, dt: float) -> torch.Tensor | float:
+    """Per-step decay factor κ = exp(−Δt/τ) of a leaky trace (Δt and τ in the same unit)."""
+    if isinstance(tau, torch.Tensor):
+        return torch.exp(-dt / tau)
+    return math.exp(-dt / tau)
+
+
+def exp_trace(
+    u: torch.Tensor, kappa: torch.Tensor | float, init: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Leaky trace b_t = κ ⊙ b_{t−1} + u_t over a whole sequence at once.
+
+    Computed with a log-depth parallel prefix scan (Hillis–Steele): after the pass with
+    shift s every b_t holds the terms u_{t−j}, j < 2s, so ⌈log₂ T⌉ passes of elementwise
+    work replace T sequential steps. Only non-negative powers of κ ≤ 1 appear, so the scan
+    is as stable as the sequential loop.
+
+    Args:
+        u: (B, T, C) drive per step.
+        kappa: (C,) or scalar decay per step, in [0, 1].
+        init: (B, C) trace before the first step (b_{−1}); zeros when None.
+
+    Returns:
+        (B, T, C) the trace at every step.
+    """
+    n_steps = u.shape[1]
+    kappa = torch.as_tensor(kappa, dtype=u.dtype, device=u.device)
+    b = u
+    power = kappa
+    shift = 1
+    while shift < n_steps:
+        b = torch.cat([b[:, :shift], b[:, shift:] + power * b[:, :-shift]], dim=1)
+        power = power * power
+        shift *= 2
+    if init is not None:
+        steps = torch.arange(1, n_steps + 1, dtype=u.dtype, device=u.device)
+        decays = torch.pow(kappa.expand(u.shape[-1]).unsqueeze(0), steps.unsqueeze(1))
+        b = b + decays.unsqueeze(0) * init.unsqueeze(1)
+    return b

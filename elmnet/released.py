@@ -1,0 +1,188 @@
+"""The published NeuronIO-trained Branch-ELM models (Spieler et al. 2024, MIT licence).
+
+A released model is a folder with `model_config.json` (the authors' field names) and
+`neuronio_best_model_state.pt` (their state dict), plus evaluation files. This module
+translates both into an `ELMNeuron` that computes what the published model computes, and
+fetches named models from the public repository into the user cache, verified against
+the checksums in `released_models.json`.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from elmbridge.download import cache_dir, fetch, verify
+from elmbridge.errors import MissingDataError, UserError
+from elmnet.neuron import ELMConfig, ELMNeuron
+
+MANIFEST: dict[str, Any] = json.loads(
+    Path(__file__).with_name("released_models.json").read_text(encoding="utf-8")
+)
+RELEASED_MODEL_NAMES: tuple[str, ...] = tuple(sorted(MANIFEST["files"]))
+CONFIG_FILE = "model_config.json"
+STATE_FILE = "neuronio_best_model_state.pt"
+
+# The authors' configuration fields and ours.
+_CONFIG_FIELDS = {
+    "num_input": "d_in",
+    "num_output": "d_out",
+    "num_memory": "d_m",
+    "num_branch": "d_tree",
+    "num_synapse_per_branch": "d_brch",
+    "memory_tau_min": "tau_min",
+    "memory_tau_max": "tau_max",
+    "learn_memory_tau": "learn_tau_m",
+    "mlp_activation": "activation",
+    "mlp_num_layers": "n_mlp_layers",
+    "mlp_hidden_size": "d_mlp",
+    "lambda_value": "lam",
+    "tau_s_value": "tau_s",
+    "w_s_value": "w_s_init",
+    "delta_t": "dt",
+    "input_to_synapse_routing": "routing",
+}
+_ROUTINGS = {"neuronio_routing": "neuronio", "random_routing": "random", None: "none"}
+_STATE_KEYS = {
+    "_proto_w_s": "theta_s",
+    "_proto_tau_m": "theta_m",
+    "input_to_synapse_indices": "syn_index",
+    "valid_indices_mask": "syn_valid",
+    "w_y.weight": "head.weight",
+    "w_y.bias": "head.bias",
+}
+
+
+def config_from_released(fields: dict[str, Any], tau_s: float | None = None) -> ELMConfig:
+    """Our `ELMConfig` for the authors' `model_config.json` fields (all use v1 dynamics)."""
+    unknown = sorted(set(fields) - set(_CONFIG_FIELDS))
+    if unknown:
+        raise UserError(
+            f"released model configuration has fields this loader does not know: {unknown}; "
+            "loading it could silently change what the model computes"
+        )
+    values = {
+        _CONFIG_FIELDS[k]: v
+        for k, v in fields.items()
+        if v is not None or k == "input_to_synapse_routing"
+    }
+    routing = values.get("routing")
+    if routing not in _ROUTINGS:
+        raise UserError(f"released model has unknown routing {routing!r}")
+    values["routing"] = _ROUTINGS[routing]
+    if tau_s is not None:
+        values["tau_s"] = tau_s
+    return ELMConfig(dynamics="v1", **values)
+
+
+def state_from_released(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the authors' state-dict entries to ours (`tau_s` goes into the config)."""
+    ours = {}
+    for key, value in state.items():
+        if key == "tau_s":
+            continue
+        if key in _STATE_KEYS:
+            ours[_STATE_KEYS[key]] = value
+        elif key.startswith("mlp.network."):
+            ours["mlp." + key.removeprefix("mlp.network.")] = value
+        else:
+            raise UserError(f"released state dict has an unexpected entry {key!r}")
+    if "syn_valid" in ours:
+        ours["syn_valid"] = ours["syn_valid"].bool()
+    return ours
+
+
+def _uniform_tau_s(state: dict[str, torch.Tensor]) -> float | None:
+    tau_s = state.get("tau_s")
+    if tau_s is None:
+        return None
+    if not torch.all(tau_s == tau_s.flatten()[0]):
+        raise UserError(
+            "released model has per-synapse time constants tau_s that differ; this "
+            "implementation sums synapse traces per branch and needs one tau_s"
+        )
+    return float(tau_s.flatten()[0])
+
+
+def fetch_released(name: str, cache: str | os.PathLike | None = None) -> Path:
+    """Folder of the released model `name`, downloaded and verified on first use.
+
+    Args:
+        name: one of `RELEASED_MODEL_NAMES`, e.g. "num_memory_20".
+        cache: folder holding one sub-folder per model (default: the user cache).
+    """
+    if name not in MANIFEST["files"]:
+        raise UserError(
+            f"no released model called {name!r}; choose one of {', '.join(RELEASED_MODEL_NAMES)}"
+        )
+    folder = Path(cache) / name if cache is not None else cache_dir("released-models", name)
+    base = (
+        f"https://raw.githubusercontent.com/{MANIFEST['repository']}/{MANIFEST['commit']}/"
+        f"{MANIFEST['path']}/{name}"
+    )
+    for file, sha256 in MANIFEST["files"][name].items():
+        fetch(f"{base}/{file}", folder / file, sha256, what=f"released model {name}/{file}")
+    return folder
+
+
+def resolve_released(source: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
+    """A released-model folder from a path, or from a model name (fetched when needed)."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if str(source) in MANIFEST["files"]:
+        return fetch_released(str(source), cache)
+    raise UserError(
+        f"{source!r} is neither a folder nor a released model name; names: "
+        f"{', '.join(RELEASED_MODEL_NAMES)}"
+    )
+
+
+def load_released(source: str | os.PathLike, cache: str | os.PathLike | None = None) -> ELMNeuron:
+    """Build our ELM neuron from a released model and load its weights.
+
+    Args:
+        source: a released-model folder, or a name such as "num_memory_20" (looked up in
+            `cache`, downloaded and verified when absent).
+        cache: folder of released models for name look-ups (default: the user cache).
+
+    Returns:
+        The neuron in eval mode, float32, on the CPU.
+    """
+    folder = resolve_released(source, cache)
+    missing = [f for f in (CONFIG_FILE, STATE_FILE) if not (folder / f).is_file()]
+    if missing:
+        raise MissingDataError(
+            f"{folder} is not a complete released model: missing {', '.join(missing)}. "
+            f"A model folder holds {CONFIG_FILE} and {STATE_FILE}."
+        )
+    name = folder.name
+    if name in MANIFEST["files"]:
+        for file in (CONFIG_FILE, STATE_FILE):
+            if not verify(folder / file, MANIFEST["files"][name][file]):
+                raise UserError(
+                    f"{folder / file} does not match the published checksum of {name}; "
+                    "the file is corrupted or from another release"
+                )
+    fields = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    config = config_from_released(fields, tau_s=_uniform_tau_s(state))
+    model = ELMNeuron(config)
+    try:
+        model.load_state_dict(state_from_released(state), strict=True)
+    except RuntimeError as err:
+        raise UserError(f"the weights in {folder} do not fit its configuration: {err}") from err
+    return model.eval()
+
+
+def released_metadata(folder: str | os.PathLike) -> dict[str, Any]:
+    """The evaluation, statistics and training files of a released model, when present."""
+    folder = Path(folder)
+    out = {}
+    for stem in ("eval_results", "model_stats", "train_config"):
+        file = folder / f"{stem}.json"
+        if file.is_file():
+            out[stem] = json.loads(file.read_text(encoding="utf-8"))
+    return out

@@ -1,0 +1,34 @@
+"""The demo and the speed benchmark run end to end."""
+
+from benchmarks import elm_neuron_speed
+from elmnet.demo import synthetic_neuronio_input
+
+
+def test_demo_writes_plot_with_released_model(released_models_dir, tmp_path, cli):
+    out = tmp_path / "demo.png"
+    model = released_models_dir / "num_memory_20"
+    result = cli("elmnet.demo", "--model", model, "--out", out, "--duration-ms", 300)
+    assert result.returncode == 0, result.stderr
+    assert "8002 parameters" in result.stdout
+    assert out.stat().st_size > 10_000
+
+
+def test_demo_unknown_model_is_a_clear_error(tmp_path, cli):
+    result = cli("elmnet.demo", "--model", "num_memory_999", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: 'num_memory_999' is neither a folder")
+
+
+def test_synthetic_input_is_signed_and_seeded():
+    x = synthetic_neuronio_input(400, seed=3)
+    assert x.shape == (400, 1278)
+    assert set(x[:, :639].ravel()) <= {0.0, 1.0} and set(x[:, 639:].ravel()) <= {0.0, -1.0}
+    assert (x != 0).any()
+    assert (synthetic_neuronio_input(400, seed=3) == x).all()
+
+
+def test_speed_benchmark_runs_and_both_methods_agree():
+    # main() asserts that the parallel and per-step forwards agree before timing.
+    rows = elm_neuron_speed.main(["--batch", "2", "--steps", "30", "--repeats", "1"])
+    assert [r["method"] for r in rows] == ["parallel traces", "per-step loop"]
+    assert all(r["forward"] > 0 and r["forward+backward"] > 0 for r in rows)
