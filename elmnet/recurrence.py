@@ -136,6 +136,11 @@ def memory_recurrence(
     Returns:
         (B, T, d_m) the memory after every step.
     """
-    flat_hidden = [x for layer in hidden for x in layer]
-    return _MemoryRecurrence.apply(activation, pre, memory, u, kappa, gain, w_out, b_out,
-                                   *flat_hidden)  # fmt: skip
+    tensors = [pre, memory, u, kappa, gain, w_out, b_out, *(x for layer in hidden for x in layer)]
+    # Under mixed precision the recurrence still runs in float32: a memory that integrates
+    # over hundreds of steps must not round at every step, and the matmuls are tiny.
+    dtype = pre.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32
+    with torch.autocast(device_type=pre.device.type, enabled=False):
+        return _MemoryRecurrence.apply(activation, *(x.to(dtype) for x in tensors))

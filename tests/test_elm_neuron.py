@@ -150,6 +150,18 @@ def test_follows_input_dtype_and_device():
         torch.testing.assert_close(y_cuda.cpu(), model.float().cpu()(x)[0])
 
 
+def test_mixed_precision_trains():
+    model = ELMNeuron(ELMConfig(**CONFIGS[3]))
+    x = torch.randn(2, 20, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, state = model(x)
+    assert state.memory.dtype == torch.float32
+    y.float().square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    reference, _ = model(x)
+    torch.testing.assert_close(y.float(), reference, rtol=0.05, atol=0.05)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
