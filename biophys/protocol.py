@@ -111,19 +111,6 @@ def smoothing_window(sigma_ms: int) -> np.ndarray:
     return window / window.sum()
 
 
-def _interval_basis(n_intervals: int, interval_ms: int, duration_ms: int, sigma_ms: int):
-    """(n_intervals, T): each interval's indicator on the 1 ms grid, smoothed.
-
-    Smoothing is linear, so the smoothed rate of any segment is its per-interval rates
-    times this basis: a few FFTs instead of one long convolution per segment.
-    """
-    indicator = np.zeros((n_intervals, duration_ms))
-    starts = np.arange(n_intervals) * interval_ms
-    for k, start in enumerate(starts):
-        indicator[k, start : start + interval_ms] = 1.0
-    return fftconvolve(indicator, smoothing_window(sigma_ms)[None, :], mode="same", axes=1)
-
-
 def sample_rates(
     segment_length_um: np.ndarray,
     segment_tree: np.ndarray,
@@ -152,13 +139,14 @@ def sample_rates(
             tree_rates[(tree, kind)] = rate
             per_um[kind][on_tree] = rate[None, :] / (total * 100.0)
 
-    basis = _interval_basis(n_int, interval, duration_ms, sigma)
+    window = smoothing_window(sigma)[None, :]
     spatial, smoothed = {}, {}
     for kind in ("exc", "inh"):
         spatial[kind] = rng.uniform(*SPATIAL_FACTOR_RANGE, size=per_um[kind].shape)
         coarse = per_um[kind] * spatial[kind] * lengths[:, None]
+        fine = np.repeat(coarse, interval, axis=1)[:, :duration_ms]
         # FFT round-off can leave -1e-20 where the rate is exactly zero.
-        smoothed[kind] = np.maximum(coarse @ basis, 0.0)
+        smoothed[kind] = np.maximum(fftconvolve(fine, window, mode="same", axes=1), 0.0)
     return RateDraw(interval, sigma, tree_rates, spatial, smoothed)
 
 
