@@ -26,15 +26,16 @@ def detect_spikes(
 ) -> np.ndarray:
     """Spike times (ms, float64) of a voltage trace sampled from t = 0.
 
-    A spike is a sample strictly above both neighbours and above `threshold_mv` (the
-    NeuronIO rule). Its time is the vertex of the parabola through that sample and its
-    neighbours, so the precision is well below the sampling step.
+    A spike is a local maximum above `threshold_mv` (the NeuronIO rule): a sample above
+    its predecessor and not below its successor, so that a peak split over two equal
+    samples still counts once. Its time is the vertex of the parabola through that
+    sample and its neighbours, far more precise than the sampling step.
     """
     v = np.asarray(v, dtype=np.float64)
     if v.size < 3:
         return np.zeros(0)
     mid = v[1:-1]
-    peak = (mid > v[:-2]) & (mid > v[2:]) & (mid > threshold_mv)
+    peak = (mid > v[:-2]) & (mid >= v[2:]) & (mid > threshold_mv)
     i = np.flatnonzero(peak) + 1
     left, centre, right = v[i - 1], v[i], v[i + 1]
     offset = 0.5 * (left - right) / (left - 2.0 * centre + right)
