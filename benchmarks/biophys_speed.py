@@ -1,0 +1,199 @@
+"""Single-core speed of the full L5PC under the NeuronIO protocol, and what it costs.
+
+    python -m benchmarks.biophys_speed --duration-ms 2000 --repeats 2
+
+Every configuration simulates the same NeuronIO input (1278 synapses, seed 0) on one
+core. The reference is fixed-step integration at dt = 0.025 ms; each other configuration
+is compared with it on the outputs a dataset keeps: the somatic voltage at 1 ms and the
+output spike times. Timings are the best of `--repeats` runs, because the machine may be
+shared. The table reports simulated seconds per wall-clock second (higher is faster).
+
+Configurations:
+- ``fixed dt=0.025``: the reference (what `simulate()` does by default).
+- ``+ cache_efficient``: the same integration with NEURON's cache-friendly memory layout.
+- ``fixed dt=0.0625``: a coarser fixed step (changes the numerics; shown for scale).
+- ``cvode atol=...``: NeuronIO's original choice, variable-step CVode, at several
+  absolute tolerances.
+- ``coarse nseg (L/80)``: fewer compartments, synapses kept at their positions.
+
+The parallel-scaling section (dataset generation over several workers) is measured by
+`benchmarks.biophys_scaling`; ``--scaling 1,2`` runs it after this table when that module
+is present.
+"""
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from biophys import cells, protocol, simulation
+from elmbridge.cli import run_cli
+from elmbridge.errors import UserError
+
+SPIKE_MATCH_MS = 1.0  # an output spike counts as reproduced within this many ms
+VOLTAGE_TOLERANCE_MV = 1.0  # RMSE of the 1 ms somatic voltage allowed for "same answer"
+
+
+@dataclass
+class Config:
+    """How to integrate: fixed step or CVode, memory layout, discretisation."""
+
+    name: str
+    dt_ms: float = 0.025
+    cvode: bool = False
+    atol: float = 1e-3
+    cache_efficient: bool = False
+    nseg_um: float | None = None  # None: the cell's own rule, 1 + 2 int(L / 40 µm)
+
+
+CONFIGS = (
+    Config("fixed dt=0.025 (reference)"),
+    Config("fixed dt=0.025 + cache_efficient", cache_efficient=True),
+    Config("fixed dt=0.0625 + cache_efficient", dt_ms=0.0625, cache_efficient=True),
+    Config("cvode atol=1e-3 + cache_efficient", cvode=True, atol=1e-3, cache_efficient=True),
+    Config("cvode atol=1e-4 + cache_efficient", cvode=True, atol=1e-4, cache_efficient=True),
+    Config("cvode atol=1e-5 + cache_efficient", cvode=True, atol=1e-5, cache_efficient=True),
+    Config("coarse nseg (L/80) + cache_efficient", cache_efficient=True, nseg_um=80.0),
+)
+
+
+def _set_discretisation(model, nseg_um: float) -> None:
+    """Re-segment the dendrites (1 + 2 int(L / nseg_um)); synapses keep their (section, x).
+
+    NEURON carries each range variable over to the new segments from the old segment
+    that contains them, so the channel densities stay close to the original ones.
+    """
+    places = [(syn.get_segment().sec, syn.get_segment().x) for syn in model.synapses]
+    for sec in model.cell.dend + model.cell.apic:
+        sec.nseg = 1 + 2 * int(sec.L / nseg_um)
+    for syn, (sec, x) in zip(model.synapses, places, strict=True):
+        syn.loc(sec(x))
+
+
+def run_config(config: Config, inputs: np.ndarray, cell: str = "L5PC"):
+    """One simulation under `config`; returns (record, wall seconds)."""
+    from neuron import h
+
+    model = cells.get_model(cell)
+    cv = h.CVode()
+    cv.cache_efficient(1 if config.cache_efficient else 0)
+    cv.atol(config.atol)
+    if config.nseg_um is not None:
+        _set_discretisation(model, config.nseg_um)
+    try:
+        start = time.perf_counter()
+        rec = simulation.simulate(cell, inputs, seed=0, dt_ms=config.dt_ms, cvode=config.cvode)
+        wall = time.perf_counter() - start
+    finally:
+        if config.nseg_um is not None:
+            # the channel densities belong to the original segments: build afresh
+            cells.forget_model()
+        cv.cache_efficient(0)
+        cv.atol(1e-3)
+    return rec, wall
+
+
+def compare(reference, rec) -> dict:
+    """How far a run is from the reference: voltage error and spike-time agreement."""
+    dv = rec.soma_v - reference.soma_v
+    ref_t, t = reference.spike_times, rec.spike_times
+    matched = [np.min(np.abs(t - s)) for s in ref_t] if len(t) else []
+    hits = [d for d in matched if d <= SPIKE_MATCH_MS]
+    return {
+        "rmse_mV": float(np.sqrt(np.mean(dv**2))),
+        "n_spikes": len(t),
+        "spikes_matched": f"{len(hits)}/{len(ref_t)}",
+        "mean_dt_ms": float(np.mean(hits)) if hits else float("nan"),
+    }
+
+
+def measure(duration_ms: int, repeats: int, configs=CONFIGS, seed: int = 0) -> list[dict]:
+    """Time every configuration (best of `repeats`) and compare it with the reference."""
+    desc = cells.describe_cell("L5PC")
+    inputs = protocol.neuronio_inputs(desc, duration_ms, seed)
+    cells.get_model("L5PC")  # build (and compile) outside the timings
+    rows, reference = [], None
+    for config in configs:
+        best, rec = float("inf"), None
+        for _ in range(repeats):
+            rec, wall = run_config(config, inputs)
+            best = min(best, wall)
+        if reference is None:
+            reference = rec
+        row = {"config": config.name, "sim_s_per_wall_s": duration_ms / 1000.0 / best}
+        row["wall_s"] = best
+        row.update(compare(reference, rec))
+        row["same_answer"] = (
+            row["rmse_mV"] <= VOLTAGE_TOLERANCE_MV
+            and row["spikes_matched"]
+            == f"{len(reference.spike_times)}/{len(reference.spike_times)}"
+            and row["n_spikes"] == len(reference.spike_times)
+        )
+        rows.append(row)
+        print(_format_row(row), flush=True)
+    return rows
+
+
+def _format_row(row: dict) -> str:
+    return (
+        f"{row['config']:40s} {row['sim_s_per_wall_s']:8.3f} {row['wall_s']:8.1f} "
+        f"{row['rmse_mV']:8.3f} {row['spikes_matched']:>8s} {row['mean_dt_ms']:8.3f} "
+        f"{'yes' if row['same_answer'] else 'no':>5s}"
+    )
+
+
+HEADER = (
+    f"{'configuration':40s} {'sim s/s':>8s} {'wall s':>8s} {'RMSE mV':>8s} "
+    f"{'spikes':>8s} {'|dt| ms':>8s} {'same':>5s}"
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.biophys_speed", description=__doc__)
+    parser.add_argument("--duration-ms", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the NeuronIO input")
+    parser.add_argument(
+        "--scaling",
+        metavar="WORKERS",
+        help="also measure parallel scaling for these worker counts, e.g. 1,2",
+    )
+    args = parser.parse_args(argv)
+    if args.duration_ms < 100 or args.repeats < 1:
+        raise UserError("--duration-ms must be >= 100 and --repeats >= 1")
+    print(
+        f"L5PC, NeuronIO input (seed {args.seed}), {args.duration_ms} ms, one core, "
+        f"best of {args.repeats}; 'same' = RMSE <= {VOLTAGE_TOLERANCE_MV} mV and every "
+        f"reference spike within {SPIKE_MATCH_MS} ms"
+    )
+    print(HEADER)
+    print("-" * len(HEADER))
+    measure(args.duration_ms, args.repeats, seed=args.seed)
+    if args.scaling:
+        _parallel_scaling(args)
+    return 0
+
+
+def _parallel_scaling(args) -> None:
+    """Hook for the parallel section: dataset generation on 1..n workers."""
+    try:
+        from benchmarks.biophys_scaling import measure_scaling
+    except ImportError as err:
+        raise UserError(
+            "parallel scaling is measured by benchmarks.biophys_scaling, which this "
+            f"checkout lacks ({err})"
+        ) from err
+    workers = tuple(int(w) for w in args.scaling.split(","))
+    print("\nparallel scaling (benchmarks.biophys_scaling):")
+    for row in measure_scaling(worker_counts=workers, duration_ms=args.duration_ms):
+        print(
+            "  "
+            + ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+            )
+        )
+
+
+if __name__ == "__main__":
+    run_cli(main)
