@@ -238,9 +238,20 @@ def run_validation(
     """
     if settle_ms < 100 or step_ms < 200:
         raise UserError("settle_ms must be >= 100 and step_ms >= 200 for meaningful features")
+    params = get_model(cell, morphology_path).params
+    original = params["celsius_degC"]
     if celsius_degC is not None:
-        get_model(cell, morphology_path).params["celsius_degC"] = celsius_degC
-    bench = _Bench(cell, morphology_path, dt_ms, settle_ms)
+        params["celsius_degC"] = celsius_degC
+    try:
+        bench = _Bench(cell, morphology_path, dt_ms, settle_ms)
+        values, traces = _run_protocols(bench, step_ms, fi_amps_nA)
+    finally:
+        params["celsius_degC"] = original
+    features = [_feature(name, values[name], far_sd) for name in (*EXPERIMENT, *COUNTS)]
+    return features, traces
+
+
+def _run_protocols(bench: _Bench, step_ms: float, fi_amps_nA):
     values, traces = {}, {}
 
     t, (v,) = bench.run(50.0)
@@ -298,8 +309,7 @@ def run_validation(
     for label, (tt, (vv, _)) in bac.items():
         traces.setdefault("bac_counts", {})[label] = len(_spike_times(tt, vv, 10.0, 150.0))
 
-    features = [_feature(name, values[name], far_sd) for name in (*EXPERIMENT, *COUNTS)]
-    return features, traces
+    return values, traces
 
 
 def format_table(features: list[Feature]) -> str:
@@ -405,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         "settle_ms": settle,
         "step_ms": step,
         "dt_ms": args.dt_ms,
-        "celsius_degC": get_model(args.cell, args.morphology).params["celsius_degC"],
+        "celsius_degC": args.celsius
+        or get_model(args.cell, args.morphology).params["celsius_degC"],
         "far_sd": args.far_sd,
     }
     write_json(
