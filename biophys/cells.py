@@ -43,11 +43,6 @@ CELL_NAMES: tuple[str, ...] = ("L5PC", "L5PC-hay2011", "L5PC-ampa", "L5PC-passiv
 # Apical recording site of the NeuronIO "nexus" voltage, µm path distance from soma(0.5).
 NEXUS_DISTANCE_UM = 678.0
 
-_ALL_HAY_AXON = [
-    "pas", "Im", "Ca_LVAst", "Ca_HVA", "CaDynamics_E2", "SKv3_1", "SK_E2", "K_Tst", "K_Pst",
-    "Nap_Et2", "NaTa_t", "Ih",
-]  # fmt: skip
-
 # The NeuronIO cell (docs/l5pc-model.md "Conductances of the NeuronIO cell"): Hay's
 # axonal-initiation variant as set up by Beniaguev et al. 2021. Conductances in S/cm2,
 # cm in µF/cm2, Ra in Ω·cm, potentials in mV, decay in ms. Distances are path distances
@@ -71,7 +66,10 @@ NEURONIO_PARAMETERS: dict[str, Any] = {
     "last_segment_takes_distal_end_value": True,
     "regions": {
         "axon": {
-            "mechanisms": _ALL_HAY_AXON,
+            "mechanisms": [
+                "pas", "Im", "Ca_LVAst", "Ca_HVA", "CaDynamics_E2", "SKv3_1", "SK_E2", "K_Tst",
+                "K_Pst", "Nap_Et2", "NaTa_t", "Ih",
+            ],
             "values": {
                 "cm": 1.0, "Ra": 100.0, "e_pas": -90.0, "g_pas": 3e-5, "ena": 50.0,
                 "ek": -85.0, "gImbar_Im": 0.013322, "gCa_LVAstbar_Ca_LVAst": 0.000813,
@@ -334,6 +332,11 @@ class _Cell:
         # on every section, then the reconstructed axon is replaced by a 60 µm stub.
         for sec in self.soma:
             sec(0.5).area()
+        for sec in [*self.soma, *self.dend, *self.apic]:
+            if any(seg.diam == 0 for seg in sec):
+                # as Hay's template: a zero diameter would make the cable equation singular
+                log.warning("%s: section %s has zero diameter; set to 1 µm", morphology.path, sec)
+                sec.diam = 1.0
         for sec in [*self.soma, *self.dend, *self.apic, *self.axon]:
             sec.nseg = 1 + 2 * int(sec.L / 40.0)
         for sec in self.axon:
@@ -527,11 +530,6 @@ class L5PCModel:
                         x = 1.0 if quirk and i == sec.nseg - 1 else seg.x
                         d = h.distance(origin, sec(x))
                         setattr(seg, key, distribution_value(value, d, longest))
-
-    def input_location(self, row: int) -> tuple[str, float]:
-        """(section name, x) of an input row's synapse."""
-        seg = self.cell.segments[self.description.input_segment[row]]
-        return self.cell.section_name(seg.sec), float(seg.x)
 
 
 def _with_parameters(desc: CellDescription, params: dict[str, Any]) -> CellDescription:

@@ -44,6 +44,7 @@ CHANNELS = (
     "SKv3_1",
 )
 SYNAPSES = ("AmpaNmdaSyn", "DoubleExpSyn")
+STIMULI = ("EpspClamp",)
 
 _loaded_library: Path | None = None
 
@@ -174,7 +175,7 @@ def load_mechanisms() -> Path:
     global _loaded_library
     if _loaded_library is not None:
         return _loaded_library
-    clash = loaded_mechanism_names() & set(CHANNELS + SYNAPSES)
+    clash = loaded_mechanism_names() & set(CHANNELS + SYNAPSES + STIMULI)
     if clash:
         raise UserError(
             f"NEURON already has mechanisms named {sorted(clash)} from another library "

@@ -113,8 +113,8 @@ class _Bench:
     The cell first rests for `settle_ms` (integrated with CVode, which is exact enough
     at rest and nearly free); that state is saved once and every protocol starts from
     it, integrated with fixed steps of `dt_ms` like the datasets. One IClamp at the soma
-    and one at the BAC site serve every protocol, so that the saved state always fits
-    the model.
+    and one EPSP-shaped current at the BAC site serve every protocol, so that the saved
+    state always fits the model.
     """
 
     def __init__(self, cell: str, morphology_path: str | None, dt_ms: float, settle_ms: float):
@@ -128,16 +128,17 @@ class _Bench:
         sec, x = self.model.cell.site(BAC_SITE_UM)
         self.dend = sec(x)
         self.soma_clamp = h.IClamp(self.soma)
-        self.dend_clamp = h.IClamp(self.dend)
-        for clamp in (self.soma_clamp, self.dend_clamp):
-            clamp.delay, clamp.dur, clamp.amp = 0.0, 0.0, 0.0
+        self.soma_clamp.delay, self.soma_clamp.dur, self.soma_clamp.amp = 0.0, 0.0, 0.0
+        self.epsp = h.EpspClamp(self.dend)
+        self.epsp.tau_r, self.epsp.tau_d = EPSP["tau_rise_ms"], EPSP["tau_decay_ms"]
+        self.epsp.imax = EPSP["imax_nA"]
         for syn in self.model.synapses:  # a previous simulate() may have left p < 1
             syn.p_release = 1.0
         h.celsius = self.model.params["celsius_degC"]
         cv = h.CVode()
         cv.active(1)
         h.finitialize(self.model.params["v_init_mV"])
-        h.continuerun(settle_ms)
+        cv.solve(settle_ms)  # CVode stops exactly at settle_ms
         cv.active(0)
         self.state = h.SaveState()
         self.state.save()
@@ -157,21 +158,13 @@ class _Bench:
         delay, dur, amp = pulse if pulse is not None else (0.0, 0.0, 0.0)
         c = self.soma_clamp
         c.delay, c.dur, c.amp = self.settle + delay, dur, amp
-        played = None
-        if epsp_onset_ms is not None:
-            t_play = np.arange(0.0, duration_ms + self.dt, self.dt)
-            wave = epsp_current(t_play, epsp_onset_ms)
-            self.dend_clamp.dur = 1e9
-            played = (h.Vector(t_play + self.settle), h.Vector(wave))
-            played[1].play(self.dend_clamp._ref_amp, played[0], True)
+        self.epsp.onset = 1e9 if epsp_onset_ms is None else self.settle + epsp_onset_ms
         t_vec = h.Vector().record(h._ref_t)
         v_vecs = [h.Vector().record(seg._ref_v) for seg in (self.soma, *record)]
         h.finitialize(self.model.params["v_init_mV"])
         self.state.restore()
+        h.frecord_init()  # restart recording at the restored time
         h.continuerun(self.settle + duration_ms)
-        if played is not None:
-            played[1].play_remove()
-            self.dend_clamp.dur, self.dend_clamp.amp = 0.0, 0.0
         t = t_vec.as_numpy().copy() - self.settle
         after = t >= 0
         return t[after], [v.as_numpy()[after].copy() for v in v_vecs]
@@ -193,15 +186,6 @@ def _efel_mean(t, v, start, end, feature):
     trace = {"T": t, "V": v, "stim_start": [start], "stim_end": [end]}
     values = efel.get_feature_values([trace], [feature], raise_warnings=False)[0][feature]
     return float(np.mean(values)) if values is not None and len(values) else float("nan")
-
-
-def epsp_current(t_ms: np.ndarray, onset_ms: float) -> np.ndarray:
-    """Hay's EPSP-shaped current (nA): double exponential normalised to `EPSP` imax."""
-    tr, td = EPSP["tau_rise_ms"], EPSP["tau_decay_ms"]
-    tp = tr * td / (td - tr) * math.log(td / tr)
-    norm = math.exp(-tp / td) - math.exp(-tp / tr)
-    s = np.clip(np.asarray(t_ms) - onset_ms, 0.0, None)
-    return EPSP["imax_nA"] * (np.exp(-s / td) - np.exp(-s / tr)) / norm
 
 
 def ca_spike(t: np.ndarray, v_dend: np.ndarray) -> tuple[float, float]:

@@ -79,7 +79,10 @@ def test_load_is_idempotent_and_defines_every_mechanism():
     first = mechanisms.load_mechanisms()
     assert mechanisms.load_mechanisms() == first
     names = mechanisms.loaded_mechanism_names()
-    assert set(mechanisms.CHANNELS + mechanisms.SYNAPSES) <= names
+    assert set(mechanisms.CHANNELS + mechanisms.SYNAPSES + mechanisms.STIMULI) <= names
+    assert {p.stem for p in mechanisms.mod_files()} == set(
+        mechanisms.CHANNELS + mechanisms.SYNAPSES + mechanisms.STIMULI
+    )
     assert first.parent.parent.name == mechanisms.mechanisms_hash()
 
 

@@ -149,3 +149,19 @@ def test_full_release_draws_no_random_numbers(h):
     syn2 = h.DoubleExpSyn(sec(0.5))
     _release_pattern(h, syn2, 50, 0.5, seed=3)
     assert syn2.release_rng.get_seq() == 50
+
+
+def test_epsp_clamp_current_peaks_at_imax(h):
+    """Hay's EPSP-shaped current: a double exponential from `onset`, peak exactly imax."""
+    sec = _compartment(h)
+    stim = h.EpspClamp(sec(0.5))
+    stim.onset, stim.tau_r, stim.tau_d, stim.imax = 10.0, 0.5, 5.0, 0.5
+    h.dt = 0.025
+    t = h.Vector().record(h._ref_t)
+    i = h.Vector().record(stim._ref_i)
+    h.finitialize(-70)
+    h.continuerun(60)
+    t, i = t.as_numpy().copy(), i.as_numpy().copy()
+    expected = double_exp(t[:-1] - 10.0, 0.5, 5.0, 0.5)
+    np.testing.assert_allclose(i[1:], expected, rtol=1e-9, atol=1e-12)
+    assert i.max() == pytest.approx(0.5, rel=1e-3)

@@ -9,16 +9,6 @@ import pytest
 from biophys import validate
 
 
-def test_epsp_current_peaks_at_imax():
-    tr, td = validate.EPSP["tau_rise_ms"], validate.EPSP["tau_decay_ms"]
-    tp = tr * td / (td - tr) * math.log(td / tr)
-    t = np.linspace(0, 40, 400_001)
-    i = validate.epsp_current(t, onset_ms=5.0)
-    assert i.max() == pytest.approx(validate.EPSP["imax_nA"], rel=1e-9)
-    assert t[np.argmax(i)] == pytest.approx(5.0 + tp, abs=1e-4)
-    assert np.all(i[t < 5.0] == 0)
-
-
 def test_ca_spike_is_the_first_excursion_above_threshold():
     t = np.arange(0, 100, 0.025)
     v = np.full_like(t, -70.0)
