@@ -27,6 +27,7 @@ Dendritic sites follow Hay's rule: at a given path distance, the thickest apical
 """
 
 import argparse
+import gc
 import logging
 import math
 import sys
@@ -137,6 +138,8 @@ class _Bench:
         h.celsius = self.model.params["celsius_degC"]
         cv = h.CVode()
         cv.active(1)
+        # SaveState.restore needs the same sections as at save: let dead ones go first
+        gc.collect()
         h.finitialize(self.model.params["v_init_mV"])
         cv.solve(settle_ms)  # CVode stops exactly at settle_ms
         cv.active(0)
