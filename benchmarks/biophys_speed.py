@@ -31,8 +31,13 @@ from biophys import cells, protocol, simulation
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 
-SPIKE_MATCH_MS = 1.0  # an output spike counts as reproduced within this many ms
-VOLTAGE_TOLERANCE_MV = 1.0  # RMSE of the 1 ms somatic voltage allowed for "same answer"
+# "Same answer": the same number of output spikes, each within SPIKE_MATCH_MS of the
+# reference, and a somatic voltage within VOLTAGE_TOLERANCE_MV (RMSE of the 1 ms samples
+# more than SPIKE_GUARD_MS from any reference spike: an AP shifted by 0.1 ms moves the
+# samples on its flanks by tens of mV, which spike timing already measures).
+SPIKE_MATCH_MS = 0.5
+VOLTAGE_TOLERANCE_MV = 0.5
+SPIKE_GUARD_MS = 3.0
 
 
 @dataclass
@@ -53,7 +58,6 @@ CONFIGS = (
     Config("fixed dt=0.0625 + cache_efficient", dt_ms=0.0625, cache_efficient=True),
     Config("cvode atol=1e-3 + cache_efficient", cvode=True, atol=1e-3, cache_efficient=True),
     Config("cvode atol=1e-4 + cache_efficient", cvode=True, atol=1e-4, cache_efficient=True),
-    Config("cvode atol=1e-5 + cache_efficient", cvode=True, atol=1e-5, cache_efficient=True),
     Config("coarse nseg (L/80) + cache_efficient", cache_efficient=True, nseg_um=80.0),
 )
 
@@ -98,14 +102,23 @@ def compare(reference, rec) -> dict:
     """How far a run is from the reference: voltage error and spike-time agreement."""
     dv = rec.soma_v - reference.soma_v
     ref_t, t = reference.spike_times, rec.spike_times
-    matched = [np.min(np.abs(t - s)) for s in ref_t] if len(t) else []
-    hits = [d for d in matched if d <= SPIKE_MATCH_MS]
-    return {
+    bins = np.arange(len(dv))
+    far = np.all(np.abs(bins[:, None] - ref_t[None, :]) > SPIKE_GUARD_MS, axis=1)
+    nearest = [float(np.min(np.abs(t - s))) for s in ref_t] if len(t) else [np.inf] * len(ref_t)
+    hits = [d for d in nearest if d <= SPIKE_MATCH_MS]
+    row = {
         "rmse_mV": float(np.sqrt(np.mean(dv**2))),
+        "rmse_away_mV": float(np.sqrt(np.mean(dv[far] ** 2))),
         "n_spikes": len(t),
         "spikes_matched": f"{len(hits)}/{len(ref_t)}",
-        "mean_dt_ms": float(np.mean(hits)) if hits else float("nan"),
+        "max_dt_ms": max(nearest, default=0.0),
     }
+    row["same_answer"] = (
+        len(t) == len(ref_t)
+        and len(hits) == len(ref_t)
+        and row["rmse_away_mV"] <= VOLTAGE_TOLERANCE_MV
+    )
+    return row
 
 
 def measure(duration_ms: int, repeats: int, configs=CONFIGS, seed: int = 0) -> list[dict]:
@@ -124,12 +137,6 @@ def measure(duration_ms: int, repeats: int, configs=CONFIGS, seed: int = 0) -> l
         row = {"config": config.name, "sim_s_per_wall_s": duration_ms / 1000.0 / best}
         row["wall_s"] = best
         row.update(compare(reference, rec))
-        row["same_answer"] = (
-            row["rmse_mV"] <= VOLTAGE_TOLERANCE_MV
-            and row["spikes_matched"]
-            == f"{len(reference.spike_times)}/{len(reference.spike_times)}"
-            and row["n_spikes"] == len(reference.spike_times)
-        )
         rows.append(row)
         print(_format_row(row), flush=True)
     return rows
@@ -137,15 +144,15 @@ def measure(duration_ms: int, repeats: int, configs=CONFIGS, seed: int = 0) -> l
 
 def _format_row(row: dict) -> str:
     return (
-        f"{row['config']:40s} {row['sim_s_per_wall_s']:8.3f} {row['wall_s']:8.1f} "
-        f"{row['rmse_mV']:8.3f} {row['spikes_matched']:>8s} {row['mean_dt_ms']:8.3f} "
-        f"{'yes' if row['same_answer'] else 'no':>5s}"
+        f"{row['config']:38s} {row['sim_s_per_wall_s']:7.3f} {row['wall_s']:7.1f} "
+        f"{row['rmse_mV']:8.3f} {row['rmse_away_mV']:9.3f} {row['spikes_matched']:>7s} "
+        f"{row['max_dt_ms']:8.3f} {'yes' if row['same_answer'] else 'no':>5s}"
     )
 
 
 HEADER = (
-    f"{'configuration':40s} {'sim s/s':>8s} {'wall s':>8s} {'RMSE mV':>8s} "
-    f"{'spikes':>8s} {'|dt| ms':>8s} {'same':>5s}"
+    f"{'configuration':38s} {'sim s/s':>7s} {'wall s':>7s} {'RMSE mV':>8s} {'away mV':>9s} "
+    f"{'spikes':>7s} {'max|dt|':>8s} {'same':>5s}"
 )
 
 
@@ -163,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration_ms < 100 or args.repeats < 1:
         raise UserError("--duration-ms must be >= 100 and --repeats >= 1")
     print(
-        f"L5PC, NeuronIO input (seed {args.seed}), {args.duration_ms} ms, one core, "
-        f"best of {args.repeats}; 'same' = RMSE <= {VOLTAGE_TOLERANCE_MV} mV and every "
-        f"reference spike within {SPIKE_MATCH_MS} ms"
+        f"L5PC, NeuronIO input (seed {args.seed}), {args.duration_ms} ms, one core, best of "
+        f"{args.repeats}. RMSE: 1 ms soma voltage vs the reference; 'away': only samples "
+        f"> {SPIKE_GUARD_MS} ms from reference spikes; 'same' = same spike count, each within "
+        f"{SPIKE_MATCH_MS} ms, and 'away' RMSE <= {VOLTAGE_TOLERANCE_MV} mV"
     )
     print(HEADER)
     print("-" * len(HEADER))
