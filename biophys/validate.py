@@ -173,22 +173,23 @@ class _Bench:
         return t[after], [v.as_numpy()[after].copy() for v in v_vecs]
 
 
-def _spike_times(t, v, start, end):
+def _efel_values(t, v, start, end, feature) -> np.ndarray:
+    """An eFEL feature of a trace (spikes detected at -20 mV, eFEL's default)."""
     import efel
 
     efel.set_setting("Threshold", -20.0)
     trace = {"T": t, "V": v, "stim_start": [start], "stim_end": [end]}
-    peaks = efel.get_feature_values([trace], ["peak_time"], raise_warnings=False)[0]
-    times = peaks["peak_time"]
-    return np.zeros(0) if times is None else np.asarray(times)
-
-
-def _efel_mean(t, v, start, end, feature):
-    import efel
-
-    trace = {"T": t, "V": v, "stim_start": [start], "stim_end": [end]}
     values = efel.get_feature_values([trace], [feature], raise_warnings=False)[0][feature]
-    return float(np.mean(values)) if values is not None and len(values) else float("nan")
+    return np.zeros(0) if values is None else np.asarray(values, dtype=float)
+
+
+def _spike_times(t, v, start, end) -> np.ndarray:
+    return _efel_values(t, v, start, end, "peak_time")
+
+
+def _efel_mean(t, v, start, end, feature) -> float:
+    values = _efel_values(t, v, start, end, feature)
+    return float(values.mean()) if values.size else float("nan")
 
 
 def ca_spike(t: np.ndarray, v_dend: np.ndarray) -> tuple[float, float]:
