@@ -8,6 +8,7 @@ works, the real L5 thick-tufted reconstruction that ships inside the PyPI packag
 and the file's name and sha256 are recorded with every dataset.
 """
 
+import functools
 import importlib.util
 import logging
 import os
@@ -72,6 +73,10 @@ def fallback_morphology_path() -> Path | None:
 def find_morphology(path: str | os.PathLike | None = None) -> Morphology:
     """Locate the L5PC morphology (see the module docstring for the order).
 
+    The answer is remembered for the life of the process (per explicit path and
+    morphology folder), so that a simulation loop neither re-hashes the file nor retries
+    a failed download each time.
+
     Args:
         path: an explicit Neurolucida .asc file; used as given.
 
@@ -80,13 +85,18 @@ def find_morphology(path: str | os.PathLike | None = None) -> Morphology:
         MissingDataError: neither cell1.asc nor the bluepyopt fallback can be had; the
             message says how to get either.
     """
-    if path is not None:
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise UserError(f"morphology file {path} does not exist; give a Neurolucida .asc file")
-        return _from_file(path)
+    explicit = None if path is None else str(Path(path).expanduser().resolve())
+    return _find(explicit, str(morphology_dir()))
 
-    folder = morphology_dir()
+
+@functools.lru_cache(maxsize=32)
+def _find(path: str | None, folder: str) -> Morphology:
+    if path is not None:
+        if not Path(path).is_file():
+            raise UserError(f"morphology file {path} does not exist; give a Neurolucida .asc file")
+        return _from_file(Path(path))
+
+    folder = Path(folder)
     cached = folder / CELL1_NAME
     if cached.is_file() and sha256_file(cached) == CELL1_SHA256:
         return _from_file(cached)

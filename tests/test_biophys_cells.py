@@ -165,6 +165,7 @@ def test_fallback_morphology_is_named_and_recorded(tmp_path, monkeypatch, caplog
 
     monkeypatch.setattr(morph, "fetch", offline)
     monkeypatch.setattr(morph, "fallback_morphology_path", lambda: SYNTHETIC)
+    morph._find.cache_clear()
     with caplog.at_level(logging.WARNING):
         d = cells.describe_cell("L5PC")
     assert "NOTICE" in caplog.text and str(SYNTHETIC) in caplog.text
@@ -176,6 +177,7 @@ def test_fallback_morphology_is_named_and_recorded(tmp_path, monkeypatch, caplog
     assert d.n_inputs == 2 * d.n_segments
 
     monkeypatch.setattr(morph, "fallback_morphology_path", lambda: None)
+    morph._find.cache_clear()
     with pytest.raises(MissingDataError, match="pip install bluepyopt") as err:
         cells.describe_cell("L5PC")
     assert "cell1.asc" in str(err.value)
