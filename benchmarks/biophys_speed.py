@@ -10,7 +10,7 @@ at 1 ms and the output spike times (see `compare` for the stated tolerance). Tim
 the best of `--repeats` runs, because the machine may be shared. The table reports
 simulated seconds per wall-clock second (higher is faster).
 
-Configurations: the reference; the same with NeuronIO-style cache-efficient memory
+Configurations: the reference; the same with NEURON's cache-efficient memory
 layout; a 2.5x coarser fixed step; variable-step CVode (NeuronIO's original choice);
 fewer compartments (1 + 2 int(L / 80 µm), synapses kept at their positions).
 
