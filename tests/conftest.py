@@ -63,3 +63,18 @@ def cli():
         )  # fmt: skip
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _l5pc_morphology():
+    """Hay's cell1.asc from ../shared, so that no test downloads it.
+
+    The toolkit looks for cell1.asc in $ELMBRIDGE_MORPHOLOGIES before downloading.
+    """
+    folder = shared_dir() / "data" / "morphologies"
+    if not (folder / "cell1.asc").is_file() or "ELMBRIDGE_MORPHOLOGIES" in os.environ:
+        yield
+        return
+    os.environ["ELMBRIDGE_MORPHOLOGIES"] = str(folder)
+    yield
+    os.environ.pop("ELMBRIDGE_MORPHOLOGIES", None)
