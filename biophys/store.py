@@ -32,6 +32,8 @@ whose ``completed`` flag is still False.
 """
 
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,7 +219,13 @@ def _template(spec: StoreSpec, n_simulations: int) -> xr.Dataset:
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def _check_writable_target(path: Path) -> None:
+def check_writable_target(path: str | os.PathLike) -> Path:
+    """Refuse an output path that is not, and cannot become, a store of ours.
+
+    Creates the parent folder when needed and probes it with a real write (permission
+    bits say nothing for root or read-only mounts). Returns the path as a `Path`.
+    """
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} exists and is a file, not a zarr store; choose another --out")
     if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists():
@@ -230,8 +238,12 @@ def _check_writable_target(path: Path) -> None:
     except OSError as err:
         raise UserError(f"cannot create {path.parent}: {err}; choose another --out") from err
     target = path if path.exists() else path.parent
-    if not os.access(target, os.W_OK):
-        raise UserError(f"cannot write to {target}: permission denied; choose another --out")
+    try:
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write to {target}: {err.strerror}; choose another --out") from err
+    return path
 
 
 def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) -> list[int]:
@@ -251,31 +263,59 @@ def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) 
     """
     if n_simulations <= 0:
         raise UserError(f"n_simulations must be positive, got {n_simulations}")
-    path = Path(path)
-    _check_writable_target(path)
+    path = check_writable_target(path)
     if not (path / "zarr.json").exists():
+        # Build the metadata aside and move it into place in one rename, so that a kill
+        # during creation never leaves a half-made store at `path`.
+        staging = path.resolve().with_name(f".{path.resolve().name}.creating")
+        shutil.rmtree(staging, ignore_errors=True)
         _template(spec, n_simulations).to_zarr(
-            path, mode="w-", compute=False, consolidated=False, zarr_format=3
+            staging, mode="w-", compute=False, consolidated=False, zarr_format=3
         )
+        os.replace(staging, path)
         return list(range(n_simulations))
 
     group = _open_group(path, mode="r+")
-    attrs = dict(group.attrs)
-    if attrs.get("protocol") != _jsonable(spec.protocol):
+    stored, requested = group.attrs.get("protocol"), _jsonable(spec.protocol)
+    if stored != requested:
         raise UserError(
             f"{path} was made with another protocol; it cannot be extended with these "
-            f"arguments.\n  store:     {attrs.get('protocol')}\n  requested: "
-            f"{_jsonable(spec.protocol)}\nUse a new --out path, or the store's own arguments."
+            f"arguments ({_describe_differences(stored, requested)}). Use a new --out path, "
+            "or the store's own arguments."
         )
     have = group["completed"].shape[0]
     if n_simulations > have:
-        for _name, array in group.arrays():
+        # `completed` grows last: until it has, a rerun sees the old size and redoes the
+        # whole (idempotent) extension, so a kill here never leaves arrays of mixed length.
+        arrays = [a for name, a in group.arrays() if name != "completed"]
+        for array in arrays:
             if array.ndim and "simulation" in _dims(array):
                 array.resize((n_simulations, *array.shape[1:]))
         group["simulation"][have:] = np.arange(have, n_simulations)
         # Fill value of a fresh bool chunk is False, so new simulations start unfinished.
+        group["completed"].resize((n_simulations,))
     completed = np.asarray(group["completed"][:])
     return [i for i in range(n_simulations) if i >= len(completed) or not completed[i]]
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(obj, Mapping):
+        return {prefix or "protocol": obj}
+    flat = {}
+    for key, value in obj.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _describe_differences(stored: Any, requested: Any, limit: int = 4) -> str:
+    """One line naming the protocol entries that differ, e.g. 'duration_ms: 6000 != 300'."""
+    a, b = _flatten(stored), _flatten(requested)
+    keys = [k for k in sorted(a.keys() | b.keys()) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    parts = [
+        f"{k}: store {a.get(k, '<absent>')!r}, requested {b.get(k, '<absent>')!r}" for k in keys
+    ]
+    more = f"; and {len(parts) - limit} more" if len(parts) > limit else ""
+    return "; ".join(parts[:limit]) + more
 
 
 def _jsonable(obj: Any) -> Any:
@@ -301,6 +341,18 @@ def _open_group(path: Path, mode: str) -> zarr.Group:
             f"(schema {group.attrs.get('schema')!r}, expected {SCHEMA!r})."
         )
     return group
+
+
+def append_history(path: str | os.PathLike, entry: Mapping[str, Any]) -> None:
+    """Append one run's provenance (JSON-able) to the store's ``history`` attribute.
+
+    A store may be filled by several runs (resumed, extended, on other machines); each
+    records itself here so that the software behind every simulation stays known.
+    """
+    group = _open_group(Path(path), mode="r+")
+    history = list(group.attrs.get("history", []))
+    history.append(_jsonable(dict(entry)))
+    group.attrs["history"] = history
 
 
 def write_simulation(path: str | os.PathLike, index: int, record: SimulationRecord) -> None:
