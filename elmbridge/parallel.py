@@ -86,10 +86,13 @@ def map_unordered(
         jobs: the job descriptions, each picklable.
         client: a Dask client, or None to run in this process.
         desc: label of the progress bar.
-        total: number of jobs, for the progress bar when `jobs` has no len().
+        total: number of jobs, for the progress bar. When given, `jobs` is consumed
+            lazily (only `max_in_flight` job descriptions exist at a time).
     """
-    jobs = list(jobs)
-    with tqdm(total=total if total is not None else len(jobs), desc=desc, unit="job") as bar:
+    if total is None:
+        jobs = list(jobs)
+        total = len(jobs)
+    with tqdm(total=total, desc=desc, unit="job") as bar:
         if client is None:
             for job in jobs:
                 result = fn(job)
