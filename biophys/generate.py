@@ -87,9 +87,9 @@ class SimulationSettings:
                 f"dt = {self.dt_ms} ms does not divide 1 ms, so voltages could not be sampled "
                 "on the 1 ms grid; use e.g. 0.025, 0.05 or 0.1"
             )
-        if not 0.0 < self.release_probability <= 1.0:
+        if not 0.0 <= self.release_probability <= 1.0:
             raise UserError(
-                f"the release probability must lie in (0, 1], got {self.release_probability!r}"
+                f"the release probability must lie in [0, 1], got {self.release_probability!r}"
             )
 
 

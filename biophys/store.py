@@ -246,6 +246,26 @@ def check_writable_target(path: str | os.PathLike) -> Path:
     return path
 
 
+def _create(path: Path, spec: StoreSpec, n_simulations: int) -> None:
+    """Write an empty store at `path`, replacing one that may be there, in one rename.
+
+    The metadata is built beside the target first, so a kill at any moment leaves either
+    the old store, no store, or the new one at `path`, never a half-made one.
+    """
+    resolved = path.resolve()
+    staging = resolved.with_name(f".{resolved.name}.creating")
+    discarded = resolved.with_name(f".{resolved.name}.discarded")
+    for leftover in (staging, discarded):
+        shutil.rmtree(leftover, ignore_errors=True)
+    _template(spec, n_simulations).to_zarr(
+        staging, mode="w-", compute=False, consolidated=False, zarr_format=3
+    )
+    if (resolved / "zarr.json").exists():
+        os.replace(resolved, discarded)
+    os.replace(staging, resolved)
+    shutil.rmtree(discarded, ignore_errors=True)
+
+
 def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) -> list[int]:
     """Create the store, or reopen and extend a compatible one; return what is left to do.
 
@@ -253,6 +273,9 @@ def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) 
         path: the store folder (conventionally ending in ``.zarr``).
         spec: shapes, tables and protocol of the store.
         n_simulations: how many simulations the store should hold in the end.
+
+    A store made with another protocol is refused, unless none of its simulations has
+    finished: then it holds nothing worth keeping and is made anew.
 
     Returns:
         Indices of the simulations that are not yet completed, in increasing order.
@@ -265,19 +288,17 @@ def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) 
         raise UserError(f"n_simulations must be positive, got {n_simulations}")
     path = check_writable_target(path)
     if not (path / "zarr.json").exists():
-        # Build the metadata aside and move it into place in one rename, so that a kill
-        # during creation never leaves a half-made store at `path`.
-        staging = path.resolve().with_name(f".{path.resolve().name}.creating")
-        shutil.rmtree(staging, ignore_errors=True)
-        _template(spec, n_simulations).to_zarr(
-            staging, mode="w-", compute=False, consolidated=False, zarr_format=3
-        )
-        os.replace(staging, path)
+        _create(path, spec, n_simulations)
         return list(range(n_simulations))
 
     group = _open_group(path, mode="r+")
     stored, requested = group.attrs.get("protocol"), _jsonable(spec.protocol)
     if stored != requested:
+        if not np.asarray(group["completed"][:]).any():
+            # Nothing finished under the old protocol (e.g. its first simulation failed):
+            # there is nothing to keep, so the corrected command simply starts afresh.
+            _create(path, spec, n_simulations)
+            return list(range(n_simulations))
         raise UserError(
             f"{path} was made with another protocol; it cannot be extended with these "
             f"arguments ({_describe_differences(stored, requested)}). Use a new --out path, "

@@ -70,6 +70,17 @@ def test_store_roundtrip_and_lazy_open(tmp_path):
     assert store.prepare_store(path, small_spec(), n_simulations=3) == [1]
 
 
+def test_store_without_finished_simulations_is_remade_for_another_protocol(tmp_path):
+    path = tmp_path / "d.zarr"
+    store.prepare_store(path, small_spec(n_time=50), n_simulations=2)
+    other = small_spec(n_time=30, protocol={"cell": "toy", "seed": 1})
+    assert store.prepare_store(path, other, n_simulations=3) == [0, 1, 2]
+    ds = store.open_dataset(path, completed_only=False)
+    assert ds.attrs["protocol"] == {"cell": "toy", "seed": 1}
+    assert (ds.sizes["simulation"], ds.sizes["time"]) == (3, 30)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zarr"]
+
+
 def test_extend_and_refuse_other_protocol(tmp_path):
     path = tmp_path / "d.zarr"
     store.prepare_store(path, small_spec(), n_simulations=2)
@@ -135,6 +146,7 @@ def test_extension_killed_midway_is_redone_on_rerun(tmp_path, monkeypatch, kill_
 def test_protocol_mismatch_names_the_differences_on_one_line(tmp_path):
     path = tmp_path / "d.zarr"
     store.prepare_store(path, small_spec(protocol={"cell": "toy", "p": {"a": 1, "b": 2}}), 1)
+    store.write_simulation(path, 0, record(np.random.default_rng(0)))
     other = small_spec(protocol={"cell": "toy", "p": {"a": 1, "b": 3}, "new": True})
     with pytest.raises(UserError) as err:
         store.prepare_store(path, other, 1)
