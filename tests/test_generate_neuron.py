@@ -30,6 +30,19 @@ REPO = Path(__file__).resolve().parents[1]
 CELL = "L5PC"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _offline_morphology(shared):
+    """Hay's cell1.asc from ../shared (offline); subprocesses and workers inherit it."""
+    key = "ELMBRIDGE_MORPHOLOGIES"
+    old = os.environ.get(key)
+    os.environ[key] = str(shared / "data" / "morphologies")
+    yield
+    if old is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = old
+
+
 def assert_same_data(path_a, path_b):
     a = store.open_dataset(path_a, completed_only=False)
     b = store.open_dataset(path_b, completed_only=False)
