@@ -58,8 +58,14 @@ def dask_client(
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
+            # No dashboard; the scheduler's HTTP endpoint on a free port, so that two runs
+            # on one machine do not warn about port 8787.
             dashboard_address=None,
-            silence_logs=logging.ERROR,
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            # A failing job reaches the caller through its future (and, for bad input, as
+            # a one-line UserError); the workers' own "Compute Failed" report with its
+            # traceback would only repeat it.
+            silence_logs=logging.CRITICAL,
         ) as cluster,
         Client(cluster) as client,
     ):
