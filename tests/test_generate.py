@@ -111,6 +111,8 @@ def fake_run_job(job):
     delay = float(os.environ.get("FAKE_SIM_DELAY_S", "0"))
     if delay:
         time.sleep(delay)
+    if str(job.index) == os.environ.get("FAKE_FAIL_AT"):
+        raise UserError(f"simulation {job.index} was given values the simulator refuses")
     s = job.settings
     inputs = job.input_spikes()
     if inputs is None:
@@ -376,6 +378,35 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 
     make(reference, n, seed=5, duration_ms=120, record_nexus=True, release_probability=0.7)
     assert_same_data(killed, reference)
+
+
+def test_failing_job_is_one_line_and_the_rerun_completes(tmp_path):
+    path = tmp_path / "s.zarr"
+    args = ["--cell", "toy", "--n-sims", "6", "--duration-ms", "100", "--workers", "1",
+            "--out", str(path)]  # fmt: skip
+    failed = cli(args, env={**os.environ, "FAKE_FAIL_AT": "4"})
+    assert failed.returncode == 2
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last == "error: simulation 4 was given values the simulator refuses"
+    assert "Traceback" not in failed.stderr and "Compute Failed" not in failed.stderr
+    kept = store.completed_simulations(path).tolist()
+    assert 4 not in kept and set(kept) <= {0, 1, 2, 3, 5}
+
+    rerun = cli(args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(kept)} already stored, {6 - len(kept)} to run" in rerun.stdout
+    assert store.completed_simulations(path).tolist() == list(range(6))
+
+
+def test_first_run_that_failed_does_not_pin_the_arguments(tmp_path, monkeypatch):
+    path = tmp_path / "s.zarr"
+    monkeypatch.setenv("FAKE_FAIL_AT", "0")
+    with pytest.raises(UserError, match="simulation 0"):
+        make(path, 1, duration_ms=100)
+    monkeypatch.delenv("FAKE_FAIL_AT")
+    # Nothing was finished, so corrected arguments start the store afresh.
+    assert make(path, 2, duration_ms=150).n_completed == 2
+    assert store.open_dataset(path).sizes["time"] == 150
 
 
 # ---------------------------------------------------------------------------------------
