@@ -11,6 +11,7 @@ trains, (n_inputs, T) for all simulations or (n_sims, n_inputs, T) one per simul
 
 import argparse
 import math
+from pathlib import Path
 
 from biophys.generate import NEURON, ExplicitInputs, SimulationSettings, Simulator, generate
 from elmbridge.cli import run_cli
@@ -29,15 +30,20 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m biophys.simulate",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", required=True, help="the store to make or extend (a .zarr folder)")
-    p.add_argument("--cell", default="L5PC", help="cell model (see biophys.cells.CELL_NAMES)")
+    p.add_argument(
+        "--out", required=True, metavar="PATH", help="the store to make or extend (a .zarr folder)"
+    )
+    p.add_argument(
+        "--cell", default="L5PC", help="cell model, see biophys.cells.CELL_NAMES (default L5PC)"
+    )
     p.add_argument(
         "--n-sims",
         type=int,
         default=None,
+        metavar="N",
         help="simulations the store holds in the end (default 1, or the first axis of "
         "per-simulation --inputs)",
     )
@@ -45,11 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration-ms",
         type=float,
         default=None,
+        metavar="MS",
         help=f"simulated ms per simulation, whole ms (default {DEFAULT_DURATION_MS}, or "
         "the last axis of --inputs)",
     )
-    p.add_argument("--seed", type=int, default=0, help="base seed of the run")
-    p.add_argument("--dt-ms", type=float, default=0.025, help="integration step, ms")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the run (default 0)")
+    p.add_argument(
+        "--dt-ms", type=float, default=0.025, metavar="MS", help="integration step (default 0.025)"
+    )
     p.add_argument("--cvode", action="store_true", help="variable-step integration (CVode)")
     p.add_argument("--record-nexus", action="store_true", help="record the apical nexus voltage")
     p.add_argument(
@@ -59,11 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--release-probability",
         type=float,
         default=1.0,
-        help="probability that a presynaptic spike is transmitted",
+        metavar="P",
+        help="probability that a presynaptic spike is transmitted (default 1)",
     )
     p.add_argument(
         "--input-protocol",
         default=None,
+        metavar="VARIANT",
         help="NeuronIO input variant (nmda, ampa); default: the one that suits the cell",
     )
     p.add_argument(
@@ -72,16 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.npy",
         help="explicit input spike trains, (n_inputs, T) or (n_sims, n_inputs, T), 0/1 per ms",
     )
-    p.add_argument("--morphology", default=None, help="use another morphology file")
+    p.add_argument(
+        "--morphology", default=None, metavar="FILE.asc", help="use another morphology file"
+    )
     p.add_argument(
         "--workers",
         type=int,
         default=None,
+        metavar="N",
         help="worker processes of the local cluster (default: one per core)",
     )
     p.add_argument(
         "--scheduler",
         default=None,
+        metavar="ADDRESS",
         help="address of a running Dask scheduler (e.g. tcp://host:8786), or 'synchronous' "
         "to run in this process for debugging",
     )
@@ -118,7 +133,8 @@ def main(argv: list[str] | None = None, simulator: Simulator = NEURON) -> int:
         record_nexus=args.record_nexus,
         record_dendrites=args.record_dendrites,
         release_probability=args.release_probability,
-        morphology_path=args.morphology,
+        # Absolute, since workers may run in another folder (or on another machine).
+        morphology_path=str(Path(args.morphology).resolve()) if args.morphology else None,
     )
     result = generate(
         args.out,
