@@ -32,6 +32,8 @@ whose ``completed`` flag is still False.
 """
 
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,7 +219,13 @@ def _template(spec: StoreSpec, n_simulations: int) -> xr.Dataset:
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def _check_writable_target(path: Path) -> None:
+def check_writable_target(path: str | os.PathLike) -> Path:
+    """Refuse an output path that is not, and cannot become, a store of ours.
+
+    Creates the parent folder when needed and probes it with a real write (permission
+    bits say nothing for root or read-only mounts). Returns the path as a `Path`.
+    """
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} exists and is a file, not a zarr store; choose another --out")
     if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists():
@@ -230,8 +238,32 @@ def _check_writable_target(path: Path) -> None:
     except OSError as err:
         raise UserError(f"cannot create {path.parent}: {err}; choose another --out") from err
     target = path if path.exists() else path.parent
-    if not os.access(target, os.W_OK):
-        raise UserError(f"cannot write to {target}: permission denied; choose another --out")
+    try:
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write to {target}: {err.strerror}; choose another --out") from err
+    return path
+
+
+def _create(path: Path, spec: StoreSpec, n_simulations: int) -> None:
+    """Write an empty store at `path`, replacing one that may be there, in one rename.
+
+    The metadata is built beside the target first, so a kill at any moment leaves either
+    the old store, no store, or the new one at `path`, never a half-made one.
+    """
+    resolved = path.resolve()
+    staging = resolved.with_name(f".{resolved.name}.creating")
+    discarded = resolved.with_name(f".{resolved.name}.discarded")
+    for leftover in (staging, discarded):
+        shutil.rmtree(leftover, ignore_errors=True)
+    _template(spec, n_simulations).to_zarr(
+        staging, mode="w-", compute=False, consolidated=False, zarr_format=3
+    )
+    if (resolved / "zarr.json").exists():
+        os.replace(resolved, discarded)
+    os.replace(staging, resolved)
+    shutil.rmtree(discarded, ignore_errors=True)
 
 
 def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) -> list[int]:
@@ -242,6 +274,9 @@ def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) 
         spec: shapes, tables and protocol of the store.
         n_simulations: how many simulations the store should hold in the end.
 
+    A store made with another protocol is refused, unless none of its simulations has
+    finished: then it holds nothing worth keeping and is made anew.
+
     Returns:
         Indices of the simulations that are not yet completed, in increasing order.
 
@@ -251,31 +286,57 @@ def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) 
     """
     if n_simulations <= 0:
         raise UserError(f"n_simulations must be positive, got {n_simulations}")
-    path = Path(path)
-    _check_writable_target(path)
+    path = check_writable_target(path)
     if not (path / "zarr.json").exists():
-        _template(spec, n_simulations).to_zarr(
-            path, mode="w-", compute=False, consolidated=False, zarr_format=3
-        )
+        _create(path, spec, n_simulations)
         return list(range(n_simulations))
 
     group = _open_group(path, mode="r+")
-    attrs = dict(group.attrs)
-    if attrs.get("protocol") != _jsonable(spec.protocol):
+    stored, requested = group.attrs.get("protocol"), _jsonable(spec.protocol)
+    if stored != requested:
+        if not np.asarray(group["completed"][:]).any():
+            # Nothing finished under the old protocol (e.g. its first simulation failed):
+            # there is nothing to keep, so the corrected command simply starts afresh.
+            _create(path, spec, n_simulations)
+            return list(range(n_simulations))
         raise UserError(
             f"{path} was made with another protocol; it cannot be extended with these "
-            f"arguments.\n  store:     {attrs.get('protocol')}\n  requested: "
-            f"{_jsonable(spec.protocol)}\nUse a new --out path, or the store's own arguments."
+            f"arguments ({_describe_differences(stored, requested)}). Use a new --out path, "
+            "or the store's own arguments."
         )
     have = group["completed"].shape[0]
     if n_simulations > have:
-        for _name, array in group.arrays():
+        # `completed` grows last: until it has, a rerun sees the old size and redoes the
+        # whole (idempotent) extension, so a kill here never leaves arrays of mixed length.
+        arrays = [a for name, a in group.arrays() if name != "completed"]
+        for array in arrays:
             if array.ndim and "simulation" in _dims(array):
                 array.resize((n_simulations, *array.shape[1:]))
         group["simulation"][have:] = np.arange(have, n_simulations)
         # Fill value of a fresh bool chunk is False, so new simulations start unfinished.
+        group["completed"].resize((n_simulations,))
     completed = np.asarray(group["completed"][:])
     return [i for i in range(n_simulations) if i >= len(completed) or not completed[i]]
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(obj, Mapping):
+        return {prefix or "protocol": obj}
+    flat = {}
+    for key, value in obj.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _describe_differences(stored: Any, requested: Any, limit: int = 4) -> str:
+    """One line naming the protocol entries that differ, e.g. 'duration_ms: 6000 != 300'."""
+    a, b = _flatten(stored), _flatten(requested)
+    keys = [k for k in sorted(a.keys() | b.keys()) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    parts = [
+        f"{k}: store {a.get(k, '<absent>')!r}, requested {b.get(k, '<absent>')!r}" for k in keys
+    ]
+    more = f"; and {len(parts) - limit} more" if len(parts) > limit else ""
+    return "; ".join(parts[:limit]) + more
 
 
 def _jsonable(obj: Any) -> Any:
@@ -301,6 +362,18 @@ def _open_group(path: Path, mode: str) -> zarr.Group:
             f"(schema {group.attrs.get('schema')!r}, expected {SCHEMA!r})."
         )
     return group
+
+
+def append_history(path: str | os.PathLike, entry: Mapping[str, Any]) -> None:
+    """Append one run's provenance (JSON-able) to the store's ``history`` attribute.
+
+    A store may be filled by several runs (resumed, extended, on other machines); each
+    records itself here so that the software behind every simulation stays known.
+    """
+    group = _open_group(Path(path), mode="r+")
+    history = list(group.attrs.get("history", []))
+    history.append(_jsonable(dict(entry)))
+    group.attrs["history"] = history
 
 
 def write_simulation(path: str | os.PathLike, index: int, record: SimulationRecord) -> None:

@@ -58,8 +58,14 @@ def dask_client(
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
+            # No dashboard; the scheduler's HTTP endpoint on a free port, so that two runs
+            # on one machine do not warn about port 8787.
             dashboard_address=None,
-            silence_logs=logging.ERROR,
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            # A failing job reaches the caller through its future (and, for bad input, as
+            # a one-line UserError); the workers' own "Compute Failed" report with its
+            # traceback would only repeat it.
+            silence_logs=logging.CRITICAL,
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -86,10 +92,13 @@ def map_unordered(
         jobs: the job descriptions, each picklable.
         client: a Dask client, or None to run in this process.
         desc: label of the progress bar.
-        total: number of jobs, for the progress bar when `jobs` has no len().
+        total: number of jobs, for the progress bar. When given, `jobs` is consumed
+            lazily (only `max_in_flight` job descriptions exist at a time).
     """
-    jobs = list(jobs)
-    with tqdm(total=total if total is not None else len(jobs), desc=desc, unit="job") as bar:
+    if total is None:
+        jobs = list(jobs)
+        total = len(jobs)
+    with tqdm(total=total, desc=desc, unit="job") as bar:
         if client is None:
             for job in jobs:
                 result = fn(job)

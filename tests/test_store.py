@@ -70,6 +70,17 @@ def test_store_roundtrip_and_lazy_open(tmp_path):
     assert store.prepare_store(path, small_spec(), n_simulations=3) == [1]
 
 
+def test_store_without_finished_simulations_is_remade_for_another_protocol(tmp_path):
+    path = tmp_path / "d.zarr"
+    store.prepare_store(path, small_spec(n_time=50), n_simulations=2)
+    other = small_spec(n_time=30, protocol={"cell": "toy", "seed": 1})
+    assert store.prepare_store(path, other, n_simulations=3) == [0, 1, 2]
+    ds = store.open_dataset(path, completed_only=False)
+    assert ds.attrs["protocol"] == {"cell": "toy", "seed": 1}
+    assert (ds.sizes["simulation"], ds.sizes["time"]) == (3, 30)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zarr"]
+
+
 def test_extend_and_refuse_other_protocol(tmp_path):
     path = tmp_path / "d.zarr"
     store.prepare_store(path, small_spec(), n_simulations=2)
@@ -100,3 +111,56 @@ def test_wrong_record_shape_is_clear(tmp_path):
     bad = record(np.random.default_rng(0), n_inputs=5)
     with pytest.raises(UserError, match=r"\(time, input\)"):
         store.write_simulation(path, 0, bad)
+
+
+@pytest.mark.parametrize("kill_after", range(7))
+def test_extension_killed_midway_is_redone_on_rerun(tmp_path, monkeypatch, kill_after):
+    import zarr
+
+    path = tmp_path / "d.zarr"
+    store.prepare_store(path, small_spec(), n_simulations=2)
+    store.write_simulation(path, 0, record(np.random.default_rng(0)))
+    # A kill during the extension to 4, after `kill_after` arrays have grown.
+    real_resize, calls = zarr.Array.resize, []
+
+    def dying_resize(self, shape):
+        if len(calls) == kill_after:
+            raise KeyboardInterrupt
+        calls.append(self.path)
+        real_resize(self, shape)
+
+    monkeypatch.setattr(zarr.Array, "resize", dying_resize)
+    with pytest.raises(KeyboardInterrupt):
+        store.prepare_store(path, small_spec(), n_simulations=4)
+    monkeypatch.setattr(zarr.Array, "resize", real_resize)
+
+    assert store.prepare_store(path, small_spec(), n_simulations=4) == [1, 2, 3]
+    group = zarr.open_group(path, mode="r")
+    for name in ("input_spikes", "soma_v", "spike_times", "n_spikes", "sim_seed", "completed"):
+        assert group[name].shape[0] == 4, name
+    assert group["simulation"][:].tolist() == [0, 1, 2, 3]
+    store.write_simulation(path, 3, record(np.random.default_rng(1), seed=3))
+    assert store.completed_simulations(path).tolist() == [0, 3]
+
+
+def test_protocol_mismatch_names_the_differences_on_one_line(tmp_path):
+    path = tmp_path / "d.zarr"
+    store.prepare_store(path, small_spec(protocol={"cell": "toy", "p": {"a": 1, "b": 2}}), 1)
+    store.write_simulation(path, 0, record(np.random.default_rng(0)))
+    other = small_spec(protocol={"cell": "toy", "p": {"a": 1, "b": 3}, "new": True})
+    with pytest.raises(UserError) as err:
+        store.prepare_store(path, other, 1)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "new: store '<absent>', requested True" in message
+    assert "p.b: store 2, requested 3" in message
+    assert "p.a" not in message and "cell" not in message.split("(", 1)[1]
+
+
+def test_history_appends_and_creation_leaves_no_staging(tmp_path):
+    path = tmp_path / "d.zarr"
+    store.prepare_store(path, small_spec(), 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zarr"]
+    store.append_history(path, {"run": 1})
+    store.append_history(path, {"run": 2, "when": np.float64(1.5)})
+    assert store.open_dataset(path).attrs["history"] == [{"run": 1}, {"run": 2, "when": 1.5}]
