@@ -19,12 +19,11 @@ import pytest
 
 pytest.importorskip("biophys.simulation")
 
+from biophys import generate as gen
+from biophys import store
 from biophys.cells import describe_cell
 from biophys.protocol import neuronio_inputs, protocol_parameters
 from biophys.simulation import simulate
-
-from biophys import generate as gen
-from biophys import store
 
 REPO = Path(__file__).resolve().parents[1]
 CELL = "L5PC"
