@@ -103,24 +103,25 @@ def bushy_spikes(
     dead = refractory_steps(params.refractory_s, sample_rate_hz)
     # The synaptic current is linear in the inputs and never reset: filter it for all
     # steps at once, then only the membrane needs a step loop.
-    syn_decay = np.exp(-dt / params.tau_syn_s)
-    drive = _exponential_filter(counts.astype(np.float64), syn_decay)
-    drive *= params.weight / params.n_fibres * dt
+    drive = synaptic_drive(counts, sample_rate_hz, params)
     mem_decay = np.exp(-dt / params.tau_mem_s)
     v = np.zeros(n_ch)
-    hold = np.zeros(n_ch, dtype=np.int64)  # steps left with v held at 0
+    # Steps until the cell integrates again; v is held at 0 while this is positive.
+    hold = np.zeros(n_ch, dtype=np.int64)
+    free = np.empty(n_ch, dtype=bool)
+    spike = np.empty(n_ch, dtype=bool)
     fired = np.zeros((n_steps, n_ch), dtype=bool)
     for step in range(n_steps):
         v *= mem_decay
         v += drive[step]
-        held = hold > 0
-        v[held] = 0.0
-        hold[held] -= 1
-        spike = v >= params.threshold
+        hold -= 1
+        np.less_equal(hold, 0, out=free)
+        v *= free
+        np.greater_equal(v, params.threshold, out=spike)
         if spike.any():
             fired[step] = spike
             v[spike] = 0.0
-            hold[spike] = dead
+            hold[spike] = dead + 1
     return np.nonzero(fired)
 
 
@@ -129,3 +130,67 @@ def _exponential_filter(x: np.ndarray, decay: float) -> np.ndarray:
     from scipy.signal import lfilter
 
     return lfilter([1.0], [1.0, -decay], x, axis=0)
+
+
+def synaptic_drive(
+    counts: np.ndarray, sample_rate_hz: float, params: BushyCellParams
+) -> np.ndarray:
+    """(w/n_fibres)·dt·I[n]: the membrane increment per step from the fibre counts."""
+    dt = 1.0 / float(sample_rate_hz)
+    drive = _exponential_filter(counts.astype(np.float64), np.exp(-dt / params.tau_syn_s))
+    drive *= params.weight / params.n_fibres * dt
+    return drive
+
+
+def bushy_spikes_brian2(
+    counts: np.ndarray, sample_rate_hz: float, params: BushyCellParams, target: str = "cython"
+) -> tuple[np.ndarray, np.ndarray]:
+    """`bushy_spikes` written as a Brian2 network, as an independent cross-check.
+
+    The same discrete scheme: a `run_regularly` operation decays v, adds the drive (a
+    `TimedArray`) unless the cell spiked within the last round(τ_ref/dt) steps, and
+    Brian2's threshold and reset do the rest. `target` is Brian2's code-generation
+    target ("cython" compiles once, ≈20 s, then caches; "numpy" needs no compiler).
+    The numpy `bushy_spikes` is what the pipeline uses: it is as fast or faster for
+    700 cells (see benchmarks/cochlea_bushy_backends.py).
+
+    Returns:
+        (steps, channels) of the output spikes, sorted like `bushy_spikes`.
+    """
+    import brian2 as b2
+
+    dt = 1.0 / float(sample_rate_hz)
+    n_steps, n_ch = counts.shape
+    dead = refractory_steps(params.refractory_s, sample_rate_hz)
+    old_target = b2.prefs.codegen.target
+    b2.prefs.codegen.target = target
+    try:
+        clock = b2.Clock(dt=dt * b2.second)
+        drive = b2.TimedArray(synaptic_drive(counts, sample_rate_hz, params), dt=dt * b2.second)
+        cells = b2.NeuronGroup(
+            n_ch,
+            "v : 1",
+            threshold="v >= threshold",
+            reset="v = 0",
+            refractory=dead * dt * b2.second,
+            clock=clock,
+            namespace={
+                "drive": drive,
+                "mem_decay": np.exp(-dt / params.tau_mem_s),
+                "dead": dead,
+                "threshold": params.threshold,
+            },
+        )
+        cells.run_regularly(
+            "v = (v*mem_decay + drive(t, i)) * int(timestep(t - lastspike, dt) > dead)",
+            when="start",
+        )
+        monitor = b2.SpikeMonitor(cells)
+        net = b2.Network(cells, monitor)
+        net.run(n_steps * dt * b2.second, namespace={})
+        steps = np.round(np.asarray(monitor.t / b2.second) * sample_rate_hz).astype(np.int64)
+        units = np.asarray(monitor.i, dtype=np.int64)
+    finally:
+        b2.prefs.codegen.target = old_target
+    order = np.lexsort((units, steps))
+    return steps[order], units[order]
