@@ -33,6 +33,9 @@ from elmbridge.errors import UserError
 
 WORK_DIR = ".work"
 SCHEMA = "elmbridge.shd_synth/1"
+# Bump when a code change alters the samples, so that a resumed run never mixes samples
+# made by two versions of the model.
+MODEL_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -147,15 +150,16 @@ class SampleStore:
         self.root = root
         self.samples = root / "samples"
         self.samples.mkdir(parents=True, exist_ok=True)
-        record = {"schema": SCHEMA, "config": config.to_dict()}
+        record = {"schema": SCHEMA, "model_version": MODEL_VERSION, "config": config.to_dict()}
         config_file = root / "config.json"
         if config_file.exists():
             old = files.read_json(config_file)
             # JSON turns tuples into lists; compare in that form.
             if old != _json_roundtrip(record):
                 raise UserError(
-                    f"{root} holds samples of a run with other settings ({config_file}); "
-                    "use another --out folder, or delete that one to start again"
+                    f"{root} holds samples of a run with other settings or an older "
+                    f"model ({config_file}); use another --out folder, or delete that one "
+                    "to start again"
                 )
         else:
             files.write_json(config_file, record)
@@ -302,14 +306,15 @@ def plot_rasters(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    picked, seen = [], set()
-    for job in jobs:
-        if job.label not in seen and job.speaker.speaker_id % max(1, n_panels) == len(picked):
-            picked.append(job)
-            seen.add(job.label)
-        if len(picked) == n_panels:
-            break
-    picked = picked or jobs[:n_panels]
+    # Distinct speakers (one per panel) saying words spread over the label range.
+    speakers = sorted({j.speaker.speaker_id for j in jobs})
+    labels = sorted({j.label for j in jobs})
+    wanted = [
+        (speakers[k % len(speakers)], labels[round(k * (len(labels) - 1) / max(1, n_panels - 1))])
+        for k in range(n_panels)
+    ]
+    by_key = {(j.speaker.speaker_id, j.label): j for j in jobs if j.repeat == 0}
+    picked = [by_key[key] for key in wanted if key in by_key]
     fig, axes = plt.subplots(1, len(picked), figsize=(3 * len(picked), 3.4), sharey=True)
     for ax, job in zip(np.atleast_1d(axes), picked, strict=False):
         s = samples[job.index]

@@ -47,7 +47,7 @@ def test_velocity_of_periodic_tone_is_steady_state_response():
     n = bm.fft_length(2400, rate)
     t = np.arange(n) / rate
     freq = 150 * rate / n  # on an FFT bin
-    out = bm.velocity(np.cos(2 * np.pi * freq * t), rate, params)
+    out = bm.velocity(np.cos(2 * np.pi * freq * t), rate, params, n_fft=n)
     v = bm.velocity_response(params, np.array([2 * np.pi * freq]))[:, 0]
     expected = np.abs(v)[:, None] * np.cos(2 * np.pi * freq * t[None, ::2] + np.angle(v)[:, None])
     assert out.shape == (60, n // 2)

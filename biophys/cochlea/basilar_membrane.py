@@ -161,14 +161,20 @@ def velocity_response(p: BasilarMembraneParams, omega: np.ndarray) -> np.ndarray
     return out
 
 
-def fft_length(n_samples: int, sample_rate_hz: float, bucket_s: float = 0.25) -> int:
-    """The FFT length used for a clip of `n_samples`: even, at least the clip, and fast.
+def fft_length(
+    n_samples: int, sample_rate_hz: float, bucket_s: float = 0.25, tail_s: float = 0.05
+) -> int:
+    """The FFT length used for a clip of `n_samples`: even, long enough, and fast.
 
-    Clip lengths are rounded up to multiples of `bucket_s` so that clips of similar length
-    share one cached transfer matrix; the half length is a fast size for scipy.fft.
+    The clip gets `tail_s` of room for the membrane's ringing after its end (the
+    slowest, apical channels ring for tens of ms), so that the circular convolution of
+    the FFT does not fold that ringing back onto the clip's start. The length is then
+    rounded up to a multiple of `bucket_s` so that clips of similar length share one
+    cached transfer matrix, and its half to a fast size for scipy.fft.
     """
     bucket = max(2, round(bucket_s * sample_rate_hz))
-    n = -(-n_samples // bucket) * bucket
+    n = n_samples + round(tail_s * sample_rate_hz)
+    n = -(-n // bucket) * bucket
     return 2 * scipy.fft.next_fast_len(-(-n // 2))
 
 
@@ -191,21 +197,28 @@ def transfer_matrix(params: BasilarMembraneParams, n_fft: int, sample_rate_hz: f
     return matrix
 
 
-def velocity(audio: np.ndarray, sample_rate_hz: float, params: BasilarMembraneParams) -> np.ndarray:
+def velocity(
+    audio: np.ndarray,
+    sample_rate_hz: float,
+    params: BasilarMembraneParams,
+    n_fft: int | None = None,
+) -> np.ndarray:
     """BM velocity of every channel for a clip, sampled at half the audio rate.
 
     Args:
         audio: (n_samples,) sound pressure at the stapes (already normalised/windowed).
         sample_rate_hz: audio sample rate, Hz.
         params: the model.
+        n_fft: even FFT length, at least n_samples (default: `fft_length`).
 
     Returns:
         (n_channels, ceil(n_samples/2)) float32 velocity, sample k at time 2k/sample_rate_hz.
-        The clip is zero-padded to a fast FFT length, so ringing after its end is cut off
-        rather than wrapped round to its start.
+        The clip is zero-padded to `n_fft`; the response after its end is dropped.
     """
     n = audio.shape[-1]
-    n_fft = fft_length(n, sample_rate_hz)
+    n_fft = n_fft or fft_length(n, sample_rate_hz)
+    if n_fft < n or n_fft % 2:
+        raise ValueError(f"n_fft must be even and at least the clip length {n}, got {n_fft}")
     matrix = transfer_matrix(params, n_fft, float(sample_rate_hz))
     spectrum = scipy.fft.rfft(audio, n_fft).astype(np.complex64)
     response = matrix * spectrum[None, :]
