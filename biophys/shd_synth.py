@@ -136,6 +136,8 @@ def make_sample(job: SampleJob) -> dict[str, np.ndarray]:
         "times_s": spikes.times_s.astype(shd_format.TIMES_DTYPE),
         "units": spikes.units.astype(shd_format.UNITS_DTYPE),
         "duration_s": np.float64(spikes.duration_s),
+        # workers of a cluster may have another espeak-ng than the submitting machine
+        "espeak_ng_version": np.str_(speech.espeak_version()),
     }
 
 
@@ -146,20 +148,25 @@ class SampleStore:
     that samples of different runs never mix.
     """
 
-    def __init__(self, root: Path, config: SynthConfig):
+    def __init__(self, root: Path, config: SynthConfig, espeak_version: str):
         self.root = root
         self.samples = root / "samples"
         self.samples.mkdir(parents=True, exist_ok=True)
-        record = {"schema": SCHEMA, "model_version": MODEL_VERSION, "config": config.to_dict()}
+        record = {
+            "schema": SCHEMA,
+            "model_version": MODEL_VERSION,
+            "espeak_ng_version": espeak_version,
+            "config": config.to_dict(),
+        }
         config_file = root / "config.json"
         if config_file.exists():
             old = files.read_json(config_file)
             # JSON turns tuples into lists; compare in that form.
             if old != _json_roundtrip(record):
                 raise UserError(
-                    f"{root} holds samples of a run with other settings or an older "
-                    f"model ({config_file}); use another --out folder, or delete that one "
-                    "to start again"
+                    f"{root} holds samples of a run with other settings, another "
+                    f"espeak-ng or an older model ({config_file}); use another --out "
+                    "folder, or delete that one to start again"
                 )
         else:
             files.write_json(config_file, record)
@@ -207,7 +214,7 @@ def generate(
     out = Path(out)
     espeak = speech.espeak_version()  # fails early and clearly when espeak-ng is missing
     speakers, jobs = plan(config)
-    store = SampleStore(out / WORK_DIR, config)
+    store = SampleStore(out / WORK_DIR, config, espeak)
     done = store.done()
     todo = [job for job in jobs if job.index not in done]
     if todo:
@@ -221,6 +228,12 @@ def generate(
             ):
                 store.put(job.index, sample)
     samples = [store.get(job.index) for job in jobs]
+    versions = {str(s["espeak_ng_version"]) for s in samples}
+    if versions != {espeak}:
+        raise UserError(
+            f"the samples were spoken by espeak-ng {sorted(versions)}, but this machine has "
+            f"{espeak}; install the same espeak-ng on all Dask workers and start again"
+        )
     record = provenance.run_record(
         config.to_dict(),
         config.seed,
