@@ -28,6 +28,7 @@ high-pass-filtered ReLU output:
     r_t = m_t · w_y,  r̄_t = κ_r r̄_{t−1} + (1 − κ_r) r_t,  o_t = relu(r_t − r̄_t + β)
 """
 
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -74,7 +75,10 @@ def sparse_pattern(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: 
 
 
 def _csr(crow, col, values, shape):
-    return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+    with warnings.catch_warnings():
+        # PyTorch flags all sparse CSR use as beta; the products used here are stable.
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
 @dataclass(frozen=True)
