@@ -11,6 +11,15 @@ from elmnet.network import ELMNetwork, ELMNetworkConfig, ELMNetworkState, regula
 from elmnet.params import network_parameters
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls per step: extra threads only contend on a busy CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def reference_forward(net: ELMNetwork, x: torch.Tensor) -> torch.Tensor:
     """Literal float64 loop from elm-model.md §4: every step, every neuron on its own.
 
