@@ -60,15 +60,18 @@ def sparse_pattern(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: 
     entry_row, entry_col = unique // n_cols, unique % n_cols
     perm_t = torch.argsort(entry_col * n_rows + entry_row)
 
+    # 32-bit indices where they fit: sparse BLAS wants them and would convert every call.
+    index_dtype = torch.int32 if max(n_rows, n_cols, len(unique)) < 2**31 else torch.int64
+
     def crow(index, n):
         counts = torch.bincount(index, minlength=n)
-        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(index_dtype)
 
     return SparsePattern(
         crow=crow(entry_row, n_rows),
-        col=entry_col,
+        col=entry_col.to(index_dtype),
         crow_t=crow(entry_col, n_cols),
-        col_t=entry_row[perm_t],
+        col_t=entry_row[perm_t].to(index_dtype),
         perm_t=perm_t,
         slot_entry=slot_entry,
     )
@@ -107,40 +110,35 @@ class _Recurrence(torch.autograd.Function):
             (values, crow, col, _, _, _, w_branch, w_y, beta, drop, highpass, out) = rest[
                 2 * spec.n_layers :
             ]
+            output0 = out
             synapses = _csr(crow, col, values, (n * spec.d_tree, n))
             outputs, highpasses = new(n_steps, n, batch), new(n_steps, n, batch)
-            reads = new(n_steps, n, batch) if keep else None
-            branches = new(n_steps, n, spec.d_tree, batch) if keep else None
             w_y_col, beta_col = w_y.unsqueeze(-1), beta.unsqueeze(-1)
+            branch_shape = (n, spec.d_tree, batch)
         m = memory
+        # Results go straight into the stored sequences (out=): no per-step copies.
         for t in range(n_steps):
-            a = torch.baddbmm(pre[t], m, u)
+            if layers:
+                a = torch.baddbmm(pre[t], m, u, out=acts[0][t] if keep else None)
+            else:  # a linear MLP: the first layer is the output
+                a = torch.baddbmm(pre[t], m, u, out=mlp_out[t])
             if spec.feedback:
                 q = out if drop is None else out * drop[t]
-                c = (synapses @ q).view(n, spec.d_tree, batch)
-                a = torch.baddbmm(a, c.transpose(1, 2), w_branch)
-                if keep:
-                    reads[t], branches[t] = q, c
+                c = synapses @ q
+                a.baddbmm_(c.view(branch_shape).transpose(1, 2), w_branch)
             if layers:
-                if keep:
-                    acts[0][t] = a
                 h = sigma(a)
                 for layer, (w, b) in enumerate(layers[:-1], start=1):
-                    a = torch.baddbmm(b, h, w)
-                    if keep:
-                        acts[layer][t] = a
+                    a = torch.baddbmm(b, h, w, out=acts[layer][t] if keep else None)
                     h = sigma(a)
-                z = torch.baddbmm(layers[-1][1], h, layers[-1][0])
+                z = torch.baddbmm(layers[-1][1], h, layers[-1][0], out=mlp_out[t])
             else:
                 z = a
-            mlp_out[t] = z
-            m = torch.addcmul(kappa * m, gain, torch.tanh(z))
-            memories[t] = m
+            m = torch.addcmul(kappa * m, gain, torch.tanh(z), out=memories[t])
             if spec.feedback:
                 r = torch.bmm(m, w_y_col).squeeze(-1)
-                highpass = torch.lerp(highpass, r, 1.0 - spec.kappa_r)
-                out = torch.relu(r - highpass + beta_col)
-                outputs[t], highpasses[t] = out, highpass
+                highpass = torch.lerp(highpass, r, 1.0 - spec.kappa_r, out=highpasses[t])
+                out = torch.clamp_min(r - highpass + beta_col, 0.0, out=outputs[t])
         ctx.spec = spec
         # Outputs nobody used get None, not zeros, in the backward pass.
         ctx.set_materialize_grads(False)
@@ -148,7 +146,7 @@ class _Recurrence(torch.autograd.Function):
         saved = [memory, u, kappa, gain, memories, mlp_out, *acts, *weights]
         if spec.feedback:
             saved += [values, crow, col, *rest[2 * spec.n_layers + 3 : 2 * spec.n_layers + 6]]
-            saved += [w_branch, w_y, drop, outputs, reads, branches]
+            saved += [w_branch, w_y, drop, outputs, output0]
         ctx.save_for_backward(*saved)
         ctx.shapes = [x.shape for x in (kappa, gain, *(b for _, b in layers))]
         if spec.feedback:
@@ -175,49 +173,48 @@ class _Recurrence(torch.autograd.Function):
         grad_m_total = torch.empty_like(memories)
         carry = torch.zeros_like(memory)
         if spec.feedback:
-            (values, crow, col, crow_t, col_t, perm_t, w_branch, w_y, drop, outputs, reads,
-             branches) = rest[2 * n_layers :]  # fmt: skip
+            (values, crow, col, crow_t, col_t, perm_t, w_branch, w_y, drop, outputs,
+             output0) = rest[2 * n_layers :]  # fmt: skip
             grad_outputs, grad_highpasses = grad_feedback
             synapses_t = _csr(crow_t, col_t, values[perm_t], (n, n * spec.d_tree))
             grad_y = torch.empty_like(outputs)
             grad_r = torch.empty_like(outputs)
-            grad_branches = torch.empty_like(branches)
+            grad_branches = outputs.new_empty(n_steps, n, spec.d_tree, batch)
             carry_out = outputs.new_zeros(n, batch)
             carry_highpass = outputs.new_zeros(n, batch)
             w_y_row = w_y.unsqueeze(1)
             active = outputs > 0
         for t in range(n_steps - 1, -1, -1):
-            g = carry if grad_memories is None else grad_memories[t] + carry
+            g = grad_m_total[t]
+            if grad_memories is None:
+                g.copy_(carry)
+            else:
+                torch.add(grad_memories[t], carry, out=g)
             if spec.feedback:
                 go = carry_out if grad_outputs is None else grad_outputs[t] + carry_out
-                dy = go * active[t]
+                dy = torch.mul(go, active[t], out=grad_y[t])
                 gh = carry_highpass - dy
                 if grad_highpasses is not None:
-                    gh = gh + grad_highpasses[t]
-                dr = dy + (1.0 - spec.kappa_r) * gh
-                carry_highpass = spec.kappa_r * gh
-                g = torch.addcmul(g, dr.unsqueeze(-1), w_y_row)
-                grad_y[t], grad_r[t] = dy, dr
-            grad_m_total[t] = g
-            dz = g * dp_dz[t]
+                    gh += grad_highpasses[t]
+                dr = torch.add(dy, gh, alpha=1.0 - spec.kappa_r, out=grad_r[t])
+                carry_highpass = gh.mul_(spec.kappa_r)
+                g.addcmul_(dr.unsqueeze(-1), w_y_row)
+            dz = torch.mul(g, dp_dz[t], out=grad_z[t])
             if grad_mlp_out is not None:
-                dz = dz + grad_mlp_out[t]
-            grad_z[t] = dz
+                dz += grad_mlp_out[t]
             da = dz
             if n_layers:
                 dh = torch.bmm(dz, weights_t[-1])
                 for layer in range(n_layers - 1, 0, -1):
-                    da = dh * slopes[layer][t]
-                    grad_acts[layer][t] = da
+                    da = torch.mul(dh, slopes[layer][t], out=grad_acts[layer][t])
                     dh = torch.bmm(da, weights_t[layer - 1])
-                da = dh * slopes[0][t]
-                grad_acts[0][t] = da
+                da = torch.mul(dh, slopes[0][t], out=grad_acts[0][t])
             carry = torch.baddbmm(g * kappa, da, u_t)
             if spec.feedback:
-                dc = torch.bmm(w_branch, da.transpose(1, 2))  # (N, d_tree, B)
-                grad_branches[t] = dc
-                dq = synapses_t @ dc.view(n * spec.d_tree, batch)
-                carry_out = dq if drop is None else dq * drop[t]
+                dc = torch.bmm(w_branch, da.transpose(1, 2), out=grad_branches[t])
+                carry_out = synapses_t @ dc.view(n * spec.d_tree, batch)
+                if drop is not None:
+                    carry_out *= drop[t]
 
         def batched_outer(x, y):
             """Σ over steps and batch of xᵀ y per neuron: (N, x width, y width)."""
@@ -241,13 +238,19 @@ class _Recurrence(torch.autograd.Function):
                 grad_out.sum_to_size(bias_shapes[layer]),
             ]
         if spec.feedback:
+            # What the recurrent synapses read (q_t) and their branch sums (c_t = S q_t),
+            # rebuilt for all steps at once rather than stored step by step.
+            reads = torch.cat([output0.unsqueeze(0), outputs[:-1]])
+            if drop is not None:
+                reads = reads * drop
+            synapses = _csr(crow, col, values, (n * spec.d_tree, n))
+            q_flat = reads.permute(0, 2, 1).reshape(-1, n)  # (T·B, N)
+            branches = (synapses @ q_flat.t()).view(n, spec.d_tree, n_steps, batch)
             grad_values = None
             if ctx.needs_input_grad[6 + 2 * n_layers]:
                 # ∂L/∂S_ij = Σ_t,b dc_t[i, b] q_t[j, b], needed only at S's nonzeros: a
                 # sampled matmul keeps this O(nnz · T · B) with no dense N·d_tree × N matrix.
-                synapses = _csr(crow, col, values, (n * spec.d_tree, n))
                 dc_flat = grad_branches.permute(1, 2, 0, 3).reshape(n * spec.d_tree, -1)
-                q_flat = reads.permute(0, 2, 1).reshape(-1, n)
                 grad_values = torch.sparse.sampled_addmm(
                     synapses, dc_flat, q_flat, beta=0.0
                 ).values()
@@ -258,7 +261,7 @@ class _Recurrence(torch.autograd.Function):
                 None,
                 None,
                 None,
-                torch.einsum("tnjb,tnbk->njk", branches, grad_pre),
+                torch.einsum("njtb,tnbk->njk", branches, grad_pre),
                 torch.einsum("tnb,tnbi->ni", grad_r, memories),
                 grad_y.sum((0, 2)).sum_to_size(bias_shapes[-1]),
                 None,
