@@ -354,3 +354,15 @@ def test_wrong_input_is_clear():
         net(torch.zeros(2, 3, 4))
     with pytest.raises(UserError, match=r"tokens must lie in \[0, 5\)"):
         net(torch.full((2, 3), 5))
+
+
+def test_speed_benchmark_runs_and_both_methods_agree():
+    from benchmarks import elm_network_speed
+
+    # main() asserts that the hand-written and autograd recurrences agree before timing.
+    rows = elm_network_speed.main(
+        ["--shd-steps", "8", "--enwik8-steps", "3", "--repeats", "1", "--threads", "1"]
+    )
+    assert [r["task"] for r in rows] == ["shd-adding", "enwik8"]
+    assert [r["P"] for r in rows] == [77_291, 3_516_282]
+    assert all(r["hand-written"] > 0 and r["autograd loop"] > 0 for r in rows)
