@@ -523,16 +523,17 @@ class ELMNetwork(nn.Module):
         drop = None
         if self.training and c.dropout_rec > 0:
             drop = F.dropout(pre.new_ones(n_steps, c.N, batch), c.dropout_rec)
+        # The recurrence wants neuron-major state, contiguous for the sparse products.
         hidden = self.hidden.run(
             pre,
-            state.memory.transpose(0, 1),
-            state.highpass.t(),
-            state.output.t(),
+            state.memory.transpose(0, 1).contiguous(),
+            state.highpass.t().contiguous(),
+            state.output.t().contiguous(),
             drop,
         )
         readout = self.readout.run(
             self.readout.feedforward(hidden.outputs.transpose(1, 2)),
-            state.readout_memory.transpose(0, 1),
+            state.readout_memory.transpose(0, 1).contiguous(),
         )
         r = torch.einsum("tvbi,vi->btv", readout.memories, self.readout.w_y)
         logits = self.logits(r)
