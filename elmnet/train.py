@@ -406,10 +406,13 @@ def main(argv: list[str] | None = None) -> int:
     start, stop = time.perf_counter(), args.steps
     if args.stop_after is not None:
         stop = min(stop, step + args.stop_after)
-    running, n_running = 0.0, 0
+    running, n_running, in_step = 0.0, 0, False
     bar = tqdm(total=args.steps, initial=step, disable=not args.progress, desc=args.task)
     try:
         while step < stop:
+            # An interrupt inside a step would leave weights, carried state and step count
+            # out of step with each other: then the last checkpoint is the one to keep.
+            in_step = True
             model.train()
             lr = learning_rate(step, args)
             for group in optimizer.param_groups:
@@ -422,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
             optimizer.step()
             step += 1
+            in_step = False
             running, n_running = running + loss.item(), n_running + 1
             bar.update()
             elapsed = round(time.perf_counter() - start, 3)
@@ -442,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
                 bar.write(f"step {step}: valid {task.metric} {result['value']:.4f}")
                 checkpoint(step)
     except KeyboardInterrupt:
-        checkpoint(step)
+        if not in_step:
+            checkpoint(step)
         raise
     finally:
         bar.close()
