@@ -59,18 +59,17 @@ WORDS = ("the of and in to a is was for on as with by he at from his an were are
 def enwik8_like_text(n_bytes: int, seed: int) -> bytes:
     """Wiki-flavoured text with markup and some UTF-8: learnable, not trivial."""
     rng = np.random.default_rng(seed)
+    words = np.array([*WORDS, "Zürich"])
     out = io.BytesIO()
     while out.tell() < n_bytes:
         title = " ".join(rng.choice(WORDS, size=2)).title()
+        n = int(rng.integers(20, 60))
+        body = words[rng.integers(len(WORDS), size=n)]
+        body[rng.random(n) < 0.01] = "Zürich"
+        linked = rng.random(n) < 0.05
+        text = " ".join(f"[[{w}]]" if link else w for w, link in zip(body, linked, strict=True))
         out.write(f"<page>\n  <title>{title}</title>\n  <text>'''{title}''' ".encode())
-        for _ in range(int(rng.integers(20, 60))):
-            word = rng.choice(WORDS)
-            if rng.random() < 0.05:
-                word = f"[[{word}]]"
-            if rng.random() < 0.01:
-                word = "Zürich"
-            out.write(f"{word} ".encode())
-        out.write(b".</text>\n</page>\n")
+        out.write(f"{text} .</text>\n</page>\n".encode())
     return out.getvalue()[:n_bytes]
 
 
