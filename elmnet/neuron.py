@@ -31,6 +31,7 @@ from elmnet.ops import (
     exp_trace,
     log_spaced_taus,
     make_activation,
+    memory_update_coefficients,
     tau_to_theta,
     theta_to_tau,
 )
@@ -207,13 +208,7 @@ class ELMNeuron(nn.Module):
     def memory_coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
         """κ_m and the gain on Δm of the memory update (v1: λ(1 − κ_m), v2: 1 − κ_λ)."""
         c = self.config
-        tau_m = self.tau_m
-        kappa_m = decay(tau_m, c.dt)
-        if c.dynamics == "v1":
-            gain = -c.lam * torch.expm1(-c.dt / tau_m)
-        else:
-            gain = -torch.expm1(-c.dt * c.lam / tau_m)
-        return kappa_m, gain
+        return memory_update_coefficients(self.tau_m, c.dt, c.lam, c.dynamics)
 
     def memory_recurrence(self, branch: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """Step the nonlinear memory through time.

@@ -89,6 +89,20 @@ def decay(tau: torch.Tensor | float, dt: float) -> torch.Tensor | float:
     return math.exp(-dt / tau)
 
 
+def memory_update_coefficients(
+    tau_m: torch.Tensor, dt: float, lam: float, dynamics: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """κ_m and the gain on Δm of the ELM memory update m_t = κ_m ⊙ m_{t−1} + gain ⊙ Δm_t.
+
+    v1: gain = λ (1 − κ_m); v2: gain = 1 − κ_λ, κ_λ = exp(−Δt λ / τ_m) (elm-model.md §1).
+    τ_m and Δt share one unit.
+    """
+    kappa_m = decay(tau_m, dt)
+    if dynamics == "v1":
+        return kappa_m, -lam * torch.expm1(-dt / tau_m)
+    return kappa_m, -torch.expm1(-dt * lam / tau_m)
+
+
 def exp_trace(
     u: torch.Tensor, kappa: torch.Tensor | float, init: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -1,113 +1,356 @@
-"""The ELM memory recurrence with a hand-written backward pass.
+"""The ELM memory recurrence with a hand-written backward pass, for one neuron or a bank.
 
-The recurrence is the only sequential part of the neuron. Left to autograd, every step
+The recurrence is the only sequential part of an ELM neuron. Left to autograd, every step
 records a handful of graph nodes, and the backward pass is dominated by that bookkeeping
 rather than by arithmetic. Here the forward runs without a graph and keeps what the
-backward needs (pre-activations, tanh outputs, memories); the backward steps through
-time with a few small matmuls per step and computes every weight gradient afterwards as
-one batched matmul over all steps.
+backward needs (pre-activations, MLP outputs, memories); the backward steps through time
+with a few small matmuls per step and computes every weight gradient afterwards as one
+batched matmul over all steps.
 
-Notation per step t, with m_{−1} the initial memory and σ the MLP activation:
-    a⁰_t = pre_t + m_{t−1} U          (U = (W_m diag κ_m)ᵀ, pre_t = W_b b_t + c)
-    h^l_t = σ(a^l_t),   a^{l+1}_t = h^l_t V_l + c_l          (hidden layers)
-    p_t = tanh(h^L_t W + c_W)         (W, c_W pre-scaled by 2/3)
-    m_t = κ ⊙ m_{t−1} + g ⊙ p_t       (g includes the 1.7159 gain)
+One code path serves a single neuron (N = 1) and a bank of N neurons with their own
+weights, the layers of the ELM Network: the per-neuron matmuls of a step run as one
+batched matmul over the neuron axis. Tensors are time- and neuron-major, (T, N, B, ·), so
+that one step's slice is contiguous. Per step t and neuron, with m_{−1} the initial memory
+and σ the MLP activation:
+
+    a⁰_t = pre_t + m_{t−1} U  [+ c_t W_b]   (U = (W_m diag κ_m)ᵀ; pre_t from the inputs)
+    h⁰ = σ(a⁰_t),  a^l = h^{l−1} V_l + v_l,  h^l = σ(a^l)       (layers before the last)
+    z_t = h^{L−1} W + w    (MLP output, pre-scaled by 2/3);  z_t = a⁰_t for a linear MLP
+    m_t = κ ⊙ m_{t−1} + g ⊙ tanh(z_t)      (g includes the 1.7159 gain)
+
+With feedback (the ELM Network's recurrent hidden layer) each neuron also reads the
+previous step's outputs o of the bank through fixed sparse synapses, and has a scalar
+high-pass-filtered ReLU output:
+
+    q_t = D_t ⊙ o_{t−1}         (D: recurrent dropout mask, or 1)
+    c_t = S q_t                 (S: sparse (N·d_tree × N), row n·d_tree + j = branch j of
+                                 neuron n; its entries are the signed synaptic weights)
+    r_t = m_t · w_y,  r̄_t = κ_r r̄_{t−1} + (1 − κ_r) r_t,  o_t = relu(r_t − r̄_t + β)
 """
+
+import warnings
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from elmnet.ops import activation_derivative, make_activation
 
 
-class _MemoryRecurrence(torch.autograd.Function):
+class SparsePattern(NamedTuple):
+    """Where the nonzeros of a sparse (n_rows × n_cols) matrix are, in CSR order.
+
+    `slot_entry` maps each synapse slot to its matrix entry: slots that share a row and a
+    column (a source drawn twice for one branch) share an entry, whose value is the sum
+    of their weights. The transposed pattern serves the backward pass.
+    """
+
+    crow: torch.Tensor  # (n_rows + 1,)
+    col: torch.Tensor  # (nnz,)
+    crow_t: torch.Tensor  # (n_cols + 1,)
+    col_t: torch.Tensor  # (nnz,)
+    perm_t: torch.Tensor  # (nnz,) entry order of the transposed matrix
+    slot_entry: torch.Tensor  # (n_slots,)
+
+
+def sparse_pattern(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int):
+    """The CSR pattern of a matrix with one entry per (rows[k], cols[k]) pair."""
+    key = rows.long() * n_cols + cols.long()
+    unique, slot_entry = torch.unique(key, sorted=True, return_inverse=True)
+    entry_row, entry_col = unique // n_cols, unique % n_cols
+    perm_t = torch.argsort(entry_col * n_rows + entry_row)
+
+    # 32-bit indices where they fit: sparse BLAS wants them and would convert every call.
+    index_dtype = torch.int32 if max(n_rows, n_cols, len(unique)) < 2**31 else torch.int64
+
+    def crow(index, n):
+        counts = torch.bincount(index, minlength=n)
+        return torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(index_dtype)
+
+    return SparsePattern(
+        crow=crow(entry_row, n_rows),
+        col=entry_col.to(index_dtype),
+        crow_t=crow(entry_col, n_cols),
+        col_t=entry_row[perm_t].to(index_dtype),
+        perm_t=perm_t,
+        slot_entry=slot_entry,
+    )
+
+
+def _csr(crow, col, values, shape):
+    with warnings.catch_warnings():
+        # PyTorch flags all sparse CSR use as beta; the products used here are stable.
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    activation: str
+    n_layers: int  # MLP layers after the first (0: a linear MLP, no activation)
+    feedback: bool = False
+    kappa_r: float = 0.0  # high-pass decay per step
+    d_tree: int = 0
+
+
+class _Recurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, activation, pre, memory, u, kappa, gain, w_out, b_out, *hidden):
-        # hidden = (V_1, c_1, V_2, c_2, ...), weights already transposed.
-        hidden_layers = list(zip(hidden[0::2], hidden[1::2], strict=True))
-        sigma = make_activation(activation)
-        batch, n_steps, _ = pre.shape
-        n_layers = 1 + len(hidden_layers)
+    def forward(ctx, spec: _Spec, pre, memory, u, kappa, gain, *rest):
+        flat_layers = rest[: 2 * spec.n_layers]
+        layers = list(zip(flat_layers[0::2], flat_layers[1::2], strict=True))
+        sigma = make_activation(spec.activation)
+        n_steps, n, batch, _ = pre.shape
         # In inference nothing needs to be kept for a backward pass.
         keep = any(ctx.needs_input_grad)
-        pre_acts = [pre.new_empty(batch, n_steps, pre.shape[-1]) for _ in range(n_layers)]
-        proposals = pre.new_empty(batch, n_steps, memory.shape[-1])
-        memories = pre.new_empty(batch, n_steps, memory.shape[-1])
+        new = pre.new_empty
+        acts = [new(n_steps, n, batch, w.shape[1]) for w, _ in layers] if keep else []
+        memories = new(n_steps, n, batch, memory.shape[-1])
+        mlp_out = new(n_steps, n, batch, memory.shape[-1])
+        if spec.feedback:
+            (values, crow, col, _, _, _, w_branch, w_y, beta, drop, highpass, out) = rest[
+                2 * spec.n_layers :
+            ]
+            output0 = out
+            synapses = _csr(crow, col, values, (n * spec.d_tree, n))
+            outputs, highpasses = new(n_steps, n, batch), new(n_steps, n, batch)
+            w_y_col, beta_col = w_y.unsqueeze(-1), beta.unsqueeze(-1)
+            branch_shape = (n, spec.d_tree, batch)
         m = memory
+        # Results go straight into the stored sequences (out=): no per-step copies.
         for t in range(n_steps):
-            a = torch.addmm(pre[:, t], m, u)
-            if keep:
-                pre_acts[0][:, t] = a
-            h = sigma(a)
-            for layer, (v, c) in enumerate(hidden_layers, start=1):
-                a = torch.addmm(c, h, v)
-                if keep:
-                    pre_acts[layer][:, t] = a
+            if layers:
+                a = torch.baddbmm(pre[t], m, u, out=acts[0][t] if keep else None)
+            else:  # a linear MLP: the first layer is the output
+                a = torch.baddbmm(pre[t], m, u, out=mlp_out[t])
+            if spec.feedback:
+                q = out if drop is None else out * drop[t]
+                c = synapses @ q
+                a.baddbmm_(c.view(branch_shape).transpose(1, 2), w_branch)
+            if layers:
                 h = sigma(a)
-            p = torch.tanh(torch.addmm(b_out, h, w_out))
-            if keep:
-                proposals[:, t] = p
-            m = torch.addcmul(kappa * m, gain, p)
-            memories[:, t] = m
-        ctx.activation = activation
-        ctx.save_for_backward(
-            memory, u, kappa, gain, w_out, memories, proposals, *pre_acts, *hidden
-        )
-        ctx.n_layers = n_layers
-        return memories
+                for layer, (w, b) in enumerate(layers[:-1], start=1):
+                    a = torch.baddbmm(b, h, w, out=acts[layer][t] if keep else None)
+                    h = sigma(a)
+                z = torch.baddbmm(layers[-1][1], h, layers[-1][0], out=mlp_out[t])
+            else:
+                z = a
+            m = torch.addcmul(kappa * m, gain, torch.tanh(z), out=memories[t])
+            if spec.feedback:
+                r = torch.bmm(m, w_y_col).squeeze(-1)
+                highpass = torch.lerp(highpass, r, 1.0 - spec.kappa_r, out=highpasses[t])
+                out = torch.clamp_min(r - highpass + beta_col, 0.0, out=outputs[t])
+        ctx.spec = spec
+        # Outputs nobody used get None, not zeros, in the backward pass.
+        ctx.set_materialize_grads(False)
+        weights = [w for w, _ in layers]
+        saved = [memory, u, kappa, gain, memories, mlp_out, *acts, *weights]
+        if spec.feedback:
+            saved += [values, crow, col, *rest[2 * spec.n_layers + 3 : 2 * spec.n_layers + 6]]
+            saved += [w_branch, w_y, drop, outputs, output0]
+        ctx.save_for_backward(*saved)
+        ctx.shapes = [x.shape for x in (kappa, gain, *(b for _, b in layers))]
+        if spec.feedback:
+            ctx.shapes.append(beta.shape)
+            return memories, mlp_out, outputs, highpasses
+        return memories, mlp_out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_memories):
-        memory, u, kappa, gain, w_out, memories, proposals, *rest = ctx.saved_tensors
-        pre_acts, hidden = rest[: ctx.n_layers], rest[ctx.n_layers :]
-        hidden_w = list(hidden[0::2])
-        act = ctx.activation
-        batch, n_steps, _ = memories.shape
+    def backward(ctx, grad_memories, grad_mlp_out, *grad_feedback):
+        spec = ctx.spec
+        n_layers = spec.n_layers
+        memory, u, kappa, gain, memories, mlp_out, *rest = ctx.saved_tensors
+        acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
+        n_steps, n, batch, _ = memories.shape
+        proposals = torch.tanh(mlp_out)
+        dp_dz = gain * (1 - proposals.square())  # ∂m_t/∂z_t, for all steps at once
+        slopes = [activation_derivative(spec.activation, a) for a in acts]
+        weights_t = [w.transpose(1, 2) for w in weights]
+        u_t = u.transpose(1, 2)
 
-        # Everything that does not depend on the carried gradient, for all steps at once.
-        dp_dz = gain * (1 - proposals.square())  # ∂m_t/∂z_t (through tanh and g)
-        slopes = [activation_derivative(act, a) for a in pre_acts]
-        w_out_T = w_out.t()
-        hidden_w_T = [v.t() for v in hidden_w]
-        u_T = u.t()
-
-        grad_z = torch.empty_like(proposals)
-        grad_a = [torch.empty_like(a) for a in pre_acts]
+        grad_z = torch.empty_like(mlp_out)
+        grad_acts = [torch.empty_like(a) for a in acts]
         grad_m_total = torch.empty_like(memories)
         carry = torch.zeros_like(memory)
+        if spec.feedback:
+            (values, crow, col, crow_t, col_t, perm_t, w_branch, w_y, drop, outputs,
+             output0) = rest[2 * n_layers :]  # fmt: skip
+            grad_outputs, grad_highpasses = grad_feedback
+            synapses_t = _csr(crow_t, col_t, values[perm_t], (n, n * spec.d_tree))
+            grad_y = torch.empty_like(outputs)
+            grad_r = torch.empty_like(outputs)
+            grad_branches = outputs.new_empty(n_steps, n, spec.d_tree, batch)
+            carry_out = outputs.new_zeros(n, batch)
+            carry_highpass = outputs.new_zeros(n, batch)
+            w_y_row = w_y.unsqueeze(1)
+            active = outputs > 0
         for t in range(n_steps - 1, -1, -1):
-            g = grad_memories[:, t] + carry
-            grad_m_total[:, t] = g
-            dz = g * dp_dz[:, t]
-            grad_z[:, t] = dz
-            dh = dz @ w_out_T
-            for layer in range(ctx.n_layers - 1, 0, -1):
-                da = dh * slopes[layer][:, t]
-                grad_a[layer][:, t] = da
-                dh = da @ hidden_w_T[layer - 1]
-            da = dh * slopes[0][:, t]
-            grad_a[0][:, t] = da
-            carry = torch.addmm(g * kappa, da, u_T)
+            g = grad_m_total[t]
+            if grad_memories is None:
+                g.copy_(carry)
+            else:
+                torch.add(grad_memories[t], carry, out=g)
+            if spec.feedback:
+                go = carry_out if grad_outputs is None else grad_outputs[t] + carry_out
+                dy = torch.mul(go, active[t], out=grad_y[t])
+                gh = carry_highpass - dy
+                if grad_highpasses is not None:
+                    gh += grad_highpasses[t]
+                dr = torch.add(dy, gh, alpha=1.0 - spec.kappa_r, out=grad_r[t])
+                carry_highpass = gh.mul_(spec.kappa_r)
+                g.addcmul_(dr.unsqueeze(-1), w_y_row)
+            dz = torch.mul(g, dp_dz[t], out=grad_z[t])
+            if grad_mlp_out is not None:
+                dz += grad_mlp_out[t]
+            da = dz
+            if n_layers:
+                dh = torch.bmm(dz, weights_t[-1])
+                for layer in range(n_layers - 1, 0, -1):
+                    da = torch.mul(dh, slopes[layer][t], out=grad_acts[layer][t])
+                    dh = torch.bmm(da, weights_t[layer - 1])
+                da = torch.mul(dh, slopes[0][t], out=grad_acts[0][t])
+            carry = torch.baddbmm(g * kappa, da, u_t)
+            if spec.feedback:
+                dc = torch.bmm(w_branch, da.transpose(1, 2), out=grad_branches[t])
+                carry_out = synapses_t @ dc.view(n * spec.d_tree, batch)
+                if drop is not None:
+                    carry_out *= drop[t]
 
-        def flat(x):
-            return x.reshape(batch * n_steps, -1)
+        def batched_outer(x, y):
+            """Σ over steps and batch of xᵀ y per neuron: (N, x width, y width)."""
+            return torch.einsum("tnbi,tnbj->nij", x, y)
 
-        previous = torch.cat([memory.unsqueeze(1), memories[:, :-1]], dim=1)
-        sigma = make_activation(act)
-        outs = [sigma(a) for a in pre_acts]
-        grad_u = flat(previous).t() @ flat(grad_a[0])
-        grad_kappa = (grad_m_total * previous).sum((0, 1))
-        grad_gain = (grad_m_total * proposals).sum((0, 1))
-        grad_w_out = flat(outs[-1]).t() @ flat(grad_z)
-        grad_b_out = grad_z.sum((0, 1))
-        grad_hidden = []
-        for layer in range(1, ctx.n_layers):
-            grad_hidden += [
-                flat(outs[layer - 1]).t() @ flat(grad_a[layer]),
-                grad_a[layer].sum((0, 1)),
+        kappa_shape, gain_shape, *bias_shapes = ctx.shapes
+        grad_pre = grad_acts[0] if n_layers else grad_z
+        previous = torch.cat([memory.unsqueeze(0), memories[:-1]])
+        grads = [
+            grad_pre,
+            carry,
+            batched_outer(previous, grad_pre),
+            (grad_m_total * previous).sum_to_size(kappa_shape),
+            (grad_m_total * proposals).sum_to_size(gain_shape),
+        ]
+        sigma = make_activation(spec.activation)
+        for layer in range(n_layers):
+            grad_out = grad_acts[layer + 1] if layer + 1 < n_layers else grad_z
+            grads += [
+                batched_outer(sigma(acts[layer]), grad_out),
+                grad_out.sum_to_size(bias_shapes[layer]),
             ]
-        return (None, grad_a[0], carry, grad_u, grad_kappa, grad_gain, grad_w_out, grad_b_out,
-                *grad_hidden)  # fmt: skip
+        if spec.feedback:
+            # What the recurrent synapses read (q_t) and their branch sums (c_t = S q_t),
+            # rebuilt for all steps at once rather than stored step by step.
+            reads = torch.cat([output0.unsqueeze(0), outputs[:-1]])
+            if drop is not None:
+                reads = reads * drop
+            synapses = _csr(crow, col, values, (n * spec.d_tree, n))
+            q_flat = reads.permute(0, 2, 1).reshape(-1, n)  # (T·B, N)
+            branches = (synapses @ q_flat.t()).view(n, spec.d_tree, n_steps, batch)
+            grad_values = None
+            if ctx.needs_input_grad[6 + 2 * n_layers]:
+                # ∂L/∂S_ij = Σ_t,b dc_t[i, b] q_t[j, b], needed only at S's nonzeros: a
+                # sampled matmul keeps this O(nnz · T · B) with no dense N·d_tree × N matrix.
+                dc_flat = grad_branches.permute(1, 2, 0, 3).reshape(n * spec.d_tree, -1)
+                grad_values = torch.sparse.sampled_addmm(
+                    synapses, dc_flat, q_flat, beta=0.0
+                ).values()
+            grads += [
+                grad_values,
+                None,
+                None,
+                None,
+                None,
+                None,
+                torch.einsum("njtb,tnbk->njk", branches, grad_pre),
+                torch.einsum("tnb,tnbi->ni", grad_r, memories),
+                grad_y.sum((0, 2)).sum_to_size(bias_shapes[-1]),
+                None,
+                carry_highpass,
+                carry_out,
+            ]
+        return (None, *grads)
+
+
+class Feedback(NamedTuple):
+    """The recurrent part of a bank (see the module docstring), per call.
+
+    values: (nnz,) entries of S in `pattern`'s order; pattern: its `SparsePattern`;
+    d_tree: branches per neuron; w_branch: (N, d_tree, d_a) first-layer branch weights;
+    w_y: (N, d_m) readout; beta: (N,) output offset; kappa_r: high-pass decay per step;
+    drop: (T, N, B) recurrent dropout mask or None; highpass, output: (N, B) r̄ and o
+    before the first step.
+    """
+
+    values: torch.Tensor
+    pattern: SparsePattern
+    d_tree: int
+    w_branch: torch.Tensor
+    w_y: torch.Tensor
+    beta: torch.Tensor
+    kappa_r: float
+    drop: torch.Tensor | None
+    highpass: torch.Tensor
+    output: torch.Tensor
+
+
+class BankRecurrence(NamedTuple):
+    """What `bank_recurrence` returns, all (T, N, B, ·)."""
+
+    memories: torch.Tensor  # (T, N, B, d_m) memory after every step
+    mlp_out: torch.Tensor  # (T, N, B, d_m) MLP output z (scaled by 2/3), before tanh
+    outputs: torch.Tensor | None  # (T, N, B) o_t, with feedback only
+    highpass: torch.Tensor | None  # (T, N, B) r̄_t, with feedback only
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Under mixed precision the recurrence still runs in float32: a memory that integrates
+    # over hundreds of steps must not round at every step, and the matmuls are tiny.
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def bank_recurrence(
+    activation: str,
+    pre: torch.Tensor,
+    memory: torch.Tensor,
+    u: torch.Tensor,
+    kappa: torch.Tensor,
+    gain: torch.Tensor,
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    feedback: Feedback | None = None,
+) -> BankRecurrence:
+    """Run the memory recurrence of N neurons over all steps; differentiable in every
+    floating-point tensor argument.
+
+    Args:
+        activation: MLP activation name (relu, silu, relu2, identity).
+        pre: (T, N, B, d_a) first-layer pre-activation from the feed-forward input, bias
+            included.
+        memory: (N, B, d_m) memory before the first step.
+        u: (N, d_m, d_a) memory-to-first-layer weight, decay already folded in.
+        kappa: memory decay per step, broadcastable to (N, B, d_m).
+        gain: weight of the tanh proposal in the update, broadcastable to (N, B, d_m).
+        layers: the MLP's later layers as (weight (N, in, out), bias broadcastable to
+            (N, B, out)); the last one maps to d_m and is pre-scaled by 2/3. Empty for a
+            linear MLP (then `pre` and `u` carry the 2/3).
+        feedback: the recurrent synapses and output of a network layer, or None.
+    """
+    dtype = _compute_dtype(pre.dtype)
+    spec = _Spec(activation, len(layers))
+    tensors = [pre, memory, u, kappa, gain, *(x for layer in layers for x in layer)]
+    if feedback is not None:
+        fb, p = feedback, feedback.pattern
+        spec = _Spec(activation, len(layers), True, float(fb.kappa_r), fb.d_tree)
+        tensors += [fb.values, p.crow, p.col, p.crow_t, p.col_t, p.perm_t, fb.w_branch]
+        tensors += [fb.w_y, fb.beta, fb.drop, fb.highpass, fb.output]
+
+    def cast(x):
+        return x.to(dtype) if x is not None and x.is_floating_point() else x
+
+    with torch.autocast(device_type=pre.device.type, enabled=False):
+        result = _Recurrence.apply(spec, *(cast(x) for x in tensors))
+    if feedback is None:
+        return BankRecurrence(*result, None, None)
+    return BankRecurrence(*result)
 
 
 def memory_recurrence(
@@ -121,7 +364,7 @@ def memory_recurrence(
     b_out: torch.Tensor,
     hidden: list[tuple[torch.Tensor, torch.Tensor]] = (),
 ) -> torch.Tensor:
-    """Run the memory recurrence over all steps; differentiable in every tensor argument.
+    """Run one neuron's memory recurrence over all steps; differentiable in every tensor.
 
     Args:
         activation: MLP activation name (relu, silu, relu2, identity).
@@ -136,11 +379,14 @@ def memory_recurrence(
     Returns:
         (B, T, d_m) the memory after every step.
     """
-    tensors = [pre, memory, u, kappa, gain, w_out, b_out, *(x for layer in hidden for x in layer)]
-    # Under mixed precision the recurrence still runs in float32: a memory that integrates
-    # over hundreds of steps must not round at every step, and the matmuls are tiny.
-    dtype = pre.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        dtype = torch.float32
-    with torch.autocast(device_type=pre.device.type, enabled=False):
-        return _MemoryRecurrence.apply(activation, *(x.to(dtype) for x in tensors))
+    layers = [(w.unsqueeze(0), b) for w, b in [*hidden, (w_out, b_out)]]
+    result = bank_recurrence(
+        activation,
+        pre.transpose(0, 1).unsqueeze(1).contiguous(),
+        memory.unsqueeze(0),
+        u.unsqueeze(0),
+        kappa,
+        gain,
+        layers,
+    )
+    return result.memories.squeeze(1).transpose(0, 1)

@@ -1,0 +1,583 @@
+"""The ELM Network (Spieler, Martius, Levina 2026; elm-model.md §4).
+
+Two layers of ELM neurons (v2 memory, elm-model.md §1) and a linear layer:
+
+- A recurrent hidden layer of N neurons. Neuron n has k_c = d_tree·d_brch synapse slots;
+  each slot reads one source fixed at init, drawn with replacement: with probability ρ
+  one of the N hidden outputs of the previous step, otherwise one of the d_in inputs of
+  the current step. Branch input b = 10 Σ_branch (w_s ⊙ source), w_s signed,
+  init U(−1, 1)/√d_brch; MLP [b ; κ_m ⊙ m] → d_mlp (ReLU²) → d_m; memory v2 with λ = 5;
+  τ_m log-spaced over [τ_min, τ_max], fixed; r = w_y · m; high-pass
+  r̄_t = κ_r r̄_{t−1} + (1 − κ_r) r_t; output o_t = ReLU(r_t − r̄_t + β).
+- A readout layer: one small ELM neuron per class/token (d_m = 3, linear MLP), then
+  Linear(n_out → n_out) with bias for the logits.
+
+The knobs N, k_e (set by d_m, d_mlp, d_tree) and k_c (d_tree·d_brch) are independent:
+`ELMNetworkConfig.for_task(...)` keeps a task's d_tree and sets d_brch from k_c, so k_e
+does not move when k_c does, and `ELMNetwork.from_budget` picks
+N = floor(P_hidden / (k_e + k_c)). `elmnet.params.network_parameters` gives (P, N, k_e, k_c).
+
+Choices where the document is silent:
+
+- Hidden neurons have no branch trace: §4 writes b = 10 Σ w_s x without one, and the
+  memory (τ_m down to 0.1 steps for text) already integrates.
+- Readout neurons are the hidden neurons' small siblings: the same synapse layout (k_c
+  slots in d_tree branches, input scale 10, the same init) reading the hidden outputs of
+  the *current* step, a linear MLP (one layer d_tree + d_m → d_m with bias), the same
+  τ_m range and λ, r = w_y · m without bias, no high-pass and no ReLU (the linear logit
+  layer follows). Their parameters do not depend on N, which is what the published
+  sweeps imply (one hidden budget reproduces all their N; see `tests/test_elm_network`).
+- Input dropout drops input channels (whole tokens for integer input); recurrent
+  dropout drops hidden outputs where the recurrent synapses read them, with an
+  independent mask per step; the readout sees undropped outputs.
+- β starts at 0; MLP and w_y weights start like `nn.Linear` (U(±1/√fan_in)); the state,
+  including the previous step's outputs, starts at zero.
+- Integer input (B, T) means tokens: one-hot with value `token_scale` (3 for Enwik8).
+
+Performance design: everything linear in the inputs is computed for the whole sequence at
+once: the input synapses and the branch half of the first MLP layer collapse into one
+(d_in × N·d_mlp) matrix, applied as a single matmul (a row lookup for tokens). Only the
+recurrent synapses (a fixed sparse gather from the previous step's outputs: a CSR matrix
+of N·d_tree rows whose column indices are the gathered sources, never a dense N × N
+matrix) and the nonlinear memory step run inside the time loop, in
+`elmnet.recurrence.bank_recurrence` with its hand-written backward pass.
+"""
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elmbridge.errors import UserError
+from elmnet.ops import (
+    TANH_GAIN,
+    TANH_SLOPE,
+    decay,
+    log_spaced_taus,
+    make_activation,
+    memory_update_coefficients,
+    tau_to_theta,
+    theta_to_tau,
+)
+from elmnet.params import (
+    NetworkParameterCount,
+    hidden_neuron_parameters,
+    network_parameters,
+    neurons_for_budget,
+    readout_layer_parameters,
+)
+from elmnet.recurrence import BankRecurrence, Feedback, SparsePattern, bank_recurrence
+from elmnet.recurrence import sparse_pattern as make_sparse_pattern
+
+# The document's setups (elm-model.md §4). Enwik8's N and d_m are the d_m = 20 point of its
+# P ≈ 3.51M sweep; its vocabulary V = 204 is replaced by the data's own when training.
+TASK_PRESETS: dict[str, dict[str, Any]] = {
+    "shd-adding": dict(
+        d_in=700, n_out=19, N=96, d_m=5, d_tree=30, d_brch=10, rho=0.25,
+        tau_min=1.0, tau_max=500.0, tau_r=5.0, dropout_in=0.2, dropout_rec=0.2,
+    ),
+    "enwik8": dict(
+        d_in=204, n_out=204, N=742, d_m=20, d_tree=50, d_brch=15, rho=0.8,
+        tau_min=0.1, tau_max=100.0, tau_r=2.0, token_scale=3.0,
+    ),
+}  # fmt: skip
+TASKS = tuple(TASK_PRESETS)
+
+
+@dataclass(frozen=True)
+class ELMNetworkConfig:
+    """Configuration of an ELM Network. Times (τ, Δt) are in steps of the input
+    (2 ms bins for SHD-Adding at the default binning, characters for Enwik8).
+
+    Attributes:
+        d_in: input channels (700 for SHD; the vocabulary size V for text).
+        n_out: classes or tokens: readout neurons and logits.
+        N: hidden neurons.
+        d_m: memory units per hidden neuron.
+        d_mlp: MLP width of a hidden neuron (default 2·d_m).
+        d_tree, d_brch: branches per neuron and synapses per branch; k_c = d_tree·d_brch.
+        rho: probability that a synapse reads the previous step's hidden outputs.
+        input_scale: factor on every branch input (10).
+        tau_min, tau_max: range of the log-spaced memory time constants.
+        tau_r: time constant of the output high-pass filter.
+        lam: λ of the v2 memory update.
+        activation: hidden MLP activation ("relu2" = ReLU²).
+        readout_d_m: memory units of a readout neuron.
+        dropout_in, dropout_rec: input and recurrent dropout probabilities.
+        token_scale: one-hot value of integer (token) inputs.
+        seed: seed of the connectivity and the initial weights.
+        dt: Δt, the time step.
+    """
+
+    d_in: int
+    n_out: int
+    N: int
+    d_m: int
+    d_mlp: int | None = None
+    d_tree: int = 30
+    d_brch: int = 10
+    rho: float = 0.25
+    input_scale: float = 10.0
+    tau_min: float = 1.0
+    tau_max: float = 500.0
+    tau_r: float = 5.0
+    lam: float = 5.0
+    activation: str = "relu2"
+    readout_d_m: int = 3
+    dropout_in: float = 0.0
+    dropout_rec: float = 0.0
+    token_scale: float = 1.0
+    seed: int = 0
+    dt: float = 1.0
+
+    def __post_init__(self):
+        if self.d_mlp is None:
+            object.__setattr__(self, "d_mlp", 2 * self.d_m)
+        for name in ("d_in", "n_out", "N", "d_m", "d_mlp", "d_tree", "d_brch", "readout_d_m"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("input_scale", "tau_min", "tau_r", "lam", "token_scale", "dt"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not self.tau_min < self.tau_max:
+            raise UserError(
+                f"tau_min must be smaller than tau_max, got tau_min={self.tau_min}, "
+                f"tau_max={self.tau_max}"
+            )
+        if not 0.0 <= self.rho <= 1.0:
+            raise UserError(f"rho is a probability, got {self.rho!r}")
+        for name in ("dropout_in", "dropout_rec"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        make_activation(self.activation)
+
+    @property
+    def k_c(self) -> int:
+        """Synapses per neuron."""
+        return self.d_tree * self.d_brch
+
+    @property
+    def k_e(self) -> int:
+        """Parameters per hidden neuron besides its synapses."""
+        return hidden_neuron_parameters(self.d_m, self.d_mlp, self.d_tree, self.d_brch).k_e
+
+    @classmethod
+    def for_task(cls, task: str, **overrides: Any) -> "ELMNetworkConfig":
+        """The document's setup for `task` ("shd-adding" or "enwik8") with overrides.
+
+        `k_c=` is accepted in place of d_brch: the task's d_tree is kept (so that k_e does
+        not change with k_c) and d_brch = k_c / d_tree.
+        """
+        if task not in TASK_PRESETS:
+            raise UserError(f"unknown task {task!r}; choose one of {TASKS}")
+        values = {**TASK_PRESETS[task], **{k: v for k, v in overrides.items() if k != "k_c"}}
+        k_c = overrides.get("k_c")
+        if k_c is not None:
+            d_tree = values["d_tree"]
+            if not isinstance(k_c, int) or k_c <= 0 or k_c % d_tree:
+                raise UserError(
+                    f"k_c={k_c!r} must be a positive multiple of the {d_tree} branches per "
+                    f"neuron (d_tree), so that every branch has the same number of synapses; "
+                    f"e.g. {d_tree * max(1, round((k_c or 0) / d_tree))}, or set d_tree too."
+                )
+            values["d_brch"] = k_c // d_tree
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_budget(
+        cls, budget: int, *, d_m: int, task: str, k_c: int | None = None, **overrides: Any
+    ) -> "ELMNetworkConfig":
+        """The configuration with N = floor((budget − readout) / (k_e + k_c)) (elm-model.md §4).
+
+        The readout layer's parameters do not depend on N, so the budget left for the
+        hidden layer is the same for every d_m and k_c of a sweep.
+        """
+        probe = cls.for_task(task, **{**overrides, "d_m": d_m, "k_c": k_c, "N": 1})
+        readout = readout_layer_parameters(
+            probe.n_out, probe.readout_d_m, probe.d_tree, probe.d_brch
+        )
+        n = neurons_for_budget(budget, probe.k_e, probe.k_c, readout)
+        if n < 1:
+            raise UserError(
+                f"a budget of {budget} parameters leaves {budget - readout} for the hidden "
+                f"layer after the readout ({readout}), less than one neuron "
+                f"(k_e + k_c = {probe.k_e + probe.k_c}); raise the budget or lower d_m / k_c."
+            )
+        return replace(probe, N=n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ELMNetworkConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(
+                f"unknown network configuration fields {unknown}; known: {sorted(known)}"
+            )
+        return cls(**values)
+
+
+class ELMNetworkState(NamedTuple):
+    """State carried between calls. Batch-first."""
+
+    memory: torch.Tensor  # (B, N, d_m) hidden memories
+    highpass: torch.Tensor  # (B, N) r̄ of the hidden outputs
+    output: torch.Tensor  # (B, N) hidden outputs o of the last step
+    readout_memory: torch.Tensor  # (B, n_out, readout_d_m)
+
+    def detach(self) -> "ELMNetworkState":
+        """The same state cut from the autograd graph (truncated BPTT)."""
+        return ELMNetworkState(*(x.detach() for x in self))
+
+
+class NetworkOutput(NamedTuple):
+    """Everything a forward pass computes that training may need."""
+
+    logits: torch.Tensor  # (B, T, n_out)
+    state: ELMNetworkState
+    activity: torch.Tensor  # (T, N, B) hidden outputs o_t
+    mlp_out: tuple[torch.Tensor, ...]  # MLP outputs (before the 2/3 and tanh), per layer
+
+
+def _uniform(generator: torch.Generator, shape: tuple[int, ...], bound: float) -> nn.Parameter:
+    values = (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound
+    return nn.Parameter(values.to(torch.get_default_dtype()))
+
+
+class ELMBank(nn.Module):
+    """N ELM neurons (v2, no branch trace) with their own weights, computed batched.
+
+    Each neuron has k_c = d_tree·d_brch synapse slots reading `source`: an index into the
+    concatenation [feed-forward input (d_src channels) ; this bank's previous outputs (N)].
+    A recurrent bank (the hidden layer) has the high-pass ReLU output; otherwise the
+    output r = w_y · m is linear.
+
+    Parameters (per neuron n): w_s (N, k_c) signed synaptic weights; w_first
+    (N, d_tree + d_m, d_a) and b_first (N, d_a), the first MLP layer as (fan_in, fan_out);
+    with an MLP hidden layer (d_mlp given) w_last (N, d_mlp, d_m) and b_last (N, d_m); w_y
+    (N, d_m); β (N,) when recurrent.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        d_src: int,
+        *,
+        d_m: int,
+        d_mlp: int | None,
+        d_tree: int,
+        d_brch: int,
+        rho: float,
+        recurrent: bool,
+        activation: str,
+        tau_min: float,
+        tau_max: float,
+        tau_r: float,
+        lam: float,
+        dt: float,
+        input_scale: float,
+        generator: torch.Generator,
+    ):
+        super().__init__()
+        self.n, self.d_src, self.d_m, self.d_mlp = n, d_src, d_m, d_mlp
+        self.d_tree, self.d_brch, self.recurrent = d_tree, d_brch, recurrent
+        self.activation, self.tau_min, self.tau_max = activation, tau_min, tau_max
+        self.tau_r, self.lam, self.dt, self.input_scale = tau_r, lam, dt, input_scale
+        k_c = d_tree * d_brch
+        d_a = d_mlp or d_m  # width of the first layer
+
+        # Connectivity: fixed at init, with replacement.
+        from_recurrent = torch.rand((n, k_c), generator=generator) < (rho if recurrent else 0.0)
+        ff_source = torch.randint(d_src, (n, k_c), generator=generator)
+        rec_source = torch.randint(n, (n, k_c), generator=generator)
+        source = torch.where(from_recurrent, d_src + rec_source, ff_source)
+        self.register_buffer("source", source)
+
+        self.w_s = _uniform(generator, (n, k_c), 1.0 / math.sqrt(d_brch))
+        fan_in = d_tree + d_m
+        self.w_first = _uniform(generator, (n, fan_in, d_a), 1.0 / math.sqrt(fan_in))
+        self.b_first = _uniform(generator, (n, d_a), 1.0 / math.sqrt(fan_in))
+        if d_mlp:
+            self.w_last = _uniform(generator, (n, d_mlp, d_m), 1.0 / math.sqrt(d_mlp))
+            self.b_last = _uniform(generator, (n, d_m), 1.0 / math.sqrt(d_mlp))
+        self.w_y = _uniform(generator, (n, d_m), 1.0 / math.sqrt(d_m))
+        if recurrent:
+            self.beta = nn.Parameter(torch.zeros(n))
+        theta_m = tau_to_theta(log_spaced_taus(d_m, tau_min, tau_max), tau_min, tau_max)
+        self.register_buffer("theta_m", theta_m.to(torch.get_default_dtype()))
+        self._index_synapses(source)
+
+    def _index_synapses(self, source: torch.Tensor) -> None:
+        """Index buffers derived from `source`; rebuilt, not saved, so that a state dict
+        with other connectivity loads consistently."""
+        n, k_c = source.shape
+        slot = torch.arange(n * k_c, device=source.device)
+        neuron, branch = slot // k_c, (slot % k_c) // self.d_brch
+        flat = source.flatten()
+        ff = flat < self.d_src
+        indices = {
+            # Feed-forward slots: the entry (channel, neuron) of the composed input matrix
+            # and the row (neuron, branch) of the first layer's branch weights they scale.
+            "ff_slot": slot[ff],
+            "ff_row": (neuron * self.d_tree + branch)[ff],
+            "ff_target": flat[ff] * n + neuron[ff],
+            "rec_slot": slot[~ff],
+        }
+        pattern = make_sparse_pattern(
+            (neuron * self.d_tree + branch)[~ff], flat[~ff] - self.d_src, n * self.d_tree, n
+        )
+        indices.update({f"rec_{name}": value for name, value in pattern._asdict().items()})
+        for name, value in indices.items():
+            self.register_buffer(name, value, persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._index_synapses(self.source)
+
+    @property
+    def pattern(self) -> SparsePattern:
+        return SparsePattern(*(getattr(self, f"rec_{f}") for f in SparsePattern._fields))
+
+    @property
+    def tau_m(self) -> torch.Tensor:
+        """(d_m,) memory time constants, in steps of Δt's unit."""
+        return theta_to_tau(self.theta_m, self.tau_min, self.tau_max)
+
+    def feedforward_matrix(self) -> torch.Tensor:
+        """(d_src, N·d_a): input channel → first-layer pre-activation of every neuron.
+
+        Input synapses, their branch sums and the first layer's branch half are all
+        linear, so they compose into one matrix: entry (i, n) is
+        Σ_{slots k of n reading i} scale · w_k · W_first[n, branch(k)].
+        """
+        n, d_a = self.n, self.w_first.shape[-1]
+        weight = self.input_scale * self.w_s.flatten()[self.ff_slot]
+        w_branch = self.w_first[:, : self.d_tree].reshape(n * self.d_tree, d_a)
+        rows = weight.unsqueeze(-1) * w_branch[self.ff_row]
+        matrix = rows.new_zeros(self.d_src * n, d_a).index_add(0, self.ff_target, rows)
+        return matrix.view(self.d_src, n * d_a)
+
+    def feedforward(
+        self, x: torch.Tensor, token_scale: float = 1.0, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """First-layer pre-activation from the feed-forward input, for all steps at once.
+
+        Args:
+            x: (T, B, d_src) float input, or (T, B) integer tokens (one-hot of value
+                `token_scale`).
+            keep: (T, B, 1) dropout factor per token (integer input only), or None.
+
+        Returns:
+            (T, N, B, d_a) pre-activation, bias included.
+        """
+        matrix = self.feedforward_matrix()
+        if x.is_floating_point():
+            drive = x @ matrix.to(x.dtype)
+        else:
+            drive = F.embedding(x, matrix) * token_scale
+            if keep is not None:
+                drive = drive * keep
+        n_steps, batch = drive.shape[:2]
+        drive = drive.view(n_steps, batch, self.n, self.w_first.shape[-1]).transpose(1, 2)
+        return (drive + self.b_first.unsqueeze(1).to(drive.dtype)).contiguous()
+
+    def run(
+        self,
+        pre: torch.Tensor,
+        memory: torch.Tensor,
+        highpass: torch.Tensor | None = None,
+        output: torch.Tensor | None = None,
+        drop: torch.Tensor | None = None,
+    ) -> BankRecurrence:
+        """Step the bank through time from `feedforward`'s pre-activation.
+
+        Args:
+            pre: (T, N, B, d_a) pre-activation.
+            memory: (N, B, d_m); highpass, output: (N, B) state before the first step
+                (recurrent banks only).
+            drop: (T, N, B) recurrent dropout factors, or None.
+        """
+        kappa_m, gain = memory_update_coefficients(self.tau_m, self.dt, self.lam, "v2")
+        u = self.w_first[:, self.d_tree :] * kappa_m.unsqueeze(-1)
+        gain = TANH_GAIN * gain
+        if self.d_mlp:
+            layers = [(TANH_SLOPE * self.w_last, TANH_SLOPE * self.b_last.unsqueeze(1))]
+        else:  # linear MLP: the first layer is the last, the 2/3 goes on it
+            pre, u, layers = TANH_SLOPE * pre, TANH_SLOPE * u, []
+        feedback = None
+        if self.recurrent:
+            values = self.w_s.new_zeros(self.rec_col.numel()).index_add(
+                0, self.rec_slot_entry, self.input_scale * self.w_s.flatten()[self.rec_slot]
+            )
+            feedback = Feedback(
+                values=values,
+                pattern=self.pattern,
+                d_tree=self.d_tree,
+                w_branch=self.w_first[:, : self.d_tree],
+                w_y=self.w_y,
+                beta=self.beta,
+                kappa_r=decay(self.tau_r, self.dt),
+                drop=drop,
+                highpass=highpass,
+                output=output,
+            )
+        return bank_recurrence(self.activation, pre, memory, u, kappa_m, gain, layers, feedback)
+
+
+class ELMNetwork(nn.Module):
+    """The ELM Network. `forward(x, state=None) -> (logits, state)`.
+
+    x is (B, T, d_in) float input (SHD: spike counts per bin) or (B, T) integer tokens;
+    logits are (B, T, n_out). Pass the returned state to continue the same sequences.
+    """
+
+    def __init__(self, config: ELMNetworkConfig):
+        super().__init__()
+        self.config = c = config
+        generator = torch.Generator().manual_seed(c.seed)
+        common = dict(
+            d_tree=c.d_tree, d_brch=c.d_brch, tau_min=c.tau_min, tau_max=c.tau_max,
+            tau_r=c.tau_r, lam=c.lam, dt=c.dt, input_scale=c.input_scale, generator=generator,
+        )  # fmt: skip
+        self.hidden = ELMBank(
+            c.N, c.d_in, d_m=c.d_m, d_mlp=c.d_mlp, rho=c.rho, recurrent=True,
+            activation=c.activation, **common,
+        )  # fmt: skip
+        self.readout = ELMBank(
+            c.n_out, c.N, d_m=c.readout_d_m, d_mlp=None, rho=0.0, recurrent=False,
+            activation="identity", **common,
+        )  # fmt: skip
+        bound = 1.0 / math.sqrt(c.n_out)
+        self.logits = nn.Linear(c.n_out, c.n_out)
+        with torch.no_grad():
+            self.logits.weight.copy_(_uniform(generator, (c.n_out, c.n_out), bound))
+            self.logits.bias.copy_(_uniform(generator, (c.n_out,), bound))
+
+    @classmethod
+    def from_budget(
+        cls, budget: int, *, d_m: int, task: str, k_c: int | None = None, **overrides: Any
+    ) -> "ELMNetwork":
+        """A network of about `budget` parameters: N = floor(P_hidden / (k_e + k_c)).
+
+        See `ELMNetworkConfig.from_budget`.
+        """
+        return cls(ELMNetworkConfig.from_budget(budget, d_m=d_m, task=task, k_c=k_c, **overrides))
+
+    def parameter_count(self) -> NetworkParameterCount:
+        """(P, N, k_e, k_c) of this network, from the closed form."""
+        return network_parameters(self.config)
+
+    def initial_state(self, batch: int, like: torch.Tensor) -> ELMNetworkState:
+        """Zero state on `like`'s device, in the parameters' floating dtype."""
+        c = self.config
+        dtype = like.dtype if like.is_floating_point() else self.hidden.w_s.dtype
+        zeros = self.hidden.w_s.new_zeros
+        return ELMNetworkState(
+            zeros(batch, c.N, c.d_m, dtype=dtype, device=like.device),
+            zeros(batch, c.N, dtype=dtype, device=like.device),
+            zeros(batch, c.N, dtype=dtype, device=like.device),
+            zeros(batch, c.n_out, c.readout_d_m, dtype=dtype, device=like.device),
+        )
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        c = self.config
+        if x.is_floating_point():
+            if x.dim() != 3 or x.shape[-1] != c.d_in:
+                raise UserError(
+                    f"ELM network expects float input of shape (batch, time, {c.d_in}) or "
+                    f"integer tokens of shape (batch, time), got {tuple(x.shape)}"
+                )
+        elif x.dim() != 2:
+            raise UserError(
+                f"ELM network expects integer tokens of shape (batch, time), got {tuple(x.shape)}"
+            )
+        elif x.numel() and (x.min() < 0 or x.max() >= c.d_in):
+            raise UserError(f"tokens must lie in [0, {c.d_in}), got [{x.min()}, {x.max()}]")
+
+    def run(self, x: torch.Tensor, state: ELMNetworkState | None = None) -> NetworkOutput:
+        """Forward pass returning logits, state and the hidden activity for regularisers."""
+        c = self.config
+        self._check_input(x)
+        batch, n_steps = x.shape[:2]
+        if state is None:
+            state = self.initial_state(batch, x)
+        time_major = x.transpose(0, 1)
+        dropping = self.training and c.dropout_in > 0
+        if x.is_floating_point():
+            if dropping:
+                time_major = F.dropout(time_major, c.dropout_in, True)
+            pre = self.hidden.feedforward(time_major)
+        else:
+            keep = None
+            if dropping:
+                keep = F.dropout(
+                    self.hidden.w_s.new_ones(n_steps, batch, 1, device=x.device), c.dropout_in
+                )
+            pre = self.hidden.feedforward(time_major, c.token_scale, keep)
+        drop = None
+        if self.training and c.dropout_rec > 0:
+            drop = F.dropout(pre.new_ones(n_steps, c.N, batch), c.dropout_rec)
+        # The recurrence wants neuron-major state, contiguous for the sparse products.
+        hidden = self.hidden.run(
+            pre,
+            state.memory.transpose(0, 1).contiguous(),
+            state.highpass.t().contiguous(),
+            state.output.t().contiguous(),
+            drop,
+        )
+        readout = self.readout.run(
+            self.readout.feedforward(hidden.outputs.transpose(1, 2)),
+            state.readout_memory.transpose(0, 1).contiguous(),
+        )
+        r = torch.einsum("tvbi,vi->btv", readout.memories, self.readout.w_y)
+        logits = self.logits(r)
+        if n_steps == 0:
+            new_state = state
+        else:
+            new_state = ELMNetworkState(
+                hidden.memories[-1].transpose(0, 1),
+                hidden.highpass[-1].t(),
+                hidden.outputs[-1].t(),
+                readout.memories[-1].transpose(0, 1),
+            )
+        return NetworkOutput(
+            logits,
+            new_state,
+            hidden.outputs,
+            (hidden.mlp_out / TANH_SLOPE, readout.mlp_out / TANH_SLOPE),
+        )
+
+    def forward(
+        self, x: torch.Tensor, state: ELMNetworkState | None = None
+    ) -> tuple[torch.Tensor, ELMNetworkState]:
+        """Run the network over a sequence.
+
+        Args:
+            x: (B, T, d_in) float input, or (B, T) integer tokens in [0, d_in).
+            state: the state after a previous chunk of the same sequences, or None (zeros).
+
+        Returns:
+            logits (B, T, n_out) and the state after the last step.
+        """
+        out = self.run(x, state)
+        return out.logits, out.state
+
+
+def regularisation(out: NetworkOutput, activity: float = 0.0, mlp_output: float = 0.0):
+    """activity · mean(o²) over hidden outputs + mlp_output · mean(z²) over every neuron's
+    MLP output z (before tanh): the first keeps the hidden layer quiet, the second keeps
+    the memory proposals out of tanh's flat tails. Returns a scalar tensor."""
+    loss = out.logits.new_zeros(())
+    if activity:
+        loss = loss + activity * out.activity.square().mean()
+    if mlp_output:
+        total = sum(z.square().sum() for z in out.mlp_out)
+        count = sum(z.numel() for z in out.mlp_out)
+        loss = loss + mlp_output * total / max(count, 1)
+    return loss

@@ -1,0 +1,225 @@
+"""Enwik8 (Hutter Prize): byte-level language modelling, scored in bits per character.
+
+`enwik8.zip` (mattmahoney.net/dc/) holds the file `enwik8`, the first 10⁸ bytes of an
+English Wikipedia XML dump. The standard split is the first 90M bytes for training, the
+next 5M for validation and the last 5M for test; a smaller file (tests) is split in the
+same proportions: valid = test = n // 20 bytes, train the rest.
+
+The vocabulary is byte-level: the distinct byte values of the whole file, in byte order
+(the standard preparation builds its dictionary from all three splits; the document
+quotes V = 204 for it, which cannot be checked here without the data).
+
+Checksum: no sha256 of `enwik8.zip` is known to this toolkit and the site publishes none,
+so the download is fetched with sha256=None (unverified) and only its size is checked:
+the extracted file must be 100,000,000 bytes.
+"""
+
+import math
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from elmbridge.download import cache_dir, fetch, sha256_file
+from elmbridge.errors import MissingDataError, UserError
+
+ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
+ENWIK8_ZIP_SHA256: str | None = None  # not known here; see the module docstring
+ENWIK8_BYTES = 100_000_000
+MEMBER = "enwik8"
+HOW_TO_GET = (
+    f"Download {ENWIK8_URL} and pass the zip (or the extracted file `enwik8`, or a folder "
+    "holding either) as the data path (--data), or run with --download on a machine with "
+    "internet access."
+)
+
+
+def split_sizes(n: int) -> tuple[int, int, int]:
+    """(train, valid, test) byte counts: 90M/5M/5M for 10⁸ bytes, the same shares else."""
+    held_out = n // 20
+    return n - 2 * held_out, held_out, held_out
+
+
+def read_bytes(path: str | Path) -> np.ndarray:
+    """The bytes of `enwik8`: a plain file, a zip holding `enwik8`, or a folder with either."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (MEMBER, f"{MEMBER}.zip"):
+            if (path / name).is_file():
+                return read_bytes(path / name)
+        raise MissingDataError(f"{path} holds neither {MEMBER} nor {MEMBER}.zip. {HOW_TO_GET}")
+    if not path.is_file():
+        raise MissingDataError(f"Enwik8 file {path} not found. {HOW_TO_GET}")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if MEMBER not in archive.namelist():
+                raise UserError(
+                    f"{path} does not hold a file named {MEMBER!r} (it has "
+                    f"{archive.namelist()[:5]}); expected the Hutter Prize enwik8.zip"
+                )
+            data = archive.read(MEMBER)
+    else:
+        data = path.read_bytes()
+    if len(data) < 1000:
+        raise UserError(f"{path} holds only {len(data)} bytes; that is not enough text")
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def find_enwik8(data: str | Path | None = None, download: bool = False) -> Path:
+    """The path to read: `data` if given, else the cached `enwik8.zip` (fetched when
+    `download` is set)."""
+    if data is not None:
+        if not Path(data).exists():
+            raise MissingDataError(f"Enwik8 data path {data} does not exist. {HOW_TO_GET}")
+        return Path(data)
+    cached = cache_dir("enwik8") / "enwik8.zip"
+    if cached.is_file():
+        return cached
+    if not download:
+        raise MissingDataError(f"Enwik8 is not in the cache ({cached}). {HOW_TO_GET}")
+    return download_enwik8(cached)
+
+
+def download_enwik8(
+    dest: str | Path | None = None, url: str = ENWIK8_URL, expected_bytes: int = ENWIK8_BYTES
+) -> Path:
+    """Fetch enwik8.zip into `dest` (default: the cache) and check the size of its text."""
+    dest = Path(dest) if dest is not None else cache_dir("enwik8") / "enwik8.zip"
+    fetch(url, dest, ENWIK8_ZIP_SHA256, what="enwik8.zip")
+    try:
+        with zipfile.ZipFile(dest) as archive:
+            size = archive.getinfo(MEMBER).file_size
+    except (zipfile.BadZipFile, KeyError) as err:
+        dest.unlink(missing_ok=True)
+        raise MissingDataError(
+            f"{url} did not give a zip holding {MEMBER} ({err}). {HOW_TO_GET}"
+        ) from err
+    if size != expected_bytes:
+        dest.unlink(missing_ok=True)
+        raise MissingDataError(
+            f"{url} gave an {MEMBER} of {size} bytes, not {expected_bytes}; removed. {HOW_TO_GET}"
+        )
+    return dest
+
+
+@dataclass
+class Enwik8:
+    """The three splits as token ids (uint8) and the byte value of each token."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    vocab: np.ndarray  # (V,) byte value of token i
+    path: Path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Enwik8":
+        data = read_bytes(path)
+        vocab = np.unique(data)
+        lookup = np.zeros(256, dtype=np.uint8)
+        lookup[vocab] = np.arange(len(vocab), dtype=np.uint8)
+        ids = lookup[data]
+        n_train, n_valid, _ = split_sizes(len(ids))
+        return cls(
+            ids[:n_train],
+            ids[n_train : n_train + n_valid],
+            ids[n_train + n_valid :],
+            vocab,
+            Path(path),
+        )
+
+    @property
+    def n_tokens(self) -> int:
+        """V, the vocabulary size."""
+        return len(self.vocab)
+
+    def split(self, name: str) -> np.ndarray:
+        if name not in ("train", "valid", "test"):
+            raise UserError(f"Enwik8 splits are train, valid and test, not {name!r}")
+        return getattr(self, name)
+
+    def describe(self) -> dict:
+        """Data provenance for the run record."""
+        return {
+            "task": "enwik8",
+            "path": str(self.path),
+            "sha256": sha256_file(self.path) if self.path.is_file() else None,
+            "bytes": {s: len(self.split(s)) for s in ("train", "valid", "test")},
+            "vocabulary_size": self.n_tokens,
+        }
+
+
+class Streams:
+    """A split cut into `batch` contiguous streams, served in windows of `bptt` steps.
+
+    Row b of every batch continues row b of the previous one, so the model's state carries
+    across batches (truncated backpropagation through time). Window i predicts bytes
+    i·bptt + 1 … (i+1)·bptt of each stream from the bytes before them; the last window
+    may be shorter.
+    """
+
+    def __init__(self, ids: np.ndarray, batch: int, bptt: int):
+        if batch < 1 or bptt < 1:
+            raise UserError(f"batch and bptt must be positive, got {batch} and {bptt}")
+        length = len(ids) // batch
+        if length < 2:
+            raise UserError(f"{len(ids)} bytes cannot feed {batch} streams")
+        self.streams = torch.from_numpy(np.ascontiguousarray(ids[: batch * length])).view(
+            batch, length
+        )
+        self.bptt = bptt
+
+    def __len__(self) -> int:
+        return math.ceil((self.streams.shape[1] - 1) / self.bptt)
+
+    def window(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets), both (batch, ≤ bptt) int64."""
+        start = (i % len(self)) * self.bptt
+        stop = min(start + self.bptt, self.streams.shape[1] - 1)
+        return self.streams[:, start:stop].long(), self.streams[:, start + 1 : stop + 1].long()
+
+
+Model = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
+
+
+@torch.no_grad()
+def evaluate_bpc(
+    model: Model,
+    ids: np.ndarray,
+    *,
+    batch: int = 1,
+    bptt: int = 100,
+    device: str | torch.device = "cpu",
+    max_bytes: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Bits per character over a split, carrying the state through all of it.
+
+    With batch = 1 every byte after the first is predicted from all bytes before it;
+    with more streams the first byte of each stream is not predicted and the last
+    len % batch bytes are dropped.
+
+    Args:
+        model: `model(x, state) -> (logits, state)`, x (B, T) int64 token ids.
+        ids: the split's token ids.
+        max_bytes: evaluate only the first `max_bytes` bytes (quick validation).
+
+    Returns:
+        {"bpc", "nll_nats" (mean per byte), "n_predictions"}.
+    """
+    if max_bytes is not None:
+        ids = ids[:max_bytes]
+    streams = Streams(ids, batch, bptt)
+    state, total, count = None, 0.0, 0
+    for i in tqdm(range(len(streams)), desc="bpc", disable=not progress, leave=False):
+        x, y = (t.to(device) for t in streams.window(i))
+        logits, state = model(x, state)
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+        count += y.numel()
+    nll = total / count
+    return {"bpc": nll / math.log(2), "nll_nats": nll, "n_predictions": count}
