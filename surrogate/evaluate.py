@@ -169,7 +169,7 @@ def score(
     after = slice(protocol.skip_ms, None)
     labels = pred.spike_label[keep, after]
     metrics: dict[str, Any] = {
-        "n_simulations": int(len(keep)),
+        "n_simulations": len(keep),
         "n_simulations_kept": int(keep.sum()),
         "n_bins": int(labels.size),
         "n_spike_bins": int(labels.sum()),

@@ -332,11 +332,17 @@ def fit(
         )
     if run_dir.exists() and not runs.is_run_dir(run_dir) and any(run_dir.iterdir()):
         raise UserError(f"{run_dir} is a non-empty folder but not a run directory; choose --out")
-    if resume and runs.run_result(run_dir) is not None:
+    if resume and runs.is_run_dir(run_dir):
+        diff = _config_diff(runs.read_run(run_dir)["config"], asdict(config))
+        if diff:
+            raise UserError(
+                f"{run_dir} was fitted with another configuration; resume with the same "
+                f"options or choose a new --out. Differences: {'; '.join(diff)}"
+            )
         result = runs.run_result(run_dir)
-        print(f"{run_dir} is finished; its result:")
-        print(format_metrics(result["test_metrics"]))
-        return result
+        if result is not None:
+            print(f"{run_dir} is finished; reusing its result")
+            return result
 
     info, generation_s = ensure_data(config)
     recorded_cell = store_cell(info)
@@ -351,12 +357,6 @@ def fit(
 
     if resume and runs.is_run_dir(run_dir):
         record = runs.read_run(run_dir)
-        diff = _config_diff(record["config"], asdict(config))
-        if diff:
-            raise UserError(
-                f"{run_dir} was fitted with another configuration; resume with the same "
-                f"options or choose a new --out. Differences: {'; '.join(diff)}"
-            )
         if record["data"]["attrs_hash"] != info.attrs_hash:
             raise UserError(
                 f"the data of {run_dir} ({record['data']['store']}) has changed since the fit "
@@ -532,13 +532,8 @@ def default_run_dir(config: FitConfig) -> Path:
     return Path("runs") / f"{stem}_dm{config.d_m}_{config.preset}_seed{config.seed}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m surrogate.fit",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Unset options take the preset's value.",
-    )
+def add_fit_options(parser: argparse.ArgumentParser) -> None:
+    """The options shared by `fit` and `ablate` (all but --d-m, --out and --resume)."""
     add = parser.add_argument
     add(
         "--cell",
@@ -554,7 +549,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batches-per-epoch", type=int)
     add("--batch-size", type=int)
     add("--lr", type=float)
-    add("--d-m", type=int, help="memory units (default 20)")
     add("--d-tree", type=int, help="branches (default 45)")
     add("--d-brch", type=int, help="synapses per branch (default 100)")
     add("--routing", choices=["neuronio", "random"])
@@ -565,12 +559,26 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-spikes", type=int, help="evaluate simulations with at most this many spikes (24)")
     add("--select-by", choices=list(SELECT_BY), help="validation metric picking the best epoch")
     add("--seed", type=int, help="seed of initialisation, splits and windows (default 0)")
-    add("--out", type=Path, help="run directory (default runs/<cell>_dm<d_m>_<preset>_seed<seed>)")
-    add("--resume", action="store_true", help="continue the run directory's last checkpoint")
     add("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
     add("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
-    add("--workers", type=int, help="DataLoader workers (default 0 on CPU, 4 on CUDA)")
-    return parser  # fmt: skip
+    add("--workers", type=int, help="DataLoader workers (default 0 on CPU, 4 on CUDA)")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m surrogate.fit",
+        description=__doc__.split("\n")[0],
+        epilog="Unset options take the preset's value.",
+    )
+    add_fit_options(parser)
+    parser.add_argument("--d-m", type=int, help="memory units (default 20)")
+    parser.add_argument(
+        "--out", type=Path, help="run directory (default runs/<cell>_dm<d_m>_<preset>_seed<seed>)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run directory's last checkpoint"
+    )
+    return parser
 
 
 OPTION_FIELDS = {f.name for f in fields(FitConfig)} - {"preset"}
