@@ -33,7 +33,9 @@ def toy_spec(n_segments: int = 8, n_time: int = 1500, protocol: dict | None = No
 def toy_simulation(seed: int, n_segments: int = 8, n_time: int = 1500) -> store.SimulationRecord:
     rng = np.random.default_rng(seed)
     n_blocks = -(-n_time // 100)
-    rate_exc = np.repeat(rng.uniform(0.02, 0.3, n_blocks), 100)[:n_time]
+    # Per-input rates shrink with the input count so the total drive stays the same.
+    scale = min(1.0, 8 / n_segments)
+    rate_exc = np.repeat(rng.uniform(0.02, 0.3, n_blocks) * scale, 100)[:n_time]
     rate_inh = rate_exc * np.repeat(rng.uniform(0.2, 1.0, n_blocks), 100)[:n_time]
     exc = rng.random((n_time, n_segments)) < rate_exc[:, None]
     inh = rng.random((n_time, n_segments)) < rate_inh[:, None]
