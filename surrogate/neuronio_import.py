@@ -303,13 +303,14 @@ def simulation_record(
     return record, int(n_kept)
 
 
-def _import_log(path: Path) -> list[dict[str, Any]]:
+def _import_log(path: Path) -> dict[str, Any]:
+    """What earlier runs imported into `path`: their options and files (with sim ranges)."""
     if not (path / "zarr.json").exists():
-        return []
-    return list(zarr.open_group(path, mode="r", zarr_format=3).attrs.get(IMPORT_LOG, []))
+        return {}
+    return dict(zarr.open_group(path, mode="r", zarr_format=3).attrs.get(IMPORT_LOG, {}))
 
 
-def _write_import_log(path: Path, log: list[dict[str, Any]]) -> None:
+def _write_import_log(path: Path, log: dict[str, Any]) -> None:
     # zarr writes metadata files atomically, so a kill here keeps the previous log.
     zarr.open_group(path, mode="r+", zarr_format=3).attrs[IMPORT_LOG] = log
 
@@ -343,11 +344,18 @@ def import_files(
         raise UserError(f"spike_times must be one of {SPIKE_MODES}, got {spike_times!r}")
     out = Path(out)
     files = source_files(list(sources))
+    options = {"spike_times": spike_times, "dendrites": dendrites, "nexus": nexus}
     log = _import_log(out)
+    if log and log["options"] != options:
+        raise UserError(
+            f"{out} was imported with other options ({log['options']}); use the same options "
+            f"to add to it, or a new --out"
+        )
+    log = {"options": options, "files": log.get("files", [])}
     summary = {"converted": 0, "skipped": 0, "simulations": 0, "float16_spike_times": 0}
     for path in tqdm(files, desc="files", unit="file", disable=not progress):
         size = path.stat().st_size
-        entry = next((e for e in log if e["name"] == path.name), None)
+        entry = next((e for e in log["files"] if e["name"] == path.name), None)
         if entry is not None and entry["bytes"] != size:
             raise UserError(
                 f"{out} already holds a file named {path.name} of another size "
@@ -364,11 +372,11 @@ def import_files(
         sims = experiment["Results"]["listOfSingleSimulationDicts"]
         seed = int(experiment["Params"].get("randomSeed", -1))
         if entry is None:
-            first = max((e["first"] + e["count"] for e in log), default=0)
+            first = max((e["first"] + e["count"] for e in log["files"]), default=0)
             entry = {"name": path.name, "bytes": size, "first": first, "count": len(sims)}
         todo = set(store.prepare_store(out, spec, entry["first"] + entry["count"]))
-        if entry not in log:
-            log.append(entry)
+        if entry not in log["files"]:
+            log["files"].append(entry)
             _write_import_log(out, log)
         for k, sim in enumerate(
             tqdm(sims, desc=path.name, unit="sim", leave=False, disable=not progress)
