@@ -286,10 +286,34 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     write_text(path, text.getvalue())
 
 
-def _better(value: float, best: float | None, sign: int) -> bool:
+def _is_best(row: dict[str, Any], state: dict[str, Any], select_by: str) -> bool:
+    """Whether this epoch's model is the best so far (updates `state`).
+
+    The criterion is fixed at the first epoch: `select_by` on the validation split, or
+    the validation loss when that metric is undefined there (no validation simulation
+    within the spike-count filter, or no spike). Without validation data the latest
+    epoch is the best.
+    """
+    if "val_loss" not in row:
+        return True
+    if state.get("select_by") is None:
+        key = select_by
+        if not math.isfinite(row.get(f"val_{key}", float("nan"))):
+            print(
+                f"notice: validation {key} is undefined on this data (no validation simulation "
+                "passes the spike-count filter, or none spikes); the best epoch is chosen by "
+                "the validation loss instead"
+            )
+            key = "loss"
+        state["select_by"] = key
+    key = state["select_by"]
+    value = row.get(f"val_{key}", float("nan"))
     if not math.isfinite(value):
-        return best is None
-    return best is None or not math.isfinite(best) or sign * (value - best) > 0
+        return state["best"] is None
+    if state["best"] is None or SELECT_BY[key] * (value - state["best"]) > 0:
+        state["best"] = value
+        return True
+    return False
 
 
 def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -383,7 +407,7 @@ def fit(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
     amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
-    state = {"epochs_done": 0, "best": None, "history": [], "train_s": 0.0}
+    state = {"epochs_done": 0, "best": None, "select_by": None, "history": [], "train_s": 0.0}
     checkpoint = run_dir / runs.CHECKPOINT_FILE
     if resume and checkpoint.is_file():
         blob = torch.load(checkpoint, map_location=dev, weights_only=True)
@@ -410,7 +434,6 @@ def fit(
         seed=config.seed,
     )
     board = _TensorBoard(run_dir / "tensorboard")
-    sign = SELECT_BY[config.select_by]
     epochs_this_call = 0
     try:
         for epoch in range(state["epochs_done"], config.epochs):
@@ -451,11 +474,7 @@ def fit(
             state["train_s"] += train_s
             row["elapsed_s"] = state["train_s"]
             state["history"].append(row)
-            value = row.get(f"val_{config.select_by}", float("nan"))
-            if not splits["val"]:
-                value = -sign * (epoch + 1)  # no validation data: keep the latest epoch
-            if _better(value, state["best"], sign):
-                state["best"] = value
+            if _is_best(row, state, config.select_by):
                 runs.save_model(model, run_dir / runs.BEST_MODEL_FILE, epoch=epoch + 1, row=row)
             state["epochs_done"] = epoch + 1
             write_metrics_csv(run_dir / runs.METRICS_FILE, state["history"])
@@ -494,6 +513,7 @@ def fit(
     result = {
         "test_metrics": test_metrics,
         "best_epoch": best_info["epoch"],
+        "selected_by": f"val_{state['select_by']}" if state["select_by"] else "latest epoch",
         "n_parameters": count.total,
         "d_m": config.d_m,
         "train_s": state["train_s"],

@@ -77,6 +77,20 @@ def test_resume_continues_from_the_checkpoint(toy_store, tmp_path):
     assert a["state"]["epochs_done"] == b["state"]["epochs_done"] == 2
 
 
+def test_best_epoch_falls_back_to_the_validation_loss(capsys):
+    state = {"best": None, "select_by": None}
+    nan = float("nan")
+    assert fit_module._is_best({"val_loss": 0.5, "val_soma_RMSE": nan}, state, "soma_RMSE")
+    assert state["select_by"] == "loss" and "validation loss" in capsys.readouterr().out
+    assert not fit_module._is_best({"val_loss": 0.6, "val_soma_RMSE": 1.0}, state, "soma_RMSE")
+    assert fit_module._is_best({"val_loss": 0.4, "val_soma_RMSE": 9.0}, state, "soma_RMSE")
+    state = {"best": None, "select_by": None}
+    assert fit_module._is_best({"val_loss": 0.5, "val_AUC": 0.7}, state, "AUC")
+    assert not fit_module._is_best({"val_loss": 0.1, "val_AUC": 0.6}, state, "AUC")
+    assert fit_module._is_best({"val_loss": 0.9, "val_AUC": 0.8}, state, "AUC")
+    assert fit_module._is_best({"train_loss": 1.0}, {"best": None}, "AUC")  # no validation
+
+
 def test_default_store_is_generated_when_missing(monkeypatch, tmp_path, capsys):
     made = []
 
