@@ -118,3 +118,18 @@ def test_released_model_on_a_synthetic_store(cli, released_models_dir, tmp_path)
     assert np.isfinite(report["metrics"]["soma_RMSE"])
     assert "published:" in done.stdout
     assert (tmp_path / "rep" / "report.png").is_file()
+
+
+def test_released_on_store_benchmark_runs(released_models_dir, tmp_path, capsys):
+    from benchmarks import released_on_store
+
+    store_path = tmp_path / "wide.zarr"
+    make_toy_store(store_path, n_sims=1, n_segments=639, n_time=900)
+    released_on_store.main(
+        ["--data", str(store_path), "--models", "num_memory_1", "--models-dir",
+         str(released_models_dir), "--out", str(tmp_path / "out")]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "num_memory_1" in out and "0.9437" in out  # the published AUC beside ours
+    rows = json.loads((tmp_path / "out" / "released_on_store.json").read_text())["rows"]
+    assert rows[0]["parameters"] == 4601 and 0 <= rows[0]["AUC"] <= 1
