@@ -19,7 +19,7 @@ from typing import Any
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.files import write_json
-from surrogate.fit import add_fit_options, config_from_args, fit, write_metrics_csv
+from surrogate.fit import add_fit_options, config_from_args, fit, write_csv
 
 # Published Branch-ELM test results on NeuronIO by d_m: (parameters, AUC, soma RMSE mV)
 # (elm-model.md §2; RMSE given only for some sizes).
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             workers=args.workers,
         )
     rows = ablation_rows(results)
-    write_metrics_csv(runs_dir / "ablation.csv", rows)
+    write_csv(runs_dir / "ablation.csv", rows)
     write_json(runs_dir / "ablation.json", {"config": asdict(base), "rows": rows})
     plot_ablation(rows, runs_dir / "ablation.png", f"{base.cell}: Branch-ELM by memory size")
     print(f"\n{'d_m':>5} {'params':>8} {'AUC':>8} {'RMSE mV':>8} {'epoch':>6}")

@@ -12,7 +12,11 @@ ones after their 150 ms burn-in. The soma prediction is rescaled to the target's
 standard deviation over all evaluated simulations and times. Simulations whose output
 spike count (whole simulation) lies outside [0, 24] are then dropped, and so are the
 first 500 ms of every simulation. Spike metrics are over all remaining 1 ms bins; see
-`surrogate.metrics` for their exact definitions.
+`surrogate.metrics` for their exact definitions. Spikes are scored by the model's logit:
+the ROC curve does not change under the sigmoid, except that float32 probabilities
+round to 1 for logits above ≈17 and tie there, which the published code (scoring
+probabilities) suffers and this avoids. Spike labels follow the store (a spike at t ms
+marks bin floor(t)); the published loader used int(t − 0.5).
 
 The report (a folder) holds metrics.json and report.png: the ROC curve and true vs
 predicted soma voltage and spike probability for a few simulations.

@@ -276,13 +276,13 @@ class _TensorBoard:
             self.writer.close()
 
 
-def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
-    """The whole per-epoch history as CSV, rewritten atomically (no duplicates on resume)."""
-    columns = list(dict.fromkeys(key for row in history for key in row))
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows as CSV, rewritten whole and atomically (a resumed fit adds no duplicates)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows(rows)
     write_text(path, text.getvalue())
 
 
@@ -477,7 +477,7 @@ def fit(
             if _is_best(row, state, config.select_by):
                 runs.save_model(model, run_dir / runs.BEST_MODEL_FILE, epoch=epoch + 1, row=row)
             state["epochs_done"] = epoch + 1
-            write_metrics_csv(run_dir / runs.METRICS_FILE, state["history"])
+            write_csv(run_dir / runs.METRICS_FILE, state["history"])
             board.log(row, row["step"])
             runs.save_torch(
                 {

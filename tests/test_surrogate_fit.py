@@ -8,8 +8,8 @@ import torch
 from toy_cell import make_toy_store
 
 from elmbridge.errors import MissingDataError, UserError
+from surrogate import ablate, runs
 from surrogate import fit as fit_module
-from surrogate import runs
 from surrogate.data import inspect_store
 from surrogate.evaluate import load_model, run_simulations
 from surrogate.fit import fit, preset_config
@@ -134,13 +134,12 @@ def test_cli_errors_are_one_line(cli, tmp_path, toy_store):
     )
 
 
-def test_ablation_fits_and_reuses_runs(cli, toy_store, tmp_path):
+def test_ablation_fits_and_reuses_runs(toy_store, tmp_path, capsys):
     args = ["--data", toy_store, "--d-m", "2", "4", "--epochs", "1", "--batches-per-epoch", "2",
             "--d-tree", "4", "--d-brch", "4", "--max-spikes", "100", "--val-fraction", "0.25",
             "--test-fraction", "0.25", "--batch-size", "2",
             "--runs-dir", tmp_path / "abl"]  # fmt: skip
-    done = cli("surrogate.ablate", *args, timeout=300)
-    assert done.returncode == 0, done.stderr
+    ablate.main([str(a) for a in args])
     table = list(csv.DictReader(open(tmp_path / "abl" / "ablation.csv")))
     assert [int(r["d_m"]) for r in table] == [2, 4]
     # Branch-ELM parameter count: d_s + (d_tree + d_m)·2d_m + 2d_m + 2d_m·d_m + d_m + 2d_m + 2.
@@ -148,8 +147,9 @@ def test_ablation_fits_and_reuses_runs(cli, toy_store, tmp_path):
         16 + (4 + d) * 2 * d + 2 * d + 2 * d * d + d + 2 * d + 2 for d in (2, 4)
     ]
     assert (tmp_path / "abl" / "ablation.png").is_file()
-    again = cli("surrogate.ablate", *args, timeout=300)
-    assert again.returncode == 0 and again.stdout.count("reusing its result") == 2
+    capsys.readouterr()
+    ablate.main([str(a) for a in args])
+    assert capsys.readouterr().out.count("reusing its result") == 2
 
 
 @pytest.mark.slow
