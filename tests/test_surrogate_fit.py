@@ -60,12 +60,27 @@ def test_tiny_fit_improves_and_records_the_run(toy_store, tmp_path):
     assert fit(config, run_dir, resume=True, progress=False) == result
 
 
-def test_resume_continues_from_the_checkpoint(toy_store, tmp_path):
+def test_resume_continues_from_the_checkpoint(toy_store, tmp_path, monkeypatch):
     config = preset_config(data=str(toy_store), epochs=2, batches_per_epoch=4, **TINY)
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     fit(config, whole, progress=False)
     assert fit(config, parts, stop_after_epochs=1, progress=False) is None
     assert len(rows(parts)) == 1 and runs.run_result(parts) is None
+    # Then a kill in the middle of epoch 2: its partial training is lost, nothing else.
+    calls = []
+
+    def dying_loss(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    real_loss = fit_module.neuronio_loss
+    monkeypatch.setattr(fit_module, "neuronio_loss", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, parts, resume=True, progress=False)
+    monkeypatch.undo()
+    assert len(rows(parts)) == 1
     fit(config, parts, resume=True, progress=False)
     timing = {"train_s", "elapsed_s"}
     same = [{k: v for k, v in r.items() if k not in timing} for r in rows(parts)]
