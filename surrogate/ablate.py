@@ -19,7 +19,7 @@ from typing import Any
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.files import write_json
-from surrogate.fit import add_fit_options, config_from_args, fit, write_csv
+from surrogate.fit import add_fit_options, config_from_args, fit, preset_table, write_csv
 
 # Published Branch-ELM test results on NeuronIO by d_m: (parameters, AUC, soma RMSE mV)
 # (elm-model.md §2; RMSE given only for some sizes).
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m surrogate.ablate",
         description=__doc__.split("\n")[0],
-        epilog="Unset options take the preset's value; they apply to every run.",
+        epilog=preset_table() + "\nThe options apply to every run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_fit_options(parser)
     parser.add_argument("--d-m", type=int, nargs="+", required=True, help="memory sizes")

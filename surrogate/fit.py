@@ -552,6 +552,19 @@ def default_run_dir(config: FitConfig) -> Path:
     return Path("runs") / f"{stem}_dm{config.d_m}_{config.preset}_seed{config.seed}"
 
 
+def preset_table() -> str:
+    """The presets' sizes as a small text table (for --help)."""
+    lines = ["presets (unset options take the preset's value):"]
+    for name in PRESETS:
+        c = preset_config(name)
+        lines.append(
+            f"  {name:<7} data {c.n_sims} sims × {c.duration_ms} ms, {c.epochs} epochs × "
+            f"{c.batches_per_epoch} batches of {c.batch_size}, validation/test "
+            f"{c.val_fraction:.3g}/{c.test_fraction:.3g} of the simulations"
+        )
+    return "\n".join(lines)
+
+
 def add_fit_options(parser: argparse.ArgumentParser) -> None:
     """The options shared by `fit` and `ablate` (all but --d-m, --out and --resume)."""
     add = parser.add_argument
@@ -560,22 +573,27 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="cell variant of biophys (default L5PC; with --data: the store's)",
     )
-    add("--preset", default="laptop", choices=list(PRESETS))
+    add(
+        "--preset",
+        default="laptop",
+        choices=list(PRESETS),
+        help="sizes (see below); default laptop",
+    )
     add("--data", help="an existing store to fit on (default: generate the preset's store)")
     add("--n-sims", type=int, help="simulations of the generated default store")
     add("--duration-ms", type=int, help="duration of each generated simulation, ms")
     add("--data-seed", type=int, help="base seed of the generated store")
-    add("--epochs", type=int)
-    add("--batches-per-epoch", type=int)
-    add("--batch-size", type=int)
-    add("--lr", type=float)
+    add("--epochs", type=int, help="training epochs (see below)")
+    add("--batches-per-epoch", type=int, help="batches per epoch (see below)")
+    add("--batch-size", type=int, help="windows per batch (default 8)")
+    add("--lr", type=float, help="Adam learning rate, cosine-annealed to 0 (default 5e-4)")
     add("--d-tree", type=int, help="branches (default 45)")
     add("--d-brch", type=int, help="synapses per branch (default 100)")
     add("--routing", choices=["neuronio", "random"])
     add("--activation", choices=["relu", "silu"])
     add("--dynamics", choices=["v1", "v2"])
-    add("--val-fraction", type=float)
-    add("--test-fraction", type=float)
+    add("--val-fraction", type=float, help="share of simulations for validation (see below)")
+    add("--test-fraction", type=float, help="share of simulations for the test (see below)")
     add("--max-spikes", type=int, help="evaluate simulations with at most this many spikes (24)")
     add("--select-by", choices=list(SELECT_BY), help="validation metric picking the best epoch")
     add("--seed", type=int, help="seed of initialisation, splits and windows (default 0)")
@@ -588,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m surrogate.fit",
         description=__doc__.split("\n")[0],
-        epilog="Unset options take the preset's value.",
+        epilog=preset_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_fit_options(parser)
     parser.add_argument("--d-m", type=int, help="memory units (default 20)")
