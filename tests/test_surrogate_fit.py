@@ -169,12 +169,15 @@ def test_ablation_fits_and_reuses_runs(toy_store, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_fit_with_the_real_simulator(cli, tmp_path):
-    """`python -m surrogate.fit --cell L5PC` end to end, shrunk: NEURON makes the data."""
+    """`python -m surrogate.fit --cell L5PC` end to end, shrunk: NEURON makes the data.
+
+    The default store goes to the session's cache (conftest), which also holds the
+    compiled mechanisms and the morphology the simulator needs.
+    """
     pytest.importorskip("biophys.simulation")
     done = cli(
         "surrogate.fit", "--cell", "L5PC", "--n-sims", 6, "--duration-ms", 1200,
-        "--epochs", 1, "--batches-per-epoch", 3, "--out", tmp_path / "run",
-        env={"ELMBRIDGE_CACHE": str(tmp_path / "cache")}, timeout=3600,
+        "--epochs", 1, "--batches-per-epoch", 3, "--out", tmp_path / "run", timeout=3600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Generating 6 simulations" in done.stdout
