@@ -62,14 +62,26 @@ class StoreInfo:
 
     @property
     def attrs_hash(self) -> str:
-        """Short hash of the store's attributes: changes when the data's origin changes."""
+        """Short hash of all the store's attributes (they also log every run that wrote it)."""
         return stable_hash(self.attrs)
+
+    @property
+    def protocol_hash(self) -> str:
+        """Short hash of what decides the data (schema and protocol).
+
+        Unlike `attrs_hash` it survives a resumed or extended generation, which only adds
+        simulations and history; it changes when the store is remade differently.
+        """
+        return stable_hash(
+            {"schema": self.attrs.get("schema"), "protocol": self.attrs.get("protocol")}
+        )
 
     def provenance(self) -> dict[str, Any]:
         """Data provenance for a run record: path, attrs hash, size and protocol."""
         return {
             "store": str(self.path.resolve()),
             "attrs_hash": self.attrs_hash,
+            "protocol_hash": self.protocol_hash,
             "n_simulations": len(self.simulations),
             "n_time_ms": self.n_time,
             "n_inputs": self.n_inputs,

@@ -230,10 +230,10 @@ def run_simulations(desc: dict[str, Any], info: StoreInfo, split: str | None) ->
             f"--split {split} refers to the splits of a fit, but {info.path} is not the store "
             "the model was fitted on; use --split all"
         )
-    if run["data"]["attrs_hash"] != info.attrs_hash:
+    if run["data"]["protocol_hash"] != info.protocol_hash:
         raise UserError(
-            f"{info.path} has changed since the fit (its attrs hash differs), so the recorded "
-            "splits may no longer hold; use --split all or refit"
+            f"{info.path} was remade with another protocol since the fit, so the recorded "
+            "splits no longer hold; use --split all or refit"
         )
     sims = run["splits"][split]
     missing = sorted(set(sims) - set(info.simulations))

@@ -381,10 +381,10 @@ def fit(
 
     if resume and runs.is_run_dir(run_dir):
         record = runs.read_run(run_dir)
-        if record["data"]["attrs_hash"] != info.attrs_hash:
+        if record["data"]["protocol_hash"] != info.protocol_hash:
             raise UserError(
-                f"the data of {run_dir} ({record['data']['store']}) has changed since the fit "
-                "started (its attrs hash differs); start a new run with --out"
+                f"the data of {run_dir} ({record['data']['store']}) was remade with another "
+                "protocol since the fit started; start a new run with --out"
             )
         splits = record["splits"]
     else:

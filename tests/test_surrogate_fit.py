@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import zarr
 from toy_cell import make_toy_store
 
 from elmbridge.errors import MissingDataError, UserError
@@ -58,6 +59,14 @@ def test_tiny_fit_improves_and_records_the_run(toy_store, tmp_path):
         fit(preset_config(data=str(toy_store), epochs=4, batches_per_epoch=12, lr=5e-3, **TINY),
             run_dir, resume=True, progress=False)  # fmt: skip
     assert fit(config, run_dir, resume=True, progress=False) == result
+    # Generation history added to the store (a resumed or extended biophys run) keeps
+    # the run's splits valid; a remade protocol does not.
+    zarr.open_group(toy_store, mode="r+", zarr_format=3).attrs["history"] = ["resumed"]
+    _, desc = load_model(run_dir)
+    assert run_simulations(desc, inspect_store(toy_store), None)[1] == "test"
+    desc["run"]["data"]["protocol_hash"] = "other"
+    with pytest.raises(UserError, match="remade with another protocol"):
+        run_simulations(desc, inspect_store(toy_store), None)
 
 
 def test_resume_continues_from_the_checkpoint(toy_store, tmp_path, monkeypatch):
