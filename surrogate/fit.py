@@ -320,6 +320,81 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
 
 
+def _open_run(
+    config: FitConfig, run_dir: Path, resume: bool
+) -> tuple[StoreInfo, ELMConfig, dict[str, list[int]]]:
+    """The data, model configuration and splits of a run; records a new run's provenance."""
+    info, generation_s = ensure_data(config)
+    recorded_cell = store_cell(info)
+    if config.data is not None and recorded_cell and recorded_cell != config.cell:
+        raise UserError(
+            f"{info.path} holds simulations of {recorded_cell!r}, not {config.cell!r}; "
+            f"pass --cell {recorded_cell} (or leave --cell out)"
+        )
+    check_inputs_fit(info, info.n_inputs, config.routing, what="the surrogate")
+    model_config = elm_config(config, info.n_inputs)
+    if resume and runs.is_run_dir(run_dir):
+        record = runs.read_run(run_dir)
+        if record["data"]["protocol_hash"] != info.protocol_hash:
+            raise UserError(
+                f"the data of {run_dir} ({record['data']['store']}) was remade with another "
+                "protocol since the fit started; start a new run with --out"
+            )
+        return info, model_config, record["splits"]
+    splits = make_splits(info.simulations, config.val_fraction, config.test_fraction, config.seed)
+    record = run_record(asdict(config), config.seed, info.provenance())
+    record.update(
+        splits=splits,
+        elm_config=model_config.to_dict(),
+        n_parameters=neuron_parameters(model_config).total,
+        data_generation_s=generation_s,
+    )
+    write_json(run_dir / runs.RUN_FILE, record)
+    return info, model_config, splits
+
+
+class _Trainer:
+    """The model and everything that moves it: optimiser, cosine schedule, loss scaler."""
+
+    def __init__(self, model_config: ELMConfig, config: FitConfig, dev: torch.device, amp: bool):
+        torch.manual_seed(config.seed)
+        self.model = ELMNeuron(model_config).to(dev)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=config.epochs * config.batches_per_epoch
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
+        self.amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
+        self.amp, self.dev = amp, dev
+
+    def state_dict(self) -> dict[str, Any]:
+        parts = ("model", "optimizer", "scheduler", "scaler")
+        return {name: getattr(self, name).state_dict() for name in parts}
+
+    def load_state_dict(self, blob: dict[str, Any]) -> None:
+        for name in ("model", "optimizer", "scheduler", "scaler"):
+            getattr(self, name).load_state_dict(blob[name])
+
+    def train_epoch(self, loader, desc: str, progress: bool) -> list[float]:
+        """One pass over `loader`, one optimiser step per batch; returns the batch losses."""
+        self.model.train()
+        losses: list[float] = []
+        bar = tqdm(loader, desc=desc, disable=not progress)
+        for x, spike, soma in bar:
+            x, spike, soma = (t.to(self.dev, non_blocking=True) for t in (x, spike, soma))
+            with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.amp):
+                y, _ = self.model(x)
+            loss = neuronio_loss(y, spike, soma)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        return losses
+
+
 def fit(
     config: FitConfig,
     run_dir: str | os.PathLike,
@@ -368,53 +443,15 @@ def fit(
             print(f"{run_dir} is finished; reusing its result")
             return result
 
-    info, generation_s = ensure_data(config)
-    recorded_cell = store_cell(info)
-    if config.data is not None and recorded_cell and recorded_cell != config.cell:
-        raise UserError(
-            f"{info.path} holds simulations of {recorded_cell!r}, not {config.cell!r}; "
-            f"pass --cell {recorded_cell} (or leave --cell out)"
-        )
-    check_inputs_fit(info, info.n_inputs, config.routing, what="the surrogate")
-    model_config = elm_config(config, info.n_inputs)
+    info, model_config, splits = _open_run(config, run_dir, resume)
     count = neuron_parameters(model_config)
 
-    if resume and runs.is_run_dir(run_dir):
-        record = runs.read_run(run_dir)
-        if record["data"]["protocol_hash"] != info.protocol_hash:
-            raise UserError(
-                f"the data of {run_dir} ({record['data']['store']}) was remade with another "
-                "protocol since the fit started; start a new run with --out"
-            )
-        splits = record["splits"]
-    else:
-        splits = make_splits(
-            info.simulations, config.val_fraction, config.test_fraction, config.seed
-        )
-        record = run_record(asdict(config), config.seed, info.provenance())
-        record.update(
-            splits=splits,
-            elm_config=model_config.to_dict(),
-            n_parameters=count.total,
-            data_generation_s=generation_s,
-        )
-        write_json(run_dir / runs.RUN_FILE, record)
-
-    torch.manual_seed(config.seed)
-    model = ELMNeuron(model_config).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    total_steps = config.epochs * config.batches_per_epoch
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
-    amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
+    trainer = _Trainer(model_config, config, dev, amp)
     state = {"epochs_done": 0, "best": None, "select_by": None, "history": [], "train_s": 0.0}
     checkpoint = run_dir / runs.CHECKPOINT_FILE
     if resume and checkpoint.is_file():
         blob = torch.load(checkpoint, map_location=dev, weights_only=True)
-        model.load_state_dict(blob["model"])
-        optimizer.load_state_dict(blob["optimizer"])
-        scheduler.load_state_dict(blob["scheduler"])
-        scaler.load_state_dict(blob["scaler"])
+        trainer.load_state_dict(blob)
         state = blob["state"]
         print(f"resuming {run_dir} after epoch {state['epochs_done']} of {config.epochs}")
 
@@ -445,50 +482,30 @@ def fit(
                 num_workers=workers,
                 pin_memory=dev.type == "cuda",
             )
-            model.train()
             start = time.perf_counter()
-            losses = []
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
-            for x, spike, soma in bar:
-                x, spike, soma = (t.to(dev, non_blocking=True) for t in (x, spike, soma))
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
-                    y, _ = model(x)
-                loss = neuronio_loss(y, spike, soma)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                losses.append(loss.item())
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            desc = f"epoch {epoch + 1}/{config.epochs}"
+            losses = trainer.train_epoch(loader, desc, progress)
             train_s = time.perf_counter() - start
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "step": (epoch + 1) * config.batches_per_epoch,
-                "lr": scheduler.get_last_lr()[0],
+                "lr": trainer.scheduler.get_last_lr()[0],
                 "train_loss": float(np.mean(losses)),
                 "train_s": train_s,
             }
             if splits["val"]:
-                row.update(_validate(model, info, splits["val"], protocol, dev))
+                row.update(_validate(trainer.model, info, splits["val"], protocol, dev))
             state["train_s"] += train_s
             row["elapsed_s"] = state["train_s"]
             state["history"].append(row)
             if _is_best(row, state, config.select_by):
-                runs.save_model(model, run_dir / runs.BEST_MODEL_FILE, epoch=epoch + 1, row=row)
+                runs.save_model(
+                    trainer.model, run_dir / runs.BEST_MODEL_FILE, epoch=epoch + 1, row=row
+                )
             state["epochs_done"] = epoch + 1
             write_csv(run_dir / runs.METRICS_FILE, state["history"])
             board.log(row, row["step"])
-            runs.save_torch(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "state": state,
-                },
-                checkpoint,
-            )
+            runs.save_torch({**trainer.state_dict(), "state": state}, checkpoint)
             print(_epoch_line(row), flush=True)
             epochs_this_call += 1
             if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
