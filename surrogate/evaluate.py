@@ -242,6 +242,13 @@ def run_simulations(desc: dict[str, Any], info: StoreInfo, split: str | None) ->
     return sims, split
 
 
+def trace_rows(pred: Predictions, keep: np.ndarray, n: int) -> np.ndarray:
+    """Rows of the `n` kept simulations with the most spikes (they show the most)."""
+    rows = np.flatnonzero(keep)
+    n_spikes = pred.spike_label[rows].sum(axis=1, dtype=np.int64)
+    return rows[np.argsort(-n_spikes, kind="stable")][:n]
+
+
 def plot_report(
     pred: Predictions,
     keep: np.ndarray,
@@ -260,9 +267,7 @@ def plot_report(
     after = slice(protocol.skip_ms, None)
     target = np.minimum(pred.soma_true_mv, SOMA_CLIP_MV)
     rescaled = rescale_to_target(pred.soma_mv, target)
-    rows = np.flatnonzero(keep)
-    # The kept simulations with most spikes show the most; ties by order.
-    rows = rows[np.argsort(-pred.spike_label[rows].sum(axis=1), kind="stable")][:n_traces]
+    rows = trace_rows(pred, keep, n_traces)
     fig = plt.figure(figsize=(15, 3 + 2.6 * max(len(rows), 1)), layout="constrained")
     grid = fig.add_gridspec(max(2 * len(rows), 2), 3)
     roc_ax = fig.add_subplot(grid[: max(len(rows), 1), 0])

@@ -11,7 +11,7 @@ from elmbridge.errors import UserError
 from elmnet.neuron import ELMConfig, ELMNeuron
 from surrogate import metrics
 from surrogate.data import inspect_store
-from surrogate.evaluate import EvalProtocol, Predictions, evaluate, predict, score
+from surrogate.evaluate import EvalProtocol, Predictions, evaluate, predict, score, trace_rows
 
 
 def published_windowed_prediction(model, x, window=500, burn_in=150):
@@ -86,6 +86,9 @@ def test_score_rescales_over_all_then_filters_and_skips():
     assert (out["n_simulations"], out["n_simulations_kept"], out["n_spike_bins"]) == (3, 2, 8)
     loose, _ = score(pred, EvalProtocol(max_spikes=100, skip_ms=0))
     assert loose["n_simulations_kept"] == 3 and loose["n_spike_bins"] == 39
+    # The report shows the kept simulations with most spikes first.
+    assert trace_rows(pred, keep, 3).tolist() == [0, 1]
+    assert trace_rows(pred, np.ones(3, bool), 2).tolist() == [2, 0]
 
 
 def test_evaluate_writes_report(toy, tmp_path):
