@@ -1,0 +1,13 @@
+"""ELM neurons as surrogates of simulated cells: data, fitting, evaluation, ablation.
+
+Modules, one job each:
+
+- `surrogate.data`: NeuronIO stores as training windows and evaluation windows, splits.
+- `surrogate.metrics`: the published spike (ROC) and soma metrics.
+- `surrogate.evaluate`: the published evaluation protocol and its report
+  (`python -m surrogate.evaluate`).
+- `surrogate.fit`: fitting with presets, checkpoints and resume (`python -m surrogate.fit`).
+- `surrogate.runs`: the run directory and model files.
+- `surrogate.ablate`: fits over memory sizes d_m (`python -m surrogate.ablate`).
+- `surrogate.neuronio_import`: the published NeuronIO pickles → a store.
+"""

@@ -1,0 +1,138 @@
+"""Complexity ablation: fit surrogates of several memory sizes d_m and compare them.
+
+    python -m surrogate.ablate --cell L5PC --d-m 1 2 5 10 20 50
+    python -m surrogate.ablate --cell L5PC-ampa --d-m 1 5 20 --preset long
+
+Each d_m is one `surrogate.fit` run in ``<runs-dir>/dm<d_m>`` (default runs-dir:
+``runs/ablate_<cell>_<preset>_seed<seed>``) with otherwise identical options, so all
+models see the same data, splits and training windows. Finished runs are reused,
+unfinished ones resumed. The table (printed, and saved as ablation.csv / ablation.json)
+and the figure ablation.png give the test AUC and soma RMSE against d_m and against the
+parameter count, next to the published Branch-ELM on NeuronIO (Spieler et al. 2024).
+"""
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from elmbridge.cli import run_cli
+from elmbridge.errors import UserError
+from elmbridge.files import write_json
+from surrogate.fit import add_fit_options, config_from_args, fit, preset_table, write_csv
+
+# Published Branch-ELM test results on NeuronIO by d_m: (parameters, AUC, soma RMSE mV)
+# (elm-model.md §2; RMSE given only for some sizes).
+PUBLISHED_BRANCH_ELM = {
+    1: (4601, 0.9437, 1.33),
+    2: (4708, 0.9582, None),
+    5: (5077, 0.9757, None),
+    10: (5852, 0.9878, None),
+    15: (6827, 0.9915, None),
+    20: (8002, 0.9922, 0.638),
+    30: (10952, 0.9929, None),
+    50: (19252, 0.9934, None),
+    100: (54002, 0.9935, 0.614),
+}
+
+
+def ablation_rows(results: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One table row per d_m from the fit results."""
+    rows = []
+    for d_m, result in sorted(results.items()):
+        metrics = result["test_metrics"]
+        rows.append(
+            {
+                "d_m": d_m,
+                "n_parameters": result["n_parameters"],
+                "AUC": metrics.get("AUC", float("nan")),
+                "TP @ 0.0100 FP": metrics.get("TP @ 0.0100 FP", float("nan")),
+                "soma_RMSE": metrics.get("soma_RMSE", float("nan")),
+                "soma_explained_variance_percent": metrics.get(
+                    "soma_explained_variance_percent", float("nan")
+                ),
+                "best_epoch": result["best_epoch"],
+                "train_s": result["train_s"],
+            }
+        )
+    return rows
+
+
+def plot_ablation(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Test AUC and soma RMSE against d_m and against the parameter count (log axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), layout="constrained")
+    published = sorted(PUBLISHED_BRANCH_ELM.items())
+    for col, x_key in enumerate(("d_m", "n_parameters")):
+        x = [r[x_key] for r in rows]
+        for row_i, metric in enumerate(("AUC", "soma_RMSE")):
+            ax = axes[row_i, col]
+            ax.plot(x, [r[metric] for r in rows], "o-", c="tab:blue", label="this fit")
+            ref = [
+                (d if x_key == "d_m" else p, auc if metric == "AUC" else rmse)
+                for d, (p, auc, rmse) in published
+            ]
+            ref = [(a, b) for a, b in ref if b is not None]
+            ax.plot(*zip(*ref, strict=True), "s--", c="0.5", label="published, NeuronIO")
+            ax.set_xscale("log")
+            ax.set(
+                xlabel="memory units d_m" if x_key == "d_m" else "parameters",
+                ylabel="test spike AUC" if metric == "AUC" else "test soma RMSE (mV)",
+            )
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m surrogate.ablate",
+        description=__doc__.split("\n")[0],
+        epilog=preset_table() + "\nThe options apply to every run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_fit_options(parser)
+    parser.add_argument("--d-m", type=int, nargs="+", required=True, help="memory sizes")
+    parser.add_argument("--runs-dir", type=Path, help="folder of the runs and the ablation files")
+    args = parser.parse_args(argv)
+    if len(set(args.d_m)) != len(args.d_m) or min(args.d_m) < 1:
+        raise UserError(f"--d-m takes distinct positive sizes, got {args.d_m}")
+
+    sizes = args.d_m
+    args.d_m = sizes[0]
+    base = config_from_args(args)
+    runs_dir = args.runs_dir or Path("runs") / (f"ablate_{base.cell}_{base.preset}_seed{base.seed}")
+    results = {}
+    for d_m in sizes:
+        args.d_m = d_m
+        config = config_from_args(args)
+        print(f"--- d_m = {d_m} ---", flush=True)
+        results[d_m] = fit(
+            config,
+            runs_dir / f"dm{d_m}",
+            resume=True,
+            device=args.device,
+            amp=args.amp,
+            workers=args.workers,
+        )
+    rows = ablation_rows(results)
+    write_csv(runs_dir / "ablation.csv", rows)
+    write_json(runs_dir / "ablation.json", {"config": asdict(base), "rows": rows})
+    plot_ablation(rows, runs_dir / "ablation.png", f"{base.cell}: Branch-ELM by memory size")
+    print(f"\n{'d_m':>5} {'params':>8} {'AUC':>8} {'RMSE mV':>8} {'epoch':>6}")
+    for r in rows:
+        print(
+            f"{r['d_m']:>5} {r['n_parameters']:>8} {r['AUC']:>8.4f} {r['soma_RMSE']:>8.3f} "
+            f"{r['best_epoch']:>6}"
+        )
+    print(f"table: {runs_dir / 'ablation.csv'}; figure: {runs_dir / 'ablation.png'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
