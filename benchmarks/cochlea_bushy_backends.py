@@ -63,32 +63,14 @@ def standalone_runner(counts_list: list[np.ndarray], params: CochleaParams, work
     bp = params.bushy_cell
     dt = 1.0 / rate
     n_steps, n_ch = counts_list[0].shape
-    dead = bushy_cell.refractory_steps(bp.refractory_s, rate)
     b2.set_device("cpp_standalone", directory=workdir, build_on_run=False)
     try:
         drive = b2.TimedArray(
             bushy_cell.synaptic_drive(counts_list[0], rate, bp), dt=dt * b2.second
         )
-        cells = b2.NeuronGroup(
-            n_ch,
-            "v : 1",
-            threshold="v >= threshold",
-            reset="v = 0",
-            refractory=dead * dt * b2.second,
-            namespace={
-                "drive": drive,
-                "mem_decay": np.exp(-dt / bp.tau_mem_s),
-                "dead": dead,
-                "threshold": bp.threshold,
-            },
-            dt=dt * b2.second,
-        )
-        cells.run_regularly(
-            "v = (v*mem_decay + drive(t, i)) * int(timestep(t - lastspike, dt) > dead)",
-            when="start",
-        )
+        cells = bushy_cell.brian2_bushy_cells(drive, n_ch, rate, bp)
         monitor = b2.SpikeMonitor(cells)
-        b2.run(n_steps * dt * b2.second)
+        b2.run(n_steps * dt * b2.second, namespace={})
         t0 = time.perf_counter()
         b2.device.build(directory=workdir, compile=True, run=False)
         build_s = time.perf_counter() - t0

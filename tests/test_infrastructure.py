@@ -20,6 +20,14 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
+def test_atomic_write_gives_the_permissions_of_a_plain_new_file(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = tmp_path / "atomic.txt"
+    files.write_text(atomic, "x")
+    assert atomic.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
 def test_fetch_verifies_checksum_and_reports_offline(tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(b"hello")

@@ -142,17 +142,47 @@ def synaptic_drive(
     return drive
 
 
+def brian2_bushy_cells(drive, n_channels: int, sample_rate_hz: float, params: BushyCellParams):
+    """The bushy cells as a Brian2 `NeuronGroup` fed by `drive`, a `TimedArray` (channel i).
+
+    The same discrete scheme as `bushy_spikes`: a `run_regularly` operation decays v,
+    adds the drive unless the cell spiked within the last round(τ_ref/dt) steps, and
+    Brian2's threshold and reset do the rest. One definition serves the runtime
+    cross-check below and the standalone build of benchmarks/cochlea_bushy_backends.py.
+    """
+    import brian2 as b2
+
+    dt = 1.0 / float(sample_rate_hz)
+    dead = refractory_steps(params.refractory_s, sample_rate_hz)
+    cells = b2.NeuronGroup(
+        n_channels,
+        "v : 1",
+        threshold="v >= threshold",
+        reset="v = 0",
+        refractory=dead * dt * b2.second,
+        dt=dt * b2.second,
+        namespace={
+            "drive": drive,
+            "mem_decay": np.exp(-dt / params.tau_mem_s),
+            "dead": dead,
+            "threshold": params.threshold,
+        },
+    )
+    cells.run_regularly(
+        "v = (v*mem_decay + drive(t, i)) * int(timestep(t - lastspike, dt) > dead)",
+        when="start",
+    )
+    return cells
+
+
 def bushy_spikes_brian2(
     counts: np.ndarray, sample_rate_hz: float, params: BushyCellParams, target: str = "cython"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`bushy_spikes` written as a Brian2 network, as an independent cross-check.
+    """`bushy_spikes` written as a Brian2 network (`brian2_bushy_cells`), as a cross-check.
 
-    The same discrete scheme: a `run_regularly` operation decays v, adds the drive (a
-    `TimedArray`) unless the cell spiked within the last round(τ_ref/dt) steps, and
-    Brian2's threshold and reset do the rest. `target` is Brian2's code-generation
-    target ("cython" compiles once, ≈20 s, then caches; "numpy" needs no compiler).
-    The numpy `bushy_spikes` is what the pipeline uses: it is as fast or faster for
-    700 cells (see benchmarks/cochlea_bushy_backends.py).
+    `target` is Brian2's code-generation target ("cython" compiles once, ≈20 s, then
+    caches; "numpy" needs no compiler). The numpy `bushy_spikes` is what the pipeline
+    uses: it is as fast or faster for 700 cells (see benchmarks/cochlea_bushy_backends.py).
 
     Returns:
         (steps, channels) of the output spikes, sorted like `bushy_spikes`.
@@ -161,30 +191,11 @@ def bushy_spikes_brian2(
 
     dt = 1.0 / float(sample_rate_hz)
     n_steps, n_ch = counts.shape
-    dead = refractory_steps(params.refractory_s, sample_rate_hz)
     old_target = b2.prefs.codegen.target
     b2.prefs.codegen.target = target
     try:
-        clock = b2.Clock(dt=dt * b2.second)
         drive = b2.TimedArray(synaptic_drive(counts, sample_rate_hz, params), dt=dt * b2.second)
-        cells = b2.NeuronGroup(
-            n_ch,
-            "v : 1",
-            threshold="v >= threshold",
-            reset="v = 0",
-            refractory=dead * dt * b2.second,
-            clock=clock,
-            namespace={
-                "drive": drive,
-                "mem_decay": np.exp(-dt / params.tau_mem_s),
-                "dead": dead,
-                "threshold": params.threshold,
-            },
-        )
-        cells.run_regularly(
-            "v = (v*mem_decay + drive(t, i)) * int(timestep(t - lastspike, dt) > dead)",
-            when="start",
-        )
+        cells = brian2_bushy_cells(drive, n_ch, sample_rate_hz, params)
         monitor = b2.SpikeMonitor(cells)
         net = b2.Network(cells, monitor)
         net.run(n_steps * dt * b2.second, namespace={})
