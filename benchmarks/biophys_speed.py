@@ -17,6 +17,13 @@ fewer compartments (1 + 2 int(L / 80 µm), synapses kept at their positions).
 Use the default 6 s: this cell amplifies small numerical differences, so a setting that
 agrees over 1-2 s can drift by whole spikes over a NeuronIO-length simulation.
 
+Tried and not adopted (2026-11, NEURON 9.0.2 wheel, 2-core x86 machine): CoreNEURON.
+The wheel builds CoreNEURON mechanisms (``nrnivmodl -coreneuron``, +40 s) and, run in
+direct mode, gives the same somatic trace to the last bit, but only 1.2x faster on one
+core (0.177 vs 0.146 sim s/s over 2 s); it needs the inputs as PatternStim events
+through ``gid_connect`` with a delay of at least dt, so that t = 0 inputs need special
+care, and records only at every step. Not worth a second build and input path.
+
 The parallel-scaling section (dataset generation over several workers) is measured by
 `benchmarks.biophys_scaling`; ``--scaling 1,2`` runs it after this table when that module
 is present.

@@ -4,6 +4,13 @@
 Importing this package does not import NEURON; only running a simulation does.
 """
 
+import os
+
+# NEURON prints a "no DISPLAY" warning on import on every headless machine (and on every
+# Dask worker); this toolkit never uses its GUI. Set before any NEURON import, inherited
+# by worker processes; a user's own setting wins.
+os.environ.setdefault("NEURON_MODULE_OPTIONS", "-nogui")
+
 from biophys.store import open_dataset
 
 __all__ = ["open_dataset"]
