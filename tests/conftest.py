@@ -1,5 +1,6 @@
 """Shared test fixtures: where the reference data beside the checkout lives."""
 
+import gc
 import os
 import subprocess
 import sys
@@ -78,3 +79,33 @@ def _l5pc_morphology():
     os.environ["ELMBRIDGE_MORPHOLOGIES"] = str(folder)
     yield
     os.environ.pop("ELMBRIDGE_MORPHOLOGIES", None)
+
+
+@pytest.fixture(scope="module")
+def h():
+    """NEURON's `h` with the toolkit's mechanisms loaded and no L5PC in memory.
+
+    NEURON integrates every section that exists, so single-compartment tests must not
+    share the process's cached L5PC.
+    """
+    from biophys.cells import forget_model
+    from biophys.mechanisms import load_mechanisms
+
+    load_mechanisms()
+    from neuron import h
+
+    h.load_file("stdrun.hoc")
+    forget_model()
+    gc.collect()
+    return h
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny matmuls per step: extra threads only contend on a busy CI machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -5,13 +5,8 @@ block, which evaluates the rate functions at v. The expected values are computed
 in numpy, directly from the equations of the document.
 """
 
-import gc
-
 import numpy as np
 import pytest
-
-from biophys.cells import forget_model
-from biophys.mechanisms import load_mechanisms
 
 QT = 2.3 ** ((34 - 21) / 10)
 VOLTAGES = (-95.0, -80.0, -65.5, -50.0, -35.0, -20.0, 0.0, 25.0)
@@ -112,17 +107,6 @@ CLOSED_FORMS = {
     "Ca_HVA": ca_hva,
     "Ca_LVAst": ca_lva,
 }
-
-
-@pytest.fixture(scope="module")
-def h():
-    load_mechanisms()
-    from neuron import h
-
-    h.load_file("stdrun.hoc")
-    forget_model()  # NEURON integrates every section: keep the L5PC out of these runs
-    gc.collect()
-    return h
 
 
 def _compartment(h, *mechs):

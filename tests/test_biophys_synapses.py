@@ -1,28 +1,14 @@
 """Synapse mechanisms: peak normalisation, Mg2+ block, t = 0 events, seeded release."""
 
-import gc
 import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from biophys.cells import forget_model
-from biophys.mechanisms import load_mechanisms
 from biophys.simulation import _seed_release
 
 MG_MM = 1.0
-
-
-@pytest.fixture(scope="module")
-def h():
-    load_mechanisms()
-    from neuron import h
-
-    h.load_file("stdrun.hoc")
-    forget_model()  # NEURON integrates every section: keep the L5PC out of these runs
-    gc.collect()
-    return h
 
 
 def double_exp(t, tau_r, tau_d, gmax):

@@ -10,14 +10,7 @@ from elmbridge.errors import UserError
 from elmnet.network import ELMNetwork, ELMNetworkConfig, ELMNetworkState, regularisation
 from elmnet.params import network_parameters
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls per step: extra threads only contend on a busy CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference_forward(net: ELMNetwork, x: torch.Tensor) -> torch.Tensor:

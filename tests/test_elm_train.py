@@ -12,14 +12,7 @@ from elmnet import train
 from elmnet.network import ELMNetworkConfig
 from elmnet.params import network_parameters
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls per step: extra threads only contend on a busy CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
