@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elmbridge.errors import UserError
+from elmbridge.errors import UserError, check_config
 from elmnet.ops import (
     TANH_GAIN,
     TANH_SLOPE,
@@ -136,18 +136,12 @@ class ELMNetworkConfig:
     def __post_init__(self):
         if self.d_mlp is None:
             object.__setattr__(self, "d_mlp", 2 * self.d_m)
-        for name in ("d_in", "n_out", "N", "d_m", "d_mlp", "d_tree", "d_brch", "readout_d_m"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("input_scale", "tau_min", "tau_r", "lam", "token_scale", "dt"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not self.tau_min < self.tau_max:
-            raise UserError(
-                f"tau_min must be smaller than tau_max, got tau_min={self.tau_min}, "
-                f"tau_max={self.tau_max}"
-            )
+        check_config(
+            self,
+            positive_ints=("d_in", "n_out", "N", "d_m", "d_mlp", "d_tree", "d_brch", "readout_d_m"),
+            positive=("input_scale", "tau_min", "tau_r", "lam", "token_scale", "dt"),
+            increasing=(("tau_min", "tau_max"),),
+        )
         if not 0.0 <= self.rho <= 1.0:
             raise UserError(f"rho is a probability, got {self.rho!r}")
         for name in ("dropout_in", "dropout_rec"):

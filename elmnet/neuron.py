@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elmbridge.errors import UserError
+from elmbridge.errors import UserError, check_config
 from elmnet.ops import (
     TANH_GAIN,
     TANH_SLOPE,
@@ -89,18 +89,12 @@ class ELMConfig:
             object.__setattr__(self, "d_mlp", 2 * self.d_m)
         if self.d_tree is None:
             object.__setattr__(self, "d_tree", self.d_in)
-        for name in ("d_in", "d_out", "d_m", "d_mlp", "n_mlp_layers", "d_tree", "d_brch"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("tau_min", "tau_s", "lam", "dt"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not self.tau_min < self.tau_max:
-            raise UserError(
-                f"tau_min must be smaller than tau_max, got tau_min={self.tau_min}, "
-                f"tau_max={self.tau_max}"
-            )
+        check_config(
+            self,
+            positive_ints=("d_in", "d_out", "d_m", "d_mlp", "n_mlp_layers", "d_tree", "d_brch"),
+            positive=("tau_min", "tau_s", "lam", "dt"),
+            increasing=(("tau_min", "tau_max"),),
+        )
         if self.routing not in ROUTINGS:
             raise UserError(f"unknown routing {self.routing!r}; choose one of {ROUTINGS}")
         if self.dynamics not in DYNAMICS:

@@ -6,9 +6,7 @@ integrate-and-fire soma. The same tests against the real simulator live in
 `test_generate_neuron.py`.
 """
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from store_checks import assert_same_data, kill_once_stored
 
 from biophys import generate as gen
 from biophys import store
@@ -145,20 +144,6 @@ def make(path, n_sims, seed=0, scheduler="synchronous", **kw):
         scheduler=scheduler,
         simulator=FAKE,
     )
-
-
-def assert_same_data(path_a, path_b):
-    """Every variable and coordinate of two stores is bit-identical (attrs aside)."""
-    a = store.open_dataset(path_a, completed_only=False)
-    b = store.open_dataset(path_b, completed_only=False)
-    assert set(a.variables) == set(b.variables)
-    for name in a.variables:
-        x, y = a[name].values, b[name].values
-        assert x.dtype == y.dtype, name
-        if x.dtype.kind == "f":
-            assert np.array_equal(x.view(f"u{x.itemsize}"), y.view(f"u{y.itemsize}")), name
-        else:
-            assert np.array_equal(x, y), name
 
 
 FAKE_CLI = (
@@ -344,29 +329,9 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
             "--record-nexus", "--release-probability", "0.7", "--workers", "2",
             "--out", str(killed)]  # fmt: skip
     env = {**os.environ, "FAKE_SIM_DELAY_S": "0.25"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", FAKE_CLI, *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    n_before = kill_once_stored(
+        [sys.executable, "-c", FAKE_CLI, *args], killed, 3, timeout_s=60, cwd=REPO, env=env
     )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (killed / "zarr.json").exists() and len(store.completed_simulations(killed)) >= 3:
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("the run did not store 3 simulations within 60 s")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)  # the client, the store's only writer
-        proc.wait()
-        # Its Dask workers exit once their nanny loses its parent; make sure of it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    n_before = len(store.completed_simulations(killed))
     assert 3 <= n_before < n, "the kill came too late to test anything"
 
     resumed = cli(args, env=env)

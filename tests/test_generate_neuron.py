@@ -5,19 +5,18 @@ a stand-in in `test_generate.py`; these check that the real cell, protocol and s
 plug into it as the contract says.
 """
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("biophys.simulation")
+
+from store_checks import assert_same_data, kill_once_stored
 
 from biophys import generate as gen
 from biophys import store
@@ -40,18 +39,6 @@ def _offline_morphology(shared):
         os.environ.pop(key, None)
     else:
         os.environ[key] = old
-
-
-def assert_same_data(path_a, path_b):
-    a = store.open_dataset(path_a, completed_only=False)
-    b = store.open_dataset(path_b, completed_only=False)
-    assert set(a.variables) == set(b.variables)
-    for name in a.variables:
-        x, y = a[name].values, b[name].values
-        if x.dtype.kind == "f":
-            assert np.array_equal(x.view(f"u{x.itemsize}"), y.view(f"u{y.itemsize}")), name
-        else:
-            assert np.array_equal(x, y), name
 
 
 def cli(args, **kw):
@@ -121,29 +108,9 @@ def test_real_resume_after_sigkill_is_bit_identical(tmp_path):
     n = 4
     args = ["--cell", CELL, "--n-sims", str(n), "--duration-ms", "200", "--seed", "9",
             "--workers", "2", "--out", str(killed)]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "biophys.simulate", *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    n_before = kill_once_stored(
+        [sys.executable, "-m", "biophys.simulate", *args], killed, 1, timeout_s=300, cwd=REPO
     )
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if (killed / "zarr.json").exists() and len(store.completed_simulations(killed)) >= 1:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended (status {proc.returncode}) before it was killed")
-            time.sleep(0.05)
-        else:
-            pytest.fail("the run stored no simulation within 300 s")
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    n_before = len(store.completed_simulations(killed))
     assert 1 <= n_before < n
 
     resumed = cli(args)
