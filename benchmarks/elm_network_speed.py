@@ -21,7 +21,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from elmnet.network import ELMNetwork, ELMNetworkConfig
+from elmnet.config import ELMNetworkConfig
+from elmnet.network import ELMNetwork
 from elmnet.ops import TANH_GAIN, TANH_SLOPE, decay, memory_update_coefficients
 from elmnet.params import network_parameters
 

@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from elmnet.neuron import ELMConfig, ELMNeuron
+from elmnet.config import ELMConfig
+from elmnet.neuron import ELMNeuron
 from elmnet.ops import decay, scaled_tanh
 
 

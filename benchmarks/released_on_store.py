@@ -18,9 +18,10 @@ from pathlib import Path
 
 from elmbridge.cli import run_cli
 from elmbridge.files import write_json
+from elmbridge.training import resolve_device
 from elmnet.released import RELEASED_MODEL_NAMES
 from surrogate.data import inspect_store
-from surrogate.evaluate import EvalProtocol, default_device, evaluate, load_model
+from surrogate.evaluate import EvalProtocol, evaluate, load_model
 
 DEFAULT_MODELS = ("num_memory_1", "num_memory_5", "num_memory_10", "num_memory_20",
                   "num_memory_50", "num_memory_100", "best_elm_neuron")  # fmt: skip
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         metrics = evaluate(
             model, info, list(info.simulations), args.out / name,
-            device=args.device or default_device(), title=f"{name} on {args.data.name}",
+            device=resolve_device(args.device), title=f"{name} on {args.data.name}",
             context={"model": desc, "split": "all"}, progress=False,
         )  # fmt: skip
         published = desc.get("published_results", {}).get("test_results", {})

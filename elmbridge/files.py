@@ -1,6 +1,7 @@
 """Atomic file writes, so that a killed run never leaves a half-written file behind."""
 
 import contextlib
+import csv
 import json
 import os
 import tempfile
@@ -52,3 +53,12 @@ def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file."""
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Rows as CSV (columns: the union of their keys, first seen first), atomically."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)

@@ -4,8 +4,9 @@ Batch-first tensors (B, T, C); recurrent modules implement
 `forward(x, state=None) -> (y, state)` and follow the input's device and dtype.
 """
 
-from elmnet.network import ELMNetwork, ELMNetworkConfig, ELMNetworkState
-from elmnet.neuron import ELMConfig, ELMNeuron, ELMState
+from elmnet.config import ELMConfig, ELMNetworkConfig
+from elmnet.network import ELMNetwork, ELMNetworkState
+from elmnet.neuron import ELMNeuron, ELMState
 from elmnet.params import ParameterCount, network_parameters, neuron_parameters
 from elmnet.released import RELEASED_MODEL_NAMES, load_released
 

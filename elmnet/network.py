@@ -44,177 +44,28 @@ matrix) and the nonlinear memory step run inside the time loop, in
 """
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elmbridge.errors import UserError, check_config
+from elmbridge.errors import UserError
+from elmnet.config import ELMNetworkConfig
 from elmnet.ops import (
     TANH_GAIN,
     TANH_SLOPE,
     decay,
-    log_spaced_taus,
-    make_activation,
+    initial_theta_m,
     memory_update_coefficients,
-    tau_to_theta,
     theta_to_tau,
 )
 from elmnet.params import (
     NetworkParameterCount,
-    hidden_neuron_parameters,
     network_parameters,
-    neurons_for_budget,
-    readout_layer_parameters,
 )
 from elmnet.recurrence import BankRecurrence, Feedback, SparsePattern, bank_recurrence
 from elmnet.recurrence import sparse_pattern as make_sparse_pattern
-
-# The document's setups (elm-model.md §4). Enwik8's N and d_m are the d_m = 20 point of its
-# P ≈ 3.51M sweep; its vocabulary V = 204 is replaced by the data's own when training.
-TASK_PRESETS: dict[str, dict[str, Any]] = {
-    "shd-adding": dict(
-        d_in=700, n_out=19, N=96, d_m=5, d_tree=30, d_brch=10, rho=0.25,
-        tau_min=1.0, tau_max=500.0, tau_r=5.0, dropout_in=0.2, dropout_rec=0.2,
-    ),
-    "enwik8": dict(
-        d_in=204, n_out=204, N=742, d_m=20, d_tree=50, d_brch=15, rho=0.8,
-        tau_min=0.1, tau_max=100.0, tau_r=2.0, token_scale=3.0,
-    ),
-}  # fmt: skip
-TASKS = tuple(TASK_PRESETS)
-
-
-@dataclass(frozen=True)
-class ELMNetworkConfig:
-    """Configuration of an ELM Network. Times (τ, Δt) are in steps of the input
-    (2 ms bins for SHD-Adding at the default binning, characters for Enwik8).
-
-    Attributes:
-        d_in: input channels (700 for SHD; the vocabulary size V for text).
-        n_out: classes or tokens: readout neurons and logits.
-        N: hidden neurons.
-        d_m: memory units per hidden neuron.
-        d_mlp: MLP width of a hidden neuron (default 2·d_m).
-        d_tree, d_brch: branches per neuron and synapses per branch; k_c = d_tree·d_brch.
-        rho: probability that a synapse reads the previous step's hidden outputs.
-        input_scale: factor on every branch input (10).
-        tau_min, tau_max: range of the log-spaced memory time constants.
-        tau_r: time constant of the output high-pass filter.
-        lam: λ of the v2 memory update.
-        activation: hidden MLP activation ("relu2" = ReLU²).
-        readout_d_m: memory units of a readout neuron.
-        dropout_in, dropout_rec: input and recurrent dropout probabilities.
-        token_scale: one-hot value of integer (token) inputs.
-        seed: seed of the connectivity and the initial weights.
-        dt: Δt, the time step.
-    """
-
-    d_in: int
-    n_out: int
-    N: int
-    d_m: int
-    d_mlp: int | None = None
-    d_tree: int = 30
-    d_brch: int = 10
-    rho: float = 0.25
-    input_scale: float = 10.0
-    tau_min: float = 1.0
-    tau_max: float = 500.0
-    tau_r: float = 5.0
-    lam: float = 5.0
-    activation: str = "relu2"
-    readout_d_m: int = 3
-    dropout_in: float = 0.0
-    dropout_rec: float = 0.0
-    token_scale: float = 1.0
-    seed: int = 0
-    dt: float = 1.0
-
-    def __post_init__(self):
-        if self.d_mlp is None:
-            object.__setattr__(self, "d_mlp", 2 * self.d_m)
-        check_config(
-            self,
-            positive_ints=("d_in", "n_out", "N", "d_m", "d_mlp", "d_tree", "d_brch", "readout_d_m"),
-            positive=("input_scale", "tau_min", "tau_r", "lam", "token_scale", "dt"),
-            increasing=(("tau_min", "tau_max"),),
-        )
-        if not 0.0 <= self.rho <= 1.0:
-            raise UserError(f"rho is a probability, got {self.rho!r}")
-        for name in ("dropout_in", "dropout_rec"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        make_activation(self.activation)
-
-    @property
-    def k_c(self) -> int:
-        """Synapses per neuron."""
-        return self.d_tree * self.d_brch
-
-    @property
-    def k_e(self) -> int:
-        """Parameters per hidden neuron besides its synapses."""
-        return hidden_neuron_parameters(self.d_m, self.d_mlp, self.d_tree, self.d_brch).k_e
-
-    @classmethod
-    def for_task(cls, task: str, **overrides: Any) -> "ELMNetworkConfig":
-        """The document's setup for `task` ("shd-adding" or "enwik8") with overrides.
-
-        `k_c=` is accepted in place of d_brch: the task's d_tree is kept (so that k_e does
-        not change with k_c) and d_brch = k_c / d_tree.
-        """
-        if task not in TASK_PRESETS:
-            raise UserError(f"unknown task {task!r}; choose one of {TASKS}")
-        values = {**TASK_PRESETS[task], **{k: v for k, v in overrides.items() if k != "k_c"}}
-        k_c = overrides.get("k_c")
-        if k_c is not None:
-            d_tree = values["d_tree"]
-            if not isinstance(k_c, int) or k_c <= 0 or k_c % d_tree:
-                raise UserError(
-                    f"k_c={k_c!r} must be a positive multiple of the {d_tree} branches per "
-                    f"neuron (d_tree), so that every branch has the same number of synapses; "
-                    f"e.g. {d_tree * max(1, round((k_c or 0) / d_tree))}, or set d_tree too."
-                )
-            values["d_brch"] = k_c // d_tree
-        return cls.from_dict(values)
-
-    @classmethod
-    def from_budget(
-        cls, budget: int, *, d_m: int, task: str, k_c: int | None = None, **overrides: Any
-    ) -> "ELMNetworkConfig":
-        """The configuration with N = floor((budget − readout) / (k_e + k_c)) (elm-model.md §4).
-
-        The readout layer's parameters do not depend on N, so the budget left for the
-        hidden layer is the same for every d_m and k_c of a sweep.
-        """
-        probe = cls.for_task(task, **{**overrides, "d_m": d_m, "k_c": k_c, "N": 1})
-        readout = readout_layer_parameters(
-            probe.n_out, probe.readout_d_m, probe.d_tree, probe.d_brch
-        )
-        n = neurons_for_budget(budget, probe.k_e, probe.k_c, readout)
-        if n < 1:
-            raise UserError(
-                f"a budget of {budget} parameters leaves {budget - readout} for the hidden "
-                f"layer after the readout ({readout}), less than one neuron "
-                f"(k_e + k_c = {probe.k_e + probe.k_c}); raise the budget or lower d_m / k_c."
-            )
-        return replace(probe, N=n)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ELMNetworkConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(
-                f"unknown network configuration fields {unknown}; known: {sorted(known)}"
-            )
-        return cls(**values)
 
 
 class ELMNetworkState(NamedTuple):
@@ -303,8 +154,7 @@ class ELMBank(nn.Module):
         self.w_y = _uniform(generator, (n, d_m), 1.0 / math.sqrt(d_m))
         if recurrent:
             self.beta = nn.Parameter(torch.zeros(n))
-        theta_m = tau_to_theta(log_spaced_taus(d_m, tau_min, tau_max), tau_min, tau_max)
-        self.register_buffer("theta_m", theta_m.to(torch.get_default_dtype()))
+        self.register_buffer("theta_m", initial_theta_m(d_m, tau_min, tau_max))
         self._index_synapses(source)
 
     def _index_synapses(self, source: torch.Tensor) -> None:

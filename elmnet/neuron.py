@@ -16,114 +16,26 @@ trace, the MLP's branch half of its first layer, the readout) is computed for th
 sequence at once; only the nonlinear memory recurrence steps through time.
 """
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elmbridge.errors import UserError, check_config
+from elmbridge.errors import UserError
+from elmnet.config import ELMConfig
 from elmnet.ops import (
     TANH_GAIN,
     TANH_SLOPE,
     decay,
     exp_trace,
-    log_spaced_taus,
+    initial_theta_m,
     make_activation,
     memory_update_coefficients,
-    tau_to_theta,
     theta_to_tau,
 )
 from elmnet.recurrence import memory_recurrence
-from elmnet.routing import ROUTINGS, make_routing
-
-DYNAMICS = ("v1", "v2")
-
-
-@dataclass(frozen=True)
-class ELMConfig:
-    """Configuration of one ELM neuron. Times (τ, Δt) share one unit: ms for NeuronIO.
-
-    Attributes:
-        d_in: input channels.
-        d_out: outputs of the linear readout (2 for NeuronIO: spike logit, soma).
-        d_m: memory units.
-        d_mlp: MLP hidden width (default 2 · d_m).
-        n_mlp_layers: hidden layers of the MLP.
-        d_tree: branches (default d_in, with routing "none").
-        d_brch: synapses per branch.
-        routing: "neuronio", "random" or "none" (identity, no branches).
-        routing_seed: seed of the random routing.
-        dynamics: "v1" or "v2".
-        activation: MLP activation: "relu", "silu", "relu2" (or "identity").
-        tau_min, tau_max: range of the log-spaced memory time constants.
-        learn_tau_m: train the memory time constants.
-        tau_s: synapse (v1) / branch (v2) trace time constant.
-        lam: λ, the memory update scale.
-        w_s_init: initial synaptic weight (before the relu).
-        dt: Δt, the time step.
-    """
-
-    d_in: int
-    d_out: int = 2
-    d_m: int = 20
-    d_mlp: int | None = None
-    n_mlp_layers: int = 1
-    d_tree: int | None = None
-    d_brch: int = 1
-    routing: str = "none"
-    routing_seed: int = 0
-    dynamics: str = "v1"
-    activation: str = "relu"
-    tau_min: float = 1.0
-    tau_max: float = 150.0
-    learn_tau_m: bool = False
-    tau_s: float = 5.0
-    lam: float = 5.0
-    w_s_init: float = 0.5
-    dt: float = 1.0
-
-    def __post_init__(self):
-        if self.d_mlp is None:
-            object.__setattr__(self, "d_mlp", 2 * self.d_m)
-        if self.d_tree is None:
-            object.__setattr__(self, "d_tree", self.d_in)
-        check_config(
-            self,
-            positive_ints=("d_in", "d_out", "d_m", "d_mlp", "n_mlp_layers", "d_tree", "d_brch"),
-            positive=("tau_min", "tau_s", "lam", "dt"),
-            increasing=(("tau_min", "tau_max"),),
-        )
-        if self.routing not in ROUTINGS:
-            raise UserError(f"unknown routing {self.routing!r}; choose one of {ROUTINGS}")
-        if self.dynamics not in DYNAMICS:
-            raise UserError(f"unknown dynamics {self.dynamics!r}; choose one of {DYNAMICS}")
-        make_activation(self.activation)
-        # Raises a clear error when d_in does not fit the routing.
-        make_routing(self.routing, self.d_in, self.d_tree, self.d_brch, self.routing_seed)
-
-    @property
-    def n_synapses(self) -> int:
-        """d_s = d_tree · d_brch synapse slots."""
-        return self.d_tree * self.d_brch
-
-    @classmethod
-    def branch_elm_neuronio(cls, d_m: int = 20, **overrides: Any) -> "ELMConfig":
-        """The Branch-ELM of the NeuronIO experiments: 1278 inputs, 45 branches of 100."""
-        base = dict(d_in=1278, d_out=2, d_m=d_m, d_tree=45, d_brch=100, routing="neuronio")
-        return cls(**{**base, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ELMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown ELM configuration fields {unknown}; known: {sorted(known)}")
-        return cls(**values)
+from elmnet.routing import make_routing
 
 
 class ELMState(NamedTuple):
@@ -151,8 +63,7 @@ class ELMNeuron(nn.Module):
             "syn_branch", torch.arange(c.d_tree).repeat_interleave(c.d_brch), persistent=False
         )
         self.theta_s = nn.Parameter(torch.full((c.n_synapses,), float(c.w_s_init)))
-        theta_m = tau_to_theta(log_spaced_taus(c.d_m, c.tau_min, c.tau_max), c.tau_min, c.tau_max)
-        theta_m = theta_m.to(torch.get_default_dtype())
+        theta_m = initial_theta_m(c.d_m, c.tau_min, c.tau_max)
         if c.learn_tau_m:
             self.theta_m = nn.Parameter(theta_m)
         else:

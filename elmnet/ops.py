@@ -82,6 +82,16 @@ def theta_to_tau(theta: torch.Tensor, tau_min: float, tau_max: float) -> torch.T
     return tau_min + (tau_max - tau_min) * torch.sigmoid(theta)
 
 
+def initial_theta_m(d_m: int, tau_min: float, tau_max: float) -> torch.Tensor:
+    """(d_m,) logits θ_m of log-spaced memory time constants, in the default dtype.
+
+    The one place both the neuron and the network's bank set up their memory:
+    τ_m = `theta_to_tau(θ_m)` spans [tau_min, tau_max] log-evenly.
+    """
+    theta = tau_to_theta(log_spaced_taus(d_m, tau_min, tau_max), tau_min, tau_max)
+    return theta.to(torch.get_default_dtype())
+
+
 def decay(tau: torch.Tensor | float, dt: float) -> torch.Tensor | float:
     """Per-step decay factor κ = exp(−Δt/τ) of a leaky trace (Δt and τ in the same unit)."""
     if isinstance(tau, torch.Tensor):

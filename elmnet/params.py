@@ -8,12 +8,7 @@ N = floor((P − readout) / (k_e + k_c)).
 
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from elmnet.neuron import ELMConfig
-
-if TYPE_CHECKING:
-    from elmnet.network import ELMNetworkConfig
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,8 +26,10 @@ def mlp_parameters(d_in: int, d_hidden: int, d_out: int, n_hidden_layers: int) -
     return sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
-def neuron_parameters(config: ELMConfig) -> ParameterCount:
-    """Closed-form parameter count of an `ELMNeuron` with this configuration.
+def neuron_parameters(config: Any) -> ParameterCount:
+    """Closed-form parameter count of an `ELMNeuron` with this `ELMConfig`.
+
+    (Any object with the `ELMConfig` fields will do: the formulas import no model.)
 
     P = d_s + (d_tree + d_m)·d_mlp + d_mlp + d_mlp·d_m + d_m + d_out·d_m + d_out
     (+ d_m when τ_m is learnable) for one hidden MLP layer.
@@ -86,7 +83,7 @@ def readout_layer_parameters(n_out: int, d_m: int, d_tree: int, d_brch: int) -> 
     return n_out * readout_neuron_parameters(d_m, d_tree, d_brch).total + n_out * (n_out + 1)
 
 
-def network_parameters(config: "ELMNetworkConfig") -> NetworkParameterCount:
+def network_parameters(config: Any) -> NetworkParameterCount:
     """(P, N, k_e, k_c) of an ELM Network configuration, plus the hidden/readout split."""
     c = config
     neuron = hidden_neuron_parameters(c.d_m, c.d_mlp, c.d_tree, c.d_brch)

@@ -7,7 +7,8 @@ Modules, one job each:
 - `surrogate.evaluate`: the published evaluation protocol and its report
   (`python -m surrogate.evaluate`).
 - `surrogate.fit`: fitting with presets, checkpoints and resume (`python -m surrogate.fit`).
-- `surrogate.runs`: the run directory and model files.
+- `surrogate.config`: the fit configuration, presets and their options.
+- `surrogate.model_file`: the surrogate model file (`best.pt` of a fit; run folders are `elmbridge.runs`).
 - `surrogate.ablate`: fits over memory sizes d_m (`python -m surrogate.ablate`).
 - `surrogate.neuronio_import`: the published NeuronIO pickles → a store.
 """

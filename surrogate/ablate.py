@@ -18,8 +18,9 @@ from typing import Any
 
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
-from elmbridge.files import write_json
-from surrogate.fit import add_fit_options, config_from_args, fit, preset_table, write_csv
+from elmbridge.files import write_csv, write_json
+from surrogate.config import add_fit_options, config_from_args, preset_table
+from surrogate.fit import fit
 
 # Published Branch-ELM test results on NeuronIO by d_m: (parameters, AUC, soma RMSE mV)
 # (elm-model.md §2; RMSE given only for some sizes).

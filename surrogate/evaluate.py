@@ -36,11 +36,12 @@ from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.files import write_json
 from elmbridge.provenance import software_versions
+from elmbridge.runs import RunFolder
+from elmbridge.training import resolve_device
 from elmnet.neuron import ELMNeuron
 from elmnet.neuronio import SOMA, SOMA_CLIP_MV, SPIKE, soma_mv
 from elmnet.params import neuron_parameters
 from elmnet.released import load_released, released_metadata, resolve_released
-from surrogate import runs
 from surrogate.data import (
     SPLITS,
     StoreInfo,
@@ -56,6 +57,7 @@ from surrogate.metrics import (
     soma_metrics,
     spike_metrics,
 )
+from surrogate.model_file import load_model_file
 
 
 @dataclass(frozen=True)
@@ -197,13 +199,14 @@ def load_model(source: str | os.PathLike) -> tuple[ELMNeuron, dict[str, Any]]:
         for a run, its record; for a released model, its published metrics.
     """
     path = Path(source)
-    if runs.is_run_dir(path):
-        model, info = runs.load_model_file(path / runs.BEST_MODEL_FILE)
-        record = runs.read_run(path)
+    folder = RunFolder(path) if path.is_dir() else None
+    if folder is not None and folder.exists():
+        model, info = load_model_file(folder.best_path())
+        record = folder.record()
         desc = {"kind": "run", "source": str(path.resolve()), "epoch": info.get("epoch")}
         desc["run"] = {k: record[k] for k in ("config", "seed", "data", "splits") if k in record}
     elif path.is_file():
-        model, info = runs.load_model_file(path)
+        model, info = load_model_file(path)
         desc = {"kind": "model file", "source": str(path.resolve()), "epoch": info.get("epoch")}
     else:
         folder = resolve_released(source)
@@ -362,8 +365,35 @@ def format_metrics(metrics: dict[str, Any], reference: dict[str, Any] | None = N
     return "\n".join(lines)
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+PROTOCOL_HELP = {
+    "window_ms": "window length (ms)",
+    "burn_in_ms": "outputs discarded at the start of every window but the first (ms)",
+    "skip_ms": "start of each simulation left out of the metrics (ms)",
+    "min_spikes": "evaluate simulations with at least this many output spike bins",
+    "max_spikes": "evaluate simulations with at most this many output spike bins",
+}
+
+
+def add_protocol_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--window-ms, --burn-in-ms, --skip-ms, --min-spikes, --max-spikes.
+
+    The default values are `EvalProtocol`'s, the one place they are written. With
+    `defaults=False` unset options stay None (a preset fills them).
+    """
+    base = EvalProtocol()
+    for name, text in PROTOCOL_HELP.items():
+        value = getattr(base, name)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            default=value if defaults else None,
+            help=f"{text}; default {value}",
+        )
+
+
+def protocol_from_args(args: argparse.Namespace) -> EvalProtocol:
+    """The protocol of parsed `add_protocol_options` options."""
+    return EvalProtocol(**{name: getattr(args, name) for name in PROTOCOL_HELP})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -381,12 +411,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if present)"
     )
-    parser.add_argument("--window-ms", type=int, default=500)
-    parser.add_argument("--burn-in-ms", type=int, default=150)
-    parser.add_argument("--skip-ms", type=int, default=500)
-    parser.add_argument("--min-spikes", type=int, default=0)
-    parser.add_argument("--max-spikes", type=int, default=24)
-    args = parser.parse_args(argv)  # fmt: skip
+    add_protocol_options(parser, defaults=True)
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
 
     model, desc = load_model(args.model)
     data = args.data
@@ -394,13 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         if desc["kind"] != "run":
             raise UserError("--data is required for a released model or a model file")
         data = Path(desc["run"]["data"]["store"])
-    protocol = EvalProtocol(
-        window_ms=args.window_ms,
-        burn_in_ms=args.burn_in_ms,
-        skip_ms=args.skip_ms,
-        min_spikes=args.min_spikes,
-        max_spikes=args.max_spikes,
-    )
+    protocol = protocol_from_args(args)
     info = inspect_store(data, min_time_ms=protocol.skip_ms + 1)
     sims, split = run_simulations(desc, info, args.split)
     out = args.out
@@ -418,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
         sims,
         out,
         protocol,
-        device=args.device or default_device(),
+        device=device,
         title=f"{Path(desc['source']).name} on {Path(data).name} ({split})",
         context={"model": desc, "split": split},
     )

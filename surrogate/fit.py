@@ -1,40 +1,30 @@
 """Fit an ELM surrogate to a simulated cell: `python -m surrogate.fit --cell L5PC`.
 
-On a fresh machine this generates a small default dataset through `biophys` (into the
-user cache), fits a Branch-ELM (d_m 20, neuronio routing) with Adam (lr 5e-4, cosine
-schedule over all steps) on 0.5·BCE(spike) + 0.5·MSE(soma), evaluates the model of the
-best validation epoch on the test simulations with the published protocol, and prints
-the metrics and where the report is.
+The whole fit, top to bottom:
 
-Presets (`--preset`; every value can be overridden by its option):
+1. the configuration: a preset with options over it (`surrogate.config`);
+2. the data: an existing store (`--data`), or the preset's default store, simulated by
+   `python -m biophys.simulate` into the user cache when missing (`ensure_data`);
+3. the run folder (`elmbridge.runs`): run.json with config, seed, versions, data
+   provenance and the splits; resumed from checkpoint.pt when one exists;
+4. the loop: per epoch, random training windows, Adam on 0.5·BCE(spike) + 0.5·MSE(soma)
+   with a cosine schedule over all batches, then the validation metrics, best.pt when
+   the epoch is the best so far, metrics.csv and checkpoint.pt;
+5. the test: the best epoch's model on the test simulations with the published
+   protocol (`surrogate.evaluate`), the report, and result.json, written last.
 
-=========  ===================  ======  ===========  ==========================
-preset     default data         epochs  batches/ep.  meant for
-=========  ===================  ======  ===========  ==========================
-laptop     24 sims × 3 s        20      200          ≈11 min on 2 cores, all in
-long       64 sims × 6 s        30      500          hours on a CPU, minutes on a GPU
-paper      1408 sims × 6 s      35      10000        the published protocol (GPU)
-=========  ===================  ======  ===========  ==========================
-
-All presets: batch 8, windows of 500 ms starting ≥ 500 ms into a simulation, 1/6 (laptop)
-or 1/11 (long, paper: 9 : 1 : 1 as the published files) of the simulations for
-validation and as many for test. `--data STORE` fits on an existing store instead
-(e.g. one made by `python -m biophys.simulate` or `python -m surrogate.neuronio_import`).
-
-Every epoch ends with a checkpoint; `--resume` continues a killed run from its last
-finished epoch. The run directory layout is described in `surrogate.runs`.
+`--data STORE` fits on an existing store (one made by `python -m biophys.simulate` or
+`python -m surrogate.neuronio_import`). A killed run continues with `--resume`.
 """
 
 import argparse
-import csv
 import importlib.util
-import io
 import math
 import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -47,107 +37,36 @@ from biophys import store
 from elmbridge.cli import run_cli
 from elmbridge.download import cache_dir
 from elmbridge.errors import MissingDataError, UserError
-from elmbridge.files import write_json, write_text
-from elmbridge.provenance import run_record
-from elmnet.neuron import ELMConfig, ELMNeuron
+from elmbridge.runs import REPORT_DIR, TENSORBOARD_DIR, BestTracker, MetricsLog, RunFolder
+from elmbridge.training import cosine_lr, resolve_device, set_lr
+from elmnet.config import ELMConfig
+from elmnet.neuron import ELMNeuron
 from elmnet.neuronio import SOMA, SOMA_OFFSET_MV, SOMA_SCALE, SPIKE, soma_target
 from elmnet.params import neuron_parameters
-from surrogate import runs
+from surrogate.config import (
+    SELECT_BY,
+    FitConfig,
+    add_fit_options,
+    config_from_args,
+    default_run_dir,
+    preset_config,
+    preset_table,
+    store_cell,
+)
 from surrogate.data import StoreInfo, WindowDataset, check_inputs_fit, inspect_store
 from surrogate.data import split_simulations as make_splits
-from surrogate.evaluate import (
-    EvalProtocol,
-    default_device,
-    evaluate,
-    format_metrics,
-    predict,
-    score,
-)
+from surrogate.evaluate import evaluate, format_metrics, predict, score
+from surrogate.model_file import load_model_file, save_model
 
-# Seconds of wall time per simulated second of the full L5PC on one core (l5pc-model.md).
+__all__ = ["FitConfig", "fit", "main", "preset_config"]
+
+RUN_KIND = "surrogate-fit"
+# Seconds of wall time per simulated second of the full L5PC on one core (docs/l5pc-model.md).
 SIM_COST_S_PER_S = 10.0
 
 
-@dataclass(frozen=True)
-class FitConfig:
-    """Everything that decides a fit's result (device and speed options excluded).
-
-    Data: `data` is a store path, or None for the default store of `cell` with
-    `n_sims` simulations of `duration_ms` made from `data_seed`.
-    Model: a Branch-ELM with `d_m` memory units, `d_tree` branches of `d_brch` synapses.
-    Training: `epochs` × `batches_per_epoch` batches of `batch_size` windows.
-    """
-
-    cell: str = "L5PC"
-    preset: str = "laptop"
-    data: str | None = None
-    n_sims: int = 24
-    duration_ms: int = 3000
-    data_seed: int = 0
-    val_fraction: float = 1 / 6
-    test_fraction: float = 1 / 6
-    d_m: int = 20
-    d_tree: int = 45
-    d_brch: int = 100
-    routing: str = "neuronio"
-    dynamics: str = "v1"
-    activation: str = "relu"
-    # 4000 batches: ≈5 min of training on 2 cores; with 800 the spike AUC stays ≈0.66.
-    epochs: int = 20
-    batches_per_epoch: int = 200
-    batch_size: int = 8
-    lr: float = 5e-4
-    window_ms: int = 500
-    min_start_ms: int = 500
-    burn_in_ms: int = 150
-    skip_ms: int = 500
-    min_spikes: int = 0
-    max_spikes: int = 24
-    select_by: str = "soma_RMSE"
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("n_sims", "duration_ms", "epochs", "batches_per_epoch", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UserError(f"the learning rate must be positive, got {self.lr}")
-        if self.select_by not in SELECT_BY:
-            raise UserError(f"select_by must be one of {sorted(SELECT_BY)}, got {self.select_by}")
-
-    def protocol(self) -> EvalProtocol:
-        return EvalProtocol(
-            window_ms=self.window_ms,
-            burn_in_ms=self.burn_in_ms,
-            skip_ms=self.skip_ms,
-            min_spikes=self.min_spikes,
-            max_spikes=self.max_spikes,
-        )
-
-
-# Validation metric → +1 if larger is better, −1 if smaller is better.
-SELECT_BY = {"soma_RMSE": -1, "AUC": +1, "loss": -1}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "laptop": {},
-    "long": dict(
-        n_sims=64, duration_ms=6000, epochs=30, batches_per_epoch=500,
-        val_fraction=1 / 11, test_fraction=1 / 11,
-    ),
-    "paper": dict(
-        n_sims=1408, duration_ms=6000, epochs=35, batches_per_epoch=10000,
-        val_fraction=1 / 11, test_fraction=1 / 11,
-    ),
-}  # fmt: skip
-
-
-def preset_config(preset: str = "laptop", **overrides: Any) -> FitConfig:
-    """The configuration of a preset with some values replaced (None values are ignored)."""
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    values = {**PRESETS[preset], "preset": preset}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return FitConfig(**values)
+# ---------------------------------------------------------------------------------------
+# Data
 
 
 def default_store_path(cell: str, n_sims: int, duration_ms: int, seed: int) -> Path:
@@ -196,13 +115,12 @@ def ensure_data(config: FitConfig) -> tuple[StoreInfo, float | None]:
     elapsed = None
     if have < config.n_sims:
         cores = os.cpu_count() or 1
-        estimate_min = (
-            (config.n_sims - have) * config.duration_ms / 1000 * SIM_COST_S_PER_S / cores / 60
-        )
+        todo = config.n_sims - have
+        minutes = todo * config.duration_ms / 1000 * SIM_COST_S_PER_S / cores / 60
         print(
             f"No complete default dataset for {config.cell} at {path} ({have} of "
-            f"{config.n_sims} simulations).\nGenerating {config.n_sims - have} simulations of "
-            f"{config.duration_ms} ms with biophys (≈{estimate_min:.0f} min on {cores} cores); "
+            f"{config.n_sims} simulations).\nGenerating {todo} simulations of "
+            f"{config.duration_ms} ms with biophys (≈{minutes:.0f} min on {cores} cores); "
             "interrupting is safe, the next run continues it.",
             flush=True,
         )
@@ -212,27 +130,8 @@ def ensure_data(config: FitConfig) -> tuple[StoreInfo, float | None]:
     return inspect_store(path, min_time_ms=needed), elapsed
 
 
-def store_cell(info: StoreInfo) -> str | None:
-    """The cell name a store records, when it records one."""
-    for source in (info.attrs, info.attrs.get("protocol") or {}):
-        if isinstance(source, dict) and isinstance(source.get("cell"), str):
-            return source["cell"]
-    return None
-
-
-def elm_config(config: FitConfig, n_inputs: int) -> ELMConfig:
-    """The ELM neuron a fit trains, for a store with `n_inputs` inputs."""
-    return ELMConfig(
-        d_in=n_inputs,
-        d_out=2,
-        d_m=config.d_m,
-        d_tree=config.d_tree,
-        d_brch=config.d_brch,
-        routing=config.routing,
-        dynamics=config.dynamics,
-        activation=config.activation,
-        routing_seed=config.seed,
-    )
+# ---------------------------------------------------------------------------------------
+# Loss and model selection
 
 
 def neuronio_loss(y: torch.Tensor, spike: torch.Tensor, soma: torch.Tensor) -> torch.Tensor:
@@ -242,89 +141,74 @@ def neuronio_loss(y: torch.Tensor, spike: torch.Tensor, soma: torch.Tensor) -> t
     return 0.5 * bce + 0.5 * F.mse_loss(y[..., SOMA], soma)
 
 
-def resolve_device(device: str | None) -> torch.device:
-    name = device or default_device()
-    try:
-        dev = torch.device(name)
-    except RuntimeError as err:
-        raise UserError(f"unknown device {name!r} ({err}); use cpu, cuda or cuda:N") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but PyTorch sees no CUDA GPU; use cpu")
-    return dev
+def upgrade_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The loop state of a checkpoint written before `EpochSelector` (best, select_by)."""
+    if "selector" in state:
+        return state
+    old = {k: state.pop(k, None) for k in ("best", "select_by")}
+    selector = None
+    if old["select_by"] is not None:
+        best = math.nan if old["best"] is None else old["best"]
+        tracker = BestTracker(SELECT_BY[old["select_by"]] > 0, best, state["epochs_done"])
+        selector = {"key": old["select_by"], "tracker": tracker.state_dict()}
+    return {**state, "selector": selector}
 
 
-class _TensorBoard:
-    """TensorBoard scalars when the package is installed; silently nothing otherwise."""
+class EpochSelector:
+    """Chooses the best epoch by a validation metric.
 
-    def __init__(self, folder: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.writer = None
-        else:
-            self.writer = SummaryWriter(str(folder))
-
-    def log(self, row: dict[str, Any], step: int) -> None:
-        if self.writer is None:
-            return
-        for key, value in row.items():
-            if isinstance(value, float) and math.isfinite(value):
-                self.writer.add_scalar(key, value, step)
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows as CSV, rewritten whole and atomically (a resumed fit adds no duplicates)."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, text.getvalue())
-
-
-def _is_best(row: dict[str, Any], state: dict[str, Any], select_by: str) -> bool:
-    """Whether this epoch's model is the best so far (updates `state`).
-
-    The criterion is fixed at the first epoch: `select_by` on the validation split, or
-    the validation loss when that metric is undefined there (no validation simulation
-    within the spike-count filter, or no spike). Without validation data the latest
-    epoch is the best.
+    The metric is fixed at the first epoch: `select_by`, or the validation loss when
+    that metric is undefined there (no validation simulation within the spike-count
+    filter, or none spikes). Without validation data the latest epoch is the best.
     """
-    if "val_loss" not in row:
-        return True
-    if state.get("select_by") is None:
-        key = select_by
-        if not math.isfinite(row.get(f"val_{key}", float("nan"))):
-            print(
-                f"notice: validation {key} is undefined on this data (no validation simulation "
-                "passes the spike-count filter, or none spikes); the best epoch is chosen by "
-                "the validation loss instead"
-            )
-            key = "loss"
-        state["select_by"] = key
-    key = state["select_by"]
-    value = row.get(f"val_{key}", float("nan"))
-    if not math.isfinite(value):
-        return state["best"] is None
-    if state["best"] is None or SELECT_BY[key] * (value - state["best"]) > 0:
-        state["best"] = value
-        return True
-    return False
+
+    def __init__(self, select_by: str, state: dict[str, Any] | None = None):
+        self.select_by = select_by
+        self.key = state["key"] if state else None
+        self.tracker = BestTracker.from_state(state["tracker"]) if state else None
+
+    def is_best(self, row: dict[str, Any]) -> bool:
+        """Whether the epoch of `row` (its validation metrics) is the best so far."""
+        if "val_loss" not in row:
+            return True
+        if self.key is None:
+            self.key = self.select_by
+            if not math.isfinite(row.get(f"val_{self.key}", math.nan)):
+                print(
+                    f"notice: validation {self.key} is undefined on this data (no validation "
+                    "simulation passes the spike-count filter, or none spikes); the best "
+                    "epoch is chosen by the validation loss instead"
+                )
+                self.key = "loss"
+            self.tracker = BestTracker(higher_is_better=SELECT_BY[self.key] > 0)
+        return self.tracker.update(row.get(f"val_{self.key}", math.nan), row["epoch"])
+
+    def state_dict(self) -> dict[str, Any] | None:
+        if self.key is None:
+            return None
+        return {"key": self.key, "tracker": self.tracker.state_dict()}
 
 
-def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
+# ---------------------------------------------------------------------------------------
+# The run
 
 
-def _open_run(
-    config: FitConfig, run_dir: Path, resume: bool
+def open_run(
+    config: FitConfig, folder: RunFolder, resume: bool
 ) -> tuple[StoreInfo, ELMConfig, dict[str, list[int]]]:
-    """The data, model configuration and splits of a run; records a new run's provenance."""
+    """The data, model configuration and splits of a run; records a new run's provenance.
+
+    Everything is checked before the run folder is written, so that a refused command
+    leaves nothing behind.
+    """
+    if folder.exists() and not resume:
+        raise UserError(
+            f"{folder.path} already holds a fit; continue it with --resume, or choose a new --out"
+        )
+    if folder.exists():
+        folder.check_same_config(asdict(config))
+    else:
+        folder.check_writable()
     info, generation_s = ensure_data(config)
     recorded_cell = store_cell(info)
     if config.data is not None and recorded_cell and recorded_cell != config.cell:
@@ -333,56 +217,54 @@ def _open_run(
             f"pass --cell {recorded_cell} (or leave --cell out)"
         )
     check_inputs_fit(info, info.n_inputs, config.routing, what="the surrogate")
-    model_config = elm_config(config, info.n_inputs)
-    if resume and runs.is_run_dir(run_dir):
-        record = runs.read_run(run_dir)
+    model_config = config.elm_config(info.n_inputs)
+    if folder.exists():
+        record = folder.record()
         if record["data"]["protocol_hash"] != info.protocol_hash:
             raise UserError(
-                f"the data of {run_dir} ({record['data']['store']}) was remade with another "
-                "protocol since the fit started; start a new run with --out"
+                f"the data of {folder.path} ({record['data']['store']}) was remade with "
+                "another protocol since the fit started; start a new run with --out"
             )
         return info, model_config, record["splits"]
     splits = make_splits(info.simulations, config.val_fraction, config.test_fraction, config.seed)
-    record = run_record(asdict(config), config.seed, info.provenance())
-    record.update(
-        splits=splits,
-        elm_config=model_config.to_dict(),
-        n_parameters=neuron_parameters(model_config).total,
-        data_generation_s=generation_s,
-    )
-    write_json(run_dir / runs.RUN_FILE, record)
+    folder.start(
+        RUN_KIND, asdict(config), config.seed, info.provenance(),
+        splits=splits, elm_config=model_config.to_dict(),
+        n_parameters=neuron_parameters(model_config).total, data_generation_s=generation_s,
+    )  # fmt: skip
     return info, model_config, splits
 
 
-class _Trainer:
-    """The model and everything that moves it: optimiser, cosine schedule, loss scaler."""
+class Trainer:
+    """The model and what moves it: Adam, the cosine schedule, the loss scaler."""
 
     def __init__(self, model_config: ELMConfig, config: FitConfig, dev: torch.device, amp: bool):
         torch.manual_seed(config.seed)
+        self.config, self.dev, self.amp = config, dev, amp
         self.model = ELMNeuron(model_config).to(dev)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=config.epochs * config.batches_per_epoch
-        )
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
         self.amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
-        self.amp, self.dev = amp, dev
+        self.total_steps = config.epochs * config.batches_per_epoch
 
     def state_dict(self) -> dict[str, Any]:
-        parts = ("model", "optimizer", "scheduler", "scaler")
-        return {name: getattr(self, name).state_dict() for name in parts}
+        return {name: getattr(self, name).state_dict() for name in ("model", "optimizer", "scaler")}
 
     def load_state_dict(self, blob: dict[str, Any]) -> None:
-        for name in ("model", "optimizer", "scheduler", "scaler"):
+        for name in ("model", "optimizer", "scaler"):
             getattr(self, name).load_state_dict(blob[name])
 
-    def train_epoch(self, loader, desc: str, progress: bool) -> list[float]:
+    def lr(self, step: int) -> float:
+        return cosine_lr(step, self.total_steps, self.config.lr)
+
+    def train_epoch(self, loader, first_step: int, desc: str, progress: bool) -> list[float]:
         """One pass over `loader`, one optimiser step per batch; returns the batch losses."""
         self.model.train()
         losses: list[float] = []
         bar = tqdm(loader, desc=desc, disable=not progress)
-        for x, spike, soma in bar:
+        for i, (x, spike, soma) in enumerate(bar):
             x, spike, soma = (t.to(self.dev, non_blocking=True) for t in (x, spike, soma))
+            set_lr(self.optimizer, self.lr(first_step + i))
             with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.amp):
                 y, _ = self.model(x)
             loss = neuronio_loss(y, spike, soma)
@@ -390,7 +272,6 @@ class _Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.scheduler.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         return losses
@@ -411,8 +292,8 @@ def fit(
 
     Args:
         config: what to fit.
-        run_dir: the run directory (created).
-        resume: continue a run directory's last checkpoint (or start it if it has none).
+        run_dir: the run folder (created; layout in `elmbridge.runs`).
+        resume: continue the folder's last checkpoint (or start it if it has none).
         device: "cpu", "cuda", … (default: cuda when present).
         amp: mixed precision (bfloat16 on CPU, float16 with loss scaling on CUDA).
         workers: DataLoader worker processes (default: 0 on CPU, 4 on CUDA).
@@ -423,127 +304,92 @@ def fit(
     Returns:
         the result (test metrics, timings), or None when stopped early.
     """
-    run_dir = Path(run_dir)
     dev = resolve_device(device)
-    workers = (0 if dev.type == "cpu" else 4) if workers is None else workers
-    if runs.is_run_dir(run_dir) and not resume:
-        raise UserError(
-            f"{run_dir} already holds a fit; continue it with --resume, or choose a new --out"
-        )
-    if run_dir.exists() and not runs.is_run_dir(run_dir) and any(run_dir.iterdir()):
-        raise UserError(f"{run_dir} is a non-empty folder but not a run directory; choose --out")
-    if resume and runs.is_run_dir(run_dir):
-        diff = _config_diff(runs.read_run(run_dir)["config"], asdict(config))
-        if diff:
-            raise UserError(
-                f"{run_dir} was fitted with another configuration; resume with the same "
-                f"options or choose a new --out. Differences: {'; '.join(diff)}"
-            )
-        result = runs.run_result(run_dir)
-        if result is not None:
-            print(f"{run_dir} is finished; reusing its result")
-            return result
-
-    info, model_config, splits = _open_run(config, run_dir, resume)
-    count = neuron_parameters(model_config)
-
-    trainer = _Trainer(model_config, config, dev, amp)
-    state = {"epochs_done": 0, "best": None, "select_by": None, "history": [], "train_s": 0.0}
-    checkpoint = run_dir / runs.CHECKPOINT_FILE
-    if resume and checkpoint.is_file():
-        blob = torch.load(checkpoint, map_location=dev, weights_only=True)
-        trainer.load_state_dict(blob)
-        state = blob["state"]
-        print(f"resuming {run_dir} after epoch {state['epochs_done']} of {config.epochs}")
-
+    folder = RunFolder(run_dir)
+    if resume and folder.result() is not None:
+        folder.check_same_config(asdict(config))
+        print(f"{folder.path} is finished; reusing its result")
+        return folder.result()
+    info, model_config, splits = open_run(config, folder, resume)
+    trainer = Trainer(model_config, config, dev, amp)
+    state = {"epochs_done": 0, "selector": None, "history": [], "train_s": 0.0}
+    saved = folder.load_checkpoint(map_location=dev) if resume else None
+    if saved is not None:
+        trainer.load_state_dict(saved)
+        state = upgrade_state(saved["state"])
+        print(f"resuming {folder.path} after epoch {state['epochs_done']} of {config.epochs}")
     print(
-        f"fitting a Branch-ELM (d_m {config.d_m}, {count.total} parameters) on "
-        f"{len(splits['train'])} training simulations of {info.path} "
-        f"({len(splits['val'])} validation, {len(splits['test'])} test); run: {run_dir}",
+        f"fitting a Branch-ELM (d_m {config.d_m}, {neuron_parameters(model_config).total} "
+        f"parameters) on {len(splits['train'])} training simulations of {info.path} "
+        f"({len(splits['val'])} validation, {len(splits['test'])} test); run: {folder.path}",
         flush=True,
     )
-    protocol = config.protocol()
+    finished = train(trainer, state, folder, info, splits, workers, stop_after_epochs, progress)
+    if not finished:
+        return None
+    return final_test(folder, config, info, splits, state, dev, progress)
+
+
+def train(trainer, state, folder, info, splits, workers, stop_after_epochs, progress) -> bool:
+    """The epochs left to run; True when all of them are done."""
+    config, dev = trainer.config, trainer.dev
+    workers = (0 if dev.type == "cpu" else 4) if workers is None else workers
+    selector = EpochSelector(config.select_by, state["selector"])
     dataset = WindowDataset(
-        info,
-        splits["train"],
-        n_windows=config.batches_per_epoch * config.batch_size,
-        window_ms=config.window_ms,
-        min_start_ms=config.min_start_ms,
-        seed=config.seed,
-    )
-    board = _TensorBoard(run_dir / "tensorboard")
-    epochs_this_call = 0
+        info, splits["train"], n_windows=config.batches_per_epoch * config.batch_size,
+        window_ms=config.window_ms, min_start_ms=config.min_start_ms, seed=config.seed,
+    )  # fmt: skip
+    log = MetricsLog(
+        folder.path / "metrics.csv", resume_step=state["epochs_done"] * config.batches_per_epoch,
+        tensorboard_dir=folder.path / TENSORBOARD_DIR,
+    )  # fmt: skip
+    ran = 0
     try:
         for epoch in range(state["epochs_done"], config.epochs):
             dataset.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
-                dataset,
-                batch_size=config.batch_size,
-                shuffle=False,
-                num_workers=workers,
+                dataset, batch_size=config.batch_size, shuffle=False, num_workers=workers,
                 pin_memory=dev.type == "cuda",
-            )
+            )  # fmt: skip
             start = time.perf_counter()
+            step = epoch * config.batches_per_epoch
             desc = f"epoch {epoch + 1}/{config.epochs}"
-            losses = trainer.train_epoch(loader, desc, progress)
-            train_s = time.perf_counter() - start
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "step": (epoch + 1) * config.batches_per_epoch,
-                "lr": trainer.scheduler.get_last_lr()[0],
-                "train_loss": float(np.mean(losses)),
-                "train_s": train_s,
-            }
+            losses = trainer.train_epoch(loader, step, desc, progress)
+            row = epoch_row(trainer, epoch, losses, time.perf_counter() - start)
             if splits["val"]:
-                row.update(_validate(trainer.model, info, splits["val"], protocol, dev))
-            state["train_s"] += train_s
+                row.update(validate(trainer.model, info, splits["val"], config, dev))
+            state["train_s"] += row["train_s"]
             row["elapsed_s"] = state["train_s"]
             state["history"].append(row)
-            if _is_best(row, state, config.select_by):
-                runs.save_model(
-                    trainer.model, run_dir / runs.BEST_MODEL_FILE, epoch=epoch + 1, row=row
-                )
-            state["epochs_done"] = epoch + 1
-            write_csv(run_dir / runs.METRICS_FILE, state["history"])
-            board.log(row, row["step"])
-            runs.save_torch({**trainer.state_dict(), "state": state}, checkpoint)
-            print(_epoch_line(row), flush=True)
-            epochs_this_call += 1
-            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-                if state["epochs_done"] < config.epochs:
-                    return None
+            if selector.is_best(row):
+                save_model(trainer.model, folder.path / "best.pt", epoch=epoch + 1, row=row)
+            state["epochs_done"], state["selector"] = epoch + 1, selector.state_dict()
+            log.log(**row)
+            folder.save_checkpoint({**trainer.state_dict(), "state": state})
+            print(epoch_line(row), flush=True)
+            ran += 1
+            if ran == stop_after_epochs and state["epochs_done"] < config.epochs:
+                return False
     finally:
-        board.close()
+        log.close()
+    return True
 
-    best, best_info = runs.load_model_file(run_dir / runs.BEST_MODEL_FILE)
-    report_dir = run_dir / runs.REPORT_DIR
-    test_metrics = evaluate(
-        best,
-        info,
-        splits["test"],
-        report_dir,
-        protocol,
-        device=dev,
-        title=f"{config.cell}: Branch-ELM d_m {config.d_m}, epoch {best_info['epoch']} (test)",
-        context={"model": {"kind": "run", "source": str(run_dir.resolve())}, "split": "test"},
-        progress=progress,
-    )
-    result = {
-        "test_metrics": test_metrics,
-        "best_epoch": best_info["epoch"],
-        "selected_by": f"val_{state['select_by']}" if state["select_by"] else "latest epoch",
-        "n_parameters": count.total,
-        "d_m": config.d_m,
-        "train_s": state["train_s"],
-        "data_generation_s": runs.read_run(run_dir).get("data_generation_s"),
-        "report": str(report_dir),
+
+def epoch_row(trainer: Trainer, epoch: int, losses: list[float], seconds: float) -> dict:
+    """The training part of an epoch's metrics row."""
+    step = (epoch + 1) * trainer.config.batches_per_epoch
+    return {
+        "epoch": epoch + 1,
+        "step": step,
+        "lr": trainer.lr(step),
+        "train_loss": float(np.mean(losses)),
+        "train_s": seconds,
     }
-    write_json(run_dir / runs.RESULT_FILE, result)
-    return result
 
 
-def _validate(model, info, sims, protocol, dev) -> dict[str, float]:
+def validate(model, info, sims, config: FitConfig, dev) -> dict[str, float]:
     """Validation metrics (protocol windows) and the validation loss, prefixed `val_`."""
+    protocol = config.protocol()
     pred = predict(model, info, sims, protocol, device=dev, progress=False)
     metrics, _ = score(pred, protocol)
     out = {f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)}
@@ -556,7 +402,32 @@ def _validate(model, info, sims, protocol, dev) -> dict[str, float]:
     return out
 
 
-def _epoch_line(row: dict[str, Any]) -> str:
+def final_test(folder, config, info, splits, state, dev, progress) -> dict[str, Any]:
+    """The best epoch's model on the test split: the report, then result.json."""
+    best, best_info = load_model_file(folder.best_path())
+    report_dir = folder.path / REPORT_DIR
+    test_metrics = evaluate(
+        best, info, splits["test"], report_dir, config.protocol(), device=dev,
+        title=f"{config.cell}: Branch-ELM d_m {config.d_m}, epoch {best_info['epoch']} (test)",
+        context={"model": {"kind": "run", "source": str(folder.path.resolve())}, "split": "test"},
+        progress=progress,
+    )  # fmt: skip
+    selector = state["selector"]
+    result = {
+        "test_metrics": test_metrics,
+        "best_epoch": best_info["epoch"],
+        "selected_by": f"val_{selector['key']}" if selector else "latest epoch",
+        "n_parameters": neuron_parameters(best.config).total,
+        "d_m": config.d_m,
+        "train_s": state["train_s"],
+        "data_generation_s": folder.record().get("data_generation_s"),
+        "report": str(report_dir),
+    }
+    folder.finish(result)
+    return result
+
+
+def epoch_line(row: dict[str, Any]) -> str:
     parts = [f"epoch {row['epoch']}", f"train loss {row['train_loss']:.4f}"]
     for key, fmt in (("val_loss", ".4f"), ("val_AUC", ".4f"), ("val_soma_RMSE", ".3f")):
         if key in row and math.isfinite(row[key]):
@@ -565,59 +436,8 @@ def _epoch_line(row: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def default_run_dir(config: FitConfig) -> Path:
-    stem = Path(config.data).stem if config.data else config.cell
-    return Path("runs") / f"{stem}_dm{config.d_m}_{config.preset}_seed{config.seed}"
-
-
-def preset_table() -> str:
-    """The presets' sizes as a small text table (for --help)."""
-    lines = ["presets (unset options take the preset's value):"]
-    for name in PRESETS:
-        c = preset_config(name)
-        lines.append(
-            f"  {name:<7} data {c.n_sims} sims × {c.duration_ms} ms, {c.epochs} epochs × "
-            f"{c.batches_per_epoch} batches of {c.batch_size}, validation/test "
-            f"{c.val_fraction:.3g}/{c.test_fraction:.3g} of the simulations"
-        )
-    return "\n".join(lines)
-
-
-def add_fit_options(parser: argparse.ArgumentParser) -> None:
-    """The options shared by `fit` and `ablate` (all but --d-m, --out and --resume)."""
-    add = parser.add_argument
-    add(
-        "--cell",
-        default=None,
-        help="cell variant of biophys (default L5PC; with --data: the store's)",
-    )
-    add(
-        "--preset",
-        default="laptop",
-        choices=list(PRESETS),
-        help="sizes (see below); default laptop",
-    )
-    add("--data", help="an existing store to fit on (default: generate the preset's store)")
-    add("--n-sims", type=int, help="simulations of the generated default store")
-    add("--duration-ms", type=int, help="duration of each generated simulation, ms")
-    add("--data-seed", type=int, help="base seed of the generated store")
-    add("--epochs", type=int, help="training epochs (see below)")
-    add("--batches-per-epoch", type=int, help="batches per epoch (see below)")
-    add("--batch-size", type=int, help="windows per batch (default 8)")
-    add("--lr", type=float, help="Adam learning rate, cosine-annealed to 0 (default 5e-4)")
-    add("--d-tree", type=int, help="branches (default 45)")
-    add("--d-brch", type=int, help="synapses per branch (default 100)")
-    add("--routing", choices=["neuronio", "random"])
-    add("--activation", choices=["relu", "silu"])
-    add("--dynamics", choices=["v1", "v2"])
-    add("--val-fraction", type=float, help="share of simulations for validation (see below)")
-    add("--test-fraction", type=float, help="share of simulations for the test (see below)")
-    add("--max-spikes", type=int, help="evaluate simulations with at most this many spikes (24)")
-    add("--select-by", choices=list(SELECT_BY), help="validation metric picking the best epoch")
-    add("--seed", type=int, help="seed of initialisation, splits and windows (default 0)")
-    add("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
-    add("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
-    add("--workers", type=int, help="DataLoader workers (default 0 on CPU, 4 on CUDA)")  # fmt: skip
+# ---------------------------------------------------------------------------------------
+# Command line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -638,23 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-OPTION_FIELDS = {f.name for f in fields(FitConfig)} - {"preset"}
-
-
-def config_from_args(args: argparse.Namespace) -> FitConfig:
-    """The fit configuration of parsed command-line options."""
-    overrides = {k: v for k, v in vars(args).items() if k in OPTION_FIELDS}
-    if overrides.get("data") is not None:
-        overrides["data"] = str(Path(overrides["data"]).resolve())
-        if args.cell is None:
-            info = inspect_store(overrides["data"])
-            overrides["cell"] = store_cell(info) or Path(overrides["data"]).stem
-    return preset_config(args.preset, **overrides)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
+    resolve_device(args.device)
     run_dir = args.out or default_run_dir(config)
     start = time.perf_counter()
     try:

@@ -9,7 +9,7 @@ from task_files import write_enwik8_zip, write_shd_pair
 
 from elmbridge.errors import MissingDataError, UserError
 from elmnet import train
-from elmnet.network import ELMNetworkConfig
+from elmnet.config import ELMNetworkConfig
 from elmnet.params import network_parameters
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -51,12 +51,12 @@ def test_shd_adding_learns_and_records_the_run(shd_dir, tmp_path):
     # From chance (ln 19 = 2.94) towards and below the digit-sum prior (2.66 nats).
     assert curve[0] > 2.85 and sum(curve[-4:]) / 4 < curve[0] - 0.15
     assert losses(out, "valid")[-1] < math.log(19) - 0.2
-    record = json.loads((out / "config.json").read_text())
+    record = json.loads((out / "run.json").read_text())
     assert record["seed"] == 0 and "torch" in record["software"]
     assert set(record["data"]["files"]) == {"train", "test"}
     assert len(record["data"]["files"]["test"]["sha256"]) == 64
-    assert record["config"]["parameters"]["N"] == 16 and record["config"]["parameters"]["k_c"] == 60
-    test = json.loads((out / "test.json").read_text())
+    assert record["parameters"]["N"] == 16 and record["parameters"]["k_c"] == 60
+    test = json.loads((out / "result.json").read_text())
     assert test["metric"] == "accuracy" and 0 <= test["test"] <= 1 and test["n"] == 30
     assert {p.name for p in out.iterdir()} >= {"checkpoint.pt", "best.pt", "metrics.csv"}
 
@@ -67,11 +67,11 @@ def test_enwik8_learns_and_tests_with_carried_state(enwik8_zip, tmp_path):
             "--eval-every", "75", "--log-every", "25"]  # fmt: skip
     assert train.main(list(map(str, args))) == 0
     curve = losses(out)
-    V = json.loads((out / "config.json").read_text())["data"]["vocabulary_size"]
+    V = json.loads((out / "run.json").read_text())["data"]["vocabulary_size"]
     assert curve[0] > 0.8 * math.log(V) and curve[-1] < 0.6 * curve[0]
     valid = [r["value"] for r in train.read_metrics(out / "metrics.csv") if r["split"] == "valid"]
     assert valid[-1] < math.log2(V) - 2.0
-    test = json.loads((out / "test.json").read_text())
+    test = json.loads((out / "result.json").read_text())
     assert test["metric"] == "bpc" and test["test"] < math.log2(V) - 2.0
     assert test["n"] == 3000 - 1  # batch 1: every byte of the prefix but the first
 
@@ -84,11 +84,11 @@ def test_resume_continues_exactly(enwik8_zip, tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert train.main(list(map(str, [*common, "--out", straight]))) == 0
     assert train.main(list(map(str, [*common, "--out", stopped, "--stop-after", "30"]))) == 0
-    assert not (stopped / "test.json").exists()
-    assert torch.load(stopped / "checkpoint.pt", weights_only=False)["step"] == 30
+    assert not (stopped / "result.json").exists()
+    assert torch.load(stopped / "checkpoint.pt", weights_only=True)["step"] == 30
     assert train.main(list(map(str, [*common, "--out", stopped, "--resume"]))) == 0
-    a = torch.load(straight / "checkpoint.pt", weights_only=False)
-    b = torch.load(stopped / "checkpoint.pt", weights_only=False)
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(stopped / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 50
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
@@ -100,8 +100,8 @@ def test_resume_continues_exactly(enwik8_zip, tmp_path):
                 for r in train.read_metrics(out / "metrics.csv")]  # fmt: skip
 
     assert rows(straight) == rows(stopped)
-    assert json.loads((straight / "test.json").read_text()) == json.loads(
-        (stopped / "test.json").read_text()
+    assert json.loads((straight / "result.json").read_text()) == json.loads(
+        (stopped / "result.json").read_text()
     )
 
 
@@ -110,7 +110,7 @@ def test_budget_sets_n(shd_dir, tmp_path):
     args = [*SHD_ARGS[:2], "--data", shd_dir, "--out", out, "--budget", "40000", "--d-m", "5",
             "--k-c", "60", "--bin-ms", "100", "--steps", "2", "--no-progress"]  # fmt: skip
     assert train.main(list(map(str, args))) == 0
-    parameters = json.loads((out / "config.json").read_text())["config"]["parameters"]
+    parameters = json.loads((out / "run.json").read_text())["parameters"]
     config = ELMNetworkConfig.for_task("shd-adding", d_m=5, k_c=60, N=1)
     per_neuron = config.k_e + config.k_c
     readout = network_parameters(config).readout
@@ -131,7 +131,7 @@ def test_clear_errors(shd_dir, tmp_path, cli):
     with pytest.raises(UserError, match="no checkpoint"):
         run("--data", shd_dir, "--resume")
     run("--data", shd_dir, "--steps", "2", "--test-pairs", "4")
-    with pytest.raises(UserError, match="other settings"):
+    with pytest.raises(UserError, match="another configuration"):
         run("--data", shd_dir, "--steps", "3", "--test-pairs", "4")
     # The command line prints one line and exits with 2, no traceback.
     result = cli("elmnet.train", "--task", "shd-adding", "--data", tmp_path / "no", cwd=tmp_path)

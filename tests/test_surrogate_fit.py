@@ -9,7 +9,8 @@ import zarr
 from toy_cell import make_toy_store
 
 from elmbridge.errors import MissingDataError, UserError
-from surrogate import ablate, runs
+from elmbridge import runs
+from surrogate import ablate
 from surrogate import fit as fit_module
 from surrogate.data import inspect_store
 from surrogate.evaluate import load_model, run_simulations
@@ -40,7 +41,7 @@ def test_tiny_fit_improves_and_records_the_run(toy_store, tmp_path):
     losses = [float(r["train_loss"]) for r in history]
     assert losses[-1] < 0.8 * losses[0]
     assert float(history[-1]["val_loss"]) < float(history[0]["val_loss"])
-    record = runs.read_run(run_dir)
+    record = runs.RunFolder(run_dir).record()
     assert record["config"]["lr"] == 5e-3 and record["seed"] == 0
     assert record["data"]["attrs_hash"] and record["data"]["store"] == str(toy_store.resolve())
     assert "torch" in record["software"]
@@ -48,7 +49,7 @@ def test_tiny_fit_improves_and_records_the_run(toy_store, tmp_path):
     assert result["test_metrics"]["n_simulations"] == len(record["splits"]["test"]) == 2
     assert 0 <= result["test_metrics"]["AUC"] <= 1
     assert (run_dir / runs.REPORT_DIR / "report.png").is_file()
-    assert runs.run_result(run_dir) == json.loads(json.dumps(result))
+    assert runs.run_status(run_dir).result == json.loads(json.dumps(result))
     # The best model is the one of the lowest validation RMSE.
     rmse = [float(r["val_soma_RMSE"]) for r in history]
     assert result["best_epoch"] == 1 + rmse.index(min(rmse))
@@ -74,7 +75,7 @@ def test_resume_continues_from_the_checkpoint(toy_store, tmp_path, monkeypatch):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     fit(config, whole, progress=False)
     assert fit(config, parts, stop_after_epochs=1, progress=False) is None
-    assert len(rows(parts)) == 1 and runs.run_result(parts) is None
+    assert len(rows(parts)) == 1 and runs.run_status(parts).result is None
     # Then a kill in the middle of epoch 2: its partial training is lost, nothing else.
     calls = []
 
@@ -102,17 +103,20 @@ def test_resume_continues_from_the_checkpoint(toy_store, tmp_path, monkeypatch):
 
 
 def test_best_epoch_falls_back_to_the_validation_loss(capsys):
-    state = {"best": None, "select_by": None}
     nan = float("nan")
-    assert fit_module._is_best({"val_loss": 0.5, "val_soma_RMSE": nan}, state, "soma_RMSE")
-    assert state["select_by"] == "loss" and "validation loss" in capsys.readouterr().out
-    assert not fit_module._is_best({"val_loss": 0.6, "val_soma_RMSE": 1.0}, state, "soma_RMSE")
-    assert fit_module._is_best({"val_loss": 0.4, "val_soma_RMSE": 9.0}, state, "soma_RMSE")
-    state = {"best": None, "select_by": None}
-    assert fit_module._is_best({"val_loss": 0.5, "val_AUC": 0.7}, state, "AUC")
-    assert not fit_module._is_best({"val_loss": 0.1, "val_AUC": 0.6}, state, "AUC")
-    assert fit_module._is_best({"val_loss": 0.9, "val_AUC": 0.8}, state, "AUC")
-    assert fit_module._is_best({"train_loss": 1.0}, {"best": None}, "AUC")  # no validation
+    selector = fit_module.EpochSelector("soma_RMSE")
+    assert selector.is_best({"epoch": 1, "val_loss": 0.5, "val_soma_RMSE": nan})
+    assert selector.key == "loss" and "validation loss" in capsys.readouterr().out
+    assert not selector.is_best({"epoch": 2, "val_loss": 0.6, "val_soma_RMSE": 1.0})
+    assert selector.is_best({"epoch": 3, "val_loss": 0.4, "val_soma_RMSE": 9.0})
+    selector = fit_module.EpochSelector("AUC")
+    assert selector.is_best({"epoch": 1, "val_loss": 0.5, "val_AUC": 0.7})
+    assert not selector.is_best({"epoch": 2, "val_loss": 0.1, "val_AUC": 0.6})
+    assert selector.is_best({"epoch": 3, "val_loss": 0.9, "val_AUC": 0.8})
+    # The choice survives a checkpoint.
+    again = fit_module.EpochSelector("AUC", selector.state_dict())
+    assert not again.is_best({"epoch": 4, "val_loss": 0.9, "val_AUC": 0.75})
+    assert fit_module.EpochSelector("AUC").is_best({"epoch": 1, "train_loss": 1.0})  # no val
 
 
 def test_default_store_is_generated_when_missing(monkeypatch, tmp_path, capsys):
@@ -153,7 +157,7 @@ def test_cli_errors_are_one_line(cli, tmp_path, toy_store):
     with pytest.raises(UserError, match="not the store the model was fitted on"):
         run_simulations(desc, inspect_store(wide), "test")
     assert run_simulations(desc, inspect_store(toy_store), None) == (
-        runs.read_run(run_dir)["splits"]["test"],
+        runs.RunFolder(run_dir).record()["splits"]["test"],
         "test",
     )
 
@@ -190,6 +194,6 @@ def test_default_fit_with_the_real_simulator(cli, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Generating 6 simulations" in done.stdout
-    result = runs.run_result(tmp_path / "run")
+    result = runs.run_status(tmp_path / "run").result
     assert result["test_metrics"]["n_simulations"] == 1
     assert result["data_generation_s"] > 0

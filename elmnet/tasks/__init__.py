@@ -1,6 +1,25 @@
-"""Task data for the ELM Network: one module per data set.
+"""The tasks of the ELM Network: one module per task, registered here once.
 
-`shd` reads the Spiking Heidelberg Digits HDF5 files, `shd_adding` builds the SHD-Adding
-task from them, `enwik8` serves the Enwik8 byte stream. Each fetches its files into the
-user cache when asked and says how to get them when it cannot.
+A task module holds its data, `NETWORK` (the network's setup for it), `TRAINING` (the
+trainer's defaults) and `Task`, the adapter `elmnet.train` calls: `batch_loss(model,
+step, device)`, `evaluate(model, split, device)`, `carried()` / `restore(carried)` for
+state kept across batches, and the attributes `metric`, `higher_is_better`, `d_in`,
+`n_out`, `data` (with `describe()`). A new task is a new module and one line in `TASKS`.
+
+`shd` reads the Spiking Heidelberg Digits HDF5 files that `shd_adding` builds on;
+`enwik8` serves the Enwik8 byte stream.
 """
+
+from types import ModuleType
+
+from elmbridge.errors import UserError
+from elmnet.tasks import enwik8, shd_adding
+
+TASKS: dict[str, ModuleType] = {"shd-adding": shd_adding, "enwik8": enwik8}
+
+
+def task_module(name: str) -> ModuleType:
+    """The module of task `name`, or a `UserError` naming the known tasks."""
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[name]

@@ -223,3 +223,66 @@ def evaluate_bpc(
         count += y.numel()
     nll = total / count
     return {"bpc": nll / math.log(2), "nll_nats": nll, "n_predictions": count}
+
+
+# ---------------------------------------------------------------------------------------
+# The task as `elmnet.train` runs it: the network's setup (the d_m = 20 point of the
+# document's P ≈ 3.51M sweep; V = 204 is replaced by the data's own vocabulary), the
+# training defaults and the adapter (docs/elm-model.md §4).
+
+NETWORK = dict(
+    d_in=204, n_out=204, N=742, d_m=20, d_tree=50, d_brch=15, rho=0.8,
+    tau_min=0.1, tau_max=100.0, tau_r=2.0, token_scale=3.0,
+)  # fmt: skip
+TRAINING = dict(
+    optimizer="adam", lr=5e-4, batch=8, steps_per_epoch=None, epochs=None, steps=300_000,
+    warmup=100, clip=1.0, eval_every=5000, log_every=100,
+)  # fmt: skip
+
+
+class Task:
+    """Enwik8 for the trainer: truncated BPTT with the state carried across batches; BPC."""
+
+    metric, higher_is_better = "bpc", False
+
+    def __init__(self, args):
+        self.data = Enwik8.load(find_enwik8(args.data, download=args.download))
+        self.streams = Streams(self.data.train, args.batch, args.bptt)
+        self.args, self.d_in, self.n_out = args, self.data.n_tokens, self.data.n_tokens
+        self.state = None
+
+    def batch_loss(self, model, step: int, device):
+        """The loss of BPTT window `step` and the forward output; carries the state on."""
+        window = step % len(self.streams)
+        if window == 0:  # a new pass over the training streams starts from zero state
+            self.state = None
+        x, y = (t.to(device) for t in self.streams.window(window))
+        out = model.run(x, self.state)
+        self.state = out.state.detach()
+        loss = F.cross_entropy(
+            out.logits.flatten(0, 1), y.flatten(), label_smoothing=self.args.label_smoothing
+        )
+        return loss, out
+
+    def evaluate(self, model, split: str, device) -> dict:
+        """Loss (nats), bits per character and prediction count on `split`."""
+        a = self.args
+        if split == "valid":
+            batch, limit = a.val_batch, a.val_bytes
+        else:
+            batch, limit = a.test_batch, a.test_bytes
+        with torch.no_grad():
+            result = evaluate_bpc(
+                model, self.data.split(split), batch=batch, bptt=a.bptt, device=device,
+                max_bytes=limit, progress=a.progress,
+            )  # fmt: skip
+        return {"loss": result["nll_nats"], "value": result["bpc"], "n": result["n_predictions"]}
+
+    def carried(self):
+        """The network state carried into the next batch, as a tuple of tensors."""
+        return None if self.state is None else tuple(self.state)
+
+    def restore(self, carried) -> None:
+        from elmnet.network import ELMNetworkState
+
+        self.state = None if carried is None else ELMNetworkState(*carried)

@@ -1,0 +1,199 @@
+"""What a surrogate fit is: its configuration, the presets, and the options that set them.
+
+Presets (`--preset`; every value can be overridden by its option):
+
+=========  ===================  ======  ===========  ==========================
+preset     default data         epochs  batches/ep.  meant for
+=========  ===================  ======  ===========  ==========================
+laptop     24 sims × 3 s        20      200          ≈11 min on 2 cores, all in
+long       64 sims × 6 s        30      500          hours on a CPU, minutes on a GPU
+paper      1408 sims × 6 s      35      10000        the published protocol (GPU)
+=========  ===================  ======  ===========  ==========================
+
+All presets: batch 8, windows of 500 ms starting ≥ 500 ms into a simulation, 1/6 (laptop)
+or 1/11 (long, paper: 9 : 1 : 1 as the published files) of the simulations for
+validation and as many for test. The evaluation protocol's numbers (window, burn-in,
+skipped start, spike-count filter) are `surrogate.evaluate.EvalProtocol`'s defaults.
+"""
+
+import argparse
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from elmbridge.errors import UserError
+from elmnet.config import ELMConfig
+from surrogate.data import StoreInfo, inspect_store
+from surrogate.evaluate import EvalProtocol, add_protocol_options
+
+_PROTOCOL = EvalProtocol()
+
+# Validation metric → +1 if larger is better, −1 if smaller is better.
+SELECT_BY = {"soma_RMSE": -1, "AUC": +1, "loss": -1}
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything that decides a fit's result (device and speed options excluded).
+
+    Data: `data` is a store path, or None for the default store of `cell` with
+    `n_sims` simulations of `duration_ms` made from `data_seed`.
+    Model: a Branch-ELM with `d_m` memory units, `d_tree` branches of `d_brch` synapses.
+    Training: `epochs` × `batches_per_epoch` batches of `batch_size` windows of
+    `window_ms`, starting at least `min_start_ms` into a simulation; Adam with `lr`,
+    cosine-annealed to 0 over all batches. Evaluation: the protocol fields.
+    """
+
+    cell: str = "L5PC"
+    preset: str = "laptop"
+    data: str | None = None
+    n_sims: int = 24
+    duration_ms: int = 3000
+    data_seed: int = 0
+    val_fraction: float = 1 / 6
+    test_fraction: float = 1 / 6
+    d_m: int = 20
+    d_tree: int = 45
+    d_brch: int = 100
+    routing: str = "neuronio"
+    dynamics: str = "v1"
+    activation: str = "relu"
+    # 4000 batches: ≈5 min of training on 2 cores; with 800 the spike AUC stays ≈0.66.
+    epochs: int = 20
+    batches_per_epoch: int = 200
+    batch_size: int = 8
+    lr: float = 5e-4
+    window_ms: int = _PROTOCOL.window_ms
+    min_start_ms: int = 500
+    burn_in_ms: int = _PROTOCOL.burn_in_ms
+    skip_ms: int = _PROTOCOL.skip_ms
+    min_spikes: int = _PROTOCOL.min_spikes
+    max_spikes: int = _PROTOCOL.max_spikes
+    select_by: str = "soma_RMSE"
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("n_sims", "duration_ms", "epochs", "batches_per_epoch", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"the learning rate must be positive, got {self.lr}")
+        if self.select_by not in SELECT_BY:
+            raise UserError(f"select_by must be one of {sorted(SELECT_BY)}, got {self.select_by}")
+        self.protocol()  # checks the protocol's numbers
+
+    def protocol(self) -> EvalProtocol:
+        return EvalProtocol(
+            window_ms=self.window_ms,
+            burn_in_ms=self.burn_in_ms,
+            skip_ms=self.skip_ms,
+            min_spikes=self.min_spikes,
+            max_spikes=self.max_spikes,
+        )
+
+    def elm_config(self, n_inputs: int) -> ELMConfig:
+        """The ELM neuron this fit trains, for a store with `n_inputs` inputs."""
+        return ELMConfig(
+            d_in=n_inputs, d_out=2, d_m=self.d_m, d_tree=self.d_tree, d_brch=self.d_brch,
+            routing=self.routing, dynamics=self.dynamics, activation=self.activation,
+            routing_seed=self.seed,
+        )  # fmt: skip
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "laptop": {},
+    "long": dict(
+        n_sims=64, duration_ms=6000, epochs=30, batches_per_epoch=500,
+        val_fraction=1 / 11, test_fraction=1 / 11,
+    ),
+    "paper": dict(
+        n_sims=1408, duration_ms=6000, epochs=35, batches_per_epoch=10000,
+        val_fraction=1 / 11, test_fraction=1 / 11,
+    ),
+}  # fmt: skip
+
+
+def preset_config(preset: str = "laptop", **overrides: Any) -> FitConfig:
+    """The configuration of a preset with some values replaced (None values are ignored)."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], "preset": preset}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return FitConfig(**values)
+
+
+def default_run_dir(config: FitConfig) -> Path:
+    stem = Path(config.data).stem if config.data else config.cell
+    return Path("runs") / f"{stem}_dm{config.d_m}_{config.preset}_seed{config.seed}"
+
+
+def store_cell(info: StoreInfo) -> str | None:
+    """The cell name a store records, when it records one."""
+    for source in (info.attrs, info.attrs.get("protocol") or {}):
+        if isinstance(source, dict) and isinstance(source.get("cell"), str):
+            return source["cell"]
+    return None
+
+
+def preset_table() -> str:
+    """The presets' sizes as a small text table (for --help)."""
+    lines = ["presets (unset options take the preset's value):"]
+    for name in PRESETS:
+        c = preset_config(name)
+        lines.append(
+            f"  {name:<7} data {c.n_sims} sims × {c.duration_ms} ms, {c.epochs} epochs × "
+            f"{c.batches_per_epoch} batches of {c.batch_size}, validation/test "
+            f"{c.val_fraction:.3g}/{c.test_fraction:.3g} of the simulations"
+        )
+    return "\n".join(lines)
+
+
+def add_fit_options(parser: argparse.ArgumentParser) -> None:
+    """The options shared by `fit` and `ablate` (all but --d-m, --out and --resume)."""
+    add = parser.add_argument
+    add(
+        "--cell",
+        default=None,
+        help="cell variant of biophys (default L5PC; with --data: the store's)",
+    )
+    add(
+        "--preset",
+        default="laptop",
+        choices=list(PRESETS),
+        help="sizes (see below); default laptop",
+    )
+    add("--data", help="an existing store to fit on (default: generate the preset's store)")
+    add("--n-sims", type=int, help="simulations of the generated default store")
+    add("--duration-ms", type=int, help="duration of each generated simulation, ms")
+    add("--data-seed", type=int, help="base seed of the generated store")
+    add("--epochs", type=int, help="training epochs (see below)")
+    add("--batches-per-epoch", type=int, help="batches per epoch (see below)")
+    add("--batch-size", type=int, help="windows per batch (default 8)")
+    add("--lr", type=float, help="Adam learning rate, cosine-annealed to 0 (default 5e-4)")
+    add("--d-tree", type=int, help="branches (default 45)")
+    add("--d-brch", type=int, help="synapses per branch (default 100)")
+    add("--routing", choices=["neuronio", "random"])
+    add("--activation", choices=["relu", "silu"])
+    add("--dynamics", choices=["v1", "v2"])
+    add("--val-fraction", type=float, help="share of simulations for validation (see below)")
+    add("--test-fraction", type=float, help="share of simulations for the test (see below)")
+    add("--select-by", choices=list(SELECT_BY), help="validation metric picking the best epoch")
+    add("--seed", type=int, help="seed of initialisation, splits and windows (default 0)")
+    add("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
+    add("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    add("--workers", type=int, help="DataLoader workers (default 0 on CPU, 4 on CUDA)")
+    add_protocol_options(parser, defaults=False)  # fmt: skip
+
+
+OPTION_FIELDS = {f.name for f in fields(FitConfig)} - {"preset"}
+
+
+def config_from_args(args: argparse.Namespace) -> FitConfig:
+    """The fit configuration of parsed command-line options."""
+    overrides = {k: v for k, v in vars(args).items() if k in OPTION_FIELDS}
+    if overrides.get("data") is not None:
+        overrides["data"] = str(Path(overrides["data"]).resolve())
+        if args.cell is None:
+            info = inspect_store(overrides["data"])
+            overrides["cell"] = store_cell(info) or Path(overrides["data"]).stem
+    return preset_config(args.preset, **overrides)
