@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from elm_reference import reference_forward
 
 from elmbridge.errors import UserError
 from elmnet.neuron import ELMConfig, ELMNeuron, ELMState
 from elmnet.ops import exp_trace
 from elmnet.params import neuron_parameters
+from elmnet.reference import reference_forward
 
 
 def module_params(model: ELMNeuron) -> tuple[dict, dict]:

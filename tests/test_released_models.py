@@ -5,10 +5,10 @@ import shutil
 
 import pytest
 import torch
-from elm_reference import reference_forward
 
 from elmbridge.errors import MissingDataError, UserError
 from elmnet.params import neuron_parameters
+from elmnet.reference import reference_forward
 from elmnet.released import RELEASED_MODEL_NAMES, fetch_released, load_released
 from elmnet.routing import neuronio_routing
 
