@@ -223,9 +223,17 @@ class RunFolder:
         write_json(self.path / RUN_FILE, record)
         return record
 
-    def check_same_config(self, config: dict[str, Any], ignore: Iterable[str] = ()) -> None:
-        """Raise a `UserError` listing the differences when `config` is not the recorded one."""
-        old = self.record().get("config", {})
+    def check_same_config(
+        self,
+        config: dict[str, Any],
+        ignore: Iterable[str] = (),
+        recorded: dict[str, Any] | None = None,
+    ) -> None:
+        """Raise a `UserError` listing the differences when `config` is not the recorded one.
+
+        `recorded` replaces run.json's config (for records of an earlier layout).
+        """
+        old = self.record().get("config", {}) if recorded is None else recorded
         skip = set(ignore)
         keys = [k for k in dict.fromkeys([*old, *config]) if k not in skip]
         diff = [

@@ -1,6 +1,6 @@
-"""The ELM Network (Spieler, Martius, Levina 2026; elm-model.md §4).
+"""The ELM Network (Spieler, Martius, Levina 2026; docs/elm-model.md §4).
 
-Two layers of ELM neurons (v2 memory, elm-model.md §1) and a linear layer:
+Two layers of ELM neurons (v2 memory, docs/elm-model.md §1) and a linear layer:
 
 - A recurrent hidden layer of N neurons. Neuron n has k_c = d_tree·d_brch synapse slots;
   each slot reads one source fixed at init, drawn with replacement: with probability ρ

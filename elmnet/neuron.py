@@ -1,11 +1,11 @@
 """The Expressive Leaky Memory (ELM) neuron (Spieler et al., ICLR 2024).
 
-Equations (elm-model.md §1), with x̃ the routed input and Δt the step:
+Equations (docs/elm-model.md §1), with x̃ the routed input and Δt the step:
 
 - synapse/branch trace, leaky with τ_s:  b_t = κ_s ⊙ b_{t−1} + Σ_branch (w_s ⊙ x̃_t),
   w_s = relu(θ_s). Version 1 keeps one trace per synapse and sums them per branch;
   with one τ_s for all synapses that sum obeys exactly the branch recursion above, so
-  both versions share it (the float64 reference in the tests runs the per-synapse form).
+  both versions share it (the float64 reference, `elmnet.reference`, runs the per-synapse form).
 - memory proposal:  Δm_t = 1.7159 tanh(2/3 · MLP([b_t ; κ_m ⊙ m_{t−1}]))
 - memory update:  v1  m_t = κ_m ⊙ m_{t−1} + λ (1 − κ_m) ⊙ Δm_t
                   v2  m_t = κ_m ⊙ m_{t−1} + (1 − κ_λ) ⊙ Δm_t,  κ_λ = exp(−Δt λ / τ_m)

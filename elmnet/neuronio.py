@@ -1,4 +1,4 @@
-"""The NeuronIO input encoding and output mapping of ELM surrogates (elm-model.md §1–2).
+"""The NeuronIO input encoding and output mapping of ELM surrogates (docs/elm-model.md §1–2).
 
 Inputs: +1 for an excitatory and −1 for an inhibitory spike in a 1 ms bin.
 Outputs: y[..., 0] is the spike logit (probability = sigmoid), y[..., 1] the scaled soma

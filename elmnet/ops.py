@@ -11,7 +11,7 @@ from torch import nn
 from elmbridge.errors import UserError
 
 # LeCun's scaled tanh keeps unit-variance inputs at unit variance; the ELM memory
-# proposal uses it (elm-model.md §1).
+# proposal uses it (docs/elm-model.md §1).
 TANH_GAIN = 1.7159
 TANH_SLOPE = 2.0 / 3.0
 
@@ -104,7 +104,7 @@ def memory_update_coefficients(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """κ_m and the gain on Δm of the ELM memory update m_t = κ_m ⊙ m_{t−1} + gain ⊙ Δm_t.
 
-    v1: gain = λ (1 − κ_m); v2: gain = 1 − κ_λ, κ_λ = exp(−Δt λ / τ_m) (elm-model.md §1).
+    v1: gain = λ (1 − κ_m); v2: gain = 1 − κ_λ, κ_λ = exp(−Δt λ / τ_m) (docs/elm-model.md §1).
     τ_m and Δt share one unit.
     """
     kappa_m = decay(tau_m, dt)

@@ -1,6 +1,6 @@
 """Parameter accounting: total count P, per-neuron complexity k_e and connectivity k_c.
 
-k_c counts synaptic weights (one per synapse slot, elm-model.md §4); k_e counts everything
+k_c counts synaptic weights (one per synapse slot, docs/elm-model.md §4); k_e counts everything
 else in the neuron: MLP, readout and, when learnable, the memory time constants. For the
 ELM Network, P = N (k_e + k_c) + the readout layer, and a sweep at a fixed budget sets
 N = floor((P − readout) / (k_e + k_c)).
@@ -44,7 +44,7 @@ def neuron_parameters(config: Any) -> ParameterCount:
 
 
 def hidden_neuron_parameters(d_m: int, d_mlp: int, d_tree: int, d_brch: int) -> ParameterCount:
-    """One hidden neuron of the ELM Network (elm-model.md §4).
+    """One hidden neuron of the ELM Network (docs/elm-model.md §4).
 
     k_e = d_mlp(d_tree + d_m + 1) + d_m(d_mlp + 1) + (d_m + 1): the MLP's two layers with
     biases, then the readout w_y (d_m, no bias) and the output offset β. k_c = d_tree·d_brch
@@ -96,5 +96,5 @@ def network_parameters(config: Any) -> NetworkParameterCount:
 
 
 def neurons_for_budget(budget: int, k_e: int, k_c: int, readout: int) -> int:
-    """N = floor(P_hidden / (k_e + k_c)) with P_hidden = budget − readout (elm-model.md §4)."""
+    """N = floor(P_hidden / (k_e + k_c)) with P_hidden = budget − readout (docs/elm-model.md §4)."""
     return (int(budget) - readout) // (k_e + k_c)

@@ -15,7 +15,7 @@ ROUTINGS = ("neuronio", "random", "none")
 
 
 def neuronio_routing(d_in: int, d_tree: int, d_brch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """NeuronIO routing (elm-model.md §1).
+    """NeuronIO routing (docs/elm-model.md §1).
 
     Inputs are ordered [excitatory (d_in/2), inhibitory (d_in/2)] and first interleaved
     (exc0, inh0, exc1, inh1, …), so that the two synapses of one dendritic segment are

@@ -172,7 +172,10 @@ def prepare_run(args, folder: RunFolder, task, config: ELMNetworkConfig) -> dict
     if args.restart:
         folder.discard()
     if folder.exists():
-        folder.check_same_config(comparable(args))
+        recorded = folder.record().get("config", {})
+        if "args" in recorded and "network" in recorded:  # the layout before elmbridge.runs
+            recorded = {k: v for k, v in recorded["args"].items() if k not in RESUMABLE}
+        folder.check_same_config(comparable(args), recorded=recorded)
         saved = folder.load_checkpoint()
         if saved is not None:
             return saved
@@ -203,7 +206,9 @@ class Run:
     def restore(self, saved: dict) -> None:
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        self.step, self.best = saved["step"], BestTracker.from_state(saved["best"])
+        best = saved["best"]  # {step, value} only in checkpoints of the earlier layout
+        self.step = saved["step"]
+        self.best = BestTracker(self.task.higher_is_better, best["value"], best["step"])
         set_rng_state(saved["rng"])
         carried = saved["carried"]
         self.task.restore(None if carried is None else tuple(t.to(self.device) for t in carried))

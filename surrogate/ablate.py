@@ -23,7 +23,7 @@ from surrogate.config import add_fit_options, config_from_args, preset_table
 from surrogate.fit import fit
 
 # Published Branch-ELM test results on NeuronIO by d_m: (parameters, AUC, soma RMSE mV)
-# (elm-model.md §2; RMSE given only for some sizes).
+# (docs/elm-model.md §2; RMSE given only for some sizes).
 PUBLISHED_BRANCH_ELM = {
     1: (4601, 0.9437, 1.33),
     2: (4708, 0.9582, None),

@@ -1,5 +1,5 @@
 """The ELM Network against an independent float64 loop over steps and neurons, and its
-parameter accounting against elm-model.md §4."""
+parameter accounting against docs/elm-model.md §4."""
 
 import math
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference_forward(net: ELMNetwork, x: torch.Tensor) -> torch.Tensor:
-    """Literal float64 loop from elm-model.md §4: every step, every neuron on its own.
+    """Literal float64 loop from docs/elm-model.md §4: every step, every neuron on its own.
 
     Synapses read [x_t ; o_{t−1}] through the module's fixed `source` indices; everything
     else is the document's equations with plain tensors.
@@ -196,7 +196,7 @@ def test_dropout_only_in_training():
 
 
 def document_k_e(d_m: int, d_mlp: int, d_tree: int) -> int:
-    """elm-model.md §4, verbatim."""
+    """docs/elm-model.md §4, verbatim."""
     return d_mlp * (d_tree + d_m + 1) + d_m * (d_mlp + 1) + (d_m + 1)
 
 
@@ -223,7 +223,7 @@ def test_parameter_count_matches_document_and_module(config):
     assert net.parameter_count() == count
 
 
-# Published fixed-budget sweeps (elm-model.md §4): (d_m, N).
+# Published fixed-budget sweeps (docs/elm-model.md §4): (d_m, N).
 ENWIK8_SWEEP = [(5, 2398), (20, 742), (30, 440), (50, 206), (100, 64)]
 SHD_SWEEP = [(3, 130), (5, 96), (9, 57), (15, 32), (25, 15)]
 

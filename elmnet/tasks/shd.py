@@ -1,6 +1,6 @@
 """Spiking Heidelberg Digits (Cramer, Stradmann, Schemmel, Zenke 2020): files and binning.
 
-The official files `shd_train.h5` and `shd_test.h5` (datasets.md) hold, per sample,
+The official files `shd_train.h5` and `shd_test.h5` (docs/datasets.md) hold, per sample,
 `spikes/times` (variable-length, seconds) and `spikes/units` (variable-length channel
 ids 0–699), plus `labels` (0–9 English "zero".."nine", 10–19 German "null".."neun"),
 `extra/speaker` and `extra/keys`. Any file in this layout loads, including synthetic ones.

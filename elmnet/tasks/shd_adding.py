@@ -1,4 +1,4 @@
-"""SHD-Adding (Spieler et al. 2024; elm-model.md §3): add the digits of two spoken words.
+"""SHD-Adding (Spieler et al. 2024; docs/elm-model.md §3): add the digits of two spoken words.
 
 A sample is two SHD samples drawn independently, with replacement, from the same split,
 each cut to its first second and binned, concatenated in time (2 ms bins: 2 × 500 steps).
