@@ -213,7 +213,9 @@ class ELMNetworkConfig(_DictConfig):
     def from_budget(
         cls, budget: int, *, d_m: int, task: str, k_c: int | None = None, **overrides: Any
     ) -> "ELMNetworkConfig":
-        """The configuration with N = floor((budget − readout) / (k_e + k_c)) (docs/elm-model.md §4).
+        """The configuration with N = floor((budget − readout) / (k_e + k_c)).
+
+        (docs/elm-model.md §4.)
 
         The readout layer's parameters do not depend on N, so the budget left for the
         hidden layer is the same for every d_m and k_c of a sweep.

@@ -8,7 +8,8 @@ Modules, one job each:
   (`python -m surrogate.evaluate`).
 - `surrogate.fit`: fitting with presets, checkpoints and resume (`python -m surrogate.fit`).
 - `surrogate.config`: the fit configuration, presets and their options.
-- `surrogate.model_file`: the surrogate model file (`best.pt` of a fit; run folders are `elmbridge.runs`).
+- `surrogate.model_file`: the surrogate model file (`best.pt` of a fit).
+  Run folders are `elmbridge.runs`.
 - `surrogate.ablate`: fits over memory sizes d_m (`python -m surrogate.ablate`).
 - `surrogate.neuronio_import`: the published NeuronIO pickles → a store.
 """

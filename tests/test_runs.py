@@ -128,7 +128,7 @@ def test_full_disk_during_a_checkpoint_is_one_line(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(UserError, match="No space left on device.*is intact"):
+    with pytest.raises(UserError, match=r"No space left on device.*is intact"):
         runs.save_torch({"step": 2}, path)
     monkeypatch.undo()
     assert runs.load_torch(path) == {"step": 1}

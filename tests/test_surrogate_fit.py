@@ -8,8 +8,8 @@ import torch
 import zarr
 from toy_cell import make_toy_store
 
-from elmbridge.errors import MissingDataError, UserError
 from elmbridge import runs
+from elmbridge.errors import MissingDataError, UserError
 from surrogate import ablate
 from surrogate import fit as fit_module
 from surrogate.data import inspect_store
