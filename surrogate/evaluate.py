@@ -191,6 +191,66 @@ def score(
     return metrics, keep
 
 
+INTERVAL_KEYS = ("AUC", "TP @ 0.0100 FP", "TP @ 0.0025 FP", "soma_RMSE",
+                 "soma_explained_variance_percent")  # fmt: skip
+
+
+def bootstrap_intervals(
+    pred: Predictions,
+    keep: np.ndarray,
+    protocol: EvalProtocol = EvalProtocol(),
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of the metrics over the kept simulations.
+
+    The simulations, not the 1 ms bins, are resampled with replacement: bins of one
+    simulation share its input rates and are far from independent. The soma rescaling
+    stays the one of the full evaluation. A resample without a spike (or only spikes)
+    has no spike metrics and is left out of those intervals.
+
+    Returns:
+        {metric: [low, high]} for the metrics of `INTERVAL_KEYS` that are defined; empty
+        with fewer than two kept simulations.
+    """
+    rows = np.flatnonzero(keep)
+    if rows.size < 2:
+        return {}
+    after = slice(protocol.skip_ms, None)
+    target = np.minimum(pred.soma_true_mv, SOMA_CLIP_MV)
+    rescaled = rescale_to_target(pred.soma_mv, target)
+    labels, logits = pred.spike_label[:, after], pred.spike_logit[:, after]
+    target, rescaled = target[:, after], rescaled[:, after]
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        pick = rng.choice(rows, size=rows.size, replace=True)
+        values = spike_metrics(labels[pick], logits[pick], protocol.fpr_levels)
+        values.update(soma_metrics(target[pick], rescaled[pick]))
+        for key in INTERVAL_KEYS:
+            if key in values and np.isfinite(values[key]):
+                samples.setdefault(key, []).append(values[key])
+    tail = 100 * (1 - level) / 2
+    return {
+        key: [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
+        for key, v in samples.items()
+        if len(v) >= n_boot // 2
+    }
+
+
+def split_sizes(pred: Predictions, keep: np.ndarray, protocol: EvalProtocol) -> dict[str, Any]:
+    """How much data the metrics rest on: simulations, simulated seconds, spike bins."""
+    scored = pred.spike_label[keep, protocol.skip_ms :]
+    return {
+        "n_simulations": len(keep),
+        "n_simulations_scored": int(keep.sum()),
+        "simulated_s": float(pred.spike_label.size / 1000),
+        "scored_s": float(scored.size / 1000),
+        "n_spike_bins_scored": int(scored.sum()),
+    }
+
+
 def load_model(source: str | os.PathLike) -> tuple[ELMNeuron, dict[str, Any]]:
     """A model from a run directory, a model file, or a released model (folder or name).
 
@@ -295,24 +355,46 @@ def plot_report(
             )
     else:
         roc_ax.text(0.5, 0.5, "no spikes: ROC undefined", ha="center")
+    threshold = None
+    if 0 < labels.sum() < labels.size:
+        # The logit at which 1 % of the scored no-spike bins are called spikes.
+        negatives = pred.spike_logit[keep, after][labels == 0]
+        threshold = float(np.quantile(negatives, 0.99))
     time = np.arange(pred.soma_mv.shape[1])
     for i, row in enumerate(rows):
         v_ax = fig.add_subplot(grid[2 * i, 1:])
         p_ax = fig.add_subplot(grid[2 * i + 1, 1:], sharex=v_ax)
         v_ax.plot(time, target[row], c="k", lw=0.8, label="simulated (clipped)")
-        v_ax.plot(time, rescaled[row], c="tab:blue", lw=0.8, label="surrogate (rescaled)")
+        v_ax.plot(
+            time, rescaled[row], c="tab:blue", lw=0.8,
+            label="surrogate (z-scored, set to the target's mean and SD: published rescaling)",
+        )  # fmt: skip
         v_ax.set(ylabel="soma (mV)", title=f"simulation {pred.simulations[row]}")
-        p_ax.plot(time, 1 / (1 + np.exp(-pred.spike_logit[row])), c="tab:purple", lw=0.8)
-        for t_spike in np.flatnonzero(pred.spike_label[row]):
+        probability = 1 / (1 + np.exp(-pred.spike_logit[row].astype(np.float64)))
+        p_ax.semilogy(time, np.maximum(probability, 1e-6), c="tab:purple", lw=0.8)
+        true_spikes = np.flatnonzero(pred.spike_label[row])
+        for t_spike in true_spikes:
             p_ax.axvline(t_spike, c="k", lw=0.6, alpha=0.6)
-        p_ax.set(ylabel="P(spike)", ylim=(0, 1.02))
+        if threshold is not None:
+            called = pred.spike_logit[row] >= threshold
+            onsets = np.flatnonzero(called & ~np.r_[False, called[:-1]])
+            p_ax.axhline(1 / (1 + np.exp(-threshold)), c="tab:red", ls=":", lw=0.8)
+            p_ax.plot(onsets, np.full(onsets.size, 1.5), "v", c="tab:red", ms=5, clip_on=False)
+        p_ax.set(ylabel="P(spike)", ylim=(1e-6, 2))
         for ax in (v_ax, p_ax):
             ax.axvspan(0, protocol.skip_ms, color="0.9", zorder=0)
         if i == 0:
             v_ax.legend(loc="upper right", fontsize=8)
         if i == len(rows) - 1:
-            p_ax.set_xlabel("time (ms); grey: skipped start, black lines: simulated spikes")
-    fig.suptitle(title)
+            p_ax.set_xlabel(
+                "time (ms); grey: skipped start; black lines: simulated spikes; red ▼: "
+                "predicted spikes at the threshold of 1 % false positives (dotted)"
+            )
+    split = split_sizes(pred, keep, protocol)
+    fig.suptitle(
+        f"{title}\nscored: {split['n_simulations_scored']} of {split['n_simulations']} "
+        f"simulations, {split['scored_s']:.1f} s, {split['n_spike_bins_scored']} spike bins"
+    )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -328,14 +410,19 @@ def evaluate(
     title: str = "",
     context: dict[str, Any] | None = None,
     progress: bool = True,
+    n_boot: int = 1000,
 ) -> dict[str, Any]:
     """Predict, score and (when `out_dir` is given) write metrics.json and report.png.
 
     Returns:
-        the metrics (see `score`).
+        the metrics (see `score`), with "intervals_95" (bootstrap over simulations,
+        `n_boot` resamples; 0 skips it) and "split" (`split_sizes`).
     """
     pred = predict(model, info, simulations, protocol, device=device, progress=progress)
     metrics, keep = score(pred, protocol)
+    if n_boot:
+        metrics["intervals_95"] = bootstrap_intervals(pred, keep, protocol, n_boot)
+    metrics["split"] = split_sizes(pred, keep, protocol)
     if out_dir is not None:
         out_dir = Path(out_dir)
         report = {
@@ -353,15 +440,28 @@ def evaluate(
 
 
 def format_metrics(metrics: dict[str, Any], reference: dict[str, Any] | None = None) -> str:
-    """A small text table of the metrics (and a reference column when given)."""
+    """A small text table of the metrics, their 95 % intervals, and a reference column."""
     lines = []
+    intervals = metrics.get("intervals_95", {})
     for key, value in metrics.items():
+        if key in ("intervals_95", "split"):
+            continue
         if isinstance(value, float):
+            low_high = intervals.get(key)
+            ci = f"  [{low_high[0]:.4f}, {low_high[1]:.4f}]" if low_high else ""
             ref = reference.get(key) if reference else None
             extra = f"   (published: {ref:.4f})" if isinstance(ref, float) else ""
-            lines.append(f"  {key:<34} {value:10.4f}{extra}")
+            lines.append(f"  {key:<34} {value:10.4f}{ci}{extra}")
         else:
             lines.append(f"  {key:<34} {value!s:>10}")
+    if intervals:
+        lines.append("  [95 % bootstrap interval over the scored simulations]")
+    split = metrics.get("split")
+    if split:
+        lines.append(
+            f"  scored: {split['n_simulations_scored']} of {split['n_simulations']} "
+            f"simulations, {split['scored_s']:.1f} s, {split['n_spike_bins_scored']} spike bins"
+        )
     return "\n".join(lines)
 
 
