@@ -42,6 +42,8 @@ class FitConfig:
     Training: `epochs` × `batches_per_epoch` batches of `batch_size` windows of
     `window_ms`, starting at least `min_start_ms` into a simulation; Adam with `lr`,
     cosine-annealed to 0 over all batches. Evaluation: the protocol fields.
+    `init`: start from the weights of a released model (name or folder), a fit's run
+    folder or a model file, instead of a random initialisation.
     """
 
     cell: str = "L5PC"
@@ -70,6 +72,7 @@ class FitConfig:
     min_spikes: int = _PROTOCOL.min_spikes
     max_spikes: int = _PROTOCOL.max_spikes
     select_by: str = "soma_RMSE"
+    init: str | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -179,6 +182,11 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
     add("--test-fraction", type=float, help="share of simulations for the test (see below)")
     add("--select-by", choices=list(SELECT_BY), help="validation metric picking the best epoch")
     add("--seed", type=int, help="seed of initialisation, splits and windows (default 0)")
+    add(
+        "--init",
+        help="warm start from a released model (e.g. num_memory_20), a run folder or a model "
+        "file of the same architecture; never the default (for L5PC it copies the published fit)",
+    )
     add("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
     add("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
     add("--workers", type=int, help="DataLoader workers (default 0 on CPU, 4 on CUDA)")

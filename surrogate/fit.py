@@ -55,7 +55,7 @@ from surrogate.config import (
 )
 from surrogate.data import StoreInfo, WindowDataset, check_inputs_fit, inspect_store
 from surrogate.data import split_simulations as make_splits
-from surrogate.evaluate import evaluate, format_metrics, predict, score
+from surrogate.evaluate import evaluate, format_metrics, load_model, predict, score
 from surrogate.model_file import load_model_file, save_model
 
 __all__ = ["FitConfig", "fit", "main", "preset_config"]
@@ -218,6 +218,8 @@ def open_run(
         )
     check_inputs_fit(info, info.n_inputs, config.routing, what="the surrogate")
     model_config = config.elm_config(info.n_inputs)
+    if config.init is not None:
+        warm_start(ELMNeuron(model_config), config.init)  # refuse a misfit before writing
     if folder.exists():
         record = folder.record()
         if record["data"]["protocol_hash"] != info.protocol_hash:
@@ -235,13 +237,36 @@ def open_run(
     return info, model_config, splits
 
 
+def warm_start(model: ELMNeuron, source: str) -> None:
+    """Load the weights of `source` (released model, run folder, model file) into `model`.
+
+    Their configurations must agree in everything but the routing seed of the NeuronIO
+    routing, which that routing does not use.
+    """
+    start, desc = load_model(source)
+    ours, theirs = model.config.to_dict(), start.config.to_dict()
+    if ours["routing"] == "neuronio":
+        ours.pop("routing_seed"), theirs.pop("routing_seed")
+    diff = [f"{k} {theirs[k]!r} (ours {ours[k]!r})" for k in ours if ours[k] != theirs.get(k)]
+    if diff:
+        raise UserError(
+            f"--init {source}: its model differs from the one this fit trains in "
+            f"{', '.join(diff)}; set the options to match it"
+        )
+    model.load_state_dict(start.state_dict())
+    print(f"warm start from the {desc['kind']} model {desc['source']}")
+
+
 class Trainer:
     """The model and what moves it: Adam, the cosine schedule, the loss scaler."""
 
     def __init__(self, model_config: ELMConfig, config: FitConfig, dev: torch.device, amp: bool):
         torch.manual_seed(config.seed)
         self.config, self.dev, self.amp = config, dev, amp
-        self.model = ELMNeuron(model_config).to(dev)
+        self.model = ELMNeuron(model_config)
+        if config.init is not None:
+            warm_start(self.model, config.init)
+        self.model.to(dev)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
         self.amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16

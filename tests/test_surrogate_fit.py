@@ -197,3 +197,24 @@ def test_default_fit_with_the_real_simulator(cli, tmp_path):
     result = runs.run_status(tmp_path / "run").result
     assert result["test_metrics"]["n_simulations"] == 1
     assert result["data_generation_s"] > 0
+
+
+def test_warm_start_from_a_released_model(tmp_path, released_models_dir):
+    """--init loads the released weights (a fit with a vanishing learning rate keeps
+    them), and a released model of another architecture is refused before any file."""
+    wide = tmp_path / "wide.zarr"
+    make_toy_store(wide, n_sims=4, n_segments=639, n_time=1100)
+    source = str(released_models_dir / "num_memory_20")
+    base = dict(data=str(wide), cell="toy", epochs=1, batches_per_epoch=1, batch_size=1,
+                val_fraction=0.25, test_fraction=0.25, max_spikes=1000, init=source)  # fmt: skip
+    with pytest.raises(UserError, match=r"d_m 20 \(ours 10\)"):
+        fit(preset_config(**base, d_m=10), tmp_path / "misfit", progress=False)
+    assert not (tmp_path / "misfit").exists()
+    fit(preset_config(**base, lr=1e-30), tmp_path / "warm", progress=False)
+    from elmnet.released import load_released
+    from surrogate.model_file import load_model_file
+
+    fitted, _ = load_model_file(tmp_path / "warm" / "best.pt")
+    released = load_released(source).state_dict()
+    for key, value in fitted.state_dict().items():
+        torch.testing.assert_close(value, released[key], rtol=0, atol=1e-6, msg=key)
