@@ -22,7 +22,7 @@ def toy_model():
 
 def run_bridge(model, spikes, dt_ms, rule="sample", seed=3):
     """Drive a SurrogateGroup with `spikes` (n, d_in, T) through Brian2 Synapses."""
-    n, d_in, n_ms = spikes.shape
+    n, _, n_ms = spikes.shape
     b2.start_scope()
     b2.defaultclock.dt = dt_ms * b2.ms
     group = SurrogateGroup(n, model, rule=rule, threshold=0.28, seed=seed)
