@@ -109,6 +109,10 @@ class SurrogateGroup(b2.BrianObject):
         threshold: p_spike at which the threshold rule fires.
         background_hz: Poisson rate added on every channel, Hz (0: none); a pair
             (excitatory Hz, inhibitory Hz) sets the two kinds apart.
+        drive: (n, d_in, T) spike counts added to the inputs in millisecond bins 0…T−1
+            (for example NeuronIO input trains from `biophys.protocol`), or None.
+        record_inputs: neurons whose total input counts per millisecond are kept in
+            `recorded_inputs` (for replaying them elsewhere, e.g. in NEURON).
         seed: seed of the spike draws and the background.
         device: where the PyTorch model runs.
         name: prefix of the Brian2 objects' names.
@@ -133,6 +137,8 @@ class SurrogateGroup(b2.BrianObject):
         rule: str = "sample",
         threshold: float = 0.5,
         background_hz: float | tuple[float, float] = 0.0,
+        drive: np.ndarray | None = None,
+        record_inputs: tuple[int, ...] = (),
         seed: int = 0,
         device: str | torch.device = "cpu",
         name: str = "surrogate",
@@ -152,6 +158,12 @@ class SurrogateGroup(b2.BrianObject):
         self.n, self.d_in, self.rule, self.threshold = n, d_in, rule, threshold
         self.rng = np.random.default_rng(seed)
         self.background_per_ms = self._background(background_hz, signs)
+        if drive is not None and (drive.ndim != 3 or drive.shape[:2] != (n, d_in)):
+            raise UserError(f"drive must have shape ({n}, {d_in}, T), got {drive.shape}")
+        self.drive = drive
+        self.record_inputs = list(record_inputs)
+        self.recorded_inputs: list[np.ndarray] = []  # one (len(record_inputs), d_in) per ms
+        self.bin = 0  # the millisecond bin the next step completes
 
         self.inputs = b2.NeuronGroup(n * d_in, "count : 1", name=f"{name}_inputs")
         self.neurons = b2.NeuronGroup(
@@ -190,6 +202,11 @@ class SurrogateGroup(b2.BrianObject):
         self.inputs.count_[:] = 0
         if self.background_per_ms.any():
             counts = counts + self.rng.poisson(self.background_per_ms, (self.n, self.d_in))
+        if self.drive is not None and self.bin < self.drive.shape[2]:
+            counts = counts + self.drive[:, :, self.bin]
+        if self.record_inputs:
+            self.recorded_inputs.append(counts[self.record_inputs].astype(np.int16))
+        self.bin += 1
         p, soma = self.stepper.step(counts)
         fire = spike_draws(p, self.rng, self.rule, self.threshold)
         self.neurons.v_[:] = soma * float(b2.mV)
