@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - start
     monitors = circuit["monitors"]
     plot(monitors, args, args.out / "circuit.png")
-    rates = {k: m.num_spikes / n / (args.duration_ms / 1000)
-             for (k, m), n in zip(monitors.items(), (args.n_pc, args.n_int), strict=True)}  # fmt: skip
+    sizes = {"pc": args.n_pc, "int": args.n_int}
+    rates = {k: m.num_spikes / sizes[k] / (args.duration_ms / 1000) for k, m in monitors.items()}
     surrogate_speed = args.n_pc * (args.duration_ms - 1) / 1000 / wall
     result = {"wall_s": wall, "rates_Hz": rates, "surrogate_neuron_s_per_s": surrogate_speed}
     if args.validate_cells:
