@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-cells", type=int, default=2,
                    help="cells replayed in NEURON (0: skip the comparison)")  # fmt: skip
     p.add_argument("--draws", type=int, default=20, help="spike draws per replayed cell")
+    p.add_argument(
+        "--codegen",
+        choices=["auto", "cython", "numpy"],
+        default="auto",
+        help="Brian2 code generation (runtime mode; standalone cannot host PyTorch)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="where the surrogates run (default: cuda when present)")
     p.add_argument("--out", type=Path, default=Path("outputs/circuit"), help="output folder")
@@ -214,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_surrogate(args.model)
     print(f"NeuronIO background for {args.n_pc} cells × {args.duration_ms} ms …", flush=True)
     drive = background_drive(args.n_pc, args.duration_ms, args.seed)
+    b2.prefs.codegen.target = args.codegen
     b2.start_scope()
     b2.seed(args.seed)
     circuit = build_circuit(args, model, drive)

@@ -83,3 +83,24 @@ def test_background_rates_and_bad_options(toy_model):
         SurrogateGroup(1, toy_model, background_hz=-1.0)
     with pytest.raises(UserError, match=r"channel in \[0, 16\)"):
         group.channel(0, 16)
+
+
+def test_circuit_demo_runs_and_replays_in_neuron(tmp_path, released_models_dir):
+    """A tiny circuit end to end: raster, rates, speed and the NEURON replay."""
+    import json
+
+    from surrogate import circuit_demo
+
+    out = tmp_path / "circuit"
+    args = ["--model", str(released_models_dir / "num_memory_20"), "--n-pc", "3", "--n-int",
+            "2", "--duration-ms", "40", "--validate-cells", "1", "--draws", "3",
+            "--codegen", "numpy", "--out", str(out)]  # fmt: skip
+    assert circuit_demo.main(args) == 0
+    result = json.loads((out / "circuit.json").read_text())
+    assert (out / "circuit.png").stat().st_size > 10_000
+    assert result["surrogate_neuron_s_per_s"] > 0 and result["neuron_cost_s_per_cell_s"] > 0
+    (row,) = result["validation"]
+    assert row["NEURON_rate_Hz"] >= 0 and row["surrogate_rate_Hz"] >= 0
+    with pytest.raises(UserError, match="validate-cells"):
+        circuit_demo.main([*args[:-2], "--out", str(tmp_path / "x"), "--validate-cells", "9"])
+    assert not (tmp_path / "x").exists()
