@@ -2,9 +2,9 @@
 
     python -m biophys.shd_synth --out data/shd_synth --n-speakers 24 --repeats 4
 
-Every speaker (`biophys.speech`) says each of the 20 SHD words `--repeats` times; each
-clip goes through the cochlea (`biophys.cochlea`) and becomes one sample of
-`shd_train.h5` / `shd_test.h5` in the official layout (`biophys.shd_format`). As in SHD,
+Every speaker (`biophys.auditory.speech`) says each of the 20 SHD words `--repeats` times; each
+clip goes through the cochlea (`biophys.auditory.cochlea`) and becomes one sample of
+`shd_train.h5` / `shd_test.h5` in the official layout (`biophys.auditory.shd_format`). As in SHD,
 some speakers are held out: all their samples go to the test file, together with a
 fraction of the other speakers' samples.
 
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from biophys import shd_format, speech
-from biophys.cochlea import CochleaParams, audio_to_spikes
-from biophys.cochlea.basilar_membrane import BasilarMembraneParams
+from biophys.auditory import shd_format, speech
+from biophys.auditory.cochlea import CochleaParams, audio_to_spikes
+from biophys.auditory.cochlea.basilar_membrane import BasilarMembraneParams
 from elmbridge import files, parallel, provenance
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
