@@ -5,7 +5,7 @@
 Takes the fibre spike counts of one clip (700 channels, 24 kHz steps), runs the bushy LIF
 layer with
 
-- numpy: `biophys.cochlea.bushy_cell.bushy_spikes`, a step loop over 700-cell vectors;
+- numpy: `biophys.auditory.cochlea.bushy_cell.bushy_spikes`, a step loop over 700-cell vectors;
 - Brian2 runtime mode, "cython" target (compiled code objects, Python loop over steps);
 - Brian2 runtime mode, "numpy" target;
 - Brian2 "cpp_standalone" (the whole run in C++): build once, then re-run with new inputs
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cochlea_fidelity import DEFAULT_AUDIO
-from biophys.cochlea import CochleaParams, basilar_membrane, bushy_cell, hair_cell
-from biophys.cochlea.audio import normalise_and_window, read_audio
+from biophys.auditory.cochlea import CochleaParams, basilar_membrane, bushy_cell, hair_cell
+from biophys.auditory.cochlea.audio import normalise_and_window, read_audio
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 

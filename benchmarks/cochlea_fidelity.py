@@ -3,7 +3,7 @@
     python -m benchmarks.cochlea_fidelity [--audio clip.flac] [--seeds 5]
 
 Runs `lauscher` (the converter that made SHD; optional, `pip install "elmbridge[fidelity]"`)
-on one clip on one core, runs `biophys.cochlea` on the same clip with several seeds, and
+on one clip on one core, runs `biophys.auditory.cochlea` on the same clip with several seeds, and
 prints per-channel spike-count correlation, total spikes, active channels and the time per
 clip. lauscher takes minutes and several GB per clip, so its result is kept in the user
 cache (keyed by the clip's sha256 and lauscher's version); `--rerun-lauscher` repeats it.
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from biophys.cochlea import CochleaParams, audio_to_spikes
-from biophys.cochlea.audio import read_audio
+from biophys.auditory.cochlea import CochleaParams, audio_to_spikes
+from biophys.auditory.cochlea.audio import read_audio
 from elmbridge import download, files
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     width = max(len(r[0]) for r in rows)
     print(f"\nclip: {args.audio} ({len(audio) / rate:.3f} s at {rate} Hz), {args.seeds} seeds")
-    print(f"{'':{width}}  {'lauscher':>18}  {'biophys.cochlea':>18}")
+    print(f"{'':{width}}  {'lauscher':>18}  {'biophys.auditory.cochlea':>18}")
     for name, a, b in rows:
         print(f"{name:{width}}  {a:>18}  {b:>18}")
     if ref.get("cached"):

@@ -8,8 +8,9 @@ model trained on that data and evaluated (published protocol, `surrogate.evaluat
 all simulations of our store should score near its own published test results if the
 two cells behave alike. The table lists, per released model, its published test AUC and
 soma RMSE next to the values on the store. Models are looked up by name in
-`--models-dir` (e.g. a checkout's copy of the released models) or fetched into the user
-cache. Each model's report (metrics.json, report.png) goes to `--out/<model>/`.
+`--models-dir` when given (e.g. a checkout's copy of the released models), then in the
+copy packaged with `elmnet` (so no network is needed), then the user cache. Each model's
+report (metrics.json, report.png) goes to `--out/<model>/`.
 """
 
 import argparse
@@ -19,7 +20,7 @@ from pathlib import Path
 from elmbridge.cli import run_cli
 from elmbridge.files import write_json
 from elmbridge.training import resolve_device
-from elmnet.released import RELEASED_MODEL_NAMES
+from elmnet.released import RELEASED_MODEL_NAMES, find_released
 from surrogate.data import inspect_store
 from surrogate.evaluate import EvalProtocol, evaluate, load_model
 
@@ -34,7 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="the store to evaluate on")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                         choices=RELEASED_MODEL_NAMES, metavar="NAME")  # fmt: skip
-    parser.add_argument("--models-dir", type=Path, help="folder holding the released models")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="folder of released models to look in first (default: the packaged copy)",
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=Path("reports/released_on_store"))
     args = parser.parse_args(argv)
@@ -42,8 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     info = inspect_store(args.data, min_time_ms=EvalProtocol().skip_ms + 1)
     rows = []
     for name in args.models:
-        source = args.models_dir / name if args.models_dir else name
-        model, desc = load_model(source)
+        model, desc = load_model(find_released(name, args.models_dir))
         start = time.perf_counter()
         metrics = evaluate(
             model, info, list(info.simulations), args.out / name,

@@ -1,7 +1,8 @@
 """The user cache and verified downloads.
 
-Data the toolkit needs but does not ship (morphologies, released models, task data)
-is fetched once into a cache and checked against a known sha256. Offline, or when a
+Data the toolkit needs but does not ship (task data, newer releases; Hay's morphology and
+the released models are packaged) is fetched once into a cache and checked against a
+known sha256. Offline, or when a
 checksum is wrong, the error says where to put the file by hand.
 """
 

@@ -2,12 +2,19 @@
 
 A released model is a folder with `model_config.json` (the authors' field names) and
 `neuronio_best_model_state.pt` (their state dict), plus evaluation files. This module
-translates both into an `ELMNeuron` that computes what the published model computes, and
-fetches named models from the public repository into the user cache, verified against
-the checksums in `released_models.json`.
+translates both into an `ELMNeuron` that computes what the published model computes.
+
+All 15 models ship with the toolkit as package data (`elmnet/data/released_models/`,
+with their licence and SOURCES.md), so looking one up by name works offline. A name is
+looked for, in order: in a models folder the caller names; in the packaged copy; in the
+user cache; and last it is downloaded from the public repository into that folder or
+the cache (kept for newer releases and trimmed installs). Every copy found by name is
+verified against the checksums in `released_models.json`.
 """
 
+import importlib.resources
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -18,12 +25,17 @@ from elmbridge.download import cache_dir, fetch, verify
 from elmbridge.errors import MissingDataError, UserError
 from elmnet.neuron import ELMConfig, ELMNeuron
 
+log = logging.getLogger(__name__)
+
 MANIFEST: dict[str, Any] = json.loads(
     Path(__file__).with_name("released_models.json").read_text(encoding="utf-8")
 )
 RELEASED_MODEL_NAMES: tuple[str, ...] = tuple(sorted(MANIFEST["files"]))
 CONFIG_FILE = "model_config.json"
 STATE_FILE = "neuronio_best_model_state.pt"
+# Package data of `elmnet` (listed in pyproject.toml so that every install ships it).
+PACKAGED_RELPATH = ("data", "released_models")
+USER_CACHE_FOLDER = "released-models"
 
 # The authors' configuration fields and ours.
 _CONFIG_FIELDS = {
@@ -106,18 +118,46 @@ def _uniform_tau_s(state: dict[str, torch.Tensor]) -> float | None:
     return float(tau_s.flatten()[0])
 
 
-def fetch_released(name: str, cache: str | os.PathLike | None = None) -> Path:
-    """Folder of the released model `name`, downloaded and verified on first use.
+def packaged_models_dir() -> Path | None:
+    """The folder of released models shipped inside the `elmnet` package.
 
-    Args:
-        name: one of `RELEASED_MODEL_NAMES`, e.g. "num_memory_20".
-        cache: folder holding one sub-folder per model (default: the user cache).
+    None when the installation lacks it, or when the package is not a plain folder on
+    disk (a zipped install): look-ups then go on to the user cache and the download.
     """
+    resource = importlib.resources.files("elmnet").joinpath(*PACKAGED_RELPATH)
+    if isinstance(resource, Path) and resource.is_dir():
+        return resource
+    return None
+
+
+def is_verified_release(folder: str | os.PathLike, name: str) -> bool:
+    """True if `folder` holds every file of the released model `name` with its checksum."""
+    folder = Path(folder)
+    return all(verify(folder / file, sha256) for file, sha256 in MANIFEST["files"][name].items())
+
+
+def _check_name(name: str) -> None:
     if name not in MANIFEST["files"]:
         raise UserError(
             f"no released model called {name!r}; choose one of {', '.join(RELEASED_MODEL_NAMES)}"
         )
-    folder = Path(cache) / name if cache is not None else cache_dir("released-models", name)
+
+
+def fetch_released(name: str, cache: str | os.PathLike | None = None) -> Path:
+    """Folder of the released model `name` in `cache`, downloaded and verified when needed.
+
+    This is the last step of `find_released`; it never looks at the packaged copy.
+
+    Args:
+        name: one of `RELEASED_MODEL_NAMES`, e.g. "num_memory_20".
+        cache: folder holding one sub-folder per model (default: the user cache).
+
+    Raises:
+        MissingDataError: a file is missing and cannot be downloaded (offline); the
+            message says where to put it by hand.
+    """
+    _check_name(name)
+    folder = Path(cache) / name if cache is not None else cache_dir(USER_CACHE_FOLDER, name)
     base = (
         f"https://raw.githubusercontent.com/{MANIFEST['repository']}/{MANIFEST['commit']}/"
         f"{MANIFEST['path']}/{name}"
@@ -127,13 +167,57 @@ def fetch_released(name: str, cache: str | os.PathLike | None = None) -> Path:
     return folder
 
 
+def find_released(name: str, models_dir: str | os.PathLike | None = None) -> Path:
+    """Folder of the released model `name`, verified against the published checksums.
+
+    Looked for in `models_dir`, then in the packaged copy, then in the user cache; only
+    when none holds a verified copy is it downloaded (into `models_dir` when given, else
+    into the user cache).
+
+    Args:
+        name: one of `RELEASED_MODEL_NAMES`, e.g. "num_memory_20".
+        models_dir: a folder holding one sub-folder per model, e.g. a checkout's copy.
+
+    Raises:
+        UserError: `name` is not a released model.
+        MissingDataError: no verified copy anywhere and the download failed.
+    """
+    _check_name(name)
+    # Callables, so that the user cache is only created (in $HOME, which may be read-only)
+    # when the earlier places do not have the model.
+    places = (
+        (lambda: None if models_dir is None else Path(models_dir), "the models folder given"),
+        (packaged_models_dir, "the copy packaged with elmnet"),
+        (lambda: cache_dir(USER_CACHE_FOLDER), "the user cache"),
+    )
+    for place, where in places:
+        base = place()
+        if base is None or not (base / name).is_dir():
+            continue
+        if is_verified_release(base / name, name):
+            return base / name
+        # A damaged copy must not be used; a later place (or the download) can stand in.
+        log.warning(
+            "%s (%s) does not match the published checksums of %s; ignoring it",
+            base / name,
+            where,
+            name,
+        )
+    return fetch_released(name, models_dir)
+
+
 def resolve_released(source: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
-    """A released-model folder from a path, or from a model name (fetched when needed)."""
+    """A released-model folder from a path, or from a model name (`find_released`).
+
+    Args:
+        source: a folder, used as given, or a name such as "num_memory_20".
+        cache: a models folder to look in first for names (see `find_released`).
+    """
     path = Path(source)
     if path.is_dir():
         return path
     if str(source) in MANIFEST["files"]:
-        return fetch_released(str(source), cache)
+        return find_released(str(source), cache)
     raise UserError(
         f"{source!r} is neither a folder nor a released model name; names: "
         f"{', '.join(RELEASED_MODEL_NAMES)}"
@@ -145,8 +229,8 @@ def load_released(source: str | os.PathLike, cache: str | os.PathLike | None = N
 
     Args:
         source: a released-model folder, or a name such as "num_memory_20" (looked up in
-            `cache`, downloaded and verified when absent).
-        cache: folder of released models for name look-ups (default: the user cache).
+            `cache`, then the packaged copy, the user cache, and downloaded last).
+        cache: a folder of released models to look in first for names.
 
     Returns:
         The neuron in eval mode, float32, on the CPU.

@@ -14,6 +14,9 @@ bin floor(t)) and the soma target of `elmnet.neuronio` (clipped at −55 mV, off
 
 Nothing here loads a whole store: items read their own window, and each process (the
 main one or a DataLoader worker) opens the store on first use.
+
+This module is the surrogate's only door to data: the rest of `surrogate` reads stores
+through it, and it reads them through `biophys.store`, the one owner of their layout.
 """
 
 import math
@@ -25,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import xarray as xr
 
 from biophys import store
 from elmbridge.errors import UserError
@@ -72,9 +74,17 @@ class StoreInfo:
         Unlike `attrs_hash` it survives a resumed or extended generation, which only adds
         simulations and history; it changes when the store is remade differently.
         """
-        return stable_hash(
-            {"schema": self.attrs.get("schema"), "protocol": self.attrs.get("protocol")}
-        )
+        return stable_hash(store.data_identity(self.attrs))
+
+    @property
+    def protocol(self) -> Any:
+        """How the data were made, as the store records it (None when it does not)."""
+        return store.data_identity(self.attrs)["protocol"]
+
+    @property
+    def cell(self) -> str | None:
+        """The cell name the store records, when it records one."""
+        return store.recorded_cell(self.attrs)
 
     def provenance(self) -> dict[str, Any]:
         """Data provenance for a run record: path, attrs hash, size and protocol."""
@@ -85,7 +95,7 @@ class StoreInfo:
             "n_simulations": len(self.simulations),
             "n_time_ms": self.n_time,
             "n_inputs": self.n_inputs,
-            "protocol": self.attrs.get("protocol"),
+            "protocol": self.protocol,
         }
 
 
@@ -101,27 +111,36 @@ def inspect_store(path: str | os.PathLike, min_time_ms: int = 0) -> StoreInfo:
         UserError: not a NeuronIO store, no completed simulation, or too short.
     """
     path = Path(path)
-    ds = store.open_dataset(path)
-    n_sims = ds.sizes["simulation"]
-    if n_sims == 0:
+    meta = store.read_metadata(path)
+    if not meta.simulations:
         raise UserError(
             f"{path} holds no completed simulation yet; finish it with the "
             "`python -m biophys.simulate` command that made it"
         )
-    n_time = ds.sizes["time"]
-    if n_time < min_time_ms:
+    if meta.n_time < min_time_ms:
         raise UserError(
-            f"the simulations in {path} are {n_time} ms long; this needs at least "
+            f"the simulations in {path} are {meta.n_time} ms long; this needs at least "
             f"{min_time_ms} ms (window plus the skipped start). Make longer simulations."
         )
     return StoreInfo(
         path=path,
-        n_time=int(n_time),
-        input_kind=tuple(str(k) for k in ds["input_kind"].values),
-        input_segment=tuple(int(s) for s in ds["input_segment"].values),
-        simulations=tuple(int(s) for s in ds["simulation"].values),
-        attrs=dict(ds.attrs),
+        n_time=meta.n_time,
+        input_kind=meta.input_kind,
+        input_segment=meta.input_segment,
+        simulations=meta.simulations,
+        attrs=meta.attrs,
     )
+
+
+def count_completed_simulations(path: str | os.PathLike) -> int:
+    """How many simulations of the store at `path` have finished; 0 when there is no store.
+
+    Raises:
+        UserError: `path` holds a zarr store that is not a NeuronIO store of this toolkit.
+    """
+    if not store.store_exists(path):
+        return 0
+    return len(store.completed_simulations(path))
 
 
 def check_inputs_fit(info: StoreInfo, d_in: int, routing: str, what: str = "the model") -> None:
@@ -198,9 +217,8 @@ class StoreReader:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._ds = None
+        self._ds: store.SimulationReader | None = None  # the open store, once read from
         self._sign: np.ndarray | None = None
-        self._n_inputs = 0
 
     def __getstate__(self):
         return {"path": self.path}
@@ -208,13 +226,10 @@ class StoreReader:
     def __setstate__(self, state):
         self.__init__(state["path"])
 
-    def _open(self):
+    def _open(self) -> store.SimulationReader:
         if self._ds is None:
-            store.open_dataset(self.path, completed_only=False)  # checks it is a store
-            # Without dask: a window read is then a plain zarr read (≈3× faster per item).
-            self._ds = xr.open_zarr(self.path, consolidated=False, zarr_format=3, chunks=None)
-            self._n_inputs = int(self._ds["input_spikes"].attrs["n_inputs"])
-            self._sign = encode_inputs(np.ones(self._n_inputs), self._ds["input_kind"].values)
+            self._ds = store.SimulationReader(self.path)
+            self._sign = encode_inputs(np.ones(self._ds.n_inputs), self._ds.input_kind)
         return self._ds
 
     def read(
@@ -225,16 +240,9 @@ class StoreReader:
         Returns:
             x (T, n_inputs) float32 +1/−1/0, spike (T,) float32 0/1, soma_mv (T,) float32.
         """
-        ds = self._open()
-        stop = ds.sizes["time"] if stop is None else stop
-        try:
-            one = ds.sel(simulation=simulation).isel(time=slice(start, stop))
-        except KeyError:
-            raise UserError(f"{self.path} has no simulation {simulation}") from None
-        packed = one["input_spikes"].values
-        x = store.unpack_inputs(packed, self._n_inputs).astype(np.float32) * self._sign
-        spike = store.spike_train(one["spike_times"].values, stop - start, t0_ms=float(start))
-        return x, spike.astype(np.float32), one["soma_v"].values.astype(np.float32)
+        inputs, spike, soma_mv = self._open().read(simulation, start, stop)
+        x = inputs.astype(np.float32) * self._sign
+        return x, spike.astype(np.float32), soma_mv
 
 
 class WindowDataset(torch.utils.data.Dataset):

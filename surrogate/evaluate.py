@@ -5,18 +5,19 @@
     python -m surrogate.evaluate --model path/to/released/num_memory_20 --data STORE
 
 `--model` is a run directory of `surrogate.fit`, a model file, or a released model (its
-folder, or its name, fetched into the user cache). The protocol (Spieler et al. 2024,
-after Beniaguev et al. 2021): every simulation is cut into 500 ms windows with a stride
-of 350 ms, each run from a zero state; the first window's outputs are kept whole, later
-ones after their 150 ms burn-in. The soma prediction is rescaled to the target's mean and
-standard deviation over all evaluated simulations and times. Simulations whose output
-spike count (whole simulation) lies outside [0, 24] are then dropped, and so are the
-first 500 ms of every simulation. Spike metrics are over all remaining 1 ms bins; see
-`surrogate.metrics` for their exact definitions. Spikes are scored by the model's logit:
-the ROC curve does not change under the sigmoid, except that float32 probabilities
-round to 1 for logits above ≈17 and tie there, which the published code (scoring
-probabilities) suffers and this avoids. Spike labels follow the store (a spike at t ms
-marks bin floor(t)); the published loader used int(t − 0.5).
+folder, or its name: the copy packaged with `elmnet`, so no network is needed). The
+protocol (Spieler et al. 2024, after Beniaguev et al. 2021): every simulation is cut
+into 500 ms windows with a stride of 350 ms, each run from a zero state; the first
+window's outputs are kept whole, later ones after their 150 ms burn-in. The soma
+prediction is rescaled to the target's mean and standard deviation over all evaluated
+simulations and times. Simulations whose output spike count (whole simulation) lies
+outside [0, 24] are then dropped, and so are the first 500 ms of every simulation. Spike
+metrics are over all remaining 1 ms bins; see `surrogate.metrics` for their exact
+definitions. Spikes are scored by the model's logit: the ROC curve does not change under
+the sigmoid, except that float32 probabilities round to 1 for logits above ≈17 and tie
+there, which the published code (scoring probabilities) suffers and this avoids. Spike
+labels follow the store (a spike at t ms marks bin floor(t)); the published loader used
+int(t − 0.5).
 
 The report (a folder) holds metrics.json and report.png: the ROC curve and true vs
 predicted soma voltage and spike probability for a few simulations.

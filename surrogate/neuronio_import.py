@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 from tqdm.auto import tqdm
 
 from biophys import store
@@ -305,14 +304,14 @@ def simulation_record(
 
 def _import_log(path: Path) -> dict[str, Any]:
     """What earlier runs imported into `path`: their options and files (with sim ranges)."""
-    if not (path / "zarr.json").exists():
+    if not store.store_exists(path):
         return {}
-    return dict(zarr.open_group(path, mode="r", zarr_format=3).attrs.get(IMPORT_LOG, {}))
+    return dict(store.get_attribute(path, IMPORT_LOG, {}))
 
 
 def _write_import_log(path: Path, log: dict[str, Any]) -> None:
-    # zarr writes metadata files atomically, so a kill here keeps the previous log.
-    zarr.open_group(path, mode="r+", zarr_format=3).attrs[IMPORT_LOG] = log
+    # The store writes its attributes atomically, so a kill here keeps the previous log.
+    store.set_attribute(path, IMPORT_LOG, log)
 
 
 def import_files(

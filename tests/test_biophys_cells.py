@@ -164,6 +164,8 @@ def test_fallback_morphology_is_named_and_recorded(tmp_path, monkeypatch, caplog
         raise MissingDataError(f"{what} is not available offline")
 
     monkeypatch.setattr(morph, "fetch", offline)
+    # The install ships cell1.asc; the fallback is for an install that lacks it.
+    monkeypatch.setattr(morph, "packaged_morphology_path", lambda: None)
     monkeypatch.setattr(morph, "fallback_morphology_path", lambda: SYNTHETIC)
     morph._find.cache_clear()
     with caplog.at_level(logging.WARNING):

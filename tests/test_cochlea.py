@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from biophys.cochlea import CochleaParams, audio_to_spikes
-from biophys.cochlea import basilar_membrane as bm
-from biophys.cochlea import bushy_cell as bc
-from biophys.cochlea import hair_cell as hc
-from biophys.cochlea.audio import check_audio, normalise_and_window
+from biophys.auditory.cochlea import CochleaParams, audio_to_spikes
+from biophys.auditory.cochlea import basilar_membrane as bm
+from biophys.auditory.cochlea import bushy_cell as bc
+from biophys.auditory.cochlea import hair_cell as hc
+from biophys.auditory.cochlea.audio import check_audio, normalise_and_window
 from elmbridge.errors import UserError
 
 BM = bm.BasilarMembraneParams()

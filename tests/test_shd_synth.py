@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from biophys import shd_synth, speech
+from biophys.auditory import shd_synth, speech
 from elmbridge.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from biophys import speech
+from biophys.auditory import speech
 from elmbridge.errors import UserError
 
 # CI installs espeak-ng (.ci/run); there a missing espeak-ng is a failure, not a skip.

@@ -11,13 +11,13 @@ Pipeline (Cramer et al. 2020, after the `lauscher` converter):
 
 Use::
 
-    from biophys.cochlea import audio_to_spikes
+    from biophys.auditory.cochlea import audio_to_spikes
     spikes = audio_to_spikes(samples, 48_000, seed=1)
     spikes.times_s, spikes.units          # SHD-style spike lists
 
 Randomness (the fibres) comes only from `seed`; the rest is deterministic.
 """
 
-from biophys.cochlea.pipeline import CochleaParams, CochleaSpikes, audio_to_spikes
+from biophys.auditory.cochlea.pipeline import CochleaParams, CochleaSpikes, audio_to_spikes
 
 __all__ = ["CochleaParams", "CochleaSpikes", "audio_to_spikes"]

@@ -38,7 +38,7 @@ def check_audio(audio: np.ndarray, sample_rate_hz: float, expected_rate_hz: floa
         raise UserError(
             f"the audio is sampled at {sample_rate_hz:g} Hz but the cochlea runs at "
             f"{expected_rate_hz:g} Hz; resample it first, e.g. "
-            f"biophys.speech.resample(audio, {sample_rate_hz:g}, {expected_rate_hz:g})"
+            f"biophys.auditory.speech.resample(audio, {sample_rate_hz:g}, {expected_rate_hz:g})"
         )
     return audio
 

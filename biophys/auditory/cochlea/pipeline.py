@@ -5,11 +5,11 @@ from typing import Any
 
 import numpy as np
 
-from biophys.cochlea import audio as audio_mod
-from biophys.cochlea import basilar_membrane, bushy_cell, hair_cell
-from biophys.cochlea.basilar_membrane import BasilarMembraneParams
-from biophys.cochlea.bushy_cell import BushyCellParams
-from biophys.cochlea.hair_cell import HairCellParams
+from biophys.auditory.cochlea import audio as audio_mod
+from biophys.auditory.cochlea import basilar_membrane, bushy_cell, hair_cell
+from biophys.auditory.cochlea.basilar_membrane import BasilarMembraneParams
+from biophys.auditory.cochlea.bushy_cell import BushyCellParams
+from biophys.auditory.cochlea.hair_cell import HairCellParams
 
 
 @dataclass(frozen=True)
