@@ -23,7 +23,7 @@ from typing import Any
 
 from elmbridge.errors import UserError
 from elmnet.config import ELMConfig
-from surrogate.data import StoreInfo, inspect_store
+from surrogate.data import inspect_store
 from surrogate.evaluate import EvalProtocol, add_protocol_options
 
 _PROTOCOL = EvalProtocol()
@@ -130,14 +130,6 @@ def default_run_dir(config: FitConfig) -> Path:
     return Path("runs") / f"{stem}_dm{config.d_m}_{config.preset}_seed{config.seed}"
 
 
-def store_cell(info: StoreInfo) -> str | None:
-    """The cell name a store records, when it records one."""
-    for source in (info.attrs, info.attrs.get("protocol") or {}):
-        if isinstance(source, dict) and isinstance(source.get("cell"), str):
-            return source["cell"]
-    return None
-
-
 def preset_table() -> str:
     """The presets' sizes as a small text table (for --help)."""
     lines = ["presets (unset options take the preset's value):"]
@@ -203,5 +195,5 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
         overrides["data"] = str(Path(overrides["data"]).resolve())
         if args.cell is None:
             info = inspect_store(overrides["data"])
-            overrides["cell"] = store_cell(info) or Path(overrides["data"]).stem
+            overrides["cell"] = info.cell or Path(overrides["data"]).stem
     return preset_config(args.preset, **overrides)

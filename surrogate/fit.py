@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from biophys import store
 from elmbridge.cli import run_cli
 from elmbridge.download import cache_dir
 from elmbridge.errors import MissingDataError, UserError
@@ -51,9 +50,14 @@ from surrogate.config import (
     default_run_dir,
     preset_config,
     preset_table,
-    store_cell,
 )
-from surrogate.data import StoreInfo, WindowDataset, check_inputs_fit, inspect_store
+from surrogate.data import (
+    StoreInfo,
+    WindowDataset,
+    check_inputs_fit,
+    count_completed_simulations,
+    inspect_store,
+)
 from surrogate.data import split_simulations as make_splits
 from surrogate.evaluate import evaluate, format_metrics, load_model, predict, score
 from surrogate.model_file import load_model_file, save_model
@@ -111,7 +115,7 @@ def ensure_data(config: FitConfig) -> tuple[StoreInfo, float | None]:
     if config.data is not None:
         return inspect_store(config.data, min_time_ms=needed), None
     path = default_store_path(config.cell, config.n_sims, config.duration_ms, config.data_seed)
-    have = len(store.completed_simulations(path)) if (path / "zarr.json").exists() else 0
+    have = count_completed_simulations(path)
     elapsed = None
     if have < config.n_sims:
         cores = os.cpu_count() or 1
@@ -210,7 +214,7 @@ def open_run(
     else:
         folder.check_writable()
     info, generation_s = ensure_data(config)
-    recorded_cell = store_cell(info)
+    recorded_cell = info.cell
     if config.data is not None and recorded_cell and recorded_cell != config.cell:
         raise UserError(
             f"{info.path} holds simulations of {recorded_cell!r}, not {config.cell!r}; "
