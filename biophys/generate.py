@@ -486,7 +486,7 @@ def generate(
 
 def summarize(path: str | os.PathLike) -> GenerationResult:
     """Count the simulations of a store, the finished ones and their mean firing rate."""
-    ds = store.open_dataset(path, completed_only=False)
+    ds = store.open_dataset(path, completed_only=False, verify=False)
     completed = ds["completed"].values
     n_spikes = ds["n_spikes"].values[completed]
     duration_s = ds.sizes["time"] / 1000.0

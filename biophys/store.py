@@ -19,6 +19,9 @@ spike_times          (simulation, spike)                 float64, output spike t
                                                          NaN after the last spike
 n_spikes             (simulation)                        int32, number of output spikes
 sim_seed             (simulation)                        int64, seed of this simulation
+checksum             (simulation)                        uint64, digest of the simulation's
+                                                         data (`simulation_digest`), written
+                                                         just before `completed`
 completed            (simulation)                        bool, written last: a simulation
                                                          counts only once this is True
 nexus_v (optional)   (simulation, time)                  float32, apical nexus voltage, mV
@@ -29,12 +32,21 @@ Coordinates: ``time`` (ms, bin starts), ``input`` with ``input_kind`` ("exc"/"in
 ``input_segment``, and ``segment`` with ``segment_section``, ``segment_x``,
 ``segment_tree``, ``segment_path_distance_um`` and ``segment_length_um``.
 
+Integrity: every simulation's data carry a checksum, written with them. `find_damaged`
+re-reads completed simulations and names those whose chunks are missing, truncated,
+corrupted or no longer match; `prepare_store` (and so ``python -m biophys.simulate`` on an
+existing store) restores deleted array metadata and recomputes damaged simulations;
+`open_dataset` and `SimulationReader` refuse them. The root attribute ``arrays`` lists the
+arrays a store was made with, so that a deleted one is noticed.
+
 Voltages are sampled at the start of each 1 ms bin; inputs mark a spike in bin k when it
 arrives in [k, k+1) ms. Every chunk holds one simulation, and zarr writes each chunk file
 atomically, so a killed writer never leaves a torn simulation: at worst an unfinished one
 whose ``completed`` flag is still False.
 """
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -53,7 +65,11 @@ SCHEMA = "elmbridge.neuronio/1"
 INPUT_KINDS = ("exc", "inh")
 SEGMENT_FIELDS = ("section", "x", "tree", "path_distance_um", "length_um")
 # Attributes that describe the data itself; only this module writes them.
-RESERVED_ATTRIBUTES = ("schema", "protocol", "history")
+RESERVED_ATTRIBUTES = ("schema", "protocol", "history", "arrays")
+# The arrays that hold one simulation's data: the checksum covers these (when present).
+DATA_ARRAYS = ("input_spikes", "soma_v", "spike_times", "n_spikes", "sim_seed", "nexus_v", "dend_v")
+# Arrays of a store made before checksums existed.
+LEGACY_ARRAYS = ("input_spikes", "soma_v", "spike_times", "n_spikes", "sim_seed", "completed")
 
 
 @dataclass
@@ -185,6 +201,11 @@ def _template(spec: StoreSpec, n_simulations: int) -> xr.Dataset:
         ),
         "n_spikes": (("simulation",), empty((n_simulations,), np.int32, (1,)), {}),
         "sim_seed": (("simulation",), empty((n_simulations,), np.int64, (1,)), {}),
+        "checksum": (
+            ("simulation",),
+            empty((n_simulations,), np.uint64, (1,)),
+            {"description": "blake2b-64 of the simulation's data; 0: none written"},
+        ),
         "completed": (("simulation",), empty((n_simulations,), bool, (1,)), {}),
     }
     if spec.record_nexus:
@@ -222,6 +243,7 @@ def _template(spec: StoreSpec, n_simulations: int) -> xr.Dataset:
         ),
     }
     attrs = {"schema": SCHEMA, "protocol": dict(spec.protocol), **dict(spec.attrs)}
+    attrs["arrays"] = sorted([*data_vars, *(name for name in coords)])
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
@@ -272,7 +294,9 @@ def _create(path: Path, spec: StoreSpec, n_simulations: int) -> None:
     shutil.rmtree(discarded, ignore_errors=True)
 
 
-def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) -> list[int]:
+def prepare_store(
+    path: str | os.PathLike, spec: StoreSpec, n_simulations: int, report=print
+) -> list[int]:
     """Create the store, or reopen and extend a compatible one; return what is left to do.
 
     Args:
@@ -281,7 +305,9 @@ def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) 
         n_simulations: how many simulations the store should hold in the end.
 
     A store made with another protocol is refused, unless none of its simulations has
-    finished: then it holds nothing worth keeping and is made anew.
+    finished: then it holds nothing worth keeping and is made anew. In a store of the
+    same protocol, deleted array metadata is restored and damaged simulations
+    (`find_damaged`) are marked unfinished, each with a line through `report`.
 
     Returns:
         Indices of the simulations that are not yet completed, in increasing order.
@@ -300,7 +326,7 @@ def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) 
     group = _open_group(path, mode="r+")
     stored, requested = group.attrs.get("protocol"), _jsonable(spec.protocol)
     if stored != requested:
-        if not np.asarray(group["completed"][:]).any():
+        if "completed" in group and not np.asarray(group["completed"][:]).any():
             # Nothing finished under the old protocol (e.g. its first simulation failed):
             # there is nothing to keep, so the corrected command simply starts afresh.
             _create(path, spec, n_simulations)
@@ -310,6 +336,8 @@ def prepare_store(path: str | os.PathLike, spec: StoreSpec, n_simulations: int) 
             f"arguments ({_describe_differences(stored, requested)}). Use a new --out path, "
             "or the store's own arguments."
         )
+    _repair(path, spec, report)
+    group = _open_group(path, mode="r+")
     have = group["completed"].shape[0]
     if n_simulations > have:
         # `completed` grows last: until it has, a rerun sees the old size and redoes the
@@ -361,7 +389,15 @@ def _open_group(path: Path, mode: str) -> zarr.Group:
         raise MissingDataError(
             f"no dataset at {path}. Make one with `python -m biophys.simulate --out {path}`."
         )
-    group = zarr.open_group(path, mode=mode, zarr_format=3)
+    try:
+        json.loads((Path(path) / "zarr.json").read_text(encoding="utf-8"))
+        group = zarr.open_group(path, mode=mode, zarr_format=3)
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        raise UserError(
+            f"the root metadata of {path} (zarr.json) is damaged ({type(err).__name__}); the "
+            "store cannot be read. Make it anew with `python -m biophys.simulate --out` a new "
+            "path, or restore zarr.json from a backup."
+        ) from err
     if group.attrs.get("schema") != SCHEMA:
         raise UserError(
             f"{path} is a zarr store but not a NeuronIO dataset of this toolkit "
@@ -405,32 +441,183 @@ def write_simulation(path: str | os.PathLike, index: int, record: SimulationReco
         )
     padded = np.full(capacity, np.nan)
     padded[: len(times)] = times
-    group["completed"][index] = False
-    group["input_spikes"][index] = pack_inputs(record.input_spikes)
-    group["soma_v"][index] = np.asarray(record.soma_v, dtype=np.float32)
-    group["spike_times"][index] = padded
-    group["n_spikes"][index] = len(times)
-    group["sim_seed"][index] = record.seed
+    values = {
+        "input_spikes": pack_inputs(record.input_spikes),
+        "soma_v": record.soma_v,
+        "spike_times": padded,
+        "n_spikes": len(times),
+        "sim_seed": record.seed,
+    }
     for name, value in (("nexus_v", record.nexus_v), ("dend_v", record.dend_v)):
         if name in group:
             if value is None:
                 raise UserError(f"the store records {name} but the simulation did not")
-            group[name][index] = np.asarray(value, dtype=np.float32)
+            values[name] = value
+    values = {name: np.asarray(v, dtype=group[name].dtype) for name, v in values.items()}
+    group["completed"][index] = False
+    for name, value in values.items():
+        group[name][index] = value
+    if "checksum" in group:
+        group["checksum"][index] = simulation_digest(values)
     group["completed"][index] = True
 
 
-def open_dataset(path: str | os.PathLike, completed_only: bool = True) -> xr.Dataset:
-    """Open a NeuronIO store lazily (dask-backed; nothing is read until computed).
+def simulation_digest(values: Mapping[str, np.ndarray]) -> int:
+    """64-bit blake2b of one simulation's data arrays (names, dtypes, shapes and bytes).
+
+    Never 0: 0 is the checksum array's fill value, meaning "no checksum written".
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    for name in sorted(values):
+        array = np.ascontiguousarray(values[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return int.from_bytes(digest.digest(), "little") or 1
+
+
+def expected_arrays(group: zarr.Group) -> tuple[str, ...]:
+    """The arrays the store was made with (its ``arrays`` attribute; older stores: the
+    arrays every store has)."""
+    return tuple(group.attrs.get("arrays", LEGACY_ARRAYS))
+
+
+def _missing_arrays(path: Path, group: zarr.Group) -> list[str]:
+    return [name for name in expected_arrays(group) if not (path / name / "zarr.json").is_file()]
+
+
+def _refuse_missing_arrays(path: Path, group: zarr.Group) -> None:
+    missing = _missing_arrays(path, group)
+    if missing:
+        raise UserError(
+            f"{path} lacks the metadata of its array(s) {', '.join(missing)}; run the "
+            "`python -m biophys.simulate` command that made it (same --out and options) to "
+            "restore them and recompute what is lost"
+        )
+
+
+def _read_simulation(group: zarr.Group, index: int) -> dict[str, np.ndarray]:
+    """One simulation's data arrays, as stored."""
+    return {name: np.asarray(group[name][index]) for name in DATA_ARRAYS if name in group}
+
+
+def check_simulation(group: zarr.Group, index: int, checksum: int) -> str | None:
+    """Why simulation `index` is damaged, or None when its data match `checksum`."""
+    if checksum == 0:
+        return "its checksum is missing"
+    try:
+        values = _read_simulation(group, index)
+    except Exception as err:  # codecs raise many types for truncated or corrupt chunks
+        return f"its chunks cannot be read ({type(err).__name__})"
+    if simulation_digest(values) != checksum:
+        return "its data do not match the checksum written with them"
+    return None
+
+
+def find_damaged(path: str | os.PathLike, indices: Sequence[int] | None = None) -> dict[int, str]:
+    """Completed simulations whose data are missing, unreadable or altered.
+
+    Args:
+        path: the store.
+        indices: simulations to check (default: every completed one).
+
+    Returns:
+        {simulation: why}. Empty for a store made before checksums existed.
+    """
+    path = Path(path)
+    group = _open_group(path, mode="r")
+    if "checksum" not in group:
+        return {}
+    try:
+        completed = np.asarray(group["completed"][:])
+        checksums = np.asarray(group["checksum"][:])
+    except Exception as err:  # a damaged bookkeeping chunk
+        raise UserError(
+            f"{path}: the completion or checksum records cannot be read "
+            f"({type(err).__name__}); run the `python -m biophys.simulate` command that made "
+            "the store to repair it"
+        ) from err
+    todo = np.flatnonzero(completed) if indices is None else indices
+    damaged = {}
+    for index in todo:
+        why = check_simulation(group, int(index), int(checksums[index]))
+        if why is not None:
+            damaged[int(index)] = why
+    return damaged
+
+
+def refuse_damaged(path: str | os.PathLike, damaged: Mapping[int, str]) -> None:
+    """Raise a one-line `UserError` naming damaged simulations and the fix."""
+    if not damaged:
+        return
+    shown = "; ".join(f"simulation {i}: {why}" for i, why in list(damaged.items())[:4])
+    more = f" (and {len(damaged) - 4} more)" if len(damaged) > 4 else ""
+    raise UserError(
+        f"{path} has damaged simulations ({shown}{more}); run the `python -m biophys.simulate` "
+        "command that made the store (same --out and options) to recompute them"
+    )
+
+
+def _repair(path: Path, spec: StoreSpec, report) -> None:
+    """Restore deleted array metadata, adopt checksums in older stores, and mark damaged
+    simulations unfinished so that they are recomputed."""
+    group = _open_group(path, mode="r+")
+    n = group["simulation"].shape[0] if (path / "simulation" / "zarr.json").is_file() else None
+    missing = _missing_arrays(path, group)
+    legacy = "arrays" not in group.attrs
+    if legacy:
+        missing = [*missing, "checksum"] if "checksum" not in group else missing
+    if missing:
+        if n is None:
+            n = max(group[a].shape[0] for a in DATA_ARRAYS if a in group)
+        staging = path.with_name(f".{path.name}.template")
+        shutil.rmtree(staging, ignore_errors=True)
+        _template(spec, n).to_zarr(staging, mode="w-", compute=False, consolidated=False,
+                                   zarr_format=3)  # fmt: skip
+        for name in missing:
+            (path / name).mkdir(exist_ok=True)
+            shutil.copyfile(staging / name / "zarr.json", path / name / "zarr.json")
+        shutil.rmtree(staging, ignore_errors=True)
+        if not legacy:
+            report(f"restored the metadata of the deleted array(s) {', '.join(missing)}")
+        group = _open_group(path, mode="r+")
+    if legacy:
+        # A store from before checksums: its finished simulations are trusted once, and
+        # checked from now on.
+        for index in np.flatnonzero(group["completed"][:]):
+            group["checksum"][index] = simulation_digest(_read_simulation(group, int(index)))
+        group.attrs["arrays"] = sorted({*LEGACY_ARRAYS, "checksum", *group.array_keys()})
+        report("note: this store predates checksums; its finished simulations now have them")
+    damaged = find_damaged(path)
+    for index, why in damaged.items():
+        report(f"simulation {index} is damaged ({why}); it will be recomputed")
+        group["completed"][index] = False
+
+
+def open_dataset(
+    path: str | os.PathLike, completed_only: bool = True, verify: bool = True
+) -> xr.Dataset:
+    """Open a NeuronIO store lazily (dask-backed).
 
     Args:
         path: the store folder.
         completed_only: drop simulations that have not finished (default True).
+        verify: first re-read every completed simulation once and check it against its
+            checksum (`find_damaged`); a store of 1000 six-second simulations takes
+            seconds. False opens without reading any data.
 
     Raises:
         MissingDataError: there is no store at `path`.
-        UserError: `path` holds something else than a NeuronIO store of this toolkit.
+        UserError: `path` holds something else than a NeuronIO store of this toolkit, an
+            array's metadata is missing, or (with `verify`) a simulation is damaged.
+
+    Example:
+        >>> ds = open_dataset("data/L5PC.zarr")  # doctest: +SKIP
+        >>> ds["soma_v"].sel(simulation=0).values  # (time,) mV  # doctest: +SKIP
     """
-    _open_group(Path(path), mode="r")
+    group = _open_group(Path(path), mode="r")
+    _refuse_missing_arrays(Path(path), group)
+    if verify:
+        refuse_damaged(path, find_damaged(path))
     ds = xr.open_zarr(path, consolidated=False, zarr_format=3)
     if completed_only:
         done = np.flatnonzero(ds["completed"].values)
@@ -493,7 +680,7 @@ def read_metadata(path: str | os.PathLike) -> StoreMetadata:
         MissingDataError: there is no store at `path`.
         UserError: `path` holds something else than a NeuronIO store of this toolkit.
     """
-    ds = open_dataset(path)
+    ds = open_dataset(path, verify=False)
     return StoreMetadata(
         n_time=int(ds.sizes["time"]),
         input_kind=tuple(str(k) for k in ds["input_kind"].values),
@@ -507,7 +694,10 @@ class SimulationReader:
     """Reads parts of single simulations of one store, opened once, without dask.
 
     Meant for many small reads (training windows, one simulation at a time); for whole
-    arrays use `open_dataset`. A pickled reader reopens the store where it is unpickled.
+    arrays use `open_dataset`. Each simulation is checked against its checksum the first
+    time it is read, and the last few read are kept decoded in memory (a window read
+    decodes the whole simulation's chunk anyway). A pickled reader reopens the store
+    where it is unpickled.
 
     Attributes:
         path: the store folder.
@@ -516,17 +706,44 @@ class SimulationReader:
         input_kind: (n_inputs,) array of "exc"/"inh".
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, cache_simulations: int = 32):
         self.path = Path(path)
-        open_dataset(self.path, completed_only=False)  # checks it is a store of ours
-        # Without dask: a window read is then a plain zarr read (≈3× faster per item).
-        self._ds = xr.open_zarr(self.path, consolidated=False, zarr_format=3, chunks=None)
-        self.n_time = int(self._ds.sizes["time"])
-        self.n_inputs = int(self._ds["input_spikes"].attrs["n_inputs"])
-        self.input_kind = self._ds["input_kind"].values
+        self._group = _open_group(self.path, mode="r")
+        _refuse_missing_arrays(self.path, self._group)
+        self.n_time = int(self._group["soma_v"].shape[1])
+        self.n_inputs = int(self._group["input_spikes"].attrs["n_inputs"])
+        self.input_kind = np.array([str(k) for k in self._group["input_kind"][:]])
+        self._completed = np.asarray(self._group["completed"][:])
+        self._checksums = (
+            np.asarray(self._group["checksum"][:]) if "checksum" in self._group else None
+        )
+        self._cache_size = int(cache_simulations)
+        self._cache: dict[int, dict[str, np.ndarray]] = {}
 
     def __reduce__(self):
-        return (type(self), (self.path,))
+        return (type(self), (self.path, self._cache_size))
+
+    def _simulation(self, simulation: int) -> dict[str, np.ndarray]:
+        """The decoded, verified data of one simulation (from the cache when there)."""
+        if simulation in self._cache:
+            return self._cache[simulation]
+        if not 0 <= simulation < len(self._completed) or not self._completed[simulation]:
+            raise UserError(
+                f"{self.path} has no simulation {simulation} (none finished by that label)"
+            )
+        try:
+            values = _read_simulation(self._group, simulation)
+        except Exception as err:  # codecs raise many types for truncated or corrupt chunks
+            refuse_damaged(self.path, {simulation: f"its chunks cannot be read ({err!r:.80})"})
+        if self._checksums is not None:
+            checksum = int(self._checksums[simulation])
+            if checksum == 0 or simulation_digest(values) != checksum:
+                why = "its checksum is missing" if checksum == 0 else "its data do not match"
+                refuse_damaged(self.path, {simulation: why})
+        if len(self._cache) >= self._cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[simulation] = values
+        return values
 
     def read(
         self, simulation: int, start: int = 0, stop: int | None = None
@@ -534,7 +751,8 @@ class SimulationReader:
         """Inputs, output spikes and somatic voltage of one simulation over [start, stop) ms.
 
         Args:
-            simulation: the simulation's label (its ``simulation`` coordinate).
+            simulation: the simulation's label (its ``simulation`` coordinate, which is its
+                index).
             start, stop: first and one-past-last 1 ms bin (default: the whole simulation).
 
         Returns:
@@ -542,16 +760,14 @@ class SimulationReader:
             a spike at t ms marks bin floor(t)), soma_v (T,) float32 in mV.
 
         Raises:
-            UserError: the store has no simulation with that label.
+            UserError: the store has no finished simulation with that label, or it is
+                damaged.
         """
         stop = self.n_time if stop is None else stop
-        try:
-            one = self._ds.sel(simulation=simulation).isel(time=slice(start, stop))
-        except KeyError:
-            raise UserError(f"{self.path} has no simulation {simulation}") from None
-        inputs = unpack_inputs(one["input_spikes"].values, self.n_inputs)
-        spikes = spike_train(one["spike_times"].values, stop - start, t0_ms=float(start))
-        return inputs, spikes, one["soma_v"].values.astype(np.float32)
+        one = self._simulation(int(simulation))
+        inputs = unpack_inputs(one["input_spikes"][start:stop], self.n_inputs)
+        spikes = spike_train(one["spike_times"], stop - start, t0_ms=float(start))
+        return inputs, spikes, one["soma_v"][start:stop].astype(np.float32)
 
 
 def get_attribute(path: str | os.PathLike, name: str, default: Any = None) -> Any:

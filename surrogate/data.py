@@ -99,19 +99,24 @@ class StoreInfo:
         }
 
 
-def inspect_store(path: str | os.PathLike, min_time_ms: int = 0) -> StoreInfo:
+def inspect_store(path: str | os.PathLike, min_time_ms: int = 0, verify: bool = False) -> StoreInfo:
     """Open a store's metadata and check it can serve surrogate data.
 
     Args:
         path: the store folder.
         min_time_ms: the simulations must be at least this long (e.g. window + skip).
+        verify: also re-read every completed simulation against its checksum (a fit does,
+            before it writes anything; readers check each simulation when they read it).
 
     Raises:
         MissingDataError: no store at `path`.
-        UserError: not a NeuronIO store, no completed simulation, or too short.
+        UserError: not a NeuronIO store, no completed simulation, too short, or (with
+            `verify`) damaged.
     """
     path = Path(path)
     meta = store.read_metadata(path)
+    if verify:
+        store.refuse_damaged(path, store.find_damaged(path))
     if not meta.simulations:
         raise UserError(
             f"{path} holds no completed simulation yet; finish it with the "

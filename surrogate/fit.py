@@ -113,7 +113,7 @@ def ensure_data(config: FitConfig) -> tuple[StoreInfo, float | None]:
     """
     needed = config.min_start_ms + config.window_ms
     if config.data is not None:
-        return inspect_store(config.data, min_time_ms=needed), None
+        return inspect_store(config.data, min_time_ms=needed, verify=True), None
     path = default_store_path(config.cell, config.n_sims, config.duration_ms, config.data_seed)
     have = count_completed_simulations(path)
     elapsed = None
@@ -131,7 +131,7 @@ def ensure_data(config: FitConfig) -> tuple[StoreInfo, float | None]:
         start = time.perf_counter()
         generate_store(config.cell, config.n_sims, config.duration_ms, config.data_seed, path)
         elapsed = time.perf_counter() - start
-    return inspect_store(path, min_time_ms=needed), elapsed
+    return inspect_store(path, min_time_ms=needed, verify=True), elapsed
 
 
 # ---------------------------------------------------------------------------------------
