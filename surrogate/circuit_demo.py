@@ -122,8 +122,9 @@ def build_circuit(args, model, drive: np.ndarray) -> dict[str, Any]:
         refractory=LIF["refractory"], method="exact", namespace=dict(LIF), name="interneurons",
     )  # fmt: skip
     ints.v = LIF["v_rest"]
-    background = b2.PoissonInput(ints, "v", N=1, rate=args.int_background_hz * b2.Hz,
-                                 weight=0.5 * b2.mV)  # fmt: skip
+    # Many 20 Hz sources rather than one fast one: a source must fire < once per step.
+    n_sources = max(1, round(args.int_background_hz / 20.0))
+    background = b2.PoissonInput(ints, "v", N=n_sources, rate=20 * b2.Hz, weight=0.5 * b2.mV)
     pre, post, chan = contacts(rng, args.n_pc, args.n_pc, args.p_pc_pc, args.syn_per_contact,
                                np.arange(d_half))  # fmt: skip
     pc_pc = b2.Synapses(pcs.neurons, pcs.inputs, on_pre="count_post += 1", name="pc_pc")
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     drive = background_drive(args.n_pc, args.duration_ms, args.seed)
     b2.prefs.codegen.target = args.codegen
     b2.start_scope()
+    b2.defaultclock.dt = 0.1 * b2.ms  # the interneurons' step; the surrogates step at 1 ms
     b2.seed(args.seed)
     circuit = build_circuit(args, model, drive)
     # The first millisecond compiles Brian2's code objects (once per machine for Cython):
