@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
-from elmbridge.files import write_json
+from elmbridge.files import check_output_dir, user_writes, write_json
 from elmbridge.provenance import software_versions
 from elmbridge.runs import RunFolder
 from elmbridge.training import resolve_device
@@ -313,8 +313,9 @@ def plot_report(
         if i == len(rows) - 1:
             p_ax.set_xlabel("time (ms); grey: skipped start, black lines: simulated spikes")
     fig.suptitle(title)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with user_writes(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -334,6 +335,8 @@ def evaluate(
     Returns:
         the metrics (see `score`).
     """
+    if out_dir is not None:
+        check_output_dir(out_dir)  # before the predictions, which may take a while
     pred = predict(model, info, simulations, protocol, device=device, progress=progress)
     metrics, keep = score(pred, protocol)
     if out_dir is not None:
@@ -414,6 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     add_protocol_options(parser, defaults=True)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    if args.out is not None:
+        check_output_dir(args.out)
 
     model, desc = load_model(args.model)
     data = args.data
