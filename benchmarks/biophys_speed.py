@@ -163,6 +163,10 @@ HEADER = (
 )
 
 
+# Each configuration is simulated `repeats` times on one core at ≈10 s per simulated s.
+MAX_DURATION_MS = 600_000
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.biophys_speed", description=__doc__)
     parser.add_argument("--duration-ms", type=int, default=6000)
@@ -174,8 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure parallel scaling for these worker counts, e.g. 1,2",
     )
     args = parser.parse_args(argv)
-    if args.duration_ms < 100 or args.repeats < 1:
-        raise UserError("--duration-ms must be >= 100 and --repeats >= 1")
+    if not 100 <= args.duration_ms <= MAX_DURATION_MS or args.repeats < 1:
+        raise UserError(
+            f"--duration-ms must be 100 to {MAX_DURATION_MS} and --repeats >= 1, got "
+            f"{args.duration_ms} and {args.repeats}"
+        )
+    if args.scaling is not None:
+        args.scaling_workers = _worker_counts(args.scaling)
     print(
         f"L5PC, NeuronIO input (seed {args.seed}), {args.duration_ms} ms, one core, best of "
         f"{args.repeats}. RMSE: 1 ms soma voltage vs the reference; 'away': only samples "
@@ -190,6 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _worker_counts(text: str) -> tuple[int, ...]:
+    """ "1,2,4" → (1, 2, 4); anything else is a one-line `UserError`."""
+    try:
+        counts = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise UserError(f"--scaling takes worker counts ≥ 1 separated by commas, got {text!r}")
+    return counts
+
+
 def _parallel_scaling(args) -> None:
     """Hook for the parallel section: dataset generation on 1..n workers."""
     try:
@@ -199,7 +219,7 @@ def _parallel_scaling(args) -> None:
             "parallel scaling is measured by benchmarks.biophys_scaling, which this "
             f"checkout lacks ({err})"
         ) from err
-    workers = tuple(int(w) for w in args.scaling.split(","))
+    workers = args.scaling_workers
     print("\nparallel scaling (benchmarks.biophys_scaling):")
     for row in measure_scaling(worker_counts=workers, duration_ms=args.duration_ms):
         print(

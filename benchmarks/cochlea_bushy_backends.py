@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.audio.is_file():
         raise UserError(f"audio file {args.audio} not found; pass one with --audio")
+    if args.repeats < 1:
+        # np.median of no timings is NaN with a warning: a table of nonsense, not an error.
+        raise UserError(f"--repeats must be at least 1, got {args.repeats}")
     counts, params = fibre_counts(args.audio, seed=0)
     rate, bp = params.step_rate_hz, params.bushy_cell
     rows = []

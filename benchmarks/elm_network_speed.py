@@ -21,6 +21,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from benchmarks.elm_neuron_speed import MAX_BATCH_STEPS, check_sizes
+from elmbridge.cli import run_cli
+from elmbridge.errors import UserError
+from elmbridge.training import resolve_device
 from elmnet.config import ELMNetworkConfig
 from elmnet.network import ELMNetwork
 from elmnet.ops import TANH_GAIN, TANH_SLOPE, decay, memory_update_coefficients
@@ -99,7 +103,7 @@ def task_inputs(task: str, config, batch: int, n_steps: int, device):
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--shd-steps", type=int, default=1000)
@@ -107,9 +111,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-baseline", action="store_true", help="skip the autograd loop")
     args = parser.parse_args(argv)
-    if args.threads:
+    check_sizes(args, ("batch", "shd_steps", "enwik8_steps", "repeats"))
+    if args.threads is not None:
+        check_sizes(args, ("threads",))
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    if args.batch * max(args.shd_steps, args.enwik8_steps) > MAX_BATCH_STEPS:
+        raise UserError(f"--batch × steps is more than {MAX_BATCH_STEPS:,}; is it a typo?")
+    device = resolve_device(args.device)
 
     rows = []
     for task, n_steps, optim in (
@@ -150,5 +158,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
+def cli(argv: list[str] | None = None) -> int:
+    main(argv)  # the rows are for callers; the command prints them
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    run_cli(cli)

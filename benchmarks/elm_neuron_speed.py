@@ -15,6 +15,9 @@ import time
 
 import torch
 
+from elmbridge.cli import run_cli
+from elmbridge.errors import UserError
+from elmbridge.training import resolve_device
 from elmnet.config import ELMConfig
 from elmnet.neuron import ELMNeuron
 from elmnet.ops import decay, scaled_tanh
@@ -67,17 +70,36 @@ def throughput(fn, model, x, backward: bool, repeats: int) -> float:
     return x.shape[0] * x.shape[1] / statistics.median(times)
 
 
+# The input is batch × steps × 1278 values, several copies of it while timing.
+MAX_BATCH_STEPS = 1_000_000
+
+
+def check_sizes(args, names: tuple[str, ...]) -> None:
+    """Each of the options `names` must be at least 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise UserError(
+                f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
+            )
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--d-m", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = parser.parse_args(argv)
+    check_sizes(args, ("batch", "steps", "d_m", "repeats"))
+    if args.batch * args.steps > MAX_BATCH_STEPS:
+        raise UserError(
+            f"--batch × --steps = {args.batch * args.steps:,} is more than {MAX_BATCH_STEPS:,} "
+            "(the input alone would need ≥ 5 GB)"
+        )
 
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    device, dtype = resolve_device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
     model = ELMNeuron(ELMConfig.branch_elm_neuronio(d_m=args.d_m)).to(device, dtype)
     spikes = torch.rand(args.batch, args.steps, 1278, device=device) < 0.01
@@ -112,5 +134,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
+def cli(argv: list[str] | None = None) -> int:
+    main(argv)  # the rows are for callers; the command prints them
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    run_cli(cli)

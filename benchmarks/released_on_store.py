@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from elmbridge.cli import run_cli
-from elmbridge.files import write_json
+from elmbridge.files import check_output_dir, write_json
 from elmbridge.training import resolve_device
 from elmnet.released import RELEASED_MODEL_NAMES, find_released
 from surrogate.data import inspect_store
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=Path("reports/released_on_store"))
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    check_output_dir(args.out)
 
     info = inspect_store(args.data, min_time_ms=EvalProtocol().skip_ms + 1)
     rows = []
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         metrics = evaluate(
             model, info, list(info.simulations), args.out / name,
-            device=resolve_device(args.device), title=f"{name} on {args.data.name}",
+            device=device, title=f"{name} on {args.data.name}",
             context={"model": desc, "split": "all"}, progress=False,
         )  # fmt: skip
         published = desc.get("published_results", {}).get("test_results", {})

@@ -16,8 +16,14 @@ from pathlib import Path
 from biophys.generate import NEURON, ExplicitInputs, SimulationSettings, Simulator, generate
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
+from elmbridge.files import check_output_dir
+from elmbridge.parallel import check_scheduler_address
 
 DEFAULT_DURATION_MS = 6000
+# One simulation holds its inputs (1278 × T bits for the L5PC) and recordings in memory
+# and takes ≈10 s of wall time per simulated second: an hour is already ≈10 h of work.
+# Beyond that a typo (1e12) would only die allocating terabytes.
+MAX_DURATION_MS = 3_600_000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,11 +115,23 @@ def _whole_ms(value: float) -> int:
             f"--duration-ms must be a positive whole number of ms (inputs come in 1 ms "
             f"bins), got {value:g}"
         )
+    if value > MAX_DURATION_MS:
+        raise UserError(
+            f"--duration-ms {value:g} is longer than the {MAX_DURATION_MS} ms (one hour) a "
+            "simulation may last; make more simulations (--n-sims) instead"
+        )
     return int(value)
 
 
 def main(argv: list[str] | None = None, simulator: Simulator = NEURON) -> int:
     args = build_parser().parse_args(argv)
+    check_scheduler_address(args.scheduler)
+    # Before the cell is built: a store path that is a file or lies under one is refused
+    # at once (the store module checks the rest, e.g. a non-empty folder that is no store).
+    check_output_dir(args.out)
+    if args.inputs and Path(args.inputs).is_file() and Path(args.inputs).stat().st_size == 0:
+        # np.load of an empty file raises EOFError, which ExplicitInputs.load lets through.
+        raise UserError(f"--inputs {args.inputs} is an empty file, not a .npy array")
     inputs = ExplicitInputs.load(args.inputs) if args.inputs else None
     if args.duration_ms is not None:
         duration_ms = _whole_ms(args.duration_ms)

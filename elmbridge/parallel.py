@@ -17,6 +17,37 @@ from tqdm.auto import tqdm
 from elmbridge.errors import UserError
 
 SYNCHRONOUS = "synchronous"
+# Schemes whose addresses are host:port (the others, e.g. inproc://, are opaque to us).
+_HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def check_scheduler_address(address: str | None) -> None:
+    """Refuse a --scheduler value that cannot be a Dask scheduler's address, before any work.
+
+    Accepts None, "synchronous", and addresses such as "tcp://10.0.0.1:8786" or
+    "host:8786"; says what is wrong with anything else in one line.
+    """
+    if address is None or address == SYNCHRONOUS:
+        return
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import backends
+
+    hint = (
+        "give the address a running scheduler prints, e.g. tcp://10.0.0.1:8786, or "
+        f"'{SYNCHRONOUS}' to run in this process"
+    )
+    try:
+        scheme, location = parse_address(address, strict=False)
+        if scheme not in backends:
+            raise ValueError(f"unknown scheme {scheme}://; known: {', '.join(sorted(backends))}")
+        if scheme in _HOST_PORT_SCHEMES:
+            _, port = parse_host_port(location)
+            if not 0 < int(port) < 65536:
+                raise ValueError(f"port {port} is outside 1–65535")
+    except (ValueError, TypeError) as err:
+        raise UserError(
+            f"--scheduler {address!r} is not a scheduler address ({err}); {hint}"
+        ) from err
 
 
 @contextlib.contextmanager
@@ -39,6 +70,7 @@ def dask_client(
     from dask.distributed import Client, LocalCluster
 
     if scheduler is not None:
+        check_scheduler_address(scheduler)
         try:
             client = Client(scheduler, timeout=f"{connect_timeout_s}s")
         except (OSError, TimeoutError) as err:

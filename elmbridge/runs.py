@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from elmbridge.errors import MissingDataError, UserError
-from elmbridge.files import atomic_path, read_json, write_json
+from elmbridge.files import atomic_path, read_json, user_writes, write_json
 from elmbridge.provenance import run_record
 
 RUN_FILE = "run.json"
@@ -336,7 +336,7 @@ class MetricsLog:
         """Append one row (it must have a `step`)."""
         self.rows.append(row)
         if set(row) <= set(self.columns):
-            with open(self.path, "a", newline="", encoding="utf-8") as fh:
+            with user_writes(self.path), open(self.path, "a", newline="", encoding="utf-8") as fh:
                 csv.DictWriter(fh, self.columns, lineterminator="\n").writerow(row)
         else:
             self.columns = list(dict.fromkeys([*self.columns, *row]))
@@ -349,7 +349,11 @@ class MetricsLog:
             self._board.flush()
 
     def _rewrite(self) -> None:
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with (
+            user_writes(self.path),
+            atomic_path(self.path) as tmp,
+            open(tmp, "w", newline="", encoding="utf-8") as fh,
+        ):
             writer = csv.DictWriter(fh, self.columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(self.rows)

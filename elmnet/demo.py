@@ -2,6 +2,8 @@
 
     python -m elmnet.demo [--model num_memory_20 | PATH] [--out outputs/elm_demo.png]
 
+--out is the image file itself (.png, .pdf or .svg); its folder is created.
+
 The input mimics the NeuronIO protocol's character (piecewise-constant excitatory and
 inhibitory rates that change every few hundred ms) without the simulator: `elmnet`
 does not depend on `biophys`.
@@ -14,11 +16,17 @@ import numpy as np
 import torch
 
 from elmbridge.cli import run_cli
-from elmbridge.errors import MissingDataError
+from elmbridge.errors import MissingDataError, UserError
+from elmbridge.files import check_output_file, user_writes
 from elmnet.neuron import ELMConfig, ELMNeuron
 from elmnet.neuronio import SOMA, SPIKE, soma_mv
 from elmnet.params import neuron_parameters
 from elmnet.released import load_released
+
+# The input is held dense in memory (1278 float32 channels per ms, several copies while it
+# is drawn): a minute is ≈0.3 GB; more is a typo, not a demo.
+MAX_DURATION_MS = 60_000
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def synthetic_neuronio_input(
@@ -79,8 +87,9 @@ def plot_demo(x: np.ndarray, spike_prob: np.ndarray, soma_mv: np.ndarray, title:
     axes[2].plot(t, spike_prob, c="tab:purple", lw=0.8)
     axes[2].set(ylabel="P(spike)", xlabel="time (ms)", ylim=(0, 1))
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    with user_writes(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120)
     plt.close(fig)
 
 
@@ -91,10 +100,19 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m elmnet.demo", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--model", default="num_memory_20", help="released model name or folder")
-    parser.add_argument("--out", type=Path, default=Path("outputs/elm_demo.png"))
-    parser.add_argument("--duration-ms", type=int, default=2000)
+    parser.add_argument(
+        "--out", type=Path, default=Path("outputs/elm_demo.png"),
+        help="the image file to write (.png, .pdf or .svg)",
+    )  # fmt: skip
+    parser.add_argument("--duration-ms", type=int, default=2000, help="1 to 60000")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if not 1 <= args.duration_ms <= MAX_DURATION_MS:
+        raise UserError(f"--duration-ms must be 1 to {MAX_DURATION_MS} ms, got {args.duration_ms}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be ≥ 0, got {args.seed}")
+    # Checked before the model is loaded (or fetched), so a bad path costs nothing.
+    check_output_file(args.out, suffixes=IMAGE_SUFFIXES)
 
     model, label = _load_model(args.model)
     count = neuron_parameters(model.config)

@@ -27,6 +27,7 @@ the default is stated in --help.
 """
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -125,19 +126,57 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.out = str(Path("runs") / args.task)
     if args.N is not None and args.budget is not None:
         raise UserError("give either --N or --budget (which sets N), not both")
-    for name in ("steps", "batch", "eval_every", "log_every", "bptt", "val_batch", "test_batch"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if not args.lr > 0:
-        raise UserError(f"--lr must be positive, got {args.lr}")
-    if not 0 <= args.label_smoothing < 1:
-        raise UserError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     if args.resume and args.restart:
         raise UserError("--resume and --restart contradict each other; choose one")
-    if args.clip is not None and args.clip < 0:
-        raise UserError(f"--clip must be ≥ 0 (0: no clipping), got {args.clip}")
+    check_numbers(args)
+    if args.test_bytes is not None and args.test_bytes < 2:
+        raise UserError(f"--test-bytes must be at least 2 (one prediction), got {args.test_bytes}")
     resolve_device(args.device)
     return args
+
+
+# Options that must be ≥ 1 when given (None: the task's default, or not used by it).
+AT_LEAST_ONE = (
+    "epochs", "steps_per_epoch", "steps", "batch", "eval_every", "log_every", "bptt",
+    "val_batch", "test_batch", "stop_after", "threads", "N", "budget", "d_m", "d_mlp", "k_c",
+    "d_tree", "val_pairs", "test_pairs", "eval_batch", "val_bytes",
+)  # fmt: skip
+# Options that must be ≥ 0 (0 switches the feature off).
+AT_LEAST_ZERO = ("warmup", "clip", "weight_decay", "min_lr", "act_reg", "mlp_reg")
+# A run of more steps than this is a typo (the longest documented run has 300k).
+MAX_STEPS = 100_000_000
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Reject, never replace, numbers that make no sense (NaN fails every test)."""
+    for name in AT_LEAST_ONE:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"{_option(name)} must be at least 1, got {value}")
+    for name in AT_LEAST_ZERO:
+        value = getattr(args, name, None)
+        if value is not None and not value >= 0:
+            raise UserError(f"{_option(name)} must be ≥ 0 (0: off), got {value}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise UserError(f"--lr must be a positive number, got {args.lr}")
+    if not args.min_lr <= args.lr:
+        raise UserError(f"--min-lr ({args.min_lr}) must not exceed --lr ({args.lr})")
+    if not 0 <= args.label_smoothing < 1:
+        raise UserError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    for name in ("dropout_in", "dropout_rec"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value < 1:
+            raise UserError(f"{_option(name)} must be in [0, 1), got {value}")
+    if args.rho is not None and not 0 <= args.rho <= 1:
+        raise UserError(f"--rho is a share of the synapses, in [0, 1]; got {args.rho}")
+    if not (args.bin_ms > 0 and math.isfinite(args.bin_ms)):
+        raise UserError(f"--bin-ms must be a positive number of ms, got {args.bin_ms}")
+    if args.steps > MAX_STEPS:
+        raise UserError(f"--steps {args.steps} is more than {MAX_STEPS:,}; is it a typo?")
 
 
 def network_config(args, task) -> ELMNetworkConfig:
@@ -171,24 +210,26 @@ def prepare_run(args, folder: RunFolder, task, config: ELMNetworkConfig) -> dict
     """Create the run folder or pick up the run in it; returns the checkpoint or None."""
     if args.restart:
         folder.discard()
+    if folder.exists() and folder.result() is None and not folder.checkpoint_path().is_file():
+        # A run that stopped before its first checkpoint holds nothing worth keeping;
+        # refusing it would make an earlier refused or killed command block this one.
+        print(f"notice: {folder.path} holds a run that never reached a checkpoint; starting anew")
+        folder.discard()
     if folder.exists():
         recorded = folder.record().get("config", {})
         if "args" in recorded and "network" in recorded:  # the layout before elmbridge.runs
             recorded = {k: v for k, v in recorded["args"].items() if k not in RESUMABLE}
         folder.check_same_config(comparable(args), recorded=recorded)
-        saved = folder.load_checkpoint()
-        if saved is not None:
-            return saved
-    elif args.resume:
+        return folder.load_checkpoint()
+    if args.resume:
         raise UserError(f"--resume: no checkpoint in {folder.path} to resume from")
-    else:
-        count = network_parameters(config)
-        folder.start(
-            RUN_KIND, comparable(args), args.seed, task.data.describe(),
-            network=config.to_dict(),
-            parameters={"P": count.total, "N": count.N, "k_e": count.k_e, "k_c": count.k_c,
-                        "hidden": count.hidden, "readout": count.readout},
-        )  # fmt: skip
+    count = network_parameters(config)
+    folder.start(
+        RUN_KIND, comparable(args), args.seed, task.data.describe(),
+        network=config.to_dict(),
+        parameters={"P": count.total, "N": count.N, "k_e": count.k_e, "k_c": count.k_c,
+                    "hidden": count.hidden, "readout": count.readout},
+    )  # fmt: skip
     return None
 
 
@@ -203,7 +244,18 @@ class Run:
         self.step = 0
         self.best = BestTracker(task.higher_is_better)
 
-    def restore(self, saved: dict) -> None:
+    def restore(self, saved: dict, where) -> None:
+        """Continue from a checkpoint; one that does not fit this run is a `UserError`."""
+        try:
+            self._restore(saved)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise UserError(
+                f"{where} does not fit this run ({type(err).__name__}: {first}); it is from "
+                "another version or damaged: start anew with --restart"
+            ) from err
+
+    def _restore(self, saved: dict) -> None:
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         best = saved["best"]  # {step, value} only in checkpoints of the earlier layout
@@ -305,10 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     folder.check_writable()
     task = task_module(args.task).Task(args)
     config = network_config(args, task)
-    saved = prepare_run(args, folder, task, config)
+    # The model and optimiser are made before the run folder is written, so that a
+    # refused option (the optimiser checks its own) leaves nothing behind.
     run = Run(args, task, config, device)
+    saved = prepare_run(args, folder, task, config)
     if saved is not None:
-        run.restore(saved)
+        run.restore(saved, folder.checkpoint_path())
     log = MetricsLog(folder.path / "metrics.csv", run.step if saved is not None else None)
     count = network_parameters(config)
     print(

@@ -18,7 +18,7 @@ from typing import Any
 
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
-from elmbridge.files import write_csv, write_json
+from elmbridge.files import check_output_dir, user_writes, write_csv, write_json
 from surrogate.config import add_fit_options, config_from_args, preset_table
 from surrogate.fit import fit
 
@@ -87,7 +87,8 @@ def plot_ablation(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             ax.grid(alpha=0.3)
     axes[0, 0].legend()
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    with user_writes(path):
+        fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -109,6 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     args.d_m = sizes[0]
     base = config_from_args(args)
     runs_dir = args.runs_dir or Path("runs") / (f"ablate_{base.cell}_{base.preset}_seed{base.seed}")
+    check_output_dir(runs_dir, option="--runs-dir")
+    for d_m in sizes:  # every size's configuration is checked before the first fit starts
+        args.d_m = d_m
+        config_from_args(args)
     results = {}
     for d_m in sizes:
         args.d_m = d_m

@@ -17,6 +17,7 @@ skipped start, spike-count filter) are `surrogate.evaluate.EvalProtocol`'s defau
 """
 
 import argparse
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ from surrogate.data import inspect_store
 from surrogate.evaluate import EvalProtocol, add_protocol_options
 
 _PROTOCOL = EvalProtocol()
+
+# Upper bounds: beyond them a value is a typo that would die allocating memory (one
+# simulation of 1278 inputs holds ≈1.3 MB per simulated second; a batch holds
+# batch_size · window_ms · 1278 floats) or run for centuries.
+LIMITS = {"duration_ms": 3_600_000, "n_sims": 10_000_000, "window_ms": 60_000,
+          "batch_size": 65_536, "epochs": 1_000_000, "batches_per_epoch": 100_000_000}  # fmt: skip
 
 # Validation metric → +1 if larger is better, −1 if smaller is better.
 SELECT_BY = {"soma_RMSE": -1, "AUC": +1, "loss": -1}
@@ -76,11 +83,33 @@ class FitConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("n_sims", "duration_ms", "epochs", "batches_per_epoch", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
-        if not self.lr > 0:
+        # Every number is checked here, before data is made or a run folder written: a
+        # refused fit leaves nothing behind, and a typo is never replaced by a default.
+        for name in ("n_sims", "duration_ms", "epochs", "batches_per_epoch", "batch_size",
+                     "d_m", "d_tree", "d_brch", "window_ms"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("data_seed", "seed", "min_start_ms"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        for name, limit in LIMITS.items():
+            if getattr(self, name) > limit:
+                raise UserError(
+                    f"{name} {getattr(self, name)} is more than {limit:,}; is it a typo?"
+                )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"the learning rate must be positive, got {self.lr}")
+        # Validation may be empty (the latest epoch is then the best); the test may not.
+        if not 0 <= self.val_fraction < 1:
+            raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 < self.test_fraction < 1:
+            raise UserError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not self.val_fraction + self.test_fraction < 1:
+            raise UserError(
+                f"val_fraction + test_fraction must leave simulations for training, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
         if self.select_by not in SELECT_BY:
             raise UserError(f"select_by must be one of {sorted(SELECT_BY)}, got {self.select_by}")
         self.protocol()  # checks the protocol's numbers

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
-from elmbridge.files import write_json
+from elmbridge.files import check_output_dir, user_writes, write_json
 from elmbridge.provenance import software_versions
 from elmbridge.runs import RunFolder
 from elmbridge.training import resolve_device
@@ -396,8 +396,9 @@ def plot_report(
         f"{title}\nscored: {split['n_simulations_scored']} of {split['n_simulations']} "
         f"simulations, {split['scored_s']:.1f} s, {split['n_spike_bins_scored']} spike bins"
     )
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with user_writes(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -419,6 +420,8 @@ def evaluate(
         the metrics (see `score`), with "intervals_95" (bootstrap over simulations,
         `n_boot` resamples; 0 skips it) and "split" (`split_sizes`).
     """
+    if out_dir is not None:
+        check_output_dir(out_dir)  # before the predictions, which may take a while
     pred = predict(model, info, simulations, protocol, device=device, progress=progress)
     metrics, keep = score(pred, protocol)
     if n_boot:
@@ -515,6 +518,8 @@ def main(argv: list[str] | None = None) -> None:
     add_protocol_options(parser, defaults=True)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    if args.out is not None:
+        check_output_dir(args.out)
 
     model, desc = load_model(args.model)
     data = args.data

@@ -205,6 +205,11 @@ def open_run(
     Everything is checked before the run folder is written, so that a refused command
     leaves nothing behind.
     """
+    if folder.exists() and folder.result() is None and not folder.checkpoint_path().is_file():
+        # No epoch finished: the folder holds only the record of a start that was killed
+        # or refused, and keeping it would block the corrected command.
+        print(f"notice: {folder.path} holds a fit that never finished an epoch; starting anew")
+        folder.discard()
     if folder.exists() and not resume:
         raise UserError(
             f"{folder.path} already holds a fit; continue it with --resume, or choose a new --out"
@@ -334,6 +339,10 @@ def fit(
         the result (test metrics, timings), or None when stopped early.
     """
     dev = resolve_device(device)
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be ≥ 0 (0: load data in this process), got {workers}")
+    if stop_after_epochs is not None and stop_after_epochs < 1:
+        raise UserError(f"stop_after_epochs must be at least 1, got {stop_after_epochs}")
     folder = RunFolder(run_dir)
     if resume and folder.result() is not None:
         folder.check_same_config(asdict(config))
@@ -344,8 +353,15 @@ def fit(
     state = {"epochs_done": 0, "selector": None, "history": [], "train_s": 0.0}
     saved = folder.load_checkpoint(map_location=dev) if resume else None
     if saved is not None:
-        trainer.load_state_dict(saved)
-        state = upgrade_state(saved["state"])
+        try:
+            trainer.load_state_dict(saved)
+            state = upgrade_state(saved["state"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise UserError(
+                f"{folder.checkpoint_path()} does not fit this fit ({type(err).__name__}: "
+                f"{first}); it is damaged or from another version: choose a new --out"
+            ) from err
         print(f"resuming {folder.path} after epoch {state['epochs_done']} of {config.epochs}")
     print(
         f"fitting a Branch-ELM (d_m {config.d_m}, {neuron_parameters(model_config).total} "

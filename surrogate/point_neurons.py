@@ -135,8 +135,8 @@ class PointNeuron(nn.Module):
         n_groups = len(c.group_names)
         inhibitory = torch.tensor([name.endswith("inh") for name in c.group_names])
         self.register_buffer("reversal", torch.where(inhibitory, E_INH_MV, E_EXC_MV).float())
-        self.register_buffer("membership", torch.nn.functional.one_hot(
-            torch.tensor(c.groups, dtype=torch.long), n_groups).float(), persistent=False)  # fmt: skip
+        one_hot = torch.nn.functional.one_hot(torch.tensor(c.groups, dtype=torch.long), n_groups)
+        self.register_buffer("membership", one_hot.float(), persistent=False)
         # A weight of 0.02 leak conductances per synapse: ≈1 mV EPSPs from rest.
         self.log_w = nn.Parameter(torch.full((c.d_in,), math.log(0.02)))
         self.log_tau_g = nn.Parameter(torch.where(inhibitory, math.log(8.0), math.log(5.0)))
@@ -194,7 +194,7 @@ class PointNeuron(nn.Module):
             g = g + kicks[:, t]
             v_free = v.new_full((batch,), -math.inf)
             for _ in range(c.substeps):
-                v, w, v_peak, fired = self._substep(g, v, w, h, tau_m, e_l)
+                v, w, v_peak, _ = self._substep(g, v, w, h, tau_m, e_l)
                 v_free = torch.maximum(v_free, v_peak)
                 g = g * decay
             scores.append((v_free - self.v_t) / self.log_delta.exp())

@@ -44,7 +44,7 @@ def closed_form(t_ms, v0, e_l, tau_m, g, e_syn):
 def test_lif_twin_is_exact_at_constant_conductance():
     model = neuron("lif")
     x = constant_conductance(model, g_exc=0.5)
-    y, (g, v, w) = model(x)
+    y, _ = model(x)
     soma = y[0, :, 1].detach().double().numpy() / 0.1 - 67.7
     t = np.arange(1, 51, dtype=np.float64)  # v_free of bin k is v at the end of bin k
     expected = closed_form(t, -75.0, -75.0, 20.0, 0.5, 0.0)

@@ -16,6 +16,7 @@ the extracted file must be 100,000,000 bytes.
 
 import math
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,18 +57,40 @@ def read_bytes(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise MissingDataError(f"Enwik8 file {path} not found. {HOW_TO_GET}")
     if zipfile.is_zipfile(path):
+        data = _read_member(path)
+    elif path.suffix.lower() == ".zip" or _starts_like_a_zip(path):
+        # A damaged or truncated zip (or an HTML error page saved as .zip) would otherwise
+        # be trained on as if it were the text.
+        raise UserError(
+            f"{path} is not a readable zip archive (truncated or not a zip); "
+            f"download it again. {HOW_TO_GET}"
+        )
+    else:
+        data = path.read_bytes()
+    if len(data) < 1000:
+        raise UserError(f"{path} holds only {len(data)} bytes; that is not enough text")
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def _starts_like_a_zip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
+
+
+def _read_member(path: Path) -> bytes:
+    """The text of `enwik8` inside the zip at `path`; a damaged archive is a `UserError`."""
+    try:
         with zipfile.ZipFile(path) as archive:
             if MEMBER not in archive.namelist():
                 raise UserError(
                     f"{path} does not hold a file named {MEMBER!r} (it has "
                     f"{archive.namelist()[:5]}); expected the Hutter Prize enwik8.zip"
                 )
-            data = archive.read(MEMBER)
-    else:
-        data = path.read_bytes()
-    if len(data) < 1000:
-        raise UserError(f"{path} holds only {len(data)} bytes; that is not enough text")
-    return np.frombuffer(data, dtype=np.uint8)
+            return archive.read(MEMBER)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+        raise UserError(
+            f"{path} is a damaged zip archive ({err}); download it again. {HOW_TO_GET}"
+        ) from err
 
 
 def find_enwik8(data: str | Path | None = None, download: bool = False) -> Path:

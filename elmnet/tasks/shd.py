@@ -125,6 +125,11 @@ def load_split(path: str | Path) -> SHDSplit:
     for i, (t, u) in enumerate(zip(times, units, strict=True)):
         if t.shape != u.shape:
             raise UserError(f"{path}: sample {i} has {t.size} spike times but {u.size} units")
+        if t.size and not np.isfinite(t).all():
+            # Binning would drop NaN or infinite times without a word and train on the rest.
+            raise UserError(f"{path}: sample {i} has spike times that are not finite numbers")
+        if t.size and t.min() < 0:
+            raise UserError(f"{path}: sample {i} has negative spike times ({float(t.min())} s)")
         if u.size and (u.min() < 0 or u.max() >= N_CHANNELS):
             raise UserError(f"{path}: sample {i} has units outside 0–{N_CHANNELS - 1}")
     if labels.size and (labels.min() < 0 or labels.max() > 19):
