@@ -47,6 +47,10 @@ def simulation_seed(base_seed: int, index: int) -> int:
     return int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+# 100× the published NeuronIO data set: more is a typo, not a data set.
+MAX_SIMULATIONS = 1_000_000
+
+
 @dataclass(frozen=True)
 class SimulationSettings:
     """What every simulation of a run shares; everything here decides the data.
@@ -195,7 +199,7 @@ class ExplicitInputs:
             raise UserError(f"input spike file {path} does not exist")
         try:
             spikes = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, EOFError) as err:
             raise UserError(f"cannot read {path} as a .npy array: {err}") from err
         return cls(spikes, source=path.name)
 
@@ -397,6 +401,11 @@ def generate(
     if not isinstance(n_sims, int | np.integer) or n_sims <= 0:
         raise UserError(f"the number of simulations must be a positive integer, got {n_sims!r}")
     n_sims = int(n_sims)
+    if n_sims > MAX_SIMULATIONS:
+        raise UserError(
+            f"{n_sims} simulations is more than one store should hold ({MAX_SIMULATIONS}); "
+            "split the work into several stores"
+        )
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise UserError(f"the seed must be a non-negative integer, got {seed!r}")
     if workers is not None and workers < 1:

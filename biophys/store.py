@@ -454,12 +454,19 @@ def write_simulation(path: str | os.PathLike, index: int, record: SimulationReco
                 raise UserError(f"the store records {name} but the simulation did not")
             values[name] = value
     values = {name: np.asarray(v, dtype=group[name].dtype) for name, v in values.items()}
-    group["completed"][index] = False
-    for name, value in values.items():
-        group[name][index] = value
-    if "checksum" in group:
-        group["checksum"][index] = simulation_digest(values)
-    group["completed"][index] = True
+    try:
+        group["completed"][index] = False
+        for name, value in values.items():
+            group[name][index] = value
+        if "checksum" in group:
+            group["checksum"][index] = simulation_digest(values)
+        group["completed"][index] = True
+    except OSError as err:
+        raise UserError(
+            f"could not write simulation {index} to {path} ({err.strerror or err}); the "
+            "simulations stored before it are intact and this one stays unfinished: free "
+            "space and run the same command again to resume"
+        ) from err
 
 
 def simulation_digest(values: Mapping[str, np.ndarray]) -> int:

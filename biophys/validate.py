@@ -58,7 +58,7 @@ from biophys.cells import CELL_NAMES, get_model
 from biophys.morphology import find_morphology
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
-from elmbridge.files import atomic_path, write_json
+from elmbridge.files import atomic_path, check_output_dir, write_json
 from elmbridge.provenance import run_record
 
 log = logging.getLogger(__name__)
@@ -587,6 +587,20 @@ def _tolerance_help() -> str:
     )
 
 
+def check_validation_options(settle_ms, step_ms, dt_ms, celsius, far_sd) -> None:
+    """Refuse numbers that make no sense before any NEURON work (one line each)."""
+    for name, value in (("--settle-ms", settle_ms), ("--step-ms", step_ms), ("--dt-ms", dt_ms),
+                        ("--far-sd", far_sd)):  # fmt: skip
+        if not math.isfinite(value) or value <= 0:
+            raise UserError(f"{name} must be a positive number, got {value:g}")
+    if settle_ms > 60_000 or step_ms > 60_000:
+        raise UserError("--settle-ms and --step-ms above 60 s are not a validation protocol")
+    if dt_ms > 0.125 or not math.isclose(0.125 / dt_ms, round(0.125 / dt_ms)):
+        raise UserError(f"--dt-ms must divide 0.125 ms (e.g. 0.025), got {dt_ms:g}")
+    if celsius is not None and not -10 <= celsius <= 45:
+        raise UserError(f"--celsius {celsius:g} °C is outside any physiological range")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m biophys.validate",
@@ -615,9 +629,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--morphology", help="a morphology file instead of cell1.asc")
     parser.add_argument("--out", default="outputs/validation", help="folder for plot and JSON")
     args = parser.parse_args(argv)
-    settle = args.settle_ms or 700.0
-    step = args.step_ms or (500.0 if args.quick else 2000.0)
+    settle = 700.0 if args.settle_ms is None else args.settle_ms
+    step = (500.0 if args.quick else 2000.0) if args.step_ms is None else args.step_ms
     amps = STEP_AMPS_NA if args.quick else FI_AMPS_NA
+    check_validation_options(settle, step, args.dt_ms, args.celsius, args.far_sd)
+    check_output_dir(args.out)
     features, traces = run_validation(
         args.cell,
         settle_ms=settle,

@@ -23,6 +23,7 @@ import torch
 
 from elmbridge.download import cache_dir, fetch, verify
 from elmbridge.errors import MissingDataError, UserError
+from elmbridge.runs import load_torch
 from elmnet.neuron import ELMConfig, ELMNeuron
 
 log = logging.getLogger(__name__)
@@ -250,15 +251,29 @@ def load_released(source: str | os.PathLike, cache: str | os.PathLike | None = N
                     f"{folder / file} does not match the published checksum of {name}; "
                     "the file is corrupted or from another release"
                 )
-    fields = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-    config = config_from_released(fields, tau_s=_uniform_tau_s(state))
-    model = ELMNeuron(config)
+    fields = _read_json(folder / CONFIG_FILE)
+    if not isinstance(fields, dict):
+        raise UserError(f"{folder / CONFIG_FILE} is not a model configuration (a JSON object)")
+    state = load_torch(folder / STATE_FILE)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{folder / STATE_FILE} is not a state dict of tensors")
     try:
+        config = config_from_released(fields, tau_s=_uniform_tau_s(state))
+        model = ELMNeuron(config)
         model.load_state_dict(state_from_released(state), strict=True)
-    except RuntimeError as err:
-        raise UserError(f"the weights in {folder} do not fit its configuration: {err}") from err
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else repr(err)
+        raise UserError(f"the weights in {folder} do not fit its configuration: {first}") from err
     return model.eval()
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file of a model folder; a damaged one is one clear line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({type(err).__name__}); the folder is "
+                        "damaged or not a released model") from err  # fmt: skip
 
 
 def released_metadata(folder: str | os.PathLike) -> dict[str, Any]:
@@ -268,5 +283,5 @@ def released_metadata(folder: str | os.PathLike) -> dict[str, Any]:
     for stem in ("eval_results", "model_stats", "train_config"):
         file = folder / f"{stem}.json"
         if file.is_file():
-            out[stem] = json.loads(file.read_text(encoding="utf-8"))
+            out[stem] = _read_json(file)
     return out

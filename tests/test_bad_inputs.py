@@ -582,11 +582,6 @@ def test_a_hostile_released_model_never_runs(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="elmnet/released.py calls torch.load itself and lets its UnpicklingError through; "
-    "it should use elmbridge.runs.load_torch (owner: released.py)",
-)
 def test_a_hostile_released_model_is_one_line(tmp_path):
     from elmnet.released import load_released
 
@@ -594,11 +589,6 @@ def test_a_hostile_released_model_is_one_line(tmp_path):
     refuse_api(lambda: load_released(folder), tmp_path, "pickled objects")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="elmnet/released.py reads model_config.json with json.loads and lets "
-    "JSONDecodeError through (owner: released.py)",
-)
 def test_an_invalid_released_config_is_one_line(tmp_path):
     from elmnet.released import load_released
 
@@ -627,6 +617,7 @@ def simulate_main(argv):
      (["--duration-ms", "2.5"], "whole"), (["--dt-ms", "0"], "dt must be"),
      (["--dt-ms", "-0.025"], "dt must be"), (["--release-probability", "2"], "release"),
      (["--n-sims", "0"], "number of simulations"), (["--workers", "0"], "workers"),
+     (["--n-sims", "100000000"], "more than one store should hold"),
      (["--inputs", "EMPTY"], "empty file"), (["--inputs", "TEXT"], "cannot read"),
      (["--inputs", "OBJECTS"], "cannot read"), (["--inputs", "nowhere.npy"], "does not exist"),
      (["--out", "FILE"], "is a file"), (["--out", "FILE/x.zarr"], "under the file")],
@@ -645,6 +636,27 @@ def test_simulate_refuses_before_any_simulation(extra, match, work, capsys):
         argv = argv[2:]
     refuse(simulate_main, argv, capsys, work, match)
     assert not marker.exists()
+
+
+def validate_main(argv):
+    from biophys import validate
+
+    return validate.main(argv)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [(["--dt-ms", "0"], "--dt-ms must be a positive"), (["--dt-ms", "-1"], "positive"),
+     (["--dt-ms", "0.03"], "must divide 0.125"), (["--settle-ms", "0"], "--settle-ms must be"),
+     (["--step-ms", "0"], "--step-ms must be"), (["--step-ms", "1e9"], "above 60 s"),
+     (["--celsius", "100"], "physiological"), (["--far-sd", "0"], "--far-sd"),
+     (["--settle-ms", "nan"], "--settle-ms"), (["--out", "FILE"], "is a file")],
+)  # fmt: skip
+def test_validate_refuses_before_any_simulation(extra, match, work, capsys):
+    (work / "FILE").write_text("")
+    extra = [e.replace("FILE", str(work / "FILE")) for e in extra]
+    argv = ["--out", str(work / "val"), *extra] if "--out" not in extra else extra
+    refuse(validate_main, argv, capsys, work, match)
 
 
 def test_dask_client_refuses_a_malformed_address():

@@ -140,3 +140,25 @@ def test_a_fit_refuses_a_damaged_store_before_writing(original, tmp_path):
     with pytest.raises(UserError, match="simulation 1"):
         fit(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_while_writing_a_simulation_is_one_line(original, tmp_path, monkeypatch):
+    import zarr
+
+    path = tmp_path / "s.zarr"
+    shutil.copytree(original, path)
+    record = store.SimulationRecord(
+        input_spikes=np.zeros((120, 8), bool), soma_v=np.zeros(120), spike_times=np.array([]),
+        seed=1,
+    )  # fmt: skip
+
+    def full(self, key, value):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", full)
+    with pytest.raises(UserError, match=r"simulation 2 .*No space left.*resume") as err:
+        store.write_simulation(path, 2, record)
+    assert "\n" not in str(err.value)
+    monkeypatch.undo()
+    assert store.find_damaged(path) == {}
+    assert_same_data(original, path)
