@@ -671,6 +671,8 @@ class StoreMetadata:
         simulations: labels (the ``simulation`` coordinate) of the completed simulations,
             in increasing order.
         attrs: the store's attributes (protocol and provenance of the data).
+        input_tree: the dendritic tree ("basal", "apical") of each input's segment.
+        input_distance_um: each input's segment's path distance from the soma, µm.
     """
 
     n_time: int
@@ -678,6 +680,8 @@ class StoreMetadata:
     input_segment: tuple[int, ...]
     simulations: tuple[int, ...]
     attrs: dict[str, Any] = field(repr=False)
+    input_tree: tuple[str, ...] = ()
+    input_distance_um: tuple[float, ...] = ()
 
 
 def read_metadata(path: str | os.PathLike) -> StoreMetadata:
@@ -688,12 +692,15 @@ def read_metadata(path: str | os.PathLike) -> StoreMetadata:
         UserError: `path` holds something else than a NeuronIO store of this toolkit.
     """
     ds = open_dataset(path, verify=False)
+    segment = ds["input_segment"].values
     return StoreMetadata(
         n_time=int(ds.sizes["time"]),
         input_kind=tuple(str(k) for k in ds["input_kind"].values),
         input_segment=tuple(int(s) for s in ds["input_segment"].values),
         simulations=tuple(int(s) for s in ds["simulation"].values),
         attrs=dict(ds.attrs),
+        input_tree=tuple(str(ds["segment_tree"].values[i]) for i in segment),
+        input_distance_um=tuple(float(ds["segment_path_distance_um"].values[i]) for i in segment),
     )
 
 

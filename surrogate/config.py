@@ -24,8 +24,9 @@ from typing import Any
 
 from elmbridge.errors import UserError
 from elmnet.config import ELMConfig
-from surrogate.data import inspect_store
+from surrogate.data import StoreInfo, inspect_store
 from surrogate.evaluate import EvalProtocol, add_protocol_options
+from surrogate.point_neurons import PointNeuronConfig, input_groups
 
 _PROTOCOL = EvalProtocol()
 
@@ -35,6 +36,7 @@ _PROTOCOL = EvalProtocol()
 LIMITS = {"duration_ms": 3_600_000, "n_sims": 10_000_000, "window_ms": 60_000,
           "batch_size": 65_536, "epochs": 1_000_000, "batches_per_epoch": 100_000_000}  # fmt: skip
 
+MODELS = ("elm", "lif", "adex")
 # Validation metric → +1 if larger is better, −1 if smaller is better.
 SELECT_BY = {"soma_RMSE": -1, "AUC": +1, "loss": -1}
 
@@ -45,7 +47,9 @@ class FitConfig:
 
     Data: `data` is a store path, or None for the default store of `cell` with
     `n_sims` simulations of `duration_ms` made from `data_seed`.
-    Model: a Branch-ELM with `d_m` memory units, `d_tree` branches of `d_brch` synapses.
+    Model: `model` "elm", a Branch-ELM with `d_m` memory units, `d_tree` branches of
+    `d_brch` synapses; or a point-neuron baseline, "lif" or "adex"
+    (`surrogate.point_neurons`; the ELM options then do not apply).
     Training: `epochs` × `batches_per_epoch` batches of `batch_size` windows of
     `window_ms`, starting at least `min_start_ms` into a simulation; Adam with `lr`,
     cosine-annealed to 0 over all batches. Evaluation: the protocol fields.
@@ -55,6 +59,7 @@ class FitConfig:
 
     cell: str = "L5PC"
     preset: str = "laptop"
+    model: str = "elm"
     data: str | None = None
     n_sims: int = 24
     duration_ms: int = 3000
@@ -110,6 +115,10 @@ class FitConfig:
                 f"val_fraction + test_fraction must leave simulations for training, got "
                 f"{self.val_fraction} + {self.test_fraction}"
             )
+        if self.model not in MODELS:
+            raise UserError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.init is not None and self.model != "elm":
+            raise UserError("--init warm-starts ELM neurons only; leave it out for point neurons")
         if self.select_by not in SELECT_BY:
             raise UserError(f"select_by must be one of {sorted(SELECT_BY)}, got {self.select_by}")
         self.protocol()  # checks the protocol's numbers
@@ -122,6 +131,17 @@ class FitConfig:
             min_spikes=self.min_spikes,
             max_spikes=self.max_spikes,
         )
+
+    def model_config(self, info: StoreInfo):
+        """The configuration of the model this fit trains, for the store `info`."""
+        if self.model == "elm":
+            return self.elm_config(info.n_inputs)
+        trees = info.input_tree or None
+        groups, names = input_groups(info.input_kind, trees, info.input_distance_um or None)
+        return PointNeuronConfig(self.model, info.n_inputs, groups, names)
+
+    def model_label(self) -> str:
+        return f"Branch-ELM d_m {self.d_m}" if self.model == "elm" else self.model.upper()
 
     def elm_config(self, n_inputs: int) -> ELMConfig:
         """The ELM neuron this fit trains, for a store with `n_inputs` inputs."""

@@ -49,6 +49,7 @@ class StoreInfo:
         simulations: labels of the completed simulations (the store's `simulation`
             coordinate), in increasing order.
         attrs: the store's attributes (protocol and provenance of the data).
+        input_tree, input_distance_um: tree and path distance (µm) of each input's segment.
     """
 
     path: Path
@@ -57,6 +58,8 @@ class StoreInfo:
     input_segment: tuple[int, ...]
     simulations: tuple[int, ...]
     attrs: dict[str, Any] = field(repr=False)
+    input_tree: tuple[str, ...] = ()
+    input_distance_um: tuple[float, ...] = ()
 
     @property
     def n_inputs(self) -> int:
@@ -134,6 +137,8 @@ def inspect_store(path: str | os.PathLike, min_time_ms: int = 0, verify: bool = 
         input_segment=meta.input_segment,
         simulations=meta.simulations,
         attrs=meta.attrs,
+        input_tree=meta.input_tree,
+        input_distance_um=meta.input_distance_um,
     )
 
 

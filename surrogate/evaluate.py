@@ -41,7 +41,6 @@ from elmbridge.runs import RunFolder
 from elmbridge.training import resolve_device
 from elmnet.neuron import ELMNeuron
 from elmnet.neuronio import SOMA, SOMA_CLIP_MV, SPIKE, soma_mv
-from elmnet.params import neuron_parameters
 from elmnet.released import load_released, released_metadata, resolve_released
 from surrogate.data import (
     SPLITS,
@@ -58,7 +57,7 @@ from surrogate.metrics import (
     soma_metrics,
     spike_metrics,
 )
-from surrogate.model_file import load_model_file
+from surrogate.model_file import count_parameters, load_model_file, model_kind
 
 
 @dataclass(frozen=True)
@@ -276,8 +275,9 @@ def load_model(source: str | os.PathLike) -> tuple[ELMNeuron, dict[str, Any]]:
         published = released_metadata(folder).get("eval_results")
         if published:
             desc["published_results"] = published
-    desc["n_parameters"] = neuron_parameters(model.config).total
-    desc["elm_config"] = model.config.to_dict()
+    desc["n_parameters"] = count_parameters(model)
+    desc["model_kind"] = model_kind(model)
+    desc["model_config"] = model.config.to_dict()
     return model, desc
 
 

@@ -41,7 +41,6 @@ from elmbridge.training import cosine_lr, resolve_device, set_lr
 from elmnet.config import ELMConfig
 from elmnet.neuron import ELMNeuron
 from elmnet.neuronio import SOMA, SOMA_OFFSET_MV, SOMA_SCALE, SPIKE, soma_target
-from elmnet.params import neuron_parameters
 from surrogate.config import (
     SELECT_BY,
     FitConfig,
@@ -60,7 +59,7 @@ from surrogate.data import (
 )
 from surrogate.data import split_simulations as make_splits
 from surrogate.evaluate import evaluate, format_metrics, load_model, predict, score
-from surrogate.model_file import load_model_file, save_model
+from surrogate.model_file import build_model, count_parameters, load_model_file, save_model
 
 __all__ = ["FitConfig", "fit", "main", "preset_config"]
 
@@ -226,7 +225,7 @@ def open_run(
             f"pass --cell {recorded_cell} (or leave --cell out)"
         )
     check_inputs_fit(info, info.n_inputs, config.routing, what="the surrogate")
-    model_config = config.elm_config(info.n_inputs)
+    model_config = config.model_config(info)
     if config.init is not None:
         warm_start(ELMNeuron(model_config), config.init)  # refuse a misfit before writing
     if folder.exists():
@@ -240,10 +239,16 @@ def open_run(
     splits = make_splits(info.simulations, config.val_fraction, config.test_fraction, config.seed)
     folder.start(
         RUN_KIND, asdict(config), config.seed, info.provenance(),
-        splits=splits, elm_config=model_config.to_dict(),
-        n_parameters=neuron_parameters(model_config).total, data_generation_s=generation_s,
+        splits=splits, model_kind=config.model, model_config=model_config.to_dict(),
+        n_parameters=count_parameters(new_model(config.model, model_config)),
+        data_generation_s=generation_s,
     )  # fmt: skip
     return info, model_config, splits
+
+
+def new_model(kind: str, model_config):
+    """A freshly initialised model of `kind` with `model_config` (torch's global RNG)."""
+    return build_model(kind, model_config.to_dict())
 
 
 def warm_start(model: ELMNeuron, source: str) -> None:
@@ -269,10 +274,10 @@ def warm_start(model: ELMNeuron, source: str) -> None:
 class Trainer:
     """The model and what moves it: Adam, the cosine schedule, the loss scaler."""
 
-    def __init__(self, model_config: ELMConfig, config: FitConfig, dev: torch.device, amp: bool):
+    def __init__(self, model_config, config: FitConfig, dev: torch.device, amp: bool):
         torch.manual_seed(config.seed)
         self.config, self.dev, self.amp = config, dev, amp
-        self.model = ELMNeuron(model_config)
+        self.model = new_model(config.model, model_config)
         if config.init is not None:
             warm_start(self.model, config.init)
         self.model.to(dev)
@@ -364,7 +369,7 @@ def fit(
             ) from err
         print(f"resuming {folder.path} after epoch {state['epochs_done']} of {config.epochs}")
     print(
-        f"fitting a Branch-ELM (d_m {config.d_m}, {neuron_parameters(model_config).total} "
+        f"fitting a {config.model_label()} ({count_parameters(trainer.model)} "
         f"parameters) on {len(splits['train'])} training simulations of {info.path} "
         f"({len(splits['val'])} validation, {len(splits['test'])} test); run: {folder.path}",
         flush=True,
@@ -453,7 +458,7 @@ def final_test(folder, config, info, splits, state, dev, progress) -> dict[str, 
     report_dir = folder.path / REPORT_DIR
     test_metrics = evaluate(
         best, info, splits["test"], report_dir, config.protocol(), device=dev,
-        title=f"{config.cell}: Branch-ELM d_m {config.d_m}, epoch {best_info['epoch']} (test)",
+        title=f"{config.cell}: {config.model_label()}, epoch {best_info['epoch']} (test)",
         context={"model": {"kind": "run", "source": str(folder.path.resolve())}, "split": "test"},
         progress=progress,
     )  # fmt: skip
@@ -462,7 +467,8 @@ def final_test(folder, config, info, splits, state, dev, progress) -> dict[str, 
         "test_metrics": test_metrics,
         "best_epoch": best_info["epoch"],
         "selected_by": f"val_{selector['key']}" if selector else "latest epoch",
-        "n_parameters": neuron_parameters(best.config).total,
+        "n_parameters": count_parameters(best),
+        "model": config.model,
         "d_m": config.d_m,
         "train_s": state["train_s"],
         "data_generation_s": folder.record().get("data_generation_s"),

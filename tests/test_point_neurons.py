@@ -104,3 +104,24 @@ def test_groups_and_bad_configs():
         PointNeuronConfig("hh", 1, (0,), ("all-exc",))
     with pytest.raises(UserError, match="group labels"):
         PointNeuronConfig("lif", 2, (0,), ("all-exc",))
+
+
+def test_fit_trains_and_evaluates_a_lif_on_a_store(tmp_path):
+    """`surrogate.fit --model lif` goes through the same loop, files and evaluation."""
+    from toy_cell import make_toy_store
+
+    from surrogate.evaluate import load_model
+    from surrogate.fit import fit, preset_config
+
+    store_path = tmp_path / "toy.zarr"
+    make_toy_store(store_path, n_sims=4, n_time=1100)
+    config = preset_config(data=str(store_path), cell="toy", model="lif", epochs=2,
+                           batches_per_epoch=3, batch_size=2, val_fraction=0.25,
+                           test_fraction=0.25, max_spikes=1000, lr=1e-2)  # fmt: skip
+    result = fit(config, tmp_path / "run", progress=False)
+    model, desc = load_model(tmp_path / "run")
+    assert isinstance(model, PointNeuron) and desc["model_kind"] == "lif"
+    assert result["n_parameters"] == desc["n_parameters"] == 16 + 2 + 5
+    assert 0 <= result["test_metrics"]["AUC"] <= 1
+    with pytest.raises(UserError, match="ELM neurons only"):
+        preset_config(model="adex", init="num_memory_20")
