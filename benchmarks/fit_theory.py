@@ -394,7 +394,7 @@ def report(data, result, log):
             f"\n[{name}] {rec['label']}: {flag} (projected gradient {rec['grad_norm']:.1e}; "
             f"{rec['n_agree']}/{rec['n_starts']} starts reach the best objective; Huber δ "
             f"{rec['huber_delta']:.3g}; bootstrap {rec['bootstrap']['n']} resamples, "
-            f"{rec['bootstrap']['not_converged']} not converged)"
+            f"{rec['bootstrap']['not_converged']} of them not converged, kept)"
         )
         if rec["at_bound"]:
             log(f"  at the edge of the search box (not identified): {', '.join(rec['at_bound'])}")
@@ -606,6 +606,9 @@ def plot_task(data, result, fits, out: Path):
         Pg = np.geomspace(P.min() / 2, P.max() * 2, 100)
         p = s["plain"]
         ax.plot(Pg, p["A"] * Pg ** -p["alpha"], "C3--", label=f"A P^-α, α={p['alpha']:.3f}")
+        if p.get("band"):
+            b = p["band"]
+            ax.fill_between(b["P"], b["lo"], b["hi"], color="C3", alpha=0.12)
         e = s["E_form"]
         if "E" in e:
             ax.plot(

@@ -771,7 +771,7 @@ def _polish(fun, resid, z, bounds, delta, scale, n, max_iter=100):
     return z
 
 
-def _minimise(model, data, delta, starts, bounds):
+def _minimise(model, data, delta, starts, bounds, maxiter=2000):
     log_y = np.log(data.y)
     scale = delta if np.isfinite(delta) else max(float(np.std(log_y)), 1e-3)
     fun, resid = _objective_factory(model, data.X(), log_y, delta, scale)
@@ -784,7 +784,7 @@ def _minimise(model, data, delta, starts, bounds):
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,
-            options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9},
+            options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-9},
         )
         z = _polish(fun, resid, res.x, bounds, delta, scale, len(log_y))
         value, grad = fun(z)
@@ -803,6 +803,7 @@ def fit(
     n_starts: int = 8,
     require_convergence: bool = False,
     warm: bool = False,
+    maxiter: int = 2000,
 ) -> Fit:
     """Fit `model` to `data`: Huber loss of log-residuals, multi-start L-BFGS-B.
 
@@ -848,7 +849,7 @@ def fit(
         sigma = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r))))
         delta = max(HUBER_K * sigma, DELTA_FLOOR)
         all_starts = [ls[0][2], *all_starts]
-    results, _ = _minimise(model, data, delta, all_starts, bounds)
+    results, _ = _minimise(model, data, delta, all_starts, bounds, maxiter)
     return _make_fit(model, data, delta, results, bounds, require_convergence)
 
 
@@ -919,10 +920,16 @@ def _make_fit(model, data, delta, results, bounds, require_convergence) -> Fit:
 
 def refit(base: Fit, data: SweepData, n_grid_starts: int = 1) -> Fit:
     """Refit on other data (a bootstrap replicate, a leave-one-out set) with base's δ:
-    Levenberg-Marquardt steps from base's optimum; if they do not converge, L-BFGS-B from
-    it and from the best `n_grid_starts` grid points."""
+    Levenberg-Marquardt steps from base's optimum; if they do not converge, L-BFGS-B (at
+    most 500 iterations) from it and from the best `n_grid_starts` grid points."""
     return fit(
-        base.model, data, delta=base.delta, starts=[base.z], n_starts=n_grid_starts, warm=True
+        base.model,
+        data,
+        delta=base.delta,
+        starts=[base.z],
+        n_starts=n_grid_starts,
+        warm=True,
+        maxiter=500,
     )
 
 
@@ -941,22 +948,24 @@ def resample_index(data: SweepData, rng: np.random.Generator) -> np.ndarray:
 
 @_single_threaded
 def bootstrap(base: Fit, data: SweepData, n_boot: int, rng, extra=None, n_grid_starts=1):
-    """Refit `n_boot` resamples; returns (θ array [n_ok, p], list of extra(fit), n_failed).
+    """Refit `n_boot` resamples; returns (θ array [n_boot, p], list of extra(fit), n_not).
 
-    Replicates whose fit does not converge are left out and counted.
+    Every replicate is kept, with the best point its fit found; n_not counts those whose
+    fit did not pass the convergence check. Leaving them out would bias the intervals
+    towards the well-determined resamples; they are (in the published tables) replicates
+    on a ridge of the objective, where the fitted curve has converged and a parameter
+    drifts to a limit of the model.
     """
-    thetas, extras, failed = [], [], 0
+    thetas, extras, not_converged = [], [], 0
     names = base.model.names
     for _ in range(n_boot):
         idx = resample_index(data, rng)
         f = refit(base, data.subset(idx), n_grid_starts)
-        if not f.converged:
-            failed += 1
-            continue
+        not_converged += not f.converged
         thetas.append([f.theta[k] for k in names])
         if extra is not None:
             extras.append(extra(f))
-    return np.array(thetas).reshape(-1, len(names)), extras, failed
+    return np.array(thetas).reshape(-1, len(names)), extras, not_converged
 
 
 def percentile_interval(values, level=0.95) -> tuple[float, float]:
@@ -1145,6 +1154,25 @@ def fit_scaling_law(data: SweepData, n_boot: int = 200, seed: int = 0) -> dict[s
         "allocation": {},
         "n_boot": n_boot,
     }
+    # 95 % bands of the fitted laws over a budget grid, from the replicates
+    P_grid = np.geomspace(data.budgets.min() / 2, data.budgets.max() * 2, 50)
+
+    def band(curves):
+        curves = np.array(curves)
+        if not len(curves):
+            return None
+        lo, hi = np.nanquantile(curves, [0.025, 0.975], axis=0)
+        return {"P": P_grid.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+
+    result["plain"]["band"] = band([r["plain"]["A"] * P_grid ** r["plain"]["slope"] for r in reps])
+    if "E_form" in point:
+        result["E_form_band"] = band(
+            [
+                r["E_form"]["E"] + r["E_form"]["A"] * P_grid ** -r["E_form"]["alpha"]
+                for r in reps
+                if r["E_form"]["converged"]
+            ]
+        )
     for key in ("N", "k_e") + (("k_c",) if data.kc_varies else ()):
         result["allocation"][key] = {
             "exponent": point[f"{key}_exponent"],
@@ -1154,6 +1182,8 @@ def fit_scaling_law(data: SweepData, n_boot: int = 200, seed: int = 0) -> dict[s
         ef = point["E_form"]
         conv = [r["E_form"]["converged"] for r in reps]
         result["E_form"] = {
+            # E counts as identified when the lower end of its interval is above 10⁻³ of
+            # the smallest frontier loss: below that it cannot be told from 0
             "E": ef["E"],
             "A": ef["A"],
             "alpha": ef["alpha"],
