@@ -534,6 +534,7 @@ def plot_task(data, result, fits, out: Path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     styles = {"information": ("C0", "-"), "power_law": ("C1", "--"), "null": ("C2", ":")}
     paths = []
@@ -557,6 +558,7 @@ def plot_task(data, result, fits, out: Path):
             y = f.predict({"N": hidden / (ks + kc), "k_e": ks, "k_c": np.full_like(ks, kc)})
             ax.plot(ks, data.to_metric(y), color=col, ls=ls, label=name if g == 0 else None)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("k_e (parameters per neuron besides synapses); N = hidden budget / (k_e + k_c)")
     ax.set_ylabel(f"{data.task} {data.metric}")
     ax.set_title(f"{data.task}: fixed-budget sweep(s) and fitted models")
