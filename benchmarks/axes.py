@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
                 members.setdefault(key, []).append(axis)
     specs = [sweep.Spec(d_m, k_c, seed, N=n, axes=tuple(axes))
              for (n, d_m, k_c, seed), axes in members.items()]  # fmt: skip
-    sweep.plan(specs, settings)  # bad input fails before the data are made
-    settings = sweep.ensure_data(preset, settings, resources, args.dry_run)
-    planned = sweep.plan(specs, settings)
+    planned = sweep.plan(specs, settings)  # bad input fails before the data are made
+    with_data = sweep.ensure_data(preset, settings, resources, args.dry_run)
+    if with_data != settings:  # the data path is part of each point's name
+        settings, planned = with_data, sweep.plan(specs, with_data)
     rows = sweep.execute(planned, settings, resources, args, "axes")
     if rows is None:
         return 0

@@ -29,9 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     d_ms = sweep.positive_grid(args.d_m or preset.d_m, "d-m")
     specs = [sweep.Spec(d_m, k_c, seed, budget=budget) for budget in budgets for k_c in k_cs
              for d_m in d_ms for seed in sweep.seeds(args, preset)]  # fmt: skip
-    sweep.plan(specs, settings)  # bad input fails before the data are made
-    settings = sweep.ensure_data(preset, settings, resources, args.dry_run)
-    planned = sweep.plan(specs, settings)
+    planned = sweep.plan(specs, settings)  # bad input fails before the data are made
+    with_data = sweep.ensure_data(preset, settings, resources, args.dry_run)
+    if with_data != settings:  # the data path is part of each point's name
+        settings, planned = with_data, sweep.plan(specs, with_data)
     rows = sweep.execute(planned, settings, resources, args, "scaling")
     if rows is None:
         return 0

@@ -18,6 +18,7 @@ Outputs in the runs folder: `results.csv` (one row per point and axis; columns
 
 import argparse
 import csv
+import functools
 import math
 import os
 import statistics
@@ -97,12 +98,12 @@ class Planned:
     hidden: dict[str, Any] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=256)
 def counted_parameters(config) -> int:
     """sum(p.numel()) of the network built from `config`, without allocating it.
 
-    The network is built on PyTorch's "meta" device (shapes only), so that a budget of
-    hundreds of millions costs no memory; where the meta build is not possible it is
-    built on the CPU.
+    The network is built on PyTorch's "meta" device (shapes only) where that works, else
+    on the CPU; a configuration is counted once (the seeds of a point share it).
     """
     import torch
 

@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     d_ms = sweep.positive_grid(args.d_m or preset.d_m, "d-m")
     specs = [sweep.Spec(d_m, k_c, seed, budget=budget) for budget in budgets for k_c in k_cs
              for d_m in d_ms for seed in sweep.seeds(args, preset)]  # fmt: skip
-    planned = sweep.plan(specs, settings)
-    settings = sweep.ensure_data(preset, settings, resources, args.dry_run)
-    planned = sweep.plan(specs, settings)  # the data path is part of each point's name
+    planned = sweep.plan(specs, settings)  # bad input fails before the data are made
+    with_data = sweep.ensure_data(preset, settings, resources, args.dry_run)
+    if with_data != settings:  # the data path is part of each point's name
+        settings, planned = with_data, sweep.plan(specs, with_data)
     rows = sweep.execute(planned, settings, resources, args, "tradeoff")
     if rows is not None:
         sweep.report_tradeoff(rows, settings, d_m_curves=len(d_ms) > 1,

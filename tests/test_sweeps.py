@@ -358,3 +358,12 @@ def test_frontier_and_best_allocation():
     best = sweep.best_per_budget(rows)
     assert [r["P"] for r in best] == [11, 101]
     assert sweep.log_slope(best, "N") == pytest.approx(math.log(5) / math.log(101 / 11))
+
+
+def test_published_sweep_is_shipped_for_the_overlay():
+    rows = sweep.published("shd-adding")
+    assert [r["d_m"] for r in rows] == [2, 3, 4, 5, 7, 9, 11, 15, 20, 25]
+    assert max(rows, key=lambda r: r["test"])["d_m"] == 9
+    assert sweep.matches_published("shd-adding", 77_000, 300)
+    assert not sweep.matches_published("shd-adding", 15_300, 300)
+    assert sweep.published("shd") == []
