@@ -478,6 +478,7 @@ def plot_tradeoff(summary: list[dict], task: str, metric: str, path: Path) -> No
     ref = published(task)
     for ax, x, label in ((axes[0], "d_m", "memory units per neuron d_m (sets k_e)"),
                          (axes[1], "N", "hidden neurons N")):  # fmt: skip
+        ticks = [r[x] for r in summary]
         for (budget, k_c), curve in curves(summary, ("budget", "k_c")).items():
             xs = [r[x] for r in curve]
             sds = [r["sd"] if math.isfinite(r["sd"]) else 0.0 for r in curve]
@@ -486,7 +487,8 @@ def plot_tradeoff(summary: list[dict], task: str, metric: str, path: Path) -> No
             if ref and matches_published(task, budget, k_c):
                 ax.plot([r[x] for r in ref], [r["test"] for r in ref], "s--", c="0.5",
                         label="published (one seed)")  # fmt: skip
-        ax.set_xscale("log")
+                ticks += [r[x] for r in ref]
+        _log_x(ax, ticks)
         ax.set(xlabel=label, ylabel=f"test {metric}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -500,7 +502,7 @@ def plot_kc(summary: list[dict], task: str, metric: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
     errorbar_curves(ax, summary, "k_c", ("budget", "d_m"),
                     lambda k: f"P ≈ {int(k[0]):,}, d_m {k[1]}")  # fmt: skip
-    ax.set_xscale("log")
+    _log_x(ax, [r["k_c"] for r in summary])
     ax.set(xlabel="synapses per neuron k_c", ylabel=f"test {metric}",
            title=f"{task}: connectivity at a fixed budget")  # fmt: skip
     ax.grid(alpha=0.3)
@@ -524,7 +526,7 @@ def plot_axes(summaries: dict[str, list[dict]], task: str, metric: str, path: Pa
             for r in rows:
                 ax.annotate(f"d_m {r['d_m']}", (r["k_e"], r["mean"]), fontsize=7,
                             textcoords="offset points", xytext=(3, 3))  # fmt: skip
-        ax.set_xscale("log")
+        _log_x(ax, [r[x] for r in rows])
         ax.set(xlabel=labels[axis])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"test {metric} (mean ± sd over seeds)")
@@ -554,6 +556,18 @@ def plot_scaling(summary: list[dict], best: list[dict], task: str, metric: str,
         ax.grid(alpha=0.3)
     fig.suptitle(f"{task}: the best allocation as the budget grows")
     _save(fig, path)
+
+
+def _log_x(ax, values) -> None:
+    """A log x axis labelled with the grid values themselves (not powers of ten)."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    ticks = sorted({float(v) for v in values if v not in ("", None)})
+    if ticks:
+        ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _save(fig, path: Path) -> None:
