@@ -190,9 +190,28 @@ def plan(specs: Iterable[Spec], settings: Settings) -> list[Planned]:
             item.point = seen.get(name) or engine.Point(name, folder, job)
             seen[name] = item.point
         planned.append(item)
+    check_train_options(next((p.point.job["argv"] for p in planned if p.point), None))
     if all(p.point is None for p in planned):
         raise UserError(f"every point of the sweep was rejected; the first: {planned[0].error}")
     return planned
+
+
+def check_train_options(argv: list[str] | None) -> None:
+    """Refuse, in one line, options (from --set) that `elmnet.train` does not take."""
+    import contextlib
+    import io
+
+    from elmnet import train
+
+    if argv is None:
+        return
+    message = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(message):
+            train.resolve(train.build_parser().parse_args([*argv, "--out", "unused"]))
+    except SystemExit as err:
+        last = (message.getvalue().strip().splitlines() or ["invalid options"])[-1]
+        raise UserError(f"elmnet.train refuses the points' options: {last}") from err
 
 
 def _steps(settings: Settings, module) -> int:
@@ -225,7 +244,6 @@ def train_point(job: dict[str, Any]) -> dict[str, Any]:
     import contextlib
 
     from elmbridge.training import resolve_device
-    from elmnet import train
 
     device = engine.worker_device(job["device"])
     argv = [*job["argv"], "--out", job["folder"], "--no-progress"]
@@ -241,9 +259,19 @@ def train_point(job: dict[str, Any]) -> dict[str, Any]:
         open(job["log"], "a", encoding="utf-8") as log,
         contextlib.redirect_stdout(log),
     ):
-        engine.timed_point(folder, str(resolve_device(device)), lambda: train.main(argv))
+        engine.timed_point(folder, str(resolve_device(device)), lambda: _train(argv))
     status = run_status(folder)
     return {"finished": status.finished, "result": status.result}
+
+
+def _train(argv: list[str]) -> int:
+    """`elmnet.train.main`, with argparse's exit turned into an error of this point."""
+    from elmnet import train
+
+    try:
+        return train.main(argv)
+    except SystemExit as err:  # bad options: fail this point, not the whole worker
+        raise RuntimeError(f"elmnet.train exited with status {err.code}") from None
 
 
 def latest_metric(point: engine.Point) -> str | None:

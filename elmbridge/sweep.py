@@ -294,7 +294,10 @@ def _run_on_dask(points, fn, client, retries, bar, latest, poll_s) -> dict[str, 
                                                result=future.result())  # fmt: skip
                     bar.update()
                     continue
-                error = one_line(future.exception())
+                try:
+                    error = one_line(future.exception())
+                except Exception as err:  # a cancelled future has no exception to give
+                    error = one_line(err)
                 bar.write(f"{point.name}: attempt {attempt} failed: {error}")
                 if attempt <= retries:
                     running[submit(point, attempt + 1)] = (point, attempt + 1)

@@ -316,6 +316,8 @@ def test_resources_layout_and_checks():
     (["--scheduler", "not an address"], "is not a Dask scheduler address"),
     (["--seeds", "0"], "--seeds must be at least 1"),
     (["--d-m", "2", "2"], "lists a value twice"),
+    (["--set", "no-such-option=1"], "unrecognized arguments: --no-such-option 1"),
+    (["--set", "lr=-1"], "--lr must be positive"),
 ])  # fmt: skip
 def test_bad_input_gets_one_clear_line(shd_dir, tmp_path, extra, message):
     with pytest.raises(UserError, match=message):
