@@ -294,7 +294,10 @@ def run(planned: list[Planned], settings: Settings, resources: engine.Resources,
     """Run the planned points; the table rows (one per point and axis), in plan order."""
     unique = list({p.point.name: p.point for p in planned if p.point is not None}.values())
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
-    with engine.sweep_client(resources, len(unique)) as (client, threads):
+    todo = sum(not run_status(p.folder).finished for p in unique)
+    if not todo:  # nothing to train: no cluster to start
+        resources = replace(resources, scheduler=engine.SYNCHRONOUS)
+    with engine.sweep_client(resources, todo) as (client, threads):
         gpu = resources.gpu_share() if resources.gpus or settings.device == "cuda" else 0.0
         points = [replace(p, job={**p.job, "threads": threads}, gpu=gpu) for p in unique]
         done = engine.run_sweep(points, train_point, client, desc=desc, latest=latest_metric,

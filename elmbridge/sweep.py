@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 from elmbridge.errors import UserError
 from elmbridge.files import read_json, write_json
 from elmbridge.parallel import SYNCHRONOUS, dask_client
+
+__all__ = ["SYNCHRONOUS", "Outcome", "Point", "Resources", "run_sweep", "sweep_client"]
 from elmbridge.runs import run_status
 
 # Written by `timed_point` beside the run's own files: wall time and device of the runs.
