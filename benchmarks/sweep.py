@@ -128,14 +128,15 @@ def network_for(spec: Spec, task: str, d_tree: int | None = None):
     return ELMNetworkConfig.for_task(task, N=spec.N, d_m=spec.d_m, k_c=spec.k_c, **extra)
 
 
-def nearest_fitting_budget(spec: Spec, task: str, tolerance: float) -> int:
+def nearest_fitting_budget(spec: Spec, task: str, d_tree: int | None = None) -> int:
     """The budget nearest to `spec.budget` at which this point's exact P fits (a hint)."""
-    config = network_for(spec, task)
+    config = network_for(spec, task, d_tree)
     from elmnet.params import network_parameters
 
     count = network_parameters(config)
     size = count.k_e + count.k_c
-    # P(N) = readout + N·size; a budget B holds it when B(1 − tol) ≤ P ≤ B.
+    # A budget of exactly P(N) = readout + N·size gives N neurons and P = budget: the
+    # nearer of P(N) and P(N + 1).
     below, above = count.total, count.total + size
     return below if abs(below - spec.budget) <= abs(above - spec.budget) else above
 
@@ -172,7 +173,7 @@ def plan(specs: Iterable[Spec], settings: Settings) -> list[Planned]:
         }  # fmt: skip
         item = Planned(spec, fields_)
         if spec.budget is not None and abs(exact - spec.budget) > settings.tolerance * spec.budget:
-            hint = nearest_fitting_budget(spec, settings.task, settings.tolerance)
+            hint = nearest_fitting_budget(spec, settings.task, d_tree)
             item.error = (
                 f"P = {exact:,} parameters is {100 * (exact - spec.budget) / spec.budget:+.1f} %"
                 f" from the budget {spec.budget:,} (tolerance ±{100 * settings.tolerance:g} %); "
