@@ -144,6 +144,7 @@ def sweep_client(resources: Resources, n_points: int) -> Iterator[tuple[Any, int
             yield client, resources.threads or 1
         return
     import dask
+    import distributed  # noqa: F401  (first: its config defaults must outlive config.set)
 
     workers, threads = resources.local_layout(n_points)
     gpu = {"GPU": 1.0} if resources.gpus else None
@@ -317,5 +318,5 @@ def _show(bar, points: list[Point], latest) -> None:
     if latest is None or bar.disable:
         return
     texts = [text for p in points[:3] if (text := latest(p))]
-    if texts:
+    if texts or not points:  # nothing running: no stale metric
         bar.set_postfix_str("; ".join(texts), refresh=True)

@@ -283,15 +283,18 @@ def test_a_failing_point_is_a_row_not_a_stop(shd_dir, tmp_path, capsys):
     assert "failed: budget 5170" in capsys.readouterr().out
 
 
-def test_real_local_cluster(shd_dir, tmp_path):
-    """The default path: a Dask LocalCluster of worker processes (2 here)."""
+def test_real_local_cluster(shd_dir, tmp_path, cli):
+    """The default path, as a user runs it: a LocalCluster of 2 worker processes."""
     runs = tmp_path / "runs"
     args = [a for a in TINY if a not in ("--scheduler", "synchronous")]
     args[args.index("--seeds") + 1] = "1"
-    assert tradeoff.main([*args, "--workers", "2", "--data", str(shd_dir), "--runs-dir",
-                          str(runs)]) == 0  # fmt: skip
+    done = cli("benchmarks.tradeoff", *args, "--workers", "2", "--data", shd_dir,
+               "--runs-dir", runs, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "interior optimum in d_m" in done.stdout
     rows = table(runs)
     assert [r["status"] for r in rows] == ["finished", "finished"]
+    assert (runs / "results.nc").is_file()
 
 
 def test_resources_layout_and_checks():
