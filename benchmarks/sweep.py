@@ -569,6 +569,8 @@ def plot_axes(summaries: dict[str, list[dict]], task: str, metric: str, path: Pa
 def plot_scaling(summary: list[dict], best: list[dict], task: str, metric: str,
                  path: Path) -> None:  # fmt: skip
     """Frontier (metric vs P), and how the best N and k_e move with P."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
     axes[0].scatter([r["P"] for r in summary], [r["mean"] for r in summary], c="0.6", s=14,
@@ -578,13 +580,17 @@ def plot_scaling(summary: list[dict], best: list[dict], task: str, metric: str,
     frontier = pareto(summary)
     axes[0].plot([r["P"] for r in frontier], [r["mean"] for r in frontier], ":", c="k",
                  label="Pareto frontier")  # fmt: skip
-    axes[0].set(xscale="log", xlabel="parameters P", ylabel=f"test {metric}")
+    axes[0].set(xlabel="parameters P", ylabel=f"test {metric}")
     axes[0].legend(fontsize=8)
     for ax, key, label in ((axes[1], "N", "best N (neurons)"),
                            (axes[2], "k_e", "best k_e (parameters per neuron)")):  # fmt: skip
         ax.plot([r["P"] for r in best], [r[key] for r in best], "o-")
-        ax.set(xscale="log", yscale="log", xlabel="parameters P", ylabel=label)
+        ax.set(yscale="log", xlabel="parameters P", ylabel=label)
+        ax.set_yticks(sorted({r[key] for r in best}))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
     for ax in axes:
+        _log_x(ax, [r["P"] for r in best])
         ax.grid(alpha=0.3)
     fig.suptitle(f"{task}: the best allocation as the budget grows")
     _save(fig, path)
