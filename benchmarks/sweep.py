@@ -762,10 +762,12 @@ def ensure_data(preset: SweepPreset, settings: Settings, resources: engine.Resou
         print(f"making the synthetic SHD of the preset in {folder} (once; reused after)")
         # A subprocess: the generator's own Dask cluster, and it may move inside biophys.
         done = subprocess.run([sys.executable, "-m", "biophys.shd_synth", "--out", str(folder),
-                               *options], stderr=subprocess.PIPE, text=True)  # fmt: skip
+                               *options])  # fmt: skip
         if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise UserError(f"making the synthetic SHD failed: {last}")
+            raise UserError(
+                f"making the synthetic SHD in {folder} failed (exit status {done.returncode}; "
+                "its message is above); run the same command again to resume it"
+            )
     return replace(settings, data=str(folder))
 
 
