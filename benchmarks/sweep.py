@@ -759,7 +759,9 @@ def ensure_data(preset: SweepPreset, settings: Settings, resources: engine.Resou
             options.append(f"--scheduler={resources.scheduler}")
         elif resources.workers:
             options.append(f"--workers={resources.workers}")
-        print(f"making the synthetic SHD of the preset in {folder} (once; reused after)")
+        print(
+            f"making the synthetic SHD of the preset in {folder} (once; reused after)", flush=True
+        )
         # A subprocess: the generator's own Dask cluster, and it may move inside biophys.
         done = subprocess.run([sys.executable, "-m", "biophys.shd_synth", "--out", str(folder),
                                *options])  # fmt: skip
