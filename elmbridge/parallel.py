@@ -52,7 +52,13 @@ def check_scheduler_address(address: str | None) -> None:
 
 @contextlib.contextmanager
 def dask_client(
-    scheduler: str | None = None, n_workers: int | None = None, connect_timeout_s: float = 20.0
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    connect_timeout_s: float = 20.0,
+    *,
+    threads_per_worker: int = 1,
+    processes: bool = True,
+    resources: dict[str, float] | None = None,
 ) -> Iterator[Any]:
     """A Dask client for a job set; `None` inside the context means run in-process.
 
@@ -63,6 +69,9 @@ def dask_client(
         n_workers: worker processes of a new LocalCluster (default: one per core). Each
             worker runs one job at a time: the jobs are single-threaded and CPU-bound.
         connect_timeout_s: how long to wait for an existing scheduler, seconds.
+        threads_per_worker: jobs a worker of a new LocalCluster runs at a time.
+        processes: worker processes (True) or threads of this process (False: for tests).
+        resources: what each worker of a new LocalCluster offers (e.g. {"GPU": 1}).
     """
     if scheduler == SYNCHRONOUS:
         yield None
@@ -88,8 +97,9 @@ def dask_client(
     with (
         LocalCluster(
             n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
+            threads_per_worker=threads_per_worker,
+            processes=processes,
+            resources=resources,
             # No dashboard; the scheduler's HTTP endpoint on a free port, so that two runs
             # on one machine do not warn about port 8787.
             dashboard_address=None,

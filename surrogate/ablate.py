@@ -5,10 +5,14 @@
 
 Each d_m is one `surrogate.fit` run in ``<runs-dir>/dm<d_m>`` (default runs-dir:
 ``runs/ablate_<cell>_<preset>_seed<seed>``) with otherwise identical options, so all
-models see the same data, splits and training windows. Finished runs are reused,
-unfinished ones resumed. The table (printed, and saved as ablation.csv / ablation.json)
-and the figure ablation.png give the test AUC and soma RMSE against d_m and against the
-parameter count, next to the published Branch-ELM on NeuronIO (Spieler et al. 2024).
+models see the same data, splits and training windows. The runs are the points of a
+sweep (`elmbridge.sweep`): finished runs are reused, unfinished ones resumed, a failed
+one is retried once and then reported; by default they run one after another in this
+process, `--scheduler local` runs them side by side on this machine's cores and
+`--scheduler ADDRESS` on a Dask cluster (docs/cluster.md). The table (printed, and saved
+as ablation.csv / ablation.json) and the figure ablation.png give the test AUC and soma
+RMSE against d_m and against the parameter count, next to the published Branch-ELM on
+NeuronIO (Spieler et al. 2024).
 """
 
 import argparse
@@ -16,9 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from elmbridge import sweep
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.files import check_output_dir, user_writes, write_csv, write_json
+from elmbridge.runs import RunFolder, run_status
 from surrogate.config import add_fit_options, config_from_args, preset_table
 from surrogate.fit import fit
 
@@ -92,6 +98,13 @@ def plot_ablation(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def fit_point(job: dict[str, Any]) -> dict[str, Any] | None:
+    """One d_m of the ablation: fit (or resume, or reuse) its run folder."""
+    print(f"--- d_m = {job['config'].d_m} ---", flush=True)
+    return fit(job["config"], job["folder"], resume=True, device=job["device"], amp=job["amp"],
+               workers=job["workers"])  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m surrogate.ablate",
@@ -102,6 +115,11 @@ def main(argv: list[str] | None = None) -> None:
     add_fit_options(parser)
     parser.add_argument("--d-m", type=int, nargs="+", required=True, help="memory sizes")
     parser.add_argument("--runs-dir", type=Path, help="folder of the runs and the ablation files")
+    parser.add_argument(
+        "--scheduler",
+        help="where the fits run: in this process one after another (default), 'local' "
+        "(a Dask LocalCluster, one fit per core) or a Dask scheduler address",
+    )
     args = parser.parse_args(argv)
     if len(set(args.d_m)) != len(args.d_m) or min(args.d_m) < 1:
         raise UserError(f"--d-m takes distinct positive sizes, got {args.d_m}")
@@ -111,22 +129,34 @@ def main(argv: list[str] | None = None) -> None:
     base = config_from_args(args)
     runs_dir = args.runs_dir or Path("runs") / (f"ablate_{base.cell}_{base.preset}_seed{base.seed}")
     check_output_dir(runs_dir, option="--runs-dir")
-    for d_m in sizes:  # every size's configuration is checked before the first fit starts
-        args.d_m = d_m
-        config_from_args(args)
-    results = {}
+    points = []  # every size's configuration is checked before the first fit starts
     for d_m in sizes:
         args.d_m = d_m
-        config = config_from_args(args)
-        print(f"--- d_m = {d_m} ---", flush=True)
-        results[d_m] = fit(
-            config,
-            runs_dir / f"dm{d_m}",
-            resume=True,
-            device=args.device,
-            amp=args.amp,
-            workers=args.workers,
-        )
+        folder = str((runs_dir / f"dm{d_m}").resolve())
+        job = {"config": config_from_args(args), "folder": folder, "device": args.device,
+               "amp": args.amp, "workers": args.workers}  # fmt: skip
+        on_gpu = (args.device or "").startswith("cuda")
+        points.append(sweep.Point(f"dm{d_m}", folder, job, gpu=1.0 if on_gpu else 0.0))
+    for point in points:  # a finished run is reused only if it is this very fit
+        if run_status(point.folder).finished:
+            RunFolder(point.folder).check_same_config(asdict(point.job["config"]))
+    scheduler = {None: sweep.SYNCHRONOUS, "local": None}.get(args.scheduler, args.scheduler)
+    resources = sweep.Resources(scheduler=scheduler, threads=None)
+    with sweep.sweep_client(resources, len(points)) as (client, _threads):
+        outcomes = sweep.run_sweep(points, fit_point, client, desc="ablation",
+                                   progress=client is not None)  # fmt: skip
+    results = {}
+    for d_m, outcome in zip(sizes, outcomes, strict=True):
+        if outcome.status == "skipped":
+            print(f"{outcome.point.folder} is finished; reusing its result")
+        if outcome.status == "failed":
+            print(f"d_m = {d_m}: failed twice, left out of the table: {outcome.error}")
+            continue
+        status = run_status(outcome.point.folder)
+        if status.finished:
+            results[d_m] = status.result
+    if not results:
+        raise UserError("every fit of the ablation failed; see the errors above")
     rows = ablation_rows(results)
     write_csv(runs_dir / "ablation.csv", rows)
     write_json(runs_dir / "ablation.json", {"config": asdict(base), "rows": rows})

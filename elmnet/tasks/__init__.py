@@ -6,16 +6,17 @@ step, device)`, `evaluate(model, split, device)`, `carried()` / `restore(carried
 state kept across batches, and the attributes `metric`, `higher_is_better`, `d_in`,
 `n_out`, `data` (with `describe()`). A new task is a new module and one line in `TASKS`.
 
-`shd` reads the Spiking Heidelberg Digits HDF5 files that `shd_adding` builds on;
-`enwik8` serves the Enwik8 byte stream.
+`shd` reads the Spiking Heidelberg Digits HDF5 files that `shd_adding` and
+`shd_classify` (the task "shd": plain 20-word classification) build on; `enwik8`
+serves the Enwik8 byte stream.
 """
 
 from types import ModuleType
 
 from elmbridge.errors import UserError
-from elmnet.tasks import enwik8, shd_adding
+from elmnet.tasks import enwik8, shd_adding, shd_classify
 
-TASKS: dict[str, ModuleType] = {"shd-adding": shd_adding, "enwik8": enwik8}
+TASKS: dict[str, ModuleType] = {"shd-adding": shd_adding, "enwik8": enwik8, "shd": shd_classify}
 
 
 def task_module(name: str) -> ModuleType:
