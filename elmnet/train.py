@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
-from elmbridge.runs import BestTracker, MetricsLog, RunFolder, read_metrics
+from elmbridge.runs import TENSORBOARD_DIR, BestTracker, MetricsLog, RunFolder, read_metrics
 from elmbridge.training import cosine_lr, resolve_device, rng_state, set_lr, set_rng_state
 from elmnet.config import ELMNetworkConfig
 from elmnet.network import ELMNetwork, regularisation
@@ -363,17 +363,23 @@ def main(argv: list[str] | None = None) -> int:
     saved = prepare_run(args, folder, task, config)
     if saved is not None:
         run.restore(saved, folder.checkpoint_path())
-    log = MetricsLog(folder.path / "metrics.csv", run.step if saved is not None else None)
+    log = MetricsLog(
+        folder.path / "metrics.csv", run.step if saved is not None else None,
+        tensorboard_dir=folder.path / TENSORBOARD_DIR,
+    )  # fmt: skip
     count = network_parameters(config)
     print(
         f"{args.task}: N={config.N} d_m={config.d_m} k_c={config.k_c} k_e={config.k_e} "
         f"P={count.total:,} on {device}; steps {run.step}→{args.steps}, out {folder.path}"
     )
-    train(run, folder, log)
-    if run.step < args.steps:
-        print(f"stopped at step {run.step} of {args.steps}; run the same command to continue")
-        return 0
-    report = test(run, folder, log)
+    try:
+        train(run, folder, log)
+        if run.step < args.steps:
+            print(f"stopped at step {run.step} of {args.steps}; run the same command to continue")
+            return 0
+        report = test(run, folder, log)
+    finally:
+        log.close()
     print(
         f"test {task.metric} {report['test']:.4f} (best validation {run.best.value:.4f} at "
         f"step {run.best.step}); results in {folder.path}"

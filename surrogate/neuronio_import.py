@@ -96,6 +96,12 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _first_line(err: Exception) -> str:
+    """An exception's message cut to its first line (errors are one line each)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def load_pickle(path: str | os.PathLike, trust: bool = False) -> dict[str, Any]:
     """Read one NeuronIO pickle (Python 2 protocol-2 files are read as latin-1)."""
     path = Path(path)
@@ -108,8 +114,10 @@ def load_pickle(path: str | os.PathLike, trust: bool = False) -> dict[str, Any]:
         raise MissingDataError(f"cannot read {path}: {err}") from err
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
         if isinstance(err, UserError):
-            raise UserError(f"{path}: {err}") from err
-        raise UserError(f"{path} is not a readable pickle ({err}); is the file complete?") from err
+            raise UserError(f"{path}: {_first_line(err)}") from err
+        raise UserError(
+            f"{path} is not a readable pickle ({_first_line(err)}); is the file complete?"
+        ) from err
     if not (isinstance(obj, dict) and "Params" in obj and "Results" in obj):
         raise UserError(f"{path} is a pickle but not a NeuronIO file (no Params/Results dict)")
     return obj
