@@ -207,15 +207,19 @@ class RunFolder:
         config: dict[str, Any],
         seed: int,
         data: dict[str, Any] | None = None,
+        *,
+        reuse_folder: bool = False,
         **extra: Any,
     ) -> dict[str, Any]:
         """Create the folder and write its run record (config, seed, versions, data).
 
         Returns the record. The caller has validated everything before: a refused
-        command must leave nothing behind.
+        command must leave nothing behind. A non-empty folder that is not a run is
+        refused unless `reuse_folder` (a run just discarded, whose side files remain).
         """
         self.check_writable()
-        if self.path.exists() and any(self.path.iterdir()) and not self.exists():
+        foreign = self.path.exists() and any(self.path.iterdir()) and not self.exists()
+        if foreign and not reuse_folder:
             raise UserError(f"{self.path} is a non-empty folder but not a run folder; choose --out")
         record = run_record(config, seed, data)
         record["kind"] = kind

@@ -208,6 +208,7 @@ def comparable(args) -> dict:
 
 def prepare_run(args, folder: RunFolder, task, config: ELMNetworkConfig) -> dict | None:
     """Create the run folder or pick up the run in it; returns the checkpoint or None."""
+    discarded = args.restart and folder.exists()
     if args.restart:
         folder.discard()
     if folder.exists() and folder.result() is None and not folder.checkpoint_path().is_file():
@@ -215,6 +216,7 @@ def prepare_run(args, folder: RunFolder, task, config: ELMNetworkConfig) -> dict
         # refusing it would make an earlier refused or killed command block this one.
         print(f"notice: {folder.path} holds a run that never reached a checkpoint; starting anew")
         folder.discard()
+        discarded = True
     if folder.exists():
         recorded = folder.record().get("config", {})
         if "args" in recorded and "network" in recorded:  # the layout before elmbridge.runs
@@ -225,7 +227,7 @@ def prepare_run(args, folder: RunFolder, task, config: ELMNetworkConfig) -> dict
         raise UserError(f"--resume: no checkpoint in {folder.path} to resume from")
     count = network_parameters(config)
     folder.start(
-        RUN_KIND, comparable(args), args.seed, task.data.describe(),
+        RUN_KIND, comparable(args), args.seed, task.data.describe(), reuse_folder=discarded,
         network=config.to_dict(),
         parameters={"P": count.total, "N": count.N, "k_e": count.k_e, "k_c": count.k_c,
                     "hidden": count.hidden, "readout": count.readout},

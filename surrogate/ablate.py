@@ -25,6 +25,7 @@ from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.files import check_output_dir, user_writes, write_csv, write_json
 from elmbridge.runs import RunFolder, run_status
+from elmbridge.training import resolve_device
 from surrogate.config import add_fit_options, config_from_args, preset_table
 from surrogate.fit import fit
 
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     base = config_from_args(args)
     runs_dir = args.runs_dir or Path("runs") / (f"ablate_{base.cell}_{base.preset}_seed{base.seed}")
     check_output_dir(runs_dir, option="--runs-dir")
+    resolve_device(args.device)  # the same line as every command, before the first fit
     points = []  # every size's configuration is checked before the first fit starts
     for d_m in sizes:
         args.d_m = d_m

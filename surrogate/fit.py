@@ -204,7 +204,9 @@ def open_run(
     Everything is checked before the run folder is written, so that a refused command
     leaves nothing behind.
     """
-    if folder.exists() and folder.result() is None and not folder.checkpoint_path().is_file():
+    discarded = folder.exists() and folder.result() is None
+    discarded = discarded and not folder.checkpoint_path().is_file()
+    if discarded:
         # No epoch finished: the folder holds only the record of a start that was killed
         # or refused, and keeping it would block the corrected command.
         print(f"notice: {folder.path} holds a fit that never finished an epoch; starting anew")
@@ -238,7 +240,7 @@ def open_run(
         return info, model_config, record["splits"]
     splits = make_splits(info.simulations, config.val_fraction, config.test_fraction, config.seed)
     folder.start(
-        RUN_KIND, asdict(config), config.seed, info.provenance(),
+        RUN_KIND, asdict(config), config.seed, info.provenance(), reuse_folder=discarded,
         splits=splits, model_kind=config.model, model_config=model_config.to_dict(),
         n_parameters=count_parameters(new_model(config.model, model_config)),
         data_generation_s=generation_s,

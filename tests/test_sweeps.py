@@ -273,10 +273,16 @@ def flaky_job(job: dict) -> str:
     return "done"
 
 
-def test_a_failing_point_is_a_row_not_a_stop(shd_dir, tmp_path, capsys):
+def test_a_failing_point_is_a_row_not_a_stop(shd_dir, tmp_path, capsys, monkeypatch):
+    from elmnet import train
+
+    def refuse(self):
+        raise UserError("n_val must be at least 1 (the simulated failure of a point)")
+
     runs = tmp_path / "runs"
-    # No validation samples: every point fails in elmnet.train, twice.
-    assert run_tradeoff(shd_dir, runs, "--set", "val-pairs=0") == 0
+    # Every point fails inside elmnet.train's loop, twice (synchronous: same process).
+    monkeypatch.setattr(train.Run, "train_step", refuse)
+    assert run_tradeoff(shd_dir, runs) == 0
     rows = table(runs)
     assert {r["status"] for r in rows} == {"failed"} and len(rows) == 4
     assert rows[0]["error"].startswith("UserError: n_val must be at least 1")
@@ -320,7 +326,7 @@ def test_resources_layout_and_checks():
     (["--seeds", "0"], "--seeds must be at least 1"),
     (["--d-m", "2", "2"], "lists a value twice"),
     (["--set", "no-such-option=1"], "unrecognized arguments: --no-such-option 1"),
-    (["--set", "lr=-1"], "--lr must be positive"),
+    (["--set", "lr=-1"], "--lr must be a positive number"),
 ])  # fmt: skip
 def test_bad_input_gets_one_clear_line(shd_dir, tmp_path, extra, message):
     with pytest.raises(UserError, match=message):
