@@ -379,6 +379,7 @@ def plot_report(
         if threshold is not None:
             called = pred.spike_logit[row] >= threshold
             onsets = np.flatnonzero(called & ~np.r_[False, called[:-1]])
+            onsets = onsets[onsets >= protocol.skip_ms]  # the zero-state start is not scored
             p_ax.axhline(1 / (1 + np.exp(-threshold)), c="tab:red", ls=":", lw=0.8)
             p_ax.plot(onsets, np.full(onsets.size, 1.5), "v", c="tab:red", ms=5, clip_on=False)
         p_ax.set(ylabel="P(spike)", ylim=(1e-6, 2))
