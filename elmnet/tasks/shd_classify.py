@@ -13,8 +13,6 @@ at step s sees exactly the batches it would have seen.
 from collections.abc import Iterator
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from elmbridge.download import sha256_file
 from elmbridge.errors import UserError
@@ -123,13 +121,13 @@ NETWORK = {**shd_adding.NETWORK, "n_out": N_CLASSES}
 TRAINING = dict(shd_adding.TRAINING)
 
 
-class Task:
+class Task(shd_adding.Task):
     """SHD classification for the trainer: last-step cross-entropy; accuracy.
 
-    `--val-pairs` / `--test-pairs` cap the samples evaluated (here single samples).
+    The loss, the evaluation and the (absent) carried state are SHD-Adding's; only the
+    data differ. `--val-pairs` / `--test-pairs` cap the samples evaluated (here single
+    samples).
     """
-
-    metric, higher_is_better = "accuracy", True
 
     def __init__(self, args):
         train_path, test_path = find_shd(args.data, download=args.download)
@@ -138,30 +136,3 @@ class Task:
             data_seed=args.data_seed, n_val=args.val_pairs, n_test=args.test_pairs,
         )  # fmt: skip
         self.args, self.d_in, self.n_out = args, self.data.n_channels, N_CLASSES
-
-    def batch_loss(self, model, step: int, device):
-        """The loss of training batch `step` (drawn from (seed, step)) and the forward output."""
-        x, y = self.data.train_batch(self.args.seed, step, self.args.batch)
-        out = model.run(torch.from_numpy(x).to(device))
-        y = torch.from_numpy(y).to(device)
-        loss = F.cross_entropy(out.logits[:, -1], y, label_smoothing=self.args.label_smoothing)
-        return loss, out
-
-    def evaluate(self, model, split: str, device) -> dict:
-        """Mean loss (nats), accuracy and sample count on `split` ("valid" or "test")."""
-        correct, total, loss = 0, 0, 0.0
-        with torch.no_grad():
-            for x, y in self.data.eval_batches(split, self.args.eval_batch):
-                logits = model(torch.from_numpy(x).to(device))[0][:, -1].float()
-                y = torch.from_numpy(y).to(device)
-                loss += F.cross_entropy(logits, y, reduction="sum").item()
-                correct += (logits.argmax(-1) == y).sum().item()
-                total += len(y)
-        return {"loss": loss / total, "value": correct / total, "n": total}
-
-    def carried(self):
-        """State carried from one training batch to the next: none (samples are independent)."""
-        return None
-
-    def restore(self, carried) -> None:
-        pass
