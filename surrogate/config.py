@@ -195,6 +195,7 @@ def preset_table() -> str:
 def add_fit_options(parser: argparse.ArgumentParser) -> None:
     """The options shared by `fit` and `ablate` (all but --d-m, --out and --resume)."""
     add = parser.add_argument
+    add("--model", choices=MODELS, help="elm (default), or a point-neuron baseline: lif, adex")
     add(
         "--cell",
         default=None,

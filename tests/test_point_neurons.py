@@ -125,3 +125,7 @@ def test_fit_trains_and_evaluates_a_lif_on_a_store(tmp_path):
     assert 0 <= result["test_metrics"]["AUC"] <= 1
     with pytest.raises(UserError, match="ELM neurons only"):
         preset_config(model="adex", init="num_memory_20")
+    # The command line knows the option.
+    from surrogate.fit import build_parser
+
+    assert build_parser().parse_args(["--model", "adex"]).model == "adex"
