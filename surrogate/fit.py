@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     wall = time.perf_counter() - start
-    print(f"test metrics ({config.cell}, d_m {config.d_m}):")
+    print(f"test metrics ({config.cell}, {config.model_label()}):")
     print(format_metrics(result["test_metrics"]))
     print(f"wall time {wall / 60:.1f} min; report: {Path(result['report']) / 'report.png'}")
     return 0
