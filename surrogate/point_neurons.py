@@ -255,8 +255,3 @@ def brian2_namespace(model: PointNeuron) -> dict[str, Any]:
         ns.update(Delta_T=p["Delta_T_mV"] * b2.mV, a=p["a"], b=p["b_mV"] * b2.mV,
                   tau_w=p["tau_w_ms"] * b2.ms, V_peak=V_PEAK_MV * b2.mV)  # fmt: skip
     return ns
-
-
-def synaptic_weights(model: PointNeuron) -> np.ndarray:
-    """(d_in,) fitted weights w_i, in leak conductances."""
-    return model.log_w.detach().exp().numpy()
