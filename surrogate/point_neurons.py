@@ -34,7 +34,6 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
