@@ -65,6 +65,7 @@ def read_tables(paths, split: str = "test", include_excluded: bool = False) -> l
             df = pd.read_csv(path)
         except Exception as err:  # pandas raises several types for unreadable CSV
             raise UserError(f"{path}: not a readable CSV table ({err})") from None
+        df = from_sweep_columns(df, path)
         if {"k_e", "k_c"} - set(df.columns) and {"d_m", "d_tree", "d_brch"} <= set(df.columns):
             pc = [
                 hidden_neuron_parameters(int(d), 2 * int(d), int(t), int(b))
@@ -97,6 +98,9 @@ def read_tables(paths, split: str = "test", include_excluded: bool = False) -> l
     df = pd.concat(frames, ignore_index=True)
     if "exclude" in df.columns and not include_excluded:
         df = df[~df["exclude"].fillna(0).astype(bool)]
+    if "folder" in df.columns:  # a point listed by two tables (or two axes) is one run
+        named = df["folder"].fillna("").astype(str) != ""
+        df = pd.concat([df[named].drop_duplicates("folder"), df[~named]], ignore_index=True)
     out = []
     for task, rows in df.groupby("task", sort=True):
         metrics = sorted(set(rows["metric"].astype(str).str.lower()))
@@ -115,23 +119,63 @@ def read_tables(paths, split: str = "test", include_excluded: bool = False) -> l
                 f"task {task}: {n_bad} row(s) with non-positive {what} in {value_col}; the "
                 f"models are fitted to log({what}), which must be > 0"
             )
+        # A sweep's budget is its `budget` column; rows without one (the single-axis
+        # sweeps) are not at a fixed budget: they are kept apart as held-out points.
+        if "budget" in rows.columns:
+            budget = pd.to_numeric(rows["budget"], errors="coerce").to_numpy(float)
+        else:
+            budget = rows["P"].to_numpy(float)
+        on = np.isfinite(budget)
+        if not on.any():
+            raise UserError(
+                f"task {task}: no row is at a fixed budget (the budget column is empty); "
+                "fit a tradeoff or scaling table, and give single-axis tables beside it"
+            )
         d_m = rows["d_m"].to_numpy(float) if "d_m" in rows.columns else None
         data = T.SweepData(
             task,
             metric,
             kind,
-            rows["N"].to_numpy(float),
-            rows["k_e"].to_numpy(float),
-            rows["k_c"].to_numpy(float),
-            loss,
-            rows["P"].to_numpy(float),
-            rows["seed"].to_numpy(),
-            d_m,
+            rows["N"].to_numpy(float)[on],
+            rows["k_e"].to_numpy(float)[on],
+            rows["k_c"].to_numpy(float)[on],
+            loss[on],
+            budget[on],
+            rows["seed"].to_numpy()[on],
+            None if d_m is None else d_m[on],
         )
         if d_m is not None:
-            data.d_tree = T.infer_d_tree(d_m, data.k_e)
+            data.d_tree = T.infer_d_tree(d_m[on], data.k_e)
+        data.off_budget = {
+            "N": rows["N"].to_numpy(float)[~on],
+            "k_e": rows["k_e"].to_numpy(float)[~on],
+            "k_c": rows["k_c"].to_numpy(float)[~on],
+            "y": loss[~on],
+            "d_m": None if d_m is None else d_m[~on],
+            "axis": (rows["axis"].astype(str).to_numpy()[~on] if "axis" in rows.columns
+                     else np.full((~on).sum(), "")),
+        }  # fmt: skip
         out.append(data)
     return out
+
+
+def from_sweep_columns(df, path: Path):
+    """A results table of the sweep commands (benchmarks.sweep.COLUMNS) in this layout.
+
+    The sweeps name the metric columns `valid` and `test` and list every point with its
+    status; only finished points carry a metric. Tables already in this layout pass as
+    they are.
+    """
+    if "test" in df.columns and "test_metric" not in df.columns:
+        df = df.rename(columns={"test": "test_metric", "valid": "val_metric"})
+    if "status" in df.columns:
+        finished = df["status"].astype(str) == "finished"
+        if (~finished).any():
+            counts = df.loc[~finished, "status"].astype(str).value_counts().to_dict()
+            print(f"{path}: leaving out {int((~finished).sum())} point(s) without a result "
+                  f"({', '.join(f'{n} {k}' for k, n in counts.items())})")  # fmt: skip
+        df = df[finished].copy()
+    return df
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,6 +349,9 @@ def analyse_task(
             rec["lobo_mae_metric"] = float(
                 np.nanmean(np.abs(data.to_metric(lobo) - data.to_metric(data.y)))
             )
+        held = held_out_points(data, f, thetas)
+        if held is not None:
+            rec["held_out_points"] = held
         result["models"][model.name] = rec
 
     result["sqrt_check"] = sqrt_check(data, result)
@@ -314,6 +361,51 @@ def analyse_task(
         T.fit_scaling_law(data)  # raises the single-budget error
     report(data, result, log)
     return result, fits
+
+
+def held_out_points(data, fit, thetas) -> dict | None:
+    """Predictions of a fit at the rows that are not at a fixed budget (single-axis sweeps).
+
+    These points were not fitted: they test the model where the allocation leaves the
+    budget curves. With k_c fixed in the fit, k_c is absorbed into the fitted constants,
+    so points at another k_c are not predicted (reported as left out). Intervals: the
+    95 % percentile interval of the bootstrap fits' predictions.
+    """
+    off = getattr(data, "off_budget", None)
+    if off is None or not len(off["y"]):
+        return None
+    usable = np.ones(len(off["y"]), bool)
+    if not data.kc_varies:
+        usable = np.isin(off["k_c"], np.unique(data.k_c))
+    if not usable.any():
+        return {"n": 0, "left_out_other_k_c": int((~usable).sum())}
+    X = {k: off[k][usable] for k in ("N", "k_e", "k_c")}
+    y = off["y"][usable]
+    pred = fit.predict(X)
+    boot = [fit.model.predict(dict(zip(fit.model.names, row, strict=True)), X) for row in thetas]
+    r = np.log(pred) - np.log(y)
+    d_m = None if off["d_m"] is None else off["d_m"][usable]
+    return {
+        "n": int(usable.sum()),
+        "left_out_other_k_c": int((~usable).sum()),
+        "rms_log_residual": float(np.sqrt(np.mean(r**2))),
+        "mae_metric": float(np.mean(np.abs(data.to_metric(pred) - data.to_metric(y)))),
+        "points": [
+            {
+                "axis": str(off["axis"][usable][i]),
+                "N": float(X["N"][i]),
+                "k_e": float(X["k_e"][i]),
+                "k_c": float(X["k_c"][i]),
+                "d_m": None if d_m is None else float(d_m[i]),
+                "measured": float(data.to_metric(y[i])),
+                "predicted": float(data.to_metric(pred[i])),
+                "interval": sorted(_ci(data.to_metric(np.array([b[i] for b in boot]))))
+                if boot
+                else [math.nan] * 2,
+            }
+            for i in range(len(y))
+        ],
+    }
 
 
 def derived_quantities(model, theta, thetas):
@@ -422,6 +514,28 @@ def report(data, result, log):
         if "lobo_rms_log_residual" in rec:
             line += f"{rec['lobo_rms_log_residual']:>12.4f}"
         log(line)
+    held = {n: result["models"][n].get("held_out_points") for n in names}
+    if any(h and h.get("n") for h in held.values()):
+        first = next(h for h in held.values() if h and h.get("n"))
+        log(
+            f"\nheld-out points (single-axis sweeps, not fitted; {first['n']} runs"
+            + (f", {first['left_out_other_k_c']} at another k_c left out: k_c is fixed in the "
+               "fit" if first["left_out_other_k_c"] else "")
+            + f"): rms r and mean |Δ{metric}| per model"
+        )  # fmt: skip
+        log("   " + "   ".join(
+            f"{n} {h['rms_log_residual']:.4f} / {h['mae_metric']:.4f}"
+            for n, h in held.items() if h and h.get("n")))  # fmt: skip
+        log(f"{'axis':>6}{'N':>6}{'k_e':>8}{'d_m':>6}{'measured':>10}"
+            + "".join(f"{n + ' [95%]':>28}" for n in names))  # fmt: skip
+        for i, pt in enumerate(first["points"]):
+            line = (f"{pt['axis']:>6}{pt['N']:>6g}{pt['k_e']:>8g}"
+                    f"{'' if pt['d_m'] is None else format(pt['d_m'], 'g'):>6}"
+                    f"{pt['measured']:>10.4f}")  # fmt: skip
+            for n in names:
+                q = held[n]["points"][i]
+                line += f"{q['predicted']:>10.4f} [{q['interval'][0]:.3f}, {q['interval'][1]:.3f}]"
+            log(line)
     log(f"\nleave-one-out predictions of {metric} per run")
     log(f"{'N':>6}{'k_e':>8}{'d_m':>6}{'measured':>10}" + "".join(f"{n:>12}" for n in names))
     order = np.lexsort((data.k_e, data.budget))

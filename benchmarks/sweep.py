@@ -228,7 +228,11 @@ def train_argv(settings: Settings, config, seed: int) -> tuple[list[str], dict[s
         options["data"] = settings.data
     argv = []
     for key, value in options.items():
-        argv += [f"--{key.replace('_', '-')}", str(value)]
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):  # a switch (e.g. test_curve): present or absent
+            argv += [flag] if value else []
+        else:
+            argv += [flag, str(value)]
     key = {k: v for k, v in options.items() if k not in NOT_IN_HASH}
     return argv, key
 

@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--mlp-reg", type=float, default=0.0, help="weight of mean(z²), MLP outputs")
     o.add_argument("--eval-every", type=int, help="steps between validations (SHD: an epoch)")
     o.add_argument("--log-every", type=int, help="steps between training-loss rows")
+    o.add_argument(
+        "--test-curve", action="store_true",
+        help="also score the test split at every validation (rows 'test_curve' of "
+        "metrics.csv, for learning curves); the best step is still chosen on validation",
+    )  # fmt: skip
 
     d = p.add_argument_group("data")
     d.add_argument("--bin-ms", type=float, default=2.0, help="SHD bin size (ms)")
@@ -296,6 +301,12 @@ class Run:
         result = self.task.evaluate(self.model, "valid", self.device)
         log.log(step=self.step, split="valid", loss=result["loss"], metric=self.task.metric,
                 value=result["value"], lr=lr, elapsed_s=elapsed)  # fmt: skip
+        if self.args.test_curve:
+            # Reported, never used to choose: selection stays on validation alone.
+            scored = self.task.evaluate(self.model, "test", self.device)
+            log.log(step=self.step, split="test_curve", loss=scored["loss"],
+                    metric=self.task.metric, value=scored["value"], lr=lr,
+                    elapsed_s=elapsed)  # fmt: skip
         if self.best.update(result["value"], self.step):
             folder.save_best({"step": self.step, "model": self.model.state_dict(),
                               "config": self.config.to_dict()})  # fmt: skip

@@ -320,3 +320,53 @@ def test_command_fits_the_scaling_law_of_a_multi_budget_table(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())["results"]["synthetic"]
     assert res["scaling_law"]["allocation"]["k_e"]["exponent"] > 0
     assert (out / "synthetic_frontier.png").stat().st_size > 10_000
+
+
+def test_sweep_tables_are_read_by_budget_and_single_axis_points_are_predicted(tmp_path, capsys):
+    """A table of the sweep commands (benchmarks.sweep.COLUMNS) is read as it is written:
+    rows grouped by their budget column (not by their exact P), unfinished points left out,
+    a point listed twice counted once, and the single-axis rows (no budget) predicted as
+    held-out points; noise-free data from the information model are predicted exactly."""
+    from benchmarks.sweep import COLUMNS
+
+    truth = TRUE["information"]
+    m = T.InformationModel("loss")
+    data = T.synthetic_sweep(m, truth, BUDGETS, K_E, K_C, 0.0, 1, np.random.default_rng(0))
+    rows = []
+    for i in range(data.n):
+        rows.append({"task": "synthetic", "axis": "", "budget": f"{data.budget[i]:g}",
+                     "P": f"{data.N[i] * (data.k_e[i] + K_C):g}", "N": f"{data.N[i]:g}",
+                     "k_e": f"{data.k_e[i]:g}", "k_c": f"{K_C:g}", "seed": 0, "metric": "bpc",
+                     "test": f"{data.y[i]:.10g}", "status": "finished",
+                     "folder": f"/runs/p{i}"})  # fmt: skip
+    rows.append({**rows[0]})  # the same run listed again (tradeoff and scaling tables)
+    rows.append({**rows[1], "folder": "/runs/failed", "test": "", "status": "failed"})
+    axis_points = [(50, 300.0), (200, 300.0), (100, 1000.0), (100, 5000.0)]
+    for j, (n, ke) in enumerate(axis_points):
+        y = float(m.predict(truth, {"N": np.array([n]), "k_e": np.array([ke]),
+                                    "k_c": np.array([K_C])})[0])  # fmt: skip
+        rows.append({"task": "synthetic", "axis": "N" if j < 2 else "d_m", "budget": "",
+                     "P": f"{n * (ke + K_C):g}", "N": n, "k_e": ke, "k_c": f"{K_C:g}",
+                     "seed": 0, "metric": "bpc", "test": f"{y:.10g}", "status": "finished",
+                     "folder": f"/runs/axis{j}"})  # fmt: skip
+    # a single-axis point at another k_c cannot be predicted by a fit at fixed k_c
+    rows.append({**rows[-1], "k_c": "1500", "folder": "/runs/kc", "axis": "k_c"})
+    lines = [",".join(COLUMNS)] + [",".join(str(r.get(c, "")) for c in COLUMNS) for r in rows]
+    table = _write(tmp_path, "\n".join(lines) + "\n", "results.csv")
+
+    (read,) = fit_theory.read_tables([table])
+    assert list(read.budgets) == BUDGETS and read.n == data.n
+    assert len(read.off_budget["y"]) == len(axis_points) + 1
+
+    out = tmp_path / "out"
+    assert (
+        fit_theory.main([str(table), "--bootstrap", "4", "--starts", "3", "--out", str(out)]) == 0
+    )
+    text = capsys.readouterr().out
+    assert "leaving out 1 point(s) without a result (1 failed)" in text
+    assert "held-out points (single-axis sweeps" in text and "1 at another k_c left out" in text
+    res = json.loads((out / "results.json").read_text())["results"]["synthetic"]
+    held = res["models"]["information"]["held_out_points"]
+    assert held["n"] == len(axis_points) and held["left_out_other_k_c"] == 1
+    for point in held["points"]:
+        assert point["predicted"] == pytest.approx(point["measured"], rel=1e-3)
