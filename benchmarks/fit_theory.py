@@ -349,6 +349,10 @@ def analyse_task(
             rec["lobo_mae_metric"] = float(
                 np.nanmean(np.abs(data.to_metric(lobo) - data.to_metric(data.y)))
             )
+        if len(data.budgets) > 1:
+            rec["held_out_budget_optimum"] = held_out_budget_optimum(
+                model, data, result["measured_optimum"], min(n_boot, 50), rng, n_starts
+            )
         held = held_out_points(data, f, thetas)
         if held is not None:
             rec["held_out_points"] = held
@@ -361,6 +365,46 @@ def analyse_task(
         T.fit_scaling_law(data)  # raises the single-budget error
     report(data, result, log)
     return result, fits
+
+
+def held_out_budget_optimum(model, data, measured, n_boot, rng, n_starts) -> list[dict]:
+    """For each budget: the optimum a fit on the other budgets predicts there.
+
+    A fresh multi-start fit without the budget (no start from the full-data optimum), its
+    continuous optimum at that budget's hidden size, and a 95 % interval from `n_boot`
+    bootstrap refits of the same reduced data; beside it the measured optimum (the
+    three-point parabola of `theory.frontier` and its bootstrap interval).
+    """
+    out = []
+    for g, b in enumerate(data.budgets):
+        train = data.subset(np.nonzero(data.group != g)[0])
+        f = T.fit(model, train, n_starts=n_starts)
+        hidden = data.hidden_budget(b)
+        kc = float(np.median(data.k_c[data.group == g]))
+
+        def optimum(fit, hidden=hidden, kc=kc, train=train):
+            return fit.model.optimum(fit.theta, hidden, kc, train)
+
+        point = optimum(f)
+        _, boots, failed = T.bootstrap(f, train, n_boot, rng, extra=optimum)
+        m = measured[g]
+        entry = {"P": float(b), "hidden": hidden, "converged": f.converged,
+                 "bootstrap_not_converged": failed, "at_edge": bool(point["at_edge"])}  # fmt: skip
+        for key in ("k_e", "N"):
+            entry[key] = float(point[key])
+            entry[f"{key}_interval"] = _ci([o[key] for o in boots])
+        entry["d_m"] = T.d_m_for_k_e(entry["k_e"], data.d_tree)
+        entry["d_m_interval"] = [T.d_m_for_k_e(v, data.d_tree) for v in entry["k_e_interval"]]
+        entry["metric"] = float(data.to_metric(point["loss"]))
+        entry["metric_interval"] = sorted(_ci(data.to_metric(np.array([o["loss"] for o in boots]))))
+        entry["measured"] = {
+            "d_m": m["d_m"], "d_m_interval": m["d_m_interval"], "N": m["N"],
+            "N_interval": m["N_interval"], "metric": float(data.to_metric(m["loss"])),
+        }  # fmt: skip
+        lo, hi = entry["d_m_interval"]
+        entry["measured_d_m_inside_interval"] = bool(lo <= m["d_m"] <= hi)
+        out.append(entry)
+    return out
 
 
 def held_out_points(data, fit, thetas) -> dict | None:
@@ -536,6 +580,22 @@ def report(data, result, log):
                 q = held[n]["points"][i]
                 line += f"{q['predicted']:>10.4f} [{q['interval'][0]:.3f}, {q['interval'][1]:.3f}]"
             log(line)
+    if len(data.budgets) > 1:
+        log("\noptimum at a budget held out of the fit (fit on the other budgets; 95% bootstrap)")
+        for name in names:
+            for e in result["models"][name]["held_out_budget_optimum"]:
+                mm = e["measured"]
+                log(
+                    f"   {name:<12} P {e['P']:,.0f}: predicted d_m* {_fmt(e['d_m'], 3)} "
+                    f"[{_fmt(e['d_m_interval'][0], 3)}, {_fmt(e['d_m_interval'][1], 3)}] N* "
+                    f"{_fmt(e['N'])} [{_fmt(e['N_interval'][0])}, {_fmt(e['N_interval'][1])}] "
+                    f"{metric} {e['metric']:.4f} [{e['metric_interval'][0]:.4f}, "
+                    f"{e['metric_interval'][1]:.4f}] | measured d_m* {_fmt(mm['d_m'], 3)} "
+                    f"[{_fmt(mm['d_m_interval'][0], 3)}, {_fmt(mm['d_m_interval'][1], 3)}] N* "
+                    f"{_fmt(mm['N'])} {metric} {mm['metric']:.4f}"
+                    + ("" if e["converged"] else " (fit NOT CONVERGED)")
+                    + (" (edge)" if e["at_edge"] else "")
+                )
     log(f"\nleave-one-out predictions of {metric} per run")
     log(f"{'N':>6}{'k_e':>8}{'d_m':>6}{'measured':>10}" + "".join(f"{n:>12}" for n in names))
     order = np.lexsort((data.k_e, data.budget))

@@ -370,3 +370,9 @@ def test_sweep_tables_are_read_by_budget_and_single_axis_points_are_predicted(tm
     assert held["n"] == len(axis_points) and held["left_out_other_k_c"] == 1
     for point in held["points"]:
         assert point["predicted"] == pytest.approx(point["measured"], rel=1e-3)
+    # the optimum at each budget, predicted by a fit on the other two, is the true model's
+    # closed-form (Lagrange) optimum there
+    for entry in res["models"]["information"]["held_out_budget_optimum"]:
+        truth_k_e = m.closed_form_optimum(truth, entry["hidden"], K_C)
+        assert entry["k_e"] == pytest.approx(truth_k_e, rel=0.02)
+    assert "optimum at a budget held out of the fit" in text
