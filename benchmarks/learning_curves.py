@@ -31,7 +31,8 @@ from benchmarks.sweep_presets import PRESETS
 from elmbridge import sweep as engine
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
-from elmbridge.files import user_writes, write_csv
+from elmbridge.files import user_writes, write_csv, write_json
+from elmbridge.provenance import run_record
 from elmbridge.runs import read_metrics
 
 # (task, bin size in ms, steps): the default curves.
@@ -189,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("no curve has an evaluation yet; run the same command again")
     print_curves(rows)
     write_csv(runs_dir / "curves.csv", rows)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    write_json(
+        runs_dir / "provenance.json",
+        run_record(config={**config, "curves": curves, "data": data}, seed=args.seed),
+    )
     plot_curves(rows, runs_dir / "learning_curves.png")
     print(f"curves: {runs_dir / 'curves.csv'}; figure: {runs_dir / 'learning_curves.png'}")
     return 1 if failed else 0

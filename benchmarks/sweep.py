@@ -32,8 +32,8 @@ from typing import Any
 from benchmarks.sweep_presets import SweepPreset, preset_for
 from elmbridge import sweep as engine
 from elmbridge.errors import UserError
-from elmbridge.files import atomic_path, write_csv
-from elmbridge.provenance import stable_hash
+from elmbridge.files import atomic_path, write_csv, write_json
+from elmbridge.provenance import run_record, stable_hash
 from elmbridge.runs import read_metrics, run_status
 
 COLUMNS = ("task", "axis", "budget", "P", "N", "d_m", "k_e", "k_c", "seed", "steps", "metric",
@@ -824,9 +824,29 @@ def execute(planned: list[Planned], settings: Settings, resources: engine.Resour
         return None
     rows = run(planned, settings, resources, progress=args.progress, desc=desc)
     csv_path, nc_path = write_results(rows, settings.runs_dir)
+    write_provenance(settings, args, rows)
     print_points(rows)
     print(f"results: {csv_path} (and {nc_path.name})")
     return rows
+
+
+def write_provenance(settings: Settings, args: argparse.Namespace, rows: list[dict]) -> Path:
+    """provenance.json beside results.csv: command, options, seeds, versions, wall times.
+
+    The per-point records (config, seed, data, versions) are in each point's run.json;
+    this is the record of the table as a whole.
+    """
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config["train"] = settings.train
+    config["data"] = settings.data
+    walls = [float(r["wall_s"]) for r in rows if r.get("wall_s") not in ("", None)]
+    record = run_record(config=config, seed=args.seeds if args.seeds is not None else -1)
+    record["points"] = {"rows": len(rows),
+                        "finished": sum(r.get("status") == "finished" for r in rows),
+                        "sum_wall_s": sum(walls)}  # fmt: skip
+    path = settings.runs_dir / "provenance.json"
+    write_json(path, record)
+    return path
 
 
 def higher_is_better(task: str) -> bool:

@@ -117,6 +117,9 @@ def test_tiny_tradeoff_end_to_end(shd_dir, tmp_path, capsys):
     with xr.open_dataset(runs / "results.nc", engine="scipy") as data:
         assert data.sizes["point"] == 4 and list(data["P"].values) == [5155, 5155, 5165, 5165]
     assert (runs / "tradeoff_d_m.png").is_file()
+    record = json.loads((runs / "provenance.json").read_text())
+    assert record["points"]["finished"] == 4 and record["config"]["seeds"] == 2
+    assert record["config"]["train"]["steps"] == 4 and "torch" in record["software"]
     # Each point is an elmnet.train run folder named by the hash of its config.
     folders = sorted(p for p in runs.iterdir() if p.name.startswith("shd_"))
     assert len(folders) == 4 and all((f / "result.json").is_file() for f in folders)
