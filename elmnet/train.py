@@ -47,8 +47,9 @@ __all__ = ["main", "read_metrics"]
 
 RUN_KIND = "elmnet-train"
 # Options that may change between the invocations of one run.
+# test_curve only adds rows to metrics.csv: a resumed run may switch it on or off.
 RESUMABLE = {"resume", "restart", "stop_after", "device", "progress", "download", "data", "out",
-             "threads"}  # fmt: skip
+             "threads", "test_curve"}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

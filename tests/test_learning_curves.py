@@ -69,3 +69,19 @@ def test_curves_are_trained_tabled_and_plotted(shd_dir, tmp_path, capsys):
 def test_bad_curves_are_one_line_errors(bad):
     with pytest.raises(UserError, match="--curve"):
         learning_curves.parse_curve(bad)
+
+
+def test_a_run_resumes_with_the_test_curve_switched_on(shd_dir, tmp_path):
+    """--test-curve adds rows only: a run started without it resumes with it (the sweeps'
+    points are resumed by the learning-curve command and the other way round)."""
+    from elmnet import train
+
+    out = tmp_path / "run"
+    base = ["--task", "shd", "--data", str(shd_dir), "--out", str(out), "--N", "4", "--d-m",
+            "2", "--k-c", "60", "--bin-ms", "100", "--steps", "4", "--eval-every", "2",
+            "--no-progress"]  # fmt: skip
+    assert train.main([*base, "--stop-after", "2"]) == 0
+    assert train.main([*base, "--test-curve"]) == 0
+    rows = train.read_metrics(out / "metrics.csv")
+    assert [r["step"] for r in rows if r["split"] == "test_curve"] == [4]
+    assert (out / "result.json").is_file()
