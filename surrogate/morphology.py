@@ -261,3 +261,37 @@ def morphology_branches(
             "use fewer branches (--d-tree)"
         )
     return tuple(tuple(b) for b in branches)
+
+
+def dendrogram_layout(morphology: Morphology) -> np.ndarray:
+    """(n_segments, 2) drawing positions, µm, for stores without a reconstruction.
+
+    The vertical axis is the path distance from the soma, upwards for the apical tree and
+    downwards for the others; the horizontal one spreads the tips evenly (tip spacing
+    = 1/20 of the largest path distance) and puts every segment above the mean of its tips.
+    """
+    n = morphology.n_segments
+    dist = morphology.path_distance_um
+    children: list[list[int]] = [[] for _ in range(n)]
+    for i, p in enumerate(morphology.parent):
+        if p >= 0:
+            children[p].append(i)
+    x = np.zeros(n)
+    spacing = max(float(dist.max()), 1.0) / 20
+    next_tip = 0
+    roots = sorted(np.flatnonzero(morphology.parent < 0), key=lambda i: (morphology.tree[i], i))
+    for root in roots:
+        # Depth-first, iteratively: a tip takes the next slot, a parent the mean of its children.
+        stack = [(int(root), False)]
+        while stack:
+            i, expanded = stack.pop()
+            if children[i] and not expanded:
+                stack.append((i, True))
+                stack += [(c, False) for c in sorted(children[i], key=lambda c: -dist[c])]
+            elif not children[i]:
+                x[i] = next_tip * spacing
+                next_tip += 1
+            else:
+                x[i] = float(np.mean(x[children[i]]))
+    sign = np.where(morphology.tree == "apical", 1.0, -1.0)
+    return np.stack([x - x.mean(), sign * dist], axis=1)

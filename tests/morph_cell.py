@@ -65,3 +65,12 @@ def branched_spec(n_time: int, cell: str = "toy") -> store.StoreSpec:
         segments=table,
         protocol={"cell": cell, "n_time": n_time},
     )
+
+
+def make_branched_store(path, cell: str = "toy", n_sims: int = 4, n_time: int = 1200, seed=0):
+    """A complete store of the toy cell (`toy_cell`) on the branched segment table."""
+    from toy_cell import toy_simulation
+
+    store.prepare_store(path, branched_spec(n_time, cell), n_sims)
+    for i in range(n_sims):
+        store.write_simulation(path, i, toy_simulation(seed * 1000 + i, n_segments(), n_time))
