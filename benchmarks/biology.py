@@ -26,6 +26,7 @@ Dask cluster with ``--scheduler ADDRESS``. Then it writes the tables the noteboo
 Studies (names in the ``study`` column); every value is the preset's (`PRESETS`):
 
 - ``d_m``: d_m grid × cells (the four L5PC variants), Branch-ELM with NeuronIO routing;
+- ``point``: the point-neuron baselines (`surrogate.point_neurons`: LIF, AdEx) per cell;
 - ``learn_tau``: learnable τ_m at d_m `d_m_ref`, per cell of `learn_tau_cells`;
 - ``tau_max``: the τ_max grid at d_m `d_m_ref`, per cell of `tau_max_cells`;
 - ``routing``: NeuronIO, random, morphology and (as a reference at its own, larger,
@@ -38,17 +39,21 @@ A point that two studies share (d_m `d_m_ref` at τ_max 150 ms is both a ``d_m``
 ``tau_max`` point) is fitted once; it gets one row per study.
 
 Presets and their cost. The **cpu** arithmetic, from one-thread measurements on the
-2-core build machine (CPU seconds; `surrogate.fit` on a 1278-input store, batch 8 of
-500 ms): one training batch of the Branch-ELM (d_tree 45, d_brch 100) costs ≈0.09 s with
-its data loading (0.035–0.044 s of it the model, d_m 1–50); without routing (1278
-branches) ≈0.31 s more, so that point counts 8 times. A fit of 15 epochs × 200 batches
-is 3000 × 0.09 ≈ 270 s, plus 15 validations and the test, ≈1.5 s each: ≈300 s. The
-points: 24 (d_m grid) + 4 (learnable τ) + 16 (τ_max: 5 values × 4 cells, the 150 ms one
-shared) + 3 branched routings + 8 (no routing, 8×) + 4 (d_tree grid, 45 shared) = 59 fit
-equivalents × 300 s ≈ 17,700 CPU-s ≈ 2.5 h on 2 cores. The data: the laptop preset's
-store per cell (24 simulations × 3 s), ≈10 core-s per simulated second = 720 core-s per
-cell, 4 cells ≈ 24 min on 2 cores (reused when cached). Total ≈ 3 h, the freezing
-evaluation (8 fits × 5 cut-offs on the 4 test simulations) a few minutes more.
+2-core build machine while another job shared it (CPU seconds; `surrogate.fit` on a
+1278-input store, batch 8 of 500 ms): one training batch of the Branch-ELM (d_tree 45,
+d_brch 100) costs ≈0.09 s with its data loading (0.035–0.044 s of it the model, for d_m
+1–50); without routing (1278 branches) the model alone takes ≈0.31 s, so that point
+counts 8 times. A fit of 15 epochs × 200 batches is 3000 × 0.09 ≈ 270 s, plus 15
+validations and the test, ≈1.5 s each: ≈300 s. The ELM points: 24 (d_m grid) + 4
+(learnable τ) + 16 (τ_max: 5 values × 4 cells, the 150 ms ones shared with the d_m grid)
++ 3 branched routings + 8 (no routing, 8×) + 4 (d_tree grid, 45 shared) = 59 fit
+equivalents × 300 s ≈ 17,700 CPU-s ≈ 2.5 h on 2 cores. The point neurons cost more per
+batch (≈0.5 CPU-s LIF, ≈1.0 s AdEx, measured the same way), so they get 5 × 100 batches:
+(250 + 500) s × 4 cells ≈ 3,000 CPU-s ≈ 25 min on 2 cores. The data: the laptop
+preset's store per cell (24 simulations × 3 s) at ≈10 core-s per simulated second is
+720 core-s per cell, 4 cells ≈ 24 min on 2 cores (reused when cached). Total ≈ 3.3 h
+with ``--scheduler local`` (two points at a time); the freezing evaluation (8 fits × 5
+cut-offs on 4 test simulations) adds a few minutes.
 
 **small** runs on tiny stores (CI: toy stores given with ``--stores``) in about a minute;
 its numbers mean nothing, it exercises every table. **paper** uses the published data
@@ -81,7 +86,7 @@ from surrogate.morphology import dendrogram_layout, morphology_branches, segment
 from surrogate.timescales import freeze_ablation
 
 CELLS = ("L5PC", "L5PC-ampa", "L5PC-passive", "L5PC-hay2011")
-STUDIES = ("d_m", "learn_tau", "tau_max", "routing", "d_tree")
+STUDIES = ("d_m", "point", "learn_tau", "tau_max", "routing", "d_tree")
 
 # What each preset runs. "fit_preset" and "fit" are `surrogate.config` sizes; "model" the
 # Branch-ELM's d_tree / d_brch of the d_m, learn_tau and tau_max studies.
@@ -91,7 +96,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         fit=dict(n_sims=4, duration_ms=1200, epochs=1, batches_per_epoch=2, batch_size=2,
                  val_fraction=0.25, test_fraction=0.25, max_spikes=1_000_000),
         model=dict(d_tree=4, d_brch=16),
-        d_m=(1, 5), d_m_ref=5, learn_tau_cells=("L5PC", "L5PC-ampa"),
+        d_m=(1, 5), d_m_ref=5, point_models=("lif",), point_fit={},
+        learn_tau_cells=("L5PC", "L5PC-ampa"),
         tau_max=(5.0, 500.0), tau_max_cells=("L5PC", "L5PC-ampa"),
         routing_cell="L5PC", routings=("neuronio", "random", "morphology", "none"),
         routing_d_tree=4, d_tree=(2, 8), freeze_cuts_ms=(3.0, 10.0, 30.0, 100.0),
@@ -100,7 +106,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         fit_preset="laptop", cells=CELLS,
         fit=dict(epochs=15, batches_per_epoch=200),
         model=dict(d_tree=45, d_brch=100),
-        d_m=(1, 2, 5, 10, 20, 50), d_m_ref=20, learn_tau_cells=CELLS,
+        d_m=(1, 2, 5, 10, 20, 50), d_m_ref=20, point_models=("lif", "adex"), learn_tau_cells=CELLS,
+        point_fit=dict(epochs=5, batches_per_epoch=100),
         tau_max=(5.0, 20.0, 50.0, 150.0, 500.0), tau_max_cells=CELLS,
         routing_cell="L5PC", routings=("neuronio", "random", "morphology", "none"),
         routing_d_tree=45, d_tree=(2, 5, 15, 45, 90), freeze_cuts_ms=(3.0, 10.0, 30.0, 100.0),
@@ -108,7 +115,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
         fit_preset="paper", cells=CELLS, fit={},
         model=dict(d_tree=45, d_brch=100),
-        d_m=(1, 2, 5, 10, 20, 50), d_m_ref=20, learn_tau_cells=CELLS,
+        d_m=(1, 2, 5, 10, 20, 50), d_m_ref=20, point_models=("lif", "adex"), learn_tau_cells=CELLS,
+        point_fit={},
         tau_max=(5.0, 20.0, 50.0, 150.0, 500.0), tau_max_cells=CELLS,
         routing_cell="L5PC", routings=("neuronio", "random", "morphology", "none"),
         routing_d_tree=45, d_tree=(2, 5, 15, 45, 90), freeze_cuts_ms=(3.0, 10.0, 30.0, 100.0),
@@ -134,6 +142,9 @@ def point_configs(
     for cell in preset["cells"]:
         for d_m in preset["d_m"]:
             out.append(("d_m", f"{cell}_dm{d_m}", config(cell, d_m=d_m)))
+    for cell in preset["cells"]:
+        for kind in preset["point_models"]:
+            out.append(("point", f"{cell}_{kind}", config(cell, model=kind, **preset["point_fit"])))
     for cell in preset["learn_tau_cells"]:
         out.append(
             ("learn_tau", f"{cell}_dm{ref}_learntau", config(cell, d_m=ref, learn_tau_m=True))
@@ -197,8 +208,11 @@ def fit_point(job: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def model_numbers(folder: Path) -> dict[str, Any]:
-    """n_parameters, k_e, k_c, d_brch and routing of a run's model, from its record."""
+    """n_parameters, k_e, k_c and d_brch of a run's model, from its record (point neurons:
+    n_parameters only)."""
     record = RunFolder(folder, upgrade=False).record()
+    if record.get("model_kind", "elm") != "elm":
+        return {"n_parameters": record.get("n_parameters", math.nan)}
     config = ELMConfig.from_dict(record["model_config"])
     count = neuron_parameters(config)
     return {"n_parameters": count.total, "k_e": count.k_e, "k_c": count.k_c,
@@ -212,7 +226,8 @@ def result_rows(rows: list[tuple[str, sweep.Point]], outcomes, out: Path) -> lis
     for study, point in rows:
         config: FitConfig = point.job["config"]
         row = {
-            "study": study, "cell": config.cell, "d_m": config.d_m, "d_tree": config.d_tree,
+            "study": study, "cell": config.cell, "model": config.model, "d_m": config.d_m,
+            "d_tree": config.d_tree,
             "routing": config.routing, "tau_max_ms": config.tau_max,
             "learn_tau_m": config.learn_tau_m, "seed": config.seed,
         }  # fmt: skip
