@@ -52,7 +52,7 @@ batch (≈0.5 CPU-s LIF, ≈1.0 s AdEx, measured the same way), so they get 5 ×
 (250 + 500) s × 4 cells ≈ 3,000 CPU-s ≈ 25 min on 2 cores. The data: the laptop
 preset's store per cell (24 simulations × 3 s) at ≈10 core-s per simulated second is
 720 core-s per cell, 4 cells ≈ 24 min on 2 cores (reused when cached). Total ≈ 3.3 h
-with ``--scheduler local`` (two points at a time); the freezing evaluation (8 fits × 5
+with ``--scheduler local`` (two points at a time); the freezing evaluation (8 fits × 6
 cut-offs on 4 test simulations) adds a few minutes.
 
 **small** runs on tiny stores (CI: toy stores given with ``--stores``) in about a minute;
@@ -92,7 +92,7 @@ STUDIES = ("d_m", "point", "learn_tau", "tau_max", "routing", "d_tree")
 # Branch-ELM's d_tree / d_brch of the d_m, learn_tau and tau_max studies.
 PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(
-        fit_preset="laptop", cells=CELLS,
+        fit_preset="laptop", cells=("L5PC", "L5PC-ampa"),
         fit=dict(n_sims=4, duration_ms=1200, epochs=1, batches_per_epoch=2, batch_size=2,
                  val_fraction=0.25, test_fraction=0.25, max_spikes=1_000_000),
         model=dict(d_tree=4, d_brch=16),
@@ -100,7 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         learn_tau_cells=("L5PC", "L5PC-ampa"),
         tau_max=(5.0, 500.0), tau_max_cells=("L5PC", "L5PC-ampa"),
         routing_cell="L5PC", routings=("neuronio", "random", "morphology", "none"),
-        routing_d_tree=4, d_tree=(2, 8), freeze_cuts_ms=(3.0, 10.0, 30.0, 100.0),
+        routing_d_tree=4, d_tree=(2, 8), freeze_cuts_ms=(3.0, 10.0, 30.0, 50.0, 100.0),
     ),
     "cpu": dict(
         fit_preset="laptop", cells=CELLS,
@@ -110,7 +110,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         point_fit=dict(epochs=5, batches_per_epoch=100),
         tau_max=(5.0, 20.0, 50.0, 150.0, 500.0), tau_max_cells=CELLS,
         routing_cell="L5PC", routings=("neuronio", "random", "morphology", "none"),
-        routing_d_tree=45, d_tree=(2, 5, 15, 45, 90), freeze_cuts_ms=(3.0, 10.0, 30.0, 100.0),
+        routing_d_tree=45, d_tree=(2, 5, 15, 45, 90), freeze_cuts_ms=(3.0, 10.0, 30.0, 50.0, 100.0),
     ),
     "paper": dict(
         fit_preset="paper", cells=CELLS, fit={},
@@ -119,7 +119,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         point_fit={},
         tau_max=(5.0, 20.0, 50.0, 150.0, 500.0), tau_max_cells=CELLS,
         routing_cell="L5PC", routings=("neuronio", "random", "morphology", "none"),
-        routing_d_tree=45, d_tree=(2, 5, 15, 45, 90), freeze_cuts_ms=(3.0, 10.0, 30.0, 100.0),
+        routing_d_tree=45, d_tree=(2, 5, 15, 45, 90), freeze_cuts_ms=(3.0, 10.0, 30.0, 50.0, 100.0),
     ),
 }  # fmt: skip
 
