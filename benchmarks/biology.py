@@ -72,7 +72,7 @@ import numpy as np
 from elmbridge import sweep
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
-from elmbridge.files import check_output_dir, write_csv, write_json
+from elmbridge.files import check_output_dir, write_csv, write_json, write_text
 from elmbridge.provenance import run_record
 from elmbridge.runs import RunFolder, run_status
 from elmbridge.training import resolve_device
@@ -414,14 +414,31 @@ def main(argv: list[str] | None = None) -> None:
     write_tables(out, rows, outcomes, stores, preset, args)
 
 
+# The columns of a table with no rows yet (its fits unfinished), so that readers find them.
+EMPTY = {
+    "learned_tau": ("cell", "d_m", "unit", "tau_init_ms", "tau_ms", "folder"),
+    "freeze": ("cell", "d_m", "learn_tau_m", "tau_cut_ms", "n_frozen", "n_units", "AUC",
+               "soma_RMSE", "AUC_lost", "point"),
+    "weights": ("cell", "input", "kind", "segment", "branch", "weight"),
+}  # fmt: skip
+
+
+def write_table(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
+    """`rows` as CSV; with no rows, a header of `columns` alone."""
+    if rows:
+        write_csv(path, rows)
+    else:
+        write_text(path, ",".join(columns) + "\n")
+
+
 def write_tables(out: Path, rows, outcomes, stores, preset, args) -> None:
     """Write every table of the module docstring into `out` and print a summary."""
     table = result_rows(rows, outcomes, out)
     write_csv(out / "results.csv", table)
-    write_csv(out / "learned_tau.csv", tau_rows(rows, out) or [{"cell": None}])
+    write_table(out / "learned_tau.csv", tau_rows(rows, out), EMPTY["learned_tau"])
     freeze = freeze_rows(rows, stores, preset, args.device)
-    write_csv(out / "freeze.csv", freeze or [{"cell": None}])
-    write_csv(out / "weights.csv", weight_rows(rows) or [{"cell": None}])
+    write_table(out / "freeze.csv", freeze, EMPTY["freeze"])
+    write_table(out / "weights.csv", weight_rows(rows), EMPTY["weights"])
     write_csv(out / "segments.csv", [r for cell, info in stores.items()
                                      for r in segment_rows(cell, info)])  # fmt: skip
     record = run_record({"preset": args.preset, "values": preset}, args.seed)

@@ -88,6 +88,9 @@ def margin_table(rows: pd.DataFrame, margin: float, by: str = "d_m") -> pd.DataF
     """
     if not margin >= 0:
         raise UserError(f"the margin is a non-negative AUC difference, got {margin}")
+    columns = ["cell", "best_AUC", f"best_{by}", f"{by}_at_margin", "AUC_at_margin",
+               "n_parameters_at_margin", "k_e_at_margin", "soma_RMSE_at_margin", "FCI_best",
+               "FCI_at_margin"]  # fmt: skip
     out = []
     for cell, group in rows.groupby("cell", sort=False):
         group = group.dropna(subset=["AUC"]).sort_values(by)
@@ -102,7 +105,7 @@ def margin_table(rows: pd.DataFrame, margin: float, by: str = "d_m") -> pd.DataF
             "soma_RMSE_at_margin": good["soma_RMSE"], "FCI_best": float(fci(best["AUC"])),
             "FCI_at_margin": float(fci(good["AUC"])),
         })  # fmt: skip
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=columns)
 
 
 def load_network_results(path: str | os.PathLike | None = None) -> tuple[pd.DataFrame, str]:

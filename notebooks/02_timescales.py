@@ -49,8 +49,11 @@ from benchmarks.biology_analysis import (
 
 results = Path(RESULTS) if RESULTS else results_dir()
 figures = figures_dir()
+# The tables exist with their headers even before their fits finish (partial results).
 learned = pd.read_csv(results / "learned_tau.csv").dropna(subset=["tau_ms"])
+learned = learned.astype({"tau_ms": float, "tau_init_ms": float})
 freeze = pd.read_csv(results / "freeze.csv").dropna(subset=["AUC"])
+freeze = freeze.astype({"tau_cut_ms": float, "AUC": float, "AUC_lost": float})
 tau_max = load_results(results, "tau_max")
 print(f"{learned['cell'].nunique()} learnable-τ fits, {len(tau_max)} τ_max points, "
       f"{freeze['point'].nunique()} fits frozen at evaluation")
@@ -163,6 +166,6 @@ if nmda == nmda and ampa == ampa:
         f"AMPA-only cell when memories above {cut:g} ms are frozen ({nmda:.4f} against "
         f"{ampa:.4f} AUC)."
     )
-conclusion = "\n".join(lines)
+conclusion = "\n".join(lines) or "No learnable-τ, τ_max or freezing results yet."
 (figures / "02_conclusion.txt").write_text(conclusion + "\n")
 print(conclusion)

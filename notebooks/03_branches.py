@@ -155,6 +155,6 @@ if len(d_tree_margin):
 if len(weights):
     mean = weights.groupby("kind")["weight"].mean()
     lines.append("Mean learned weight: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()) + ".")
-conclusion = "\n".join(lines)
+conclusion = "\n".join(lines) or "No routing or d_tree results yet."
 (figures / "03_conclusion.txt").write_text(conclusion + "\n")
 print(conclusion)
