@@ -157,3 +157,46 @@ def test_fit_with_morphology_routing_saves_and_reloads(branched_store, tmp_path)
         slots = slice(k * c.d_brch, (k + 1) * c.d_brch)
         assert model.syn_index[slots][model.syn_valid[slots]].tolist() == list(branch)
     assert isinstance(model.theta_m, torch.nn.Parameter)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (dict(tau_max=1.0), "tau_max is in ms and must exceed"),
+        (dict(tau_max=float("nan")), "tau_max is in ms"),
+        (dict(learn_tau_m="yes"), "learn_tau_m must be true or false"),
+        (dict(routing="dendrites"), "routing must be one of"),
+    ],
+)
+def test_bad_timescale_and_routing_options_are_one_line_errors(values, message):
+    with pytest.raises(UserError, match=message) as err:
+        preset_config(**values)
+    assert "\n" not in str(err.value)
+
+
+def test_runs_recorded_before_the_new_options_still_resume():
+    from dataclasses import asdict
+
+    from surrogate.config import recorded_config
+
+    old = asdict(preset_config())
+    for name in ("learn_tau_m", "tau_max"):
+        old.pop(name)
+    assert recorded_config(old) == asdict(preset_config())
+    assert recorded_config({**old, "tau_max": 20.0})["tau_max"] == 20.0
+
+
+def test_fit_command_line_takes_the_new_options(branched_store, tmp_path, cli):
+    sizes = ["--epochs", "1", "--batches-per-epoch", "1", "--batch-size", "1", "--val-fraction",
+             "0.2", "--test-fraction", "0.2", "--max-spikes", "1000"]  # fmt: skip
+    done = cli("surrogate.fit", "--data", branched_store, "--routing", "morphology",
+               "--d-tree", "3", "--d-m", "2", "--tau-max", "40", "--learn-tau-m", *sizes,
+               "--out", tmp_path / "run")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    model, _ = load_model_file(tmp_path / "run" / "best.pt")
+    assert model.config.routing == "explicit" and model.config.d_tree == 3
+    assert model.config.tau_max == 40.0 and model.config.learn_tau_m
+    bad = cli("surrogate.fit", "--data", branched_store, "--routing", "morphology",
+              "--d-tree", "1", "--out", tmp_path / "bad")  # fmt: skip
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert not (tmp_path / "bad").exists()
