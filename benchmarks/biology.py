@@ -339,7 +339,7 @@ def reconstruction_xy(cell: str, info: StoreInfo) -> np.ndarray | None:
         if list(description.segments["section"]) != list(info.segments["section"]):
             return None
         return cells.segment_coordinates(cell)[:, :2]
-    except ImportError:  # no NEURON here
+    except (ImportError, UserError):  # no NEURON, or no morphology file, here
         return None
 
 
