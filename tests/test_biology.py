@@ -187,3 +187,33 @@ def test_network_optimum_and_the_budget_that_would_reach_a_k_e(tmp_path):
     published, name = load_network_results(None)
     assert "published" in name and published["budget"].nunique() == 1
     assert math.isnan(budget_for_k_e(network_optimum(published), 1000))
+
+
+def test_execute_notebooks_writes_ipynb_with_outputs_and_provenance(biology_small, tmp_path):
+    """The command that makes docs/notebooks (needs the optional extra `notebooks`)."""
+    pytest.importorskip("jupytext")
+    pytest.importorskip("nbclient")
+    import nbformat
+
+    from benchmarks import execute_notebooks
+
+    out = tmp_path / "executed"
+    execute_notebooks.main(["--results", str(biology_small), "--out", str(out),
+                            "--only", "04_neuron_vs_network"])  # fmt: skip
+    notebook = nbformat.read(out / "04_neuron_vs_network.ipynb", as_version=4)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert not any(o.get("output_type") == "error" for o in outputs)
+    record = pd.read_json(out / "provenance.json", typ="series")
+    assert record["biology"]["config"]["preset"] == "small"
+    assert (out / "figures" / "04_conclusion.txt").is_file()
+
+
+def test_execute_notebooks_refuses_a_folder_without_results(tmp_path):
+    from benchmarks import execute_notebooks
+
+    with pytest.raises(UserError, match=r"holds no results\.csv"):
+        execute_notebooks.main(["--results", str(tmp_path), "--out", str(tmp_path / "o")])
+    (tmp_path / "results.csv").write_text("study\n")
+    with pytest.raises(UserError, match="no notebook '07'"):
+        execute_notebooks.main(["--results", str(tmp_path), "--only", "07"])
