@@ -79,8 +79,8 @@ from elmbridge.training import resolve_device
 from elmnet.config import ELMConfig
 from elmnet.params import neuron_parameters
 from surrogate.config import FitConfig, preset_config
-from surrogate.data import StoreInfo, inspect_store
-from surrogate.fit import check_same_fit, ensure_data, fit
+from surrogate.data import StoreInfo, count_completed_simulations, inspect_store
+from surrogate.fit import check_same_fit, default_store_path, ensure_data, fit
 from surrogate.model_file import load_model_file
 from surrogate.morphology import dendrogram_layout, morphology_branches, segment_tree
 from surrogate.timescales import freeze_ablation
@@ -347,11 +347,27 @@ def reconstruction_xy(cell: str, info: StoreInfo) -> np.ndarray | None:
 # Command line
 
 
-def prepare_stores(preset: dict[str, Any], stores_dir: Path | None) -> dict[str, StoreInfo]:
+def prepare_stores(
+    preset: dict[str, Any], stores_dir: Path | None, make: bool = True
+) -> dict[str, StoreInfo] | None:
     """Each cell's store: ``<stores_dir>/<cell>.zarr``, or the preset's default store,
-    simulated (one cell after another) when missing."""
+    simulated (one cell after another) when missing. With `make` False a missing default
+    store is only reported, and the answer is None."""
     cells = sorted({*preset["cells"], preset["routing_cell"], *preset["learn_tau_cells"],
                     *preset["tau_max_cells"]}, key=list(CELLS).index)  # fmt: skip
+    if stores_dir is None and not make:
+        missing = []
+        for cell in cells:
+            config = preset_config(preset["fit_preset"], **{**preset["fit"], "cell": cell})
+            path = default_store_path(cell, config.n_sims, config.duration_ms, config.data_seed)
+            if count_completed_simulations(path) < config.n_sims:
+                missing.append(f"{cell} ({config.n_sims} × {config.duration_ms} ms at {path})")
+        if missing:
+            print("would first simulate the stores of " + "; ".join(missing))
+            print(
+                "the points are listed once the stores exist (the routing study is sized on them)"
+            )
+            return None
     out = {}
     for cell in cells:
         if stores_dir is not None:
@@ -394,7 +410,9 @@ def main(argv: list[str] | None = None) -> None:
     resolve_device(args.device)
     if args.stores is not None and not args.stores.is_dir():
         raise UserError(f"--stores {args.stores} is not a folder")
-    stores = prepare_stores(preset, args.stores)
+    stores = prepare_stores(preset, args.stores, make=not args.dry_run)
+    if stores is None:
+        return
     configs = point_configs(preset, stores, args.seed)
     points, rows = unique_points(configs, out / "runs", args.device)
     if args.dry_run:

@@ -217,3 +217,19 @@ def test_execute_notebooks_refuses_a_folder_without_results(tmp_path):
     (tmp_path / "results.csv").write_text("study\n")
     with pytest.raises(UserError, match="no notebook '07'"):
         execute_notebooks.main(["--results", str(tmp_path), "--only", "07"])
+
+
+def test_dry_run_lists_points_and_makes_nothing(biology_small, tmp_path, capsys):
+    stores = biology_small.parent / "stores"
+    biology.main(["--preset", "small", "--stores", str(stores), "--out", str(tmp_path / "o"),
+                  "--dry-run"])  # fmt: skip
+    listed = capsys.readouterr().out
+    preset = biology.PRESETS["small"]
+    lines = listed.splitlines()
+    assert sum(line.startswith("d_m ") for line in lines) == len(preset["cells"]) * len(preset["d_m"])
+    # One row per (study, point); the routing study's morphology point is also a d_tree row.
+    assert f"{len(rows(biology_small / 'results.csv')) - 1} distinct fits" in listed
+    # Without stores, a dry run says what it would simulate and simulates nothing.
+    biology.main(["--preset", "small", "--out", str(tmp_path / "o2"), "--dry-run"])
+    assert "would first simulate the stores of L5PC" in capsys.readouterr().out
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()
