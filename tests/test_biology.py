@@ -225,8 +225,8 @@ def test_dry_run_lists_points_and_makes_nothing(biology_small, tmp_path, capsys)
                   "--dry-run"])  # fmt: skip
     listed = capsys.readouterr().out
     preset = biology.PRESETS["small"]
-    lines = listed.splitlines()
-    assert sum(line.startswith("d_m ") for line in lines) == len(preset["cells"]) * len(preset["d_m"])
+    n_grid = sum(line.startswith("d_m ") for line in listed.splitlines())
+    assert n_grid == len(preset["cells"]) * len(preset["d_m"])
     # One row per (study, point); the routing study's morphology point is also a d_tree row.
     assert f"{len(rows(biology_small / 'results.csv')) - 1} distinct fits" in listed
     # Without stores, a dry run says what it would simulate and simulates nothing.
