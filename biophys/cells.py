@@ -458,6 +458,26 @@ def describe_cell(name: str, morphology_path: str | None = None) -> CellDescript
     return _describe(name, morph.find_morphology(morphology_path))
 
 
+def segment_coordinates(name: str, morphology_path: str | None = None) -> np.ndarray:
+    """(n_segments, 3) x, y, z of every dendritic segment's centre in the reconstruction, µm.
+
+    Rows follow the cell's segment table (`describe_cell(name).segments`). The centre is
+    interpolated along the section's 3-D points at arc length x · (section length).
+    Builds the morphology in NEURON for a moment, like `describe_cell`.
+    """
+    _check_name(name)
+    morphology = morph.find_morphology(morphology_path)
+    geometry = _Cell(_cell_label(name, morphology) + "-shape", morphology)
+    out = np.empty((len(geometry.segments), 3))
+    for i, seg in enumerate(geometry.segments):
+        sec = seg.sec
+        n = int(sec.n3d())
+        arc = np.array([sec.arc3d(k) for k in range(n)])
+        points = np.array([[sec.x3d(k), sec.y3d(k), sec.z3d(k)] for k in range(n)])
+        out[i] = [np.interp(seg.x * arc[-1], arc, points[:, k]) for k in range(3)]
+    return out
+
+
 class L5PCModel:
     """A cell built in this process's NEURON: sections, channels and synapses.
 

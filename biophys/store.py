@@ -673,6 +673,7 @@ class StoreMetadata:
         attrs: the store's attributes (protocol and provenance of the data).
         input_tree: the dendritic tree ("basal", "apical") of each input's segment.
         input_distance_um: each input's segment's path distance from the soma, µm.
+        segments: the segment table, columns `SEGMENT_FIELDS` (lengths and distances µm).
     """
 
     n_time: int
@@ -682,6 +683,7 @@ class StoreMetadata:
     attrs: dict[str, Any] = field(repr=False)
     input_tree: tuple[str, ...] = ()
     input_distance_um: tuple[float, ...] = ()
+    segments: dict[str, tuple] = field(default_factory=dict, repr=False)
 
 
 def read_metadata(path: str | os.PathLike) -> StoreMetadata:
@@ -693,14 +695,20 @@ def read_metadata(path: str | os.PathLike) -> StoreMetadata:
     """
     ds = open_dataset(path, verify=False)
     segment = ds["input_segment"].values
+    # Each array is read once: indexing `.values` per input re-reads it every time.
+    table = {name: ds[f"segment_{name}"].values for name in SEGMENT_FIELDS}
     return StoreMetadata(
         n_time=int(ds.sizes["time"]),
         input_kind=tuple(str(k) for k in ds["input_kind"].values),
-        input_segment=tuple(int(s) for s in ds["input_segment"].values),
+        input_segment=tuple(int(s) for s in segment),
         simulations=tuple(int(s) for s in ds["simulation"].values),
         attrs=dict(ds.attrs),
-        input_tree=tuple(str(ds["segment_tree"].values[i]) for i in segment),
-        input_distance_um=tuple(float(ds["segment_path_distance_um"].values[i]) for i in segment),
+        input_tree=tuple(str(table["tree"][i]) for i in segment),
+        input_distance_um=tuple(float(table["path_distance_um"][i]) for i in segment),
+        segments={
+            name: tuple(v.item() if hasattr(v, "item") else v for v in values)
+            for name, values in table.items()
+        },
     )
 
 

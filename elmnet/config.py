@@ -14,7 +14,7 @@ from typing import Any
 from elmbridge.errors import UserError, check_config
 from elmnet.ops import make_activation
 from elmnet.params import hidden_neuron_parameters, neurons_for_budget, readout_layer_parameters
-from elmnet.routing import ROUTINGS, make_routing
+from elmnet.routing import ROUTINGS, make_routing, normalize_branch_inputs
 
 
 class _DictConfig:
@@ -52,8 +52,11 @@ class ELMConfig(_DictConfig):
         n_mlp_layers: hidden layers of the MLP.
         d_tree: branches (default d_in, with routing "none").
         d_brch: synapses per branch.
-        routing: "neuronio", "random" or "none" (identity, no branches).
+        routing: "neuronio", "random", "none" (identity, no branches) or "explicit".
         routing_seed: seed of the random routing.
+        branch_inputs: the "explicit" routing's assignment: for each of the d_tree
+            branches the input channels it reads (d_brch ≥ the longest list; shorter
+            branches get invalid slots). None for the other routings.
         dynamics: "v1" or "v2".
         activation: MLP activation: "relu", "silu", "relu2" (or "identity").
         tau_min, tau_max: range of the log-spaced memory time constants.
@@ -73,6 +76,7 @@ class ELMConfig(_DictConfig):
     d_brch: int = 1
     routing: str = "none"
     routing_seed: int = 0
+    branch_inputs: tuple[tuple[int, ...], ...] | None = None
     dynamics: str = "v1"
     activation: str = "relu"
     tau_min: float = 1.0
@@ -86,8 +90,12 @@ class ELMConfig(_DictConfig):
     def __post_init__(self):
         if self.d_mlp is None:
             object.__setattr__(self, "d_mlp", 2 * self.d_m)
+        if self.branch_inputs is not None:
+            # JSON gives lists; tuples keep the frozen config hashable and comparable.
+            object.__setattr__(self, "branch_inputs", normalize_branch_inputs(self.branch_inputs))
         if self.d_tree is None:
-            object.__setattr__(self, "d_tree", self.d_in)
+            n_branches = len(self.branch_inputs) if self.branch_inputs is not None else None
+            object.__setattr__(self, "d_tree", n_branches or self.d_in)
         check_config(
             self,
             positive_ints=("d_in", "d_out", "d_m", "d_mlp", "n_mlp_layers", "d_tree", "d_brch"),
@@ -100,7 +108,10 @@ class ELMConfig(_DictConfig):
             raise UserError(f"unknown dynamics {self.dynamics!r}; choose one of {DYNAMICS}")
         make_activation(self.activation)
         # Raises a clear error when d_in does not fit the routing.
-        make_routing(self.routing, self.d_in, self.d_tree, self.d_brch, self.routing_seed)
+        make_routing(
+            self.routing, self.d_in, self.d_tree, self.d_brch, self.routing_seed,
+            self.branch_inputs,
+        )  # fmt: skip
 
     @property
     def n_synapses(self) -> int:

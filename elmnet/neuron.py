@@ -55,7 +55,9 @@ class ELMNeuron(nn.Module):
     def __init__(self, config: ELMConfig):
         super().__init__()
         self.config = c = config
-        index, valid = make_routing(c.routing, c.d_in, c.d_tree, c.d_brch, c.routing_seed)
+        index, valid = make_routing(
+            c.routing, c.d_in, c.d_tree, c.d_brch, c.routing_seed, c.branch_inputs
+        )
         self.register_buffer("syn_index", index)
         self.register_buffer("syn_valid", valid)
         # The branch each slot belongs to, for scattering weights into a synapse matrix.

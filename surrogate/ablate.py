@@ -27,7 +27,7 @@ from elmbridge.files import check_output_dir, user_writes, write_csv, write_json
 from elmbridge.runs import RunFolder, run_status
 from elmbridge.training import resolve_device
 from surrogate.config import add_fit_options, config_from_args, preset_table
-from surrogate.fit import fit
+from surrogate.fit import check_same_fit, fit
 
 # Published Branch-ELM test results on NeuronIO by d_m: (parameters, AUC, soma RMSE mV)
 # (docs/elm-model.md §2; RMSE given only for some sizes).
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         points.append(sweep.Point(f"dm{d_m}", folder, job, gpu=1.0 if on_gpu else 0.0))
     for point in points:  # a finished run is reused only if it is this very fit
         if run_status(point.folder).finished:
-            RunFolder(point.folder).check_same_config(asdict(point.job["config"]))
+            check_same_fit(RunFolder(point.folder), point.job["config"])
     scheduler = {None: sweep.SYNCHRONOUS, "local": None}.get(args.scheduler, args.scheduler)
     resources = sweep.Resources(scheduler=scheduler, threads=None)
     with sweep.sweep_client(resources, len(points)) as (client, _threads):

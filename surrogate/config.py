@@ -26,6 +26,7 @@ from elmbridge.errors import UserError
 from elmnet.config import ELMConfig
 from surrogate.data import StoreInfo, inspect_store
 from surrogate.evaluate import EvalProtocol, add_protocol_options
+from surrogate.morphology import morphology_branches
 from surrogate.point_neurons import PointNeuronConfig, input_groups
 
 _PROTOCOL = EvalProtocol()
@@ -37,6 +38,8 @@ LIMITS = {"duration_ms": 3_600_000, "n_sims": 10_000_000, "window_ms": 60_000,
           "batch_size": 65_536, "epochs": 1_000_000, "batches_per_epoch": 100_000_000}  # fmt: skip
 
 MODELS = ("elm", "lif", "adex")
+# "none" reads every input on a branch of its own: needs d_tree = inputs, d_brch = 1.
+ROUTINGS = ("neuronio", "random", "morphology", "none")
 # Validation metric → +1 if larger is better, −1 if smaller is better.
 SELECT_BY = {"soma_RMSE": -1, "AUC": +1, "loss": -1}
 
@@ -48,7 +51,10 @@ class FitConfig:
     Data: `data` is a store path, or None for the default store of `cell` with
     `n_sims` simulations of `duration_ms` made from `data_seed`.
     Model: `model` "elm", a Branch-ELM with `d_m` memory units, `d_tree` branches of
-    `d_brch` synapses; or a point-neuron baseline, "lif" or "adex"
+    `d_brch` synapses routed by `routing` (`ROUTINGS`; with "morphology" each branch is a
+    dendritic subtree, `surrogate.morphology`, and d_brch is its largest input count), memory
+    time constants log-spaced over [1 ms, `tau_max`] and trained when `learn_tau_m`;
+    or a point-neuron baseline, "lif" or "adex"
     (`surrogate.point_neurons`; the ELM options then do not apply).
     Training: `epochs` × `batches_per_epoch` batches of `batch_size` windows of
     `window_ms`, starting at least `min_start_ms` into a simulation; Adam with `lr`,
@@ -70,6 +76,8 @@ class FitConfig:
     d_tree: int = 45
     d_brch: int = 100
     routing: str = "neuronio"
+    learn_tau_m: bool = False
+    tau_max: float = 150.0
     dynamics: str = "v1"
     activation: str = "relu"
     # 4000 batches: ≈5 min of training on 2 cores; with 800 the spike AUC stays ≈0.66.
@@ -115,6 +123,12 @@ class FitConfig:
                 f"val_fraction + test_fraction must leave simulations for training, got "
                 f"{self.val_fraction} + {self.test_fraction}"
             )
+        if self.routing not in ROUTINGS:
+            raise UserError(f"routing must be one of {', '.join(ROUTINGS)}, got {self.routing!r}")
+        if not (isinstance(self.tau_max, (int, float)) and 1.0 < self.tau_max < math.inf):
+            raise UserError(f"tau_max is in ms and must exceed τ_min = 1 ms, got {self.tau_max!r}")
+        if not isinstance(self.learn_tau_m, bool):
+            raise UserError(f"learn_tau_m must be true or false, got {self.learn_tau_m!r}")
         if self.model not in MODELS:
             raise UserError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.init is not None and self.model != "elm":
@@ -135,7 +149,7 @@ class FitConfig:
     def model_config(self, info: StoreInfo):
         """The configuration of the model this fit trains, for the store `info`."""
         if self.model == "elm":
-            return self.elm_config(info.n_inputs)
+            return self.elm_config(info.n_inputs, info)
         trees = info.input_tree or None
         groups, names = input_groups(info.input_kind, trees, info.input_distance_um or None)
         return PointNeuronConfig(self.model, info.n_inputs, groups, names)
@@ -143,12 +157,25 @@ class FitConfig:
     def model_label(self) -> str:
         return f"Branch-ELM d_m {self.d_m}" if self.model == "elm" else self.model.upper()
 
-    def elm_config(self, n_inputs: int) -> ELMConfig:
-        """The ELM neuron this fit trains, for a store with `n_inputs` inputs."""
+    def elm_config(self, n_inputs: int, info: StoreInfo | None = None) -> ELMConfig:
+        """The ELM neuron this fit trains, for a store with `n_inputs` inputs.
+
+        The morphology routing needs the store (`info`): its branches are the subtrees of
+        the store's segment table, passed to `elmnet` as an explicit routing.
+        """
+        routing, d_brch, branches = self.routing, self.d_brch, None
+        if routing == "morphology":
+            if info is None:
+                raise UserError("the morphology routing is built from a store; none was given")
+            branches = morphology_branches(
+                info.segments, info.input_kind, info.input_segment, self.d_tree
+            )
+            routing, d_brch = "explicit", max(len(b) for b in branches)
         return ELMConfig(
-            d_in=n_inputs, d_out=2, d_m=self.d_m, d_tree=self.d_tree, d_brch=self.d_brch,
-            routing=self.routing, dynamics=self.dynamics, activation=self.activation,
-            routing_seed=self.seed,
+            d_in=n_inputs, d_out=2, d_m=self.d_m, d_tree=self.d_tree, d_brch=d_brch,
+            routing=routing, branch_inputs=branches, dynamics=self.dynamics,
+            activation=self.activation, routing_seed=self.seed, tau_max=self.tau_max,
+            learn_tau_m=self.learn_tau_m,
         )  # fmt: skip
 
 
@@ -163,6 +190,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         val_fraction=1 / 11, test_fraction=1 / 11,
     ),
 }  # fmt: skip
+
+
+def recorded_config(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A run record's configuration with the fields it predates at their defaults.
+
+    Runs recorded before a field existed used its default, so resuming them compares equal.
+    """
+    defaults = {f.name: f.default for f in fields(FitConfig)}
+    return {**{k: v for k, v in defaults.items() if k not in recorded}, **recorded}
 
 
 def preset_config(preset: str = "laptop", **overrides: Any) -> FitConfig:
@@ -217,7 +253,20 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
     add("--lr", type=float, help="Adam learning rate, cosine-annealed to 0 (default 5e-4)")
     add("--d-tree", type=int, help="branches (default 45)")
     add("--d-brch", type=int, help="synapses per branch (default 100)")
-    add("--routing", choices=["neuronio", "random"])
+    add(
+        "--routing",
+        choices=list(ROUTINGS),
+        help="synapse routing (default neuronio); morphology: one branch per dendritic "
+        "subtree (surrogate/morphology.py, --d-brch is then set by the largest subtree); "
+        "none: no branches (needs --d-tree = inputs, --d-brch 1)",
+    )
+    add("--tau-max", type=float, help="largest memory time constant τ_max, ms (default 150)")
+    add(
+        "--learn-tau-m",
+        action="store_const",
+        const=True,
+        help="train the memory time constants (kept within [1 ms, τ_max])",
+    )
     add("--activation", choices=["relu", "silu"])
     add("--dynamics", choices=["v1", "v2"])
     add("--val-fraction", type=float, help="share of simulations for validation (see below)")

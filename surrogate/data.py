@@ -50,6 +50,7 @@ class StoreInfo:
             coordinate), in increasing order.
         attrs: the store's attributes (protocol and provenance of the data).
         input_tree, input_distance_um: tree and path distance (µm) of each input's segment.
+        segments: the store's segment table (`biophys.store.SEGMENT_FIELDS`; µm).
     """
 
     path: Path
@@ -60,6 +61,7 @@ class StoreInfo:
     attrs: dict[str, Any] = field(repr=False)
     input_tree: tuple[str, ...] = ()
     input_distance_um: tuple[float, ...] = ()
+    segments: dict[str, tuple] = field(default_factory=dict, repr=False)
 
     @property
     def n_inputs(self) -> int:
@@ -139,6 +141,7 @@ def inspect_store(path: str | os.PathLike, min_time_ms: int = 0, verify: bool = 
         attrs=meta.attrs,
         input_tree=meta.input_tree,
         input_distance_um=meta.input_distance_um,
+        segments=meta.segments,
     )
 
 

@@ -49,6 +49,7 @@ from surrogate.config import (
     default_run_dir,
     preset_config,
     preset_table,
+    recorded_config,
 )
 from surrogate.data import (
     StoreInfo,
@@ -216,7 +217,7 @@ def open_run(
             f"{folder.path} already holds a fit; continue it with --resume, or choose a new --out"
         )
     if folder.exists():
-        folder.check_same_config(asdict(config))
+        check_same_fit(folder, config)
     else:
         folder.check_writable()
     info, generation_s = ensure_data(config)
@@ -246,6 +247,12 @@ def open_run(
         data_generation_s=generation_s,
     )  # fmt: skip
     return info, model_config, splits
+
+
+def check_same_fit(folder: RunFolder, config: FitConfig) -> None:
+    """Refuse to resume or reuse `folder` when it holds another fit than `config`."""
+    recorded = folder.record().get("config", {})
+    folder.check_same_config(asdict(config), recorded=recorded_config(recorded))
 
 
 def new_model(kind: str, model_config):
@@ -352,7 +359,7 @@ def fit(
         raise UserError(f"stop_after_epochs must be at least 1, got {stop_after_epochs}")
     folder = RunFolder(run_dir)
     if resume and folder.result() is not None:
-        folder.check_same_config(asdict(config))
+        check_same_fit(folder, config)
         print(f"{folder.path} is finished; reusing its result")
         return folder.result()
     info, model_config, splits = open_run(config, folder, resume)

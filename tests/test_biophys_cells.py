@@ -193,3 +193,22 @@ def test_fallback_location_is_inside_the_bluepyopt_package(tmp_path, monkeypatch
     target.write_text(SYNTHETIC.read_text())
     monkeypatch.syspath_prepend(str(tmp_path))
     assert morph.fallback_morphology_path() == target
+
+
+def test_segment_coordinates_lie_along_the_dendrites():
+    """Centres in segment-table order: within a section, neighbouring centres are no
+    farther apart (in a straight line) than the path between them, and no centre is
+    farther from the soma centre than its path distance plus the soma's extent."""
+    description = cells.describe_cell("L5PC")
+    xyz = cells.segment_coordinates("L5PC")
+    table = description.segments
+    assert xyz.shape == (len(table["section"]), 3) and np.isfinite(xyz).all()
+    dist = np.asarray(table["path_distance_um"])
+    for i in range(1, len(xyz)):
+        if table["section"][i] == table["section"][i - 1]:
+            chord = np.linalg.norm(xyz[i] - xyz[i - 1])
+            assert chord <= dist[i] - dist[i - 1] + 1e-6
+    soma = xyz[np.argsort(dist)[:3]].mean(axis=0)  # near the soma, whatever its frame
+    assert (np.linalg.norm(xyz - soma, axis=1) <= dist + 60.0).all()
+    apical = np.asarray(table["tree"]) == "apical"
+    assert np.ptp(xyz[apical], axis=0).max() > 800  # the apical tree spans ≈1 mm

@@ -189,3 +189,57 @@ def test_wrong_input_shape_is_clear():
         model(torch.zeros(2, 3, 5))
     with pytest.raises(UserError, match=r"\(batch, time, 4\)"):
         model(torch.zeros(3, 4))
+
+
+# Explicit routing: branches of unequal size, a channel read by two branches, one unread.
+BRANCHES = [[0, 5, 6], [2], [7, 1, 3, 5]]
+
+
+@pytest.mark.parametrize("dynamics", ["v1", "v2"])
+def test_explicit_routing_reads_the_listed_channels(dynamics):
+    cfg = ELMConfig(
+        d_in=8, d_m=3, d_brch=5, routing="explicit", branch_inputs=BRANCHES, dynamics=dynamics
+    )
+    assert cfg.d_tree == 3 and cfg.branch_inputs == ((0, 5, 6), (2,), (7, 1, 3, 5))
+    model = randomise(ELMNeuron(cfg).double(), seed=7)
+    x = torch.randn(2, 30, 8, generator=torch.Generator().manual_seed(8)).double()
+    y, _ = model(x)
+    # Slot tables written out by hand from the branch lists, not by the routing code.
+    index = torch.tensor([0, 5, 6, 0, 0, 2, 2, 2, 2, 2, 7, 1, 3, 5, 7])
+    valid = torch.tensor([1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0], dtype=torch.bool)
+    params, as_dict = module_params(model)
+    ref = reference_forward({**params, "index": index, "valid": valid}, as_dict, x)
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    # An input no branch lists has no effect on the output.
+    x4 = x.clone()
+    x4[..., 4] += 3.0
+    torch.testing.assert_close(model(x4)[0], y, rtol=0, atol=0)
+
+
+def test_explicit_routing_round_trips_through_a_dict():
+    import json
+
+    cfg = ELMConfig(d_in=8, d_m=3, d_brch=4, routing="explicit", branch_inputs=BRANCHES)
+    again = ELMConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(routing="explicit"), "goes with routing 'explicit'.*without branch_inputs"),
+        (dict(routing="random", d_tree=3, d_brch=4, branch_inputs=BRANCHES), "with branch_inputs"),
+        (dict(d_brch=3, branch_inputs=BRANCHES), "branch 2 reads 4 channels.*d_brch >= 4"),
+        (dict(d_tree=2, d_brch=4, branch_inputs=BRANCHES), "lists 3 branches but d_tree=2"),
+        (dict(d_brch=4, branch_inputs=[[0], [8]]), r"channel 8, outside 0\.\.7"),
+        (dict(d_brch=4, branch_inputs=[[0], [-1]]), r"channel -1, outside"),
+        (dict(d_brch=4, branch_inputs=[[0], []]), "branch 1 reads no input channel"),
+        (dict(d_brch=4, branch_inputs=[[0], [1.5]]), r"holds 1\.5, not an input channel"),
+        (dict(d_brch=4, branch_inputs="0,1"), "list of branches"),
+        (dict(d_brch=4, branch_inputs=[3]), r"branch_inputs\[0\] must be a list"),
+    ],
+)
+def test_bad_explicit_routings_are_one_line_errors(kwargs, message):
+    with pytest.raises(UserError, match=message) as err:
+        ELMConfig(**{"d_in": 8, "routing": "explicit", **kwargs})
+    assert "\n" not in str(err.value)
