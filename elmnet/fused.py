@@ -69,24 +69,36 @@ def per_neuron(x: torch.Tensor, n: int, width: int) -> torch.Tensor | None:
         return None
 
 
-def why_not(spec, pre: torch.Tensor, kappa, gain, layers) -> str | None:
-    """Why the fused kernels cannot run this recurrence, or None when they can."""
-    if pre.device.type != "cuda" and not interpreting():
-        return f"tensors on {pre.device.type}: the fused kernels need CUDA"
+def unavailable(
+    device: torch.device, dtype: torch.dtype, activation: str, n_layers: int
+) -> str | None:
+    """Why the fused kernels cannot run a recurrence of this kind here, or None.
+
+    n_layers: MLP layers after the first (1: one hidden layer, 0: a linear MLP).
+    """
+    if device.type != "cuda" and not interpreting():
+        return f"tensors on {device.type}: the fused kernels need CUDA"
     missing = triton_missing()
     if missing:
         return missing
-    if pre.dtype != torch.float32:
-        return f"the fused kernels compute in float32, not {pre.dtype}"
-    if spec.n_layers > 1:
+    if dtype != torch.float32:
+        return f"the fused kernels compute in float32, not {dtype}"
+    if n_layers > 1:
         return "the fused kernels take at most one hidden MLP layer"
-    if spec.activation not in _ACT:
-        return f"activation {spec.activation!r} has no fused kernel"
-    n, d_m = pre.shape[1], kappa.shape[-1] if kappa.dim() else 1
-    d_m = max(d_m, gain.shape[-1] if gain.dim() else 1)
-    coefficients = [kappa, gain, *(b for _, b in layers)]
-    if any(per_neuron(x, n, x.shape[-1] if x.dim() else d_m) is None for x in coefficients):
-        return "a per-batch decay, gain or bias (the fused kernels take per-neuron ones)"
+    if activation not in _ACT:
+        return f"activation {activation!r} has no fused kernel"
+    return None
+
+
+def why_not(spec, pre: torch.Tensor, kappa, gain, layers) -> str | None:
+    """Why the fused kernels cannot run this recurrence, or None when they can."""
+    reason = unavailable(pre.device, pre.dtype, spec.activation, spec.n_layers)
+    if reason:
+        return reason
+    n = pre.shape[1]
+    for x in (kappa, gain, *(b for _, b in layers)):
+        if per_neuron(x, n, x.shape[-1] if x.dim() else 1) is None:
+            return "a per-batch decay, gain or bias (the fused kernels take per-neuron ones)"
     return None
 
 
