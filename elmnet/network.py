@@ -222,7 +222,10 @@ class ELMBank(nn.Module):
         """
         matrix = self.feedforward_matrix()
         if x.is_floating_point():
-            drive = x @ matrix.to(x.dtype)
+            # One GEMM over all (step, sample) rows: a time-major view of batch-first input
+            # would make matmul run T separate matrix-vector products.
+            rows = x.reshape(-1, x.shape[-1]) @ matrix.to(x.dtype)
+            drive = rows.view(x.shape[0], x.shape[1], matrix.shape[1])
         else:
             drive = F.embedding(x, matrix) * token_scale
             if keep is not None:

@@ -103,7 +103,6 @@ class _Recurrence(torch.autograd.Function):
     def forward(ctx, spec: _Spec, pre, memory, u, kappa, gain, *rest):
         flat_layers = rest[: 2 * spec.n_layers]
         layers = list(zip(flat_layers[0::2], flat_layers[1::2], strict=True))
-        sigma = make_activation(spec.activation)
         n_steps, n, batch, _ = pre.shape
         # In inference nothing needs to be kept for a backward pass.
         keep = any(ctx.needs_input_grad)
@@ -120,8 +119,6 @@ class _Recurrence(torch.autograd.Function):
             synapses = _csr(crow, col, values, (n * spec.d_tree, n))
             if not spec.fused:
                 outputs, highpasses = new(n_steps, n, batch), new(n_steps, n, batch)
-            w_y_col, beta_col = w_y.unsqueeze(-1), beta.unsqueeze(-1)
-            branch_shape = (n, spec.d_tree, batch)
         if spec.fused:
             fb = None
             if spec.feedback:
@@ -131,30 +128,13 @@ class _Recurrence(torch.autograd.Function):
             )
             if not keep:
                 acts = []
-        m = memory
-        # Results go straight into the stored sequences (out=): no per-step copies.
-        for t in range(0 if spec.fused else n_steps):
-            if layers:
-                a = torch.baddbmm(pre[t], m, u, out=acts[0][t] if keep else None)
-            else:  # a linear MLP: the first layer is the output
-                a = torch.baddbmm(pre[t], m, u, out=mlp_out[t])
-            if spec.feedback:
-                q = out if drop is None else out * drop[t]
-                c = synapses @ q
-                a.baddbmm_(c.view(branch_shape).transpose(1, 2), w_branch)
-            if layers:
-                h = sigma(a)
-                for layer, (w, b) in enumerate(layers[:-1], start=1):
-                    a = torch.baddbmm(b, h, w, out=acts[layer][t] if keep else None)
-                    h = sigma(a)
-                z = torch.baddbmm(layers[-1][1], h, layers[-1][0], out=mlp_out[t])
-            else:
-                z = a
-            m = torch.addcmul(kappa * m, gain, torch.tanh(z), out=memories[t])
-            if spec.feedback:
-                r = torch.bmm(m, w_y_col).squeeze(-1)
-                highpass = torch.lerp(highpass, r, 1.0 - spec.kappa_r, out=highpasses[t])
-                out = torch.clamp_min(r - highpass + beta_col, 0.0, out=outputs[t])
+        elif spec.feedback:
+            outputs, highpasses = _eager_forward(
+                spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out,
+                (synapses, w_branch, w_y, beta, drop, highpass, out, outputs, highpasses),
+            )  # fmt: skip
+        else:
+            _eager_forward(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out)
         ctx.spec = spec
         # Outputs nobody used get None, not zeros, in the backward pass.
         ctx.set_materialize_grads(False)
@@ -199,6 +179,66 @@ class _Recurrence(torch.autograd.Function):
             ctx, spec, ctx.saved_tensors, proposals, grad_z, grad_acts, grad_m_total, carry,
             *((grad_y, grad_r, grad_branches, carry_out, carry_highpass) if spec.feedback else ()),
         )  # fmt: skip
+
+
+def _activation(name: str):
+    """σ as a function returning a new tensor (never writing into its argument)."""
+    functions = {
+        "relu": torch.relu,
+        "relu2": lambda a: torch.relu(a).square_(),
+        "silu": torch.nn.functional.silu,
+        "identity": lambda a: a,
+    }
+    return functions.get(name) or make_activation(name).forward
+
+
+def _eager_forward(
+    spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out, feedback=None
+):  # fmt: skip
+    """The forward time loop, step by step: a few small batched matmuls per step, results
+    written straight into the stored sequences (out=), scratch buffers allocated once.
+
+    feedback: (S as CSR, w_branch, w_y, beta, drop, r̄ before the first step, o before
+    the first step, outputs, highpasses) or None. Returns (outputs, highpasses) or None.
+    """
+    sigma = _activation(spec.activation)
+    n_steps, n, batch, _ = pre.shape
+    keep = bool(acts)
+    m = memory
+    proposal = memory.new_empty(memory.shape)
+    if feedback is not None:
+        synapses, w_branch, w_y, beta, drop, highpass, out, outputs, highpasses = feedback
+        # Branch sums enter the first layer as (N, d_a, d_tree) @ (N, d_tree, B): the CSR
+        # product's (N·d_tree, B) output is already that right operand, no transpose.
+        w_branch_t = w_branch.transpose(1, 2).contiguous()
+        branch_in = pre.new_empty(n, w_branch.shape[-1], batch)
+        w_y_col, beta_col = w_y.unsqueeze(-1), beta.unsqueeze(-1)
+        read = pre.new_empty(n, batch)
+        r_col = pre.new_empty(n, batch, 1)
+    for t in range(n_steps):
+        first_out = (acts[0][t] if keep else None) if layers else mlp_out[t]
+        a = torch.baddbmm(pre[t], m, u, out=first_out)
+        if feedback is not None:
+            q = out if drop is None else torch.mul(out, drop[t], out=read)
+            c = synapses @ q
+            torch.bmm(w_branch_t, c.view(n, spec.d_tree, batch), out=branch_in)
+            a.add_(branch_in.transpose(1, 2))
+        if layers:
+            h = sigma(a)
+            for layer, (w, b) in enumerate(layers[:-1], start=1):
+                a = torch.baddbmm(b, h, w, out=acts[layer][t] if keep else None)
+                h = sigma(a)
+            z = torch.baddbmm(layers[-1][1], h, layers[-1][0], out=mlp_out[t])
+        else:
+            z = a
+        m = torch.mul(m, kappa, out=memories[t]).addcmul_(gain, torch.tanh(z, out=proposal))
+        if feedback is not None:
+            r = torch.bmm(m, w_y_col, out=r_col).squeeze(-1)
+            highpass = torch.lerp(highpass, r, 1.0 - spec.kappa_r, out=highpasses[t])
+            out = torch.sub(r, highpass, out=outputs[t]).add_(beta_col).clamp_min_(0.0)
+    if feedback is not None:
+        return outputs, highpasses
+    return None
 
 
 def _eager_backward(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedback, proposals):
