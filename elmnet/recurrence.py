@@ -26,6 +26,13 @@ high-pass-filtered ReLU output:
     c_t = S q_t                 (S: sparse (N·d_tree × N), row n·d_tree + j = branch j of
                                  neuron n; its entries are the signed synaptic weights)
     r_t = m_t · w_y,  r̄_t = κ_r r̄_{t−1} + (1 − κ_r) r_t,  o_t = relu(r_t − r̄_t + β)
+
+Two implementations of the time loops share everything else (the saved tensors and the
+weight gradients after the loop): the eager loops here, and on CUDA the fused Triton
+kernels of `elmnet.fused`, chosen per call (`use_backend`: "auto", "eager", "triton").
+The eager loop's cost per step is mostly fixed (a dozen small ops, each a few µs of
+dispatch and tiny-matrix overhead on CPU), which is why both sequences and scratch
+buffers are preallocated and results are written in place.
 """
 
 import contextlib
