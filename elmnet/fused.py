@@ -95,7 +95,10 @@ def why_not(spec, pre: torch.Tensor, kappa, gain, layers) -> str | None:
     reason = unavailable(pre.device, pre.dtype, spec.activation, spec.n_layers)
     if reason:
         return reason
-    n = pre.shape[1]
+    n_steps, n, batch, d_a = pre.shape
+    d_m = kappa.shape[-1] if kappa.dim() else 1
+    if (n_steps + 1) * n * batch * max(d_a, d_m, spec.d_tree) >= 2**31:
+        return "a sequence of 2³¹ or more elements (the kernels' offsets are 32-bit)"
     for x in (kappa, gain, *(b for _, b in layers)):
         if per_neuron(x, n, x.shape[-1] if x.dim() else 1) is None:
             return "a per-batch decay, gain or bias (the fused kernels take per-neuron ones)"
