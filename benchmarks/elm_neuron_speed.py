@@ -4,10 +4,11 @@
         [--device cpu|cuda] [--threads 1] [--no-baseline]
 
 NeuronIO configuration (d_in 1278, d_tree 45, d_brch 100, d_m 20). Throughput is in
-(time steps × batch) per second, forward alone (inference mode) and forward + backward;
-CPU seconds per wall second are printed beside it (below 1: the process waited for the
-cores). The baseline computes the routing, synapse traces and branch sums inside the
-time loop, as a direct transcription of the equations would; both compute the same
+(time steps × batch) per second, forward alone (inference mode) and forward + backward,
+per wall-clock second and per second of the process's CPU time (on a shared machine the
+wall clock also runs while other processes hold the cores). The baseline computes the
+routing, synapse traces and branch sums inside the time loop, as a direct transcription
+of the equations would; both compute the same
 function (the script checks that their outputs agree before timing). On CUDA with
 triton installed the fused kernels (`elmnet.fused`) get their own row; elsewhere the row
 says why they cannot run.
@@ -153,12 +154,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "batch": batch, "method": name,
                 "forward": batch * args.steps / fwd.wall,
                 "forward+backward": batch * args.steps / both.wall,
-                "forward_cpu_share": fwd.cpu / fwd.wall, "both_cpu_share": both.cpu / both.wall,
-                "forward_s": fwd.wall, "both_s": both.wall,
+                "forward_per_cpu_s": batch * args.steps / fwd.cpu,
+                "both_per_cpu_s": batch * args.steps / both.cpu,
+                "forward_s": fwd.cost(device), "both_s": both.cost(device),
                 "flops_per_step": flops / (batch * args.steps),
-                "forward_gflops": roofline.gflops(flops, fwd.wall),
-                "both_gflops": roofline.gflops(3 * flops, both.wall),
-                "matmul_gflops": roofline.gflops(flops, reference.wall),
+                "forward_gflops": roofline.gflops(flops, fwd.cost(device)),
+                "both_gflops": roofline.gflops(3 * flops, both.cost(device)),
+                "matmul_gflops": roofline.gflops(flops, reference.cost(device)),
             })  # fmt: skip
     report(rows, args, device, batches, no_fused)
     return rows
@@ -171,17 +173,21 @@ def report(rows, args, device, batches, no_fused) -> None:
         f"T {args.steps}, {device.type} {args.dtype}{threads}"
     )
     print(
-        f"{'batch':>5}  {'method':<16}{'forward':>12}{'cpu/wall':>9}{'GFLOP/s':>9}"
-        f"{'fwd+bwd':>12}{'cpu/wall':>9}{'GFLOP/s':>9}{'matmul GFLOP/s':>16}"
+        f"{'batch':>5}  {'method':<16}{'forward':>11}{'per CPU-s':>11}{'GFLOP/s':>9}"
+        f"{'fwd+bwd':>11}{'per CPU-s':>11}{'GFLOP/s':>9}{'matmul GFLOP/s':>16}"
     )
     for r in rows:
         print(
-            f"{r['batch']:>5}  {r['method']:<16}{r['forward']:>12,.0f}"
-            f"{r['forward_cpu_share']:>9.2f}{r['forward_gflops']:>9.2f}"
-            f"{r['forward+backward']:>12,.0f}{r['both_cpu_share']:>9.2f}{r['both_gflops']:>9.2f}"
+            f"{r['batch']:>5}  {r['method']:<16}{r['forward']:>11,.0f}"
+            f"{r['forward_per_cpu_s']:>11,.0f}{r['forward_gflops']:>9.2f}"
+            f"{r['forward+backward']:>11,.0f}{r['both_per_cpu_s']:>11,.0f}{r['both_gflops']:>9.2f}"
             f"{r['matmul_gflops']:>16.2f}"
         )
-    print("forward, fwd+bwd: (time steps × batch) per second, wall clock")
+    clock = "CPU" if device.type == "cpu" else "wall-clock"
+    print(
+        "forward, fwd+bwd: (time steps × batch) per wall-clock second; per CPU-s: per "
+        f"second of this process's CPU time; GFLOP/s and fixed costs from {clock} time"
+    )
     for batch in batches:
         named = {r["method"]: r for r in rows if r["batch"] == batch}
         line = f"batch {batch}: {named['parallel traces']['flops_per_step']:,.0f} FLOPs per step "

@@ -40,6 +40,11 @@ class Timing(NamedTuple):
     wall: float
     cpu: float
 
+    def cost(self, device: torch.device) -> float:
+        """The seconds the roofline uses: CPU time on a CPU (on a shared machine wall time
+        also counts other processes' turns), wall time on a GPU (the host waits)."""
+        return self.cpu if device.type == "cpu" else self.wall
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
