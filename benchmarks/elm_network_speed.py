@@ -1,34 +1,50 @@
-"""Training throughput of the ELM Network in the document's default configurations.
+"""Throughput and roofline of the ELM Network in the document's default configurations.
 
     python -m benchmarks.elm_network_speed [--device cpu|cuda] [--threads 1]
-        [--shd-steps 1000] [--enwik8-steps 100] [--batch 8] [--repeats 3]
+        [--batch 8 32 64] [--configs shd-adding enwik8 small] [--shd-steps 1000]
+        [--enwik8-steps 100] [--repeats 3] [--no-baseline]
 
-Throughput is (time steps × batch) per second of a full training step: forward, loss,
-backward, gradient clipping and the optimiser step (Adamax for SHD-Adding, Adam for
-Enwik8), on random input of the task's shape (spike counts at 2 % density; random bytes).
-The configurations are `ELMNetworkConfig.for_task`'s: SHD-Adding N 96, d_m 5, k_c 300,
-T 1000 (2 ms bins); Enwik8 N 742, d_m 20, k_c 750, T 100 (the BPTT window).
+Two throughputs, in (time steps × batch) per second: the forward pass alone (inference
+mode), and a full training step: forward, loss, backward, gradient clipping and the
+optimiser step (Adamax for SHD-Adding, Adam for Enwik8), on random input of the task's
+shape (spike counts at 2 % density; random bytes). Each is printed per wall-clock
+second and per second of the process's CPU time (on a shared machine the wall clock
+also runs while other processes hold the cores). The configurations
+are `ELMNetworkConfig.for_task`'s: SHD-Adding N 96, d_m 5, k_c 300, T 1000 (2 ms bins);
+Enwik8 N 742, d_m 20, k_c 750, T 100 (the BPTT window); `small` is the base point of
+the cpu sweep preset (SHD-Adding with N 24, d_m 5, k_c 60, T 50: 20 ms bins).
 
-The baseline runs the same network with the hidden layer's time loop left to autograd
-(the recurrent synapses as a gather and index_add, the per-neuron MLP as batched
-matmuls); the script checks that both give the same logits before timing.
+Rows: the hand-written recurrence (eager); the fused kernels (`elmnet.fused`) on CUDA
+with triton, else a line saying why not; and, for training, the baseline that leaves
+the hidden layer's time loop to autograd (the recurrent synapses as a gather and
+index_add, the per-neuron MLP as batched matmuls; the script checks that it gives the
+same logits before timing).
+
+Roofline (`benchmarks.roofline`): FLOPs per step and sample of the matrix products
+(the recurrent synapses' sparse product is left out: 1 % of the FLOPs for SHD-Adding,
+14 % for Enwik8), the FLOP/s
+reached, the FLOP/s torch.matmul reaches on the same products alone, and, with two or
+more batch sizes, the fixed cost per time step (intercept of time per step against
+batch size).
 """
 
 import argparse
-import statistics
-import time
+import functools
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks import roofline
 from benchmarks.elm_neuron_speed import MAX_BATCH_STEPS, check_sizes
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.training import resolve_device
+from elmnet import fused
 from elmnet.config import ELMNetworkConfig
 from elmnet.network import ELMNetwork
 from elmnet.ops import TANH_GAIN, TANH_SLOPE, decay, memory_update_coefficients
 from elmnet.params import network_parameters
+from elmnet.recurrence import use_backend
 
 
 def autograd_logits(net: ELMNetwork, x: torch.Tensor) -> torch.Tensor:
@@ -67,27 +83,39 @@ def hand_written_logits(net: ELMNetwork, x: torch.Tensor) -> torch.Tensor:
     return net(x)[0]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def training_step(forward, net, x, y, optimizer) -> None:
+    logits = forward(net, x)
+    loss = F.cross_entropy(logits[:, -y.shape[1] :].flatten(0, 1), y.flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    optimizer.step()
 
 
-def throughput(forward, net, x, y, optimizer, repeats: int) -> float:
-    """Median (time steps × batch) per second of a training step, after one warm-up."""
-    times = []
-    for i in range(repeats + 1):
-        _sync(x.device)
-        start = time.perf_counter()
-        logits = forward(net, x)
-        loss = F.cross_entropy(logits[:, -y.shape[1] :].flatten(0, 1), y.flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
-        _sync(x.device)
-        if i:
-            times.append(time.perf_counter() - start)
-    return x.shape[0] * x.shape[1] / statistics.median(times)
+def forward_products(config, batch: int, n_steps: int, tokens: bool) -> list[roofline.Product]:
+    """The dense matrix products of one forward pass of the network."""
+    c, rows = config, batch * n_steps
+    d_a, d_r = c.d_mlp or c.d_m, c.readout_d_m
+    products = [] if tokens else [roofline.Product(1, 1, rows, c.d_in, c.N * d_a)]
+    products += [
+        roofline.Product(n_steps, c.N, batch, c.d_m, d_a),  # memory → first layer
+        roofline.Product(n_steps, c.N, batch, c.d_tree, d_a),  # recurrent branches → first
+        roofline.Product(n_steps, c.N, batch, d_a, c.d_m),  # hidden MLP layer
+        roofline.Product(n_steps, c.N, batch, c.d_m, 1),  # readout r = w_y · m
+        roofline.Product(1, 1, rows, c.N, c.n_out * d_r),  # readout neurons' input
+        roofline.Product(n_steps, c.n_out, batch, d_r, d_r),  # their memory → MLP
+        roofline.Product(1, c.n_out, rows, d_r, 1),  # their r
+        roofline.Product(1, 1, rows, c.n_out, c.n_out),  # logits
+    ]
+    return products
+
+
+CONFIGS = {  # name: (task, overrides, default steps option)
+    "shd-adding": ("shd-adding", {}, "shd_steps"),
+    "enwik8": ("enwik8", {}, "enwik8_steps"),
+    "small": ("shd-adding", {"N": 24, "d_m": 5, "k_c": 60}, None),
+}
+SMALL_STEPS = 50
 
 
 def task_inputs(task: str, config, batch: int, n_steps: int, device):
@@ -105,57 +133,121 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, nargs="+", default=[8], help="one or more")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS),
+                        default=["shd-adding", "enwik8"])  # fmt: skip
     parser.add_argument("--shd-steps", type=int, default=1000)
     parser.add_argument("--enwik8-steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-baseline", action="store_true", help="skip the autograd loop")
     args = parser.parse_args(argv)
+    batches, args.batch = args.batch, min(args.batch)
     check_sizes(args, ("batch", "shd_steps", "enwik8_steps", "repeats"))
     if args.threads is not None:
         check_sizes(args, ("threads",))
         torch.set_num_threads(args.threads)
-    if args.batch * max(args.shd_steps, args.enwik8_steps) > MAX_BATCH_STEPS:
+    if max(batches) * max(args.shd_steps, args.enwik8_steps) > MAX_BATCH_STEPS:
         raise UserError(f"--batch × steps is more than {MAX_BATCH_STEPS:,}; is it a typo?")
     device = resolve_device(args.device)
+    no_fused = fused.unavailable(device, torch.float32, "relu2", 1)
 
     rows = []
-    for task, n_steps, optim in (
-        ("shd-adding", args.shd_steps, torch.optim.Adamax),
-        ("enwik8", args.enwik8_steps, torch.optim.Adam),
-    ):
-        config = ELMNetworkConfig.for_task(task, dropout_in=0.0, dropout_rec=0.0)
+    for name in dict.fromkeys(args.configs):
+        task, overrides, steps_option = CONFIGS[name]
+        n_steps = getattr(args, steps_option) if steps_option else SMALL_STEPS
+        config = ELMNetworkConfig.for_task(task, dropout_in=0.0, dropout_rec=0.0, **overrides)
         net = ELMNetwork(config).to(device)
-        x, y = task_inputs(task, config, args.batch, n_steps, device)
-        methods = [("hand-written", hand_written_logits)]
-        if not args.no_baseline:
-            with torch.no_grad():
-                ours, base = hand_written_logits(net, x), autograd_logits(net, x)
-            torch.testing.assert_close(ours, base, rtol=1e-3, atol=1e-4)
-            methods.append(("autograd loop", autograd_logits))
-        row = {"task": task, "N": config.N, "d_m": config.d_m, "k_c": config.k_c,
-               "P": network_parameters(config).total, "T": n_steps}  # fmt: skip
-        for name, forward in methods:
-            optimizer = optim(net.parameters(), lr=1e-4)
-            row[name] = throughput(forward, net, x, y, optimizer, args.repeats)
-        rows.append(row)
+        optim = torch.optim.Adamax if task == "shd-adding" else torch.optim.Adam
+        for batch in batches:
+            x, y = task_inputs(task, config, batch, n_steps, device)
+            methods = [("hand-written", "eager", hand_written_logits)]
+            if no_fused is None:
+                methods.append(("fused", "triton", hand_written_logits))
+            if not args.no_baseline:
+                with torch.no_grad(), use_backend("eager"):
+                    ours, base = hand_written_logits(net, x), autograd_logits(net, x)
+                torch.testing.assert_close(ours, base, rtol=1e-3, atol=1e-4)
+                methods.append(("autograd loop", "eager", autograd_logits))
+            products = forward_products(config, batch, n_steps, not x.is_floating_point())
+            flops = roofline.total_flops(products)
+            reference = roofline.matmul_reference(products, device, torch.float32, args.repeats)
+            row = {"task": task, "config": name, "N": config.N, "d_m": config.d_m,
+                   "k_c": config.k_c, "P": network_parameters(config).total, "T": n_steps,
+                   "batch": batch, "flops_per_step": flops / (batch * n_steps),
+                   "matmul_gflops": roofline.gflops(flops, reference.cost(device))}  # fmt: skip
+            for method, backend, forward in methods:
+                optimizer = optim(net.parameters(), lr=1e-4)
+                with use_backend(backend):
+                    step = functools.partial(training_step, forward, net, x, y, optimizer)
+                    train = roofline.time_call(step, device, args.repeats)
+                    row[method] = batch * n_steps / train.wall
+                    row[f"{method} per CPU-s"] = batch * n_steps / train.cpu
+                    row[f"{method} s"] = train.cost(device)
+                    row[f"{method} GFLOP/s"] = roofline.gflops(3 * flops, train.cost(device))
+                    if method == "autograd loop":
+                        continue
+                    with torch.inference_mode():
+                        fwd = roofline.time_call(
+                            lambda f=forward, n=net, x=x: f(n, x), device, args.repeats
+                        )
+                    row[f"{method} forward"] = batch * n_steps / fwd.wall
+                    row[f"{method} forward per CPU-s"] = batch * n_steps / fwd.cpu
+                    row[f"{method} forward s"] = fwd.cost(device)
+                    row[f"{method} forward GFLOP/s"] = roofline.gflops(flops, fwd.cost(device))
+            rows.append(row)
+    report(rows, args, device, batches, no_fused)
+    return rows
 
+
+def report(rows, args, device, batches, no_fused) -> None:
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    clock = "CPU" if device.type == "cpu" else "wall-clock"
     print(
-        f"ELM Network training throughput (forward + backward + optimiser step), "
-        f"{device.type} float32{threads}, batch {args.batch}; (time steps × batch) per second"
+        f"ELM Network throughput, {device.type} float32{threads}; (time steps × batch) per "
+        "wall-clock second, and per second of this process's CPU time (per CPU-s); "
+        f"training = forward + backward + optimiser step; GFLOP/s and fixed costs from "
+        f"{clock} time"
     )
-    header = f"{'task':<12}{'N':>6}{'d_m':>5}{'k_c':>5}{'P':>11}{'T':>6}{'hand-written':>15}"
-    if not args.no_baseline:
-        header += f"{'autograd loop':>15}{'speed-up':>10}"
+    methods = [m for m in ("hand-written", "fused", "autograd loop") if m in rows[0]]
+    header = f"{'config':<11}{'N':>5}{'d_m':>4}{'k_c':>5}{'P':>11}{'T':>6}{'batch':>6}  "
+    header += f"{'method':<14}{'forward':>10}{'per CPU-s':>10}{'GFLOP/s':>8}"
+    header += f"{'training':>10}{'per CPU-s':>10}{'GFLOP/s':>8}{'matmul GFLOP/s':>15}"
     print(header)
     for r in rows:
-        line = (f"{r['task']:<12}{r['N']:>6}{r['d_m']:>5}{r['k_c']:>5}{r['P']:>11,}{r['T']:>6}"
-                f"{r['hand-written']:>15,.0f}")  # fmt: skip
-        if not args.no_baseline:
-            line += f"{r['autograd loop']:>15,.0f}{r['hand-written'] / r['autograd loop']:>9.1f}×"
+        for m in methods:
+            line = (f"{r['config']:<11}{r['N']:>5}{r['d_m']:>4}{r['k_c']:>5}{r['P']:>11,}"
+                    f"{r['T']:>6}{r['batch']:>6}  {m:<14}")  # fmt: skip
+            if f"{m} forward" in r:
+                line += (f"{r[f'{m} forward']:>10,.0f}{r[f'{m} forward per CPU-s']:>10,.0f}"
+                         f"{r[f'{m} forward GFLOP/s']:>8.2f}")  # fmt: skip
+            else:
+                line += f"{'-':>10}{'':>10}{'':>8}"
+            line += f"{r[m]:>10,.0f}{r[f'{m} per CPU-s']:>10,.0f}{r[f'{m} GFLOP/s']:>8.2f}"
+            line += f"{r['matmul_gflops']:>15.2f}"
+            print(line)
+    for r in rows:
+        line = f"{r['config']} batch {r['batch']}: {r['flops_per_step']:,.0f} FLOPs per step "
+        line += "and sample (forward; training 3×)"
+        if "autograd loop" in r:
+            line += f"; hand-written/autograd {r['hand-written'] / r['autograd loop']:.1f}×"
+        if "fused" in r:
+            line += (f"; fused/eager {r['fused forward'] / r['hand-written forward']:.2f}× "
+                     f"forward, {r['fused'] / r['hand-written']:.2f}× training")  # fmt: skip
         print(line)
-    return rows
+    if no_fused:
+        print(f"fused kernels: not run ({no_fused})")
+    if len(set(batches)) < 2:
+        return
+    for config in dict.fromkeys(r["config"] for r in rows):
+        mine = [r for r in rows if r["config"] == config]
+        for m in methods:
+            fits = []
+            for key, label in ((f"{m} forward s", "forward"), (f"{m} s", "training")):
+                if key in mine[0]:
+                    per_step = [r[key] / r["T"] for r in mine]
+                    fixed, per_sample = roofline.fixed_cost([r["batch"] for r in mine], per_step)
+                    fits.append(f"{label} {fixed:.1f} µs + {per_sample:.2f} µs/sample")
+            print(f"fixed cost per time step, {config}, {m}: {'; '.join(fits)}")
 
 
 def cli(argv: list[str] | None = None) -> int:

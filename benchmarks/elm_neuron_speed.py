@@ -1,26 +1,37 @@
-"""Throughput of the ELM neuron: parallel traces vs. a plain per-step loop.
+"""Throughput of the ELM neuron: parallel traces vs. a plain per-step loop, with roofline.
 
-    python -m benchmarks.elm_neuron_speed [--batch 8] [--steps 500] [--device cpu|cuda]
+    python -m benchmarks.elm_neuron_speed [--batch 8 32 128] [--steps 500]
+        [--device cpu|cuda] [--threads 1] [--no-baseline]
 
 NeuronIO configuration (d_in 1278, d_tree 45, d_brch 100, d_m 20). Throughput is in
-(time steps × batch) per second, forward alone (inference mode) and forward + backward.
-The baseline computes the routing, synapse traces and branch sums inside the time loop,
-as a direct transcription of the equations would; both compute the same function (the
-script checks that their outputs agree before timing).
+(time steps × batch) per second, forward alone (inference mode) and forward + backward,
+per wall-clock second and per second of the process's CPU time (on a shared machine the
+wall clock also runs while other processes hold the cores). The baseline computes the
+routing, synapse traces and branch sums inside the time loop, as a direct transcription
+of the equations would; both compute the same
+function (the script checks that their outputs agree before timing). On CUDA with
+triton installed the fused kernels (`elmnet.fused`) get their own row; elsewhere the row
+says why they cannot run.
+
+Roofline (`benchmarks.roofline`): FLOPs per step and sample of the matrix products, the
+FLOP/s reached, the FLOP/s torch.matmul reaches on the same products alone, and, with
+two or more batch sizes, the fixed cost per time step (intercept of time per step
+against batch size).
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from benchmarks import roofline
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.training import resolve_device
+from elmnet import fused
 from elmnet.config import ELMConfig
 from elmnet.neuron import ELMNeuron
 from elmnet.ops import decay, scaled_tanh
+from elmnet.recurrence import use_backend
 
 
 def per_step_forward(model: ELMNeuron, x: torch.Tensor) -> torch.Tensor:
@@ -47,27 +58,32 @@ def parallel_forward(model: ELMNeuron, x: torch.Tensor) -> torch.Tensor:
     return model(x)[0]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def timed(fn, model, x, backward: bool, repeats: int) -> roofline.Timing:
+    """Median wall and CPU seconds of one forward (inference mode) or forward+backward."""
 
-
-def throughput(fn, model, x, backward: bool, repeats: int) -> float:
-    """Median (time steps × batch) per second over `repeats` timed calls after a warm-up."""
-    times = []
-    for i in range(repeats + 1):
-        _sync(x.device)
-        start = time.perf_counter()
+    def call():
         if backward:
             model.zero_grad(set_to_none=True)
             fn(model, x).square().mean().backward()
         else:
             with torch.inference_mode():
                 fn(model, x)
-        _sync(x.device)
-        if i:  # the first call warms up allocators and kernels
-            times.append(time.perf_counter() - start)
-    return x.shape[0] * x.shape[1] / statistics.median(times)
+
+    return roofline.time_call(call, x.device, repeats)
+
+
+def forward_products(config: ELMConfig, batch: int, n_steps: int) -> list[roofline.Product]:
+    """The matrix products of one forward pass of `parallel_forward`."""
+    c, rows = config, batch * n_steps
+    per_step = [roofline.Product(n_steps, 1, batch, c.d_m, c.d_mlp)]
+    per_step += [roofline.Product(n_steps, 1, batch, c.d_mlp, c.d_mlp)] * (c.n_mlp_layers - 1)
+    per_step += [roofline.Product(n_steps, 1, batch, c.d_mlp, c.d_m)]
+    return [
+        roofline.Product(1, 1, rows, c.d_in, c.d_tree),  # synapses → branches
+        roofline.Product(1, 1, rows, c.d_tree, c.d_mlp),  # branch half of the first layer
+        *per_step,  # the memory recurrence
+        roofline.Product(1, 1, rows, c.d_m, c.d_out),  # readout
+    ]
 
 
 # The input is batch × steps × 1278 values, several copies of it while timing.
@@ -85,53 +101,117 @@ def check_sizes(args, names: tuple[str, ...]) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, nargs="+", default=[8], help="one or more")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--d-m", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when present)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the per-step loop")
     args = parser.parse_args(argv)
+    batches, args.batch = args.batch, min(args.batch)
     check_sizes(args, ("batch", "steps", "d_m", "repeats"))
-    if args.batch * args.steps > MAX_BATCH_STEPS:
+    if args.threads is not None:
+        check_sizes(args, ("threads",))
+        torch.set_num_threads(args.threads)
+    if max(batches) * args.steps > MAX_BATCH_STEPS:
         raise UserError(
-            f"--batch × --steps = {args.batch * args.steps:,} is more than {MAX_BATCH_STEPS:,} "
-            "(the input alone would need ≥ 5 GB)"
+            f"--batch × --steps = {max(batches) * args.steps:,} is more than "
+            f"{MAX_BATCH_STEPS:,} (the input alone would need ≥ 5 GB)"
         )
 
     device, dtype = resolve_device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
-    model = ELMNeuron(ELMConfig.branch_elm_neuronio(d_m=args.d_m)).to(device, dtype)
-    spikes = torch.rand(args.batch, args.steps, 1278, device=device) < 0.01
+    config = ELMConfig.branch_elm_neuronio(d_m=args.d_m)
+    model = ELMNeuron(config).to(device, dtype)
     sign = torch.cat([torch.ones(639), -torch.ones(639)]).to(device)
-    x = (spikes * sign).to(dtype)
-
-    with torch.inference_mode():
-        ours, base = parallel_forward(model, x), per_step_forward(model, x)
-    tol = 1e-4 if dtype == torch.float32 else 1e-10
-    torch.testing.assert_close(ours, base, rtol=tol, atol=tol)
+    methods = [("parallel traces", parallel_forward, "eager")]
+    if not args.no_baseline:
+        methods.append(("per-step loop", per_step_forward, "eager"))
+    no_fused = fused.unavailable(device, dtype, config.activation, config.n_mlp_layers)
+    if no_fused is None:
+        methods.append(("fused kernels", parallel_forward, "triton"))
 
     rows = []
-    for name, fn in (("parallel traces", parallel_forward), ("per-step loop", per_step_forward)):
-        rows.append(
-            {
-                "method": name,
-                "forward": throughput(fn, model, x, backward=False, repeats=args.repeats),
-                "forward+backward": throughput(fn, model, x, backward=True, repeats=args.repeats),
-            }
-        )
+    for batch in batches:
+        spikes = torch.rand(batch, args.steps, 1278, device=device) < 0.01
+        x = (spikes * sign).to(dtype)
+        with torch.inference_mode(), use_backend("eager"):
+            ours = parallel_forward(model, x)
+            if not args.no_baseline:
+                base = per_step_forward(model, x)
+                tol = 1e-4 if dtype == torch.float32 else 1e-10
+                torch.testing.assert_close(ours, base, rtol=tol, atol=tol)
+        products = forward_products(config, batch, args.steps)
+        flops = roofline.total_flops(products)
+        reference = roofline.matmul_reference(products, device, dtype, repeats=args.repeats)
+        for name, fn, backend in methods:
+            with use_backend(backend):
+                fwd = timed(fn, model, x, backward=False, repeats=args.repeats)
+                both = timed(fn, model, x, backward=True, repeats=args.repeats)
+            rows.append({
+                "batch": batch, "method": name,
+                "forward": batch * args.steps / fwd.wall,
+                "forward+backward": batch * args.steps / both.wall,
+                "forward_per_cpu_s": batch * args.steps / fwd.cpu,
+                "both_per_cpu_s": batch * args.steps / both.cpu,
+                "forward_s": fwd.cost(device), "both_s": both.cost(device),
+                "flops_per_step": flops / (batch * args.steps),
+                "forward_gflops": roofline.gflops(flops, fwd.cost(device)),
+                "both_gflops": roofline.gflops(3 * flops, both.cost(device)),
+                "matmul_gflops": roofline.gflops(flops, reference.cost(device)),
+            })  # fmt: skip
+    report(rows, args, device, batches, no_fused)
+    return rows
+
+
+def report(rows, args, device, batches, no_fused) -> None:
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     print(
         f"ELM neuron, NeuronIO config (d_in 1278, d_tree 45, d_brch 100, d_m {args.d_m}), "
-        f"batch {args.batch}, T {args.steps}, {device.type} {args.dtype}, "
-        f"{torch.get_num_threads()} threads"
+        f"T {args.steps}, {device.type} {args.dtype}{threads}"
     )
-    print(f"{'method':<18}{'forward (steps·B/s)':>22}{'fwd+bwd (steps·B/s)':>22}")
-    for row in rows:
-        print(f"{row['method']:<18}{row['forward']:>22,.0f}{row['forward+backward']:>22,.0f}")
-    ratio_f = rows[0]["forward"] / rows[1]["forward"]
-    ratio_b = rows[0]["forward+backward"] / rows[1]["forward+backward"]
-    print(f"{'speed-up':<18}{ratio_f:>21.1f}×{ratio_b:>21.1f}×")
-    return rows
+    print(
+        f"{'batch':>5}  {'method':<16}{'forward':>11}{'per CPU-s':>11}{'GFLOP/s':>9}"
+        f"{'fwd+bwd':>11}{'per CPU-s':>11}{'GFLOP/s':>9}{'matmul GFLOP/s':>16}"
+    )
+    for r in rows:
+        print(
+            f"{r['batch']:>5}  {r['method']:<16}{r['forward']:>11,.0f}"
+            f"{r['forward_per_cpu_s']:>11,.0f}{r['forward_gflops']:>9.2f}"
+            f"{r['forward+backward']:>11,.0f}{r['both_per_cpu_s']:>11,.0f}{r['both_gflops']:>9.2f}"
+            f"{r['matmul_gflops']:>16.2f}"
+        )
+    clock = "CPU" if device.type == "cpu" else "wall-clock"
+    print(
+        "forward, fwd+bwd: (time steps × batch) per wall-clock second; per CPU-s: per "
+        f"second of this process's CPU time; GFLOP/s and fixed costs from {clock} time"
+    )
+    for batch in batches:
+        named = {r["method"]: r for r in rows if r["batch"] == batch}
+        line = f"batch {batch}: {named['parallel traces']['flops_per_step']:,.0f} FLOPs per step "
+        line += "and sample (forward; fwd+bwd 3×)"
+        if "per-step loop" in named:
+            a, b = named["parallel traces"], named["per-step loop"]
+            line += (f"; parallel/per-step {a['forward'] / b['forward']:.1f}× forward, "
+                     f"{a['forward+backward'] / b['forward+backward']:.1f}× fwd+bwd")  # fmt: skip
+        if "fused kernels" in named:
+            a, f = named["parallel traces"], named["fused kernels"]
+            line += (f"; fused/eager {f['forward'] / a['forward']:.2f}× forward, "
+                     f"{f['forward+backward'] / a['forward+backward']:.2f}× fwd+bwd")  # fmt: skip
+        print(line)
+    if no_fused:
+        print(f"fused kernels: not run ({no_fused})")
+    if len(set(batches)) >= 2:
+        for method in dict.fromkeys(r["method"] for r in rows):
+            mine = [r for r in rows if r["method"] == method]
+            fits = []
+            for key in ("forward_s", "both_s"):
+                per_step = [r[key] / args.steps for r in mine]
+                fixed, per_sample = roofline.fixed_cost([r["batch"] for r in mine], per_step)
+                fits.append(f"{fixed:.1f} µs + {per_sample:.2f} µs/sample")
+            print(f"fixed cost per time step, {method}: forward {fits[0]}; fwd+bwd {fits[1]}")
 
 
 def cli(argv: list[str] | None = None) -> int:

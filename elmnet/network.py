@@ -222,7 +222,10 @@ class ELMBank(nn.Module):
         """
         matrix = self.feedforward_matrix()
         if x.is_floating_point():
-            drive = x @ matrix.to(x.dtype)
+            # One GEMM over all (step, sample) rows: a time-major view of batch-first input
+            # would make matmul run T separate matrix-vector products.
+            rows = x.reshape(-1, x.shape[-1]) @ matrix.to(x.dtype)
+            drive = rows.view(x.shape[0], x.shape[1], matrix.shape[1])
         else:
             drive = F.embedding(x, matrix) * token_scale
             if keep is not None:
@@ -247,6 +250,19 @@ class ELMBank(nn.Module):
                 (recurrent banks only).
             drop: (T, N, B) recurrent dropout factors, or None.
         """
+        return bank_recurrence(**self.recurrence_inputs(pre, memory, highpass, output, drop))
+
+    def recurrence_inputs(
+        self,
+        pre: torch.Tensor,
+        memory: torch.Tensor,
+        highpass: torch.Tensor | None = None,
+        output: torch.Tensor | None = None,
+        drop: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """The keyword arguments of `bank_recurrence` for `run` (same arguments), with
+        κ_m and the gain per neuron, (N, 1, d_m), so that banks can be concatenated
+        along the neuron axis (`elmnet.packed`)."""
         kappa_m, gain = memory_update_coefficients(self.tau_m, self.dt, self.lam, "v2")
         u = self.w_first[:, self.d_tree :] * kappa_m.unsqueeze(-1)
         gain = TANH_GAIN * gain
@@ -271,7 +287,12 @@ class ELMBank(nn.Module):
                 highpass=highpass,
                 output=output,
             )
-        return bank_recurrence(self.activation, pre, memory, u, kappa_m, gain, layers, feedback)
+        per_neuron = (self.n, 1, self.d_m)
+        return dict(
+            activation=self.activation, pre=pre, memory=memory, u=u,
+            kappa=kappa_m.expand(per_neuron), gain=gain.expand(per_neuron), layers=layers,
+            feedback=feedback,
+        )  # fmt: skip
 
 
 class ELMNetwork(nn.Module):
@@ -346,6 +367,16 @@ class ELMNetwork(nn.Module):
 
     def run(self, x: torch.Tensor, state: ELMNetworkState | None = None) -> NetworkOutput:
         """Forward pass returning logits, state and the hidden activity for regularisers."""
+        hidden_inputs, state = self.hidden_inputs(x, state)
+        hidden = self.hidden.run(**hidden_inputs)
+        readout = self.readout.run(**self.readout_inputs(hidden.outputs, state))
+        return self.finish(hidden, readout, state)
+
+    def hidden_inputs(
+        self, x: torch.Tensor, state: ELMNetworkState | None = None
+    ) -> tuple[dict[str, torch.Tensor | None], ELMNetworkState]:
+        """The hidden bank's `run` arguments for input `x`, dropout drawn (the global
+        RNG, in training), and the state (zeros when None)."""
         c = self.config
         self._check_input(x)
         batch, n_steps = x.shape[:2]
@@ -368,20 +399,29 @@ class ELMNetwork(nn.Module):
         if self.training and c.dropout_rec > 0:
             drop = F.dropout(pre.new_ones(n_steps, c.N, batch), c.dropout_rec)
         # The recurrence wants neuron-major state, contiguous for the sparse products.
-        hidden = self.hidden.run(
-            pre,
-            state.memory.transpose(0, 1).contiguous(),
-            state.highpass.t().contiguous(),
-            state.output.t().contiguous(),
-            drop,
+        inputs = dict(
+            pre=pre,
+            memory=state.memory.transpose(0, 1).contiguous(),
+            highpass=state.highpass.t().contiguous(),
+            output=state.output.t().contiguous(),
+            drop=drop,
         )
-        readout = self.readout.run(
-            self.readout.feedforward(hidden.outputs.transpose(1, 2)),
-            state.readout_memory.transpose(0, 1).contiguous(),
+        return inputs, state
+
+    def readout_inputs(self, outputs: torch.Tensor, state: ELMNetworkState) -> dict:
+        """The readout bank's `run` arguments from the hidden outputs (T, N, B)."""
+        return dict(
+            pre=self.readout.feedforward(outputs.transpose(1, 2)),
+            memory=state.readout_memory.transpose(0, 1).contiguous(),
         )
+
+    def finish(
+        self, hidden: BankRecurrence, readout: BankRecurrence, state: ELMNetworkState
+    ) -> NetworkOutput:
+        """Logits and the new state from both banks' recurrences."""
         r = torch.einsum("tvbi,vi->btv", readout.memories, self.readout.w_y)
         logits = self.logits(r)
-        if n_steps == 0:
+        if hidden.memories.shape[0] == 0:
             new_state = state
         else:
             new_state = ELMNetworkState(

@@ -26,14 +26,25 @@ high-pass-filtered ReLU output:
     c_t = S q_t                 (S: sparse (N·d_tree × N), row n·d_tree + j = branch j of
                                  neuron n; its entries are the signed synaptic weights)
     r_t = m_t · w_y,  r̄_t = κ_r r̄_{t−1} + (1 − κ_r) r_t,  o_t = relu(r_t − r̄_t + β)
+
+Two implementations of the time loops share everything else (the saved tensors and the
+weight gradients after the loop): the eager loops here, and on CUDA the fused Triton
+kernels of `elmnet.fused`, chosen per call (`use_backend`: "auto", "eager", "triton").
+The eager loop's cost per step is mostly fixed (a dozen small ops, each a few µs of
+dispatch and tiny-matrix overhead on CPU), which is why both sequences and scratch
+buffers are preallocated and results are written in place.
 """
 
+import contextlib
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
+from elmbridge.errors import UserError
+from elmnet import fused
 from elmnet.ops import activation_derivative, make_activation
 
 
@@ -91,6 +102,7 @@ class _Spec:
     feedback: bool = False
     kappa_r: float = 0.0  # high-pass decay per step
     d_tree: int = 0
+    fused: bool = False  # run the time loops on the Triton kernels (elmnet.fused)
 
 
 class _Recurrence(torch.autograd.Function):
@@ -98,47 +110,38 @@ class _Recurrence(torch.autograd.Function):
     def forward(ctx, spec: _Spec, pre, memory, u, kappa, gain, *rest):
         flat_layers = rest[: 2 * spec.n_layers]
         layers = list(zip(flat_layers[0::2], flat_layers[1::2], strict=True))
-        sigma = make_activation(spec.activation)
         n_steps, n, batch, _ = pre.shape
         # In inference nothing needs to be kept for a backward pass.
         keep = any(ctx.needs_input_grad)
         new = pre.new_empty
-        acts = [new(n_steps, n, batch, w.shape[1]) for w, _ in layers] if keep else []
-        memories = new(n_steps, n, batch, memory.shape[-1])
-        mlp_out = new(n_steps, n, batch, memory.shape[-1])
+        if not spec.fused:
+            acts = [new(n_steps, n, batch, w.shape[1]) for w, _ in layers] if keep else []
+            memories = new(n_steps, n, batch, memory.shape[-1])
+            mlp_out = new(n_steps, n, batch, memory.shape[-1])
         if spec.feedback:
             (values, crow, col, _, _, _, w_branch, w_y, beta, drop, highpass, out) = rest[
                 2 * spec.n_layers :
             ]
             output0 = out
             synapses = _csr(crow, col, values, (n * spec.d_tree, n))
-            outputs, highpasses = new(n_steps, n, batch), new(n_steps, n, batch)
-            w_y_col, beta_col = w_y.unsqueeze(-1), beta.unsqueeze(-1)
-            branch_shape = (n, spec.d_tree, batch)
-        m = memory
-        # Results go straight into the stored sequences (out=): no per-step copies.
-        for t in range(n_steps):
-            if layers:
-                a = torch.baddbmm(pre[t], m, u, out=acts[0][t] if keep else None)
-            else:  # a linear MLP: the first layer is the output
-                a = torch.baddbmm(pre[t], m, u, out=mlp_out[t])
+            if not spec.fused:
+                outputs, highpasses = new(n_steps, n, batch), new(n_steps, n, batch)
+        if spec.fused:
+            fb = None
             if spec.feedback:
-                q = out if drop is None else out * drop[t]
-                c = synapses @ q
-                a.baddbmm_(c.view(branch_shape).transpose(1, 2), w_branch)
-            if layers:
-                h = sigma(a)
-                for layer, (w, b) in enumerate(layers[:-1], start=1):
-                    a = torch.baddbmm(b, h, w, out=acts[layer][t] if keep else None)
-                    h = sigma(a)
-                z = torch.baddbmm(layers[-1][1], h, layers[-1][0], out=mlp_out[t])
-            else:
-                z = a
-            m = torch.addcmul(kappa * m, gain, torch.tanh(z), out=memories[t])
-            if spec.feedback:
-                r = torch.bmm(m, w_y_col).squeeze(-1)
-                highpass = torch.lerp(highpass, r, 1.0 - spec.kappa_r, out=highpasses[t])
-                out = torch.clamp_min(r - highpass + beta_col, 0.0, out=outputs[t])
+                fb = (values, crow, col, w_branch, w_y, beta, drop, highpass, out)
+            memories, mlp_out, acts, outputs, highpasses = fused.forward_loop(
+                spec, pre, memory, u, kappa, gain, layers, fb
+            )
+            if not keep:
+                acts = []
+        elif spec.feedback:
+            outputs, highpasses = _eager_forward(
+                spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out,
+                (synapses, w_branch, w_y, beta, drop, highpass, out, outputs, highpasses),
+            )  # fmt: skip
+        else:
+            _eager_forward(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out)
         ctx.spec = spec
         # Outputs nobody used get None, not zeros, in the backward pass.
         ctx.set_materialize_grads(False)
@@ -161,114 +164,216 @@ class _Recurrence(torch.autograd.Function):
         n_layers = spec.n_layers
         memory, u, kappa, gain, memories, mlp_out, *rest = ctx.saved_tensors
         acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
-        n_steps, n, batch, _ = memories.shape
         proposals = torch.tanh(mlp_out)
-        dp_dz = gain * (1 - proposals.square())  # ∂m_t/∂z_t, for all steps at once
-        slopes = [activation_derivative(spec.activation, a) for a in acts]
-        weights_t = [w.transpose(1, 2) for w in weights]
-        u_t = u.transpose(1, 2)
-
-        grad_z = torch.empty_like(mlp_out)
-        grad_acts = [torch.empty_like(a) for a in acts]
-        grad_m_total = torch.empty_like(memories)
-        carry = torch.zeros_like(memory)
-        if spec.feedback:
-            (values, crow, col, crow_t, col_t, perm_t, w_branch, w_y, drop, outputs,
-             output0) = rest[2 * n_layers :]  # fmt: skip
-            grad_outputs, grad_highpasses = grad_feedback
-            synapses_t = _csr(crow_t, col_t, values[perm_t], (n, n * spec.d_tree))
-            grad_y = torch.empty_like(outputs)
-            grad_r = torch.empty_like(outputs)
-            grad_branches = outputs.new_empty(n_steps, n, spec.d_tree, batch)
-            carry_out = outputs.new_zeros(n, batch)
-            carry_highpass = outputs.new_zeros(n, batch)
-            w_y_row = w_y.unsqueeze(1)
-            active = outputs > 0
-        for t in range(n_steps - 1, -1, -1):
-            g = grad_m_total[t]
-            if grad_memories is None:
-                g.copy_(carry)
-            else:
-                torch.add(grad_memories[t], carry, out=g)
+        if spec.fused:
+            fb = None
             if spec.feedback:
-                go = carry_out if grad_outputs is None else grad_outputs[t] + carry_out
-                dy = torch.mul(go, active[t], out=grad_y[t])
-                gh = carry_highpass - dy
-                if grad_highpasses is not None:
-                    gh += grad_highpasses[t]
-                dr = torch.add(dy, gh, alpha=1.0 - spec.kappa_r, out=grad_r[t])
-                carry_highpass = gh.mul_(spec.kappa_r)
-                g.addcmul_(dr.unsqueeze(-1), w_y_row)
-            dz = torch.mul(g, dp_dz[t], out=grad_z[t])
-            if grad_mlp_out is not None:
-                dz += grad_mlp_out[t]
-            da = dz
-            if n_layers:
-                dh = torch.bmm(dz, weights_t[-1])
-                for layer in range(n_layers - 1, 0, -1):
-                    da = torch.mul(dh, slopes[layer][t], out=grad_acts[layer][t])
-                    dh = torch.bmm(da, weights_t[layer - 1])
-                da = torch.mul(dh, slopes[0][t], out=grad_acts[0][t])
-            carry = torch.baddbmm(g * kappa, da, u_t)
+                # (values, crow_t, col_t, perm_t, w_branch, w_y, drop, outputs, output0)
+                fb = rest[2 * n_layers :][0:1] + rest[2 * n_layers :][3:]
+            saved = (memory, u, kappa, gain, memories, mlp_out, acts, weights)
+            grads = (grad_memories, grad_mlp_out, *(grad_feedback or (None, None)))
+            result = fused.backward_loop(spec, saved, grads, fb)
+            grad_z, grad_acts, grad_m_total, carry = result[:4]
             if spec.feedback:
-                dc = torch.bmm(w_branch, da.transpose(1, 2), out=grad_branches[t])
-                carry_out = synapses_t @ dc.view(n * spec.d_tree, batch)
-                if drop is not None:
-                    carry_out *= drop[t]
+                grad_y, grad_r, grad_branches, carry_out, carry_highpass = result[4:]
+        else:
+            grad_z, grad_acts, grad_m_total, carry, *fb_grads = _eager_backward(
+                spec, ctx.saved_tensors, grad_memories, grad_mlp_out, grad_feedback, proposals
+            )
+            if spec.feedback:
+                grad_y, grad_r, grad_branches, carry_out, carry_highpass = fb_grads
+        return _weight_grads(
+            ctx, spec, ctx.saved_tensors, proposals, grad_z, grad_acts, grad_m_total, carry,
+            *((grad_y, grad_r, grad_branches, carry_out, carry_highpass) if spec.feedback else ()),
+        )  # fmt: skip
 
-        def batched_outer(x, y):
-            """Σ over steps and batch of xᵀ y per neuron: (N, x width, y width)."""
-            return torch.einsum("tnbi,tnbj->nij", x, y)
 
-        kappa_shape, gain_shape, *bias_shapes = ctx.shapes
-        grad_pre = grad_acts[0] if n_layers else grad_z
-        previous = torch.cat([memory.unsqueeze(0), memories[:-1]])
-        grads = [
-            grad_pre,
-            carry,
-            batched_outer(previous, grad_pre),
-            (grad_m_total * previous).sum_to_size(kappa_shape),
-            (grad_m_total * proposals).sum_to_size(gain_shape),
-        ]
-        sigma = make_activation(spec.activation)
-        for layer in range(n_layers):
-            grad_out = grad_acts[layer + 1] if layer + 1 < n_layers else grad_z
-            grads += [
-                batched_outer(sigma(acts[layer]), grad_out),
-                grad_out.sum_to_size(bias_shapes[layer]),
-            ]
+def _activation(name: str):
+    """σ as a function returning a new tensor (never writing into its argument)."""
+    functions = {
+        "relu": torch.relu,
+        "relu2": lambda a: torch.relu(a).square_(),
+        "silu": torch.nn.functional.silu,
+        "identity": lambda a: a,
+    }
+    return functions.get(name) or make_activation(name).forward
+
+
+def _eager_forward(
+    spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out, feedback=None
+):  # fmt: skip
+    """The forward time loop, step by step: a few small batched matmuls per step, results
+    written straight into the stored sequences (out=), scratch buffers allocated once.
+
+    feedback: (S as CSR, w_branch, w_y, beta, drop, r̄ before the first step, o before
+    the first step, outputs, highpasses) or None. Returns (outputs, highpasses) or None.
+    """
+    sigma = _activation(spec.activation)
+    n_steps, n, batch, _ = pre.shape
+    keep = bool(acts)
+    m = memory
+    proposal = memory.new_empty(memory.shape)
+    if feedback is not None:
+        synapses, w_branch, w_y, beta, drop, highpass, out, outputs, highpasses = feedback
+        # Branch sums enter the first layer as (N, d_a, d_tree) @ (N, d_tree, B): the CSR
+        # product's (N·d_tree, B) output is already that right operand, no transpose.
+        w_branch_t = w_branch.transpose(1, 2).contiguous()
+        branch_in = pre.new_empty(n, w_branch.shape[-1], batch)
+        w_y_col, beta_col = w_y.unsqueeze(-1), beta.unsqueeze(-1)
+        read = pre.new_empty(n, batch)
+        r_col = pre.new_empty(n, batch, 1)
+    for t in range(n_steps):
+        first_out = (acts[0][t] if keep else None) if layers else mlp_out[t]
+        a = torch.baddbmm(pre[t], m, u, out=first_out)
+        if feedback is not None:
+            q = out if drop is None else torch.mul(out, drop[t], out=read)
+            c = synapses @ q
+            torch.bmm(w_branch_t, c.view(n, spec.d_tree, batch), out=branch_in)
+            a.add_(branch_in.transpose(1, 2))
+        if layers:
+            h = sigma(a)
+            for layer, (w, b) in enumerate(layers[:-1], start=1):
+                a = torch.baddbmm(b, h, w, out=acts[layer][t] if keep else None)
+                h = sigma(a)
+            z = torch.baddbmm(layers[-1][1], h, layers[-1][0], out=mlp_out[t])
+        else:
+            z = a
+        m = torch.mul(m, kappa, out=memories[t]).addcmul_(gain, torch.tanh(z, out=proposal))
+        if feedback is not None:
+            r = torch.bmm(m, w_y_col, out=r_col).squeeze(-1)
+            highpass = torch.lerp(highpass, r, 1.0 - spec.kappa_r, out=highpasses[t])
+            out = torch.sub(r, highpass, out=outputs[t]).add_(beta_col).clamp_min_(0.0)
+    if feedback is not None:
+        return outputs, highpasses
+    return None
+
+
+def _eager_backward(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedback, proposals):
+    """The reverse-time loop, step by step with small batched matmuls."""
+    n_layers = spec.n_layers
+    memory, u, kappa, gain, memories, mlp_out, *rest = saved_tensors
+    acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
+    n_steps, n, batch, _ = memories.shape
+    dp_dz = gain * (1 - proposals.square())  # ∂m_t/∂z_t, for all steps at once
+    slopes = [activation_derivative(spec.activation, a) for a in acts]
+    weights_t = [w.transpose(1, 2) for w in weights]
+    u_t = u.transpose(1, 2)
+
+    grad_z = torch.empty_like(mlp_out)
+    grad_acts = [torch.empty_like(a) for a in acts]
+    grad_m_total = torch.empty_like(memories)
+    carry = torch.zeros_like(memory)
+    if spec.feedback:
+        values, _, _, crow_t, col_t, perm_t, w_branch, w_y, drop, outputs = rest[2 * n_layers : -1]
+        grad_outputs, grad_highpasses = grad_feedback
+        synapses_t = _csr(crow_t, col_t, values[perm_t], (n, n * spec.d_tree))
+        grad_y = torch.empty_like(outputs)
+        grad_r = torch.empty_like(outputs)
+        grad_branches = outputs.new_empty(n_steps, n, spec.d_tree, batch)
+        carry_out = outputs.new_zeros(n, batch)
+        carry_highpass = outputs.new_zeros(n, batch)
+        w_y_row = w_y.unsqueeze(1)
+        active = outputs > 0
+    for t in range(n_steps - 1, -1, -1):
+        g = grad_m_total[t]
+        if grad_memories is None:
+            g.copy_(carry)
+        else:
+            torch.add(grad_memories[t], carry, out=g)
         if spec.feedback:
-            # What the recurrent synapses read (q_t) and their branch sums (c_t = S q_t),
-            # rebuilt for all steps at once rather than stored step by step.
-            reads = torch.cat([output0.unsqueeze(0), outputs[:-1]])
+            go = carry_out if grad_outputs is None else grad_outputs[t] + carry_out
+            dy = torch.mul(go, active[t], out=grad_y[t])
+            gh = carry_highpass - dy
+            if grad_highpasses is not None:
+                gh += grad_highpasses[t]
+            dr = torch.add(dy, gh, alpha=1.0 - spec.kappa_r, out=grad_r[t])
+            carry_highpass = gh.mul_(spec.kappa_r)
+            g.addcmul_(dr.unsqueeze(-1), w_y_row)
+        dz = torch.mul(g, dp_dz[t], out=grad_z[t])
+        if grad_mlp_out is not None:
+            dz += grad_mlp_out[t]
+        da = dz
+        if n_layers:
+            dh = torch.bmm(dz, weights_t[-1])
+            for layer in range(n_layers - 1, 0, -1):
+                da = torch.mul(dh, slopes[layer][t], out=grad_acts[layer][t])
+                dh = torch.bmm(da, weights_t[layer - 1])
+            da = torch.mul(dh, slopes[0][t], out=grad_acts[0][t])
+        carry = torch.baddbmm(g * kappa, da, u_t)
+        if spec.feedback:
+            dc = torch.bmm(w_branch, da.transpose(1, 2), out=grad_branches[t])
+            carry_out = synapses_t @ dc.view(n * spec.d_tree, batch)
             if drop is not None:
-                reads = reads * drop
-            synapses = _csr(crow, col, values, (n * spec.d_tree, n))
-            q_flat = reads.permute(0, 2, 1).reshape(-1, n)  # (T·B, N)
-            branches = (synapses @ q_flat.t()).view(n, spec.d_tree, n_steps, batch)
-            grad_values = None
-            if ctx.needs_input_grad[6 + 2 * n_layers]:
-                # ∂L/∂S_ij = Σ_t,b dc_t[i, b] q_t[j, b], needed only at S's nonzeros: a
-                # sampled matmul keeps this O(nnz · T · B) with no dense N·d_tree × N matrix.
-                dc_flat = grad_branches.permute(1, 2, 0, 3).reshape(n * spec.d_tree, -1)
-                grad_values = torch.sparse.sampled_addmm(
-                    synapses, dc_flat, q_flat, beta=0.0
-                ).values()
-            grads += [
-                grad_values,
-                None,
-                None,
-                None,
-                None,
-                None,
-                torch.einsum("njtb,tnbk->njk", branches, grad_pre),
-                torch.einsum("tnb,tnbi->ni", grad_r, memories),
-                grad_y.sum((0, 2)).sum_to_size(bias_shapes[-1]),
-                None,
-                carry_highpass,
-                carry_out,
-            ]
-        return (None, *grads)
+                carry_out *= drop[t]
+    if spec.feedback:
+        return (grad_z, grad_acts, grad_m_total, carry, grad_y, grad_r, grad_branches,
+                carry_out, carry_highpass)  # fmt: skip
+    return grad_z, grad_acts, grad_m_total, carry
+
+
+def _weight_grads(ctx, spec, saved_tensors, proposals, grad_z, grad_acts, grad_m_total, carry,
+                  grad_y=None, grad_r=None, grad_branches=None, carry_out=None,
+                  carry_highpass=None):  # fmt: skip
+    """Every gradient the backward returns, from the loop's per-step gradients: the
+    weight gradients as one batched product over all steps."""
+    n_layers = spec.n_layers
+    memory, _, _, _, memories, _, *rest = saved_tensors
+    acts = rest[:n_layers]
+    n_steps, n, batch, _ = memories.shape
+    if spec.feedback:
+        values, crow, col, *_, drop, outputs, output0 = rest[2 * n_layers :]
+
+    def batched_outer(x, y):
+        """Σ over steps and batch of xᵀ y per neuron: (N, x width, y width)."""
+        return torch.einsum("tnbi,tnbj->nij", x, y)
+
+    kappa_shape, gain_shape, *bias_shapes = ctx.shapes
+    grad_pre = grad_acts[0] if n_layers else grad_z
+    previous = torch.cat([memory.unsqueeze(0), memories[:-1]])
+    grads = [
+        grad_pre,
+        carry,
+        batched_outer(previous, grad_pre),
+        (grad_m_total * previous).sum_to_size(kappa_shape),
+        (grad_m_total * proposals).sum_to_size(gain_shape),
+    ]
+    sigma = make_activation(spec.activation)
+    for layer in range(n_layers):
+        grad_out = grad_acts[layer + 1] if layer + 1 < n_layers else grad_z
+        grads += [
+            batched_outer(sigma(acts[layer]), grad_out),
+            grad_out.sum_to_size(bias_shapes[layer]),
+        ]
+    if spec.feedback:
+        # What the recurrent synapses read (q_t) and their branch sums (c_t = S q_t),
+        # rebuilt for all steps at once rather than stored step by step.
+        reads = torch.cat([output0.unsqueeze(0), outputs[:-1]])
+        if drop is not None:
+            reads = reads * drop
+        synapses = _csr(crow, col, values, (n * spec.d_tree, n))
+        q_flat = reads.permute(0, 2, 1).reshape(-1, n)  # (T·B, N)
+        branches = (synapses @ q_flat.t()).view(n, spec.d_tree, n_steps, batch)
+        grad_values = None
+        if ctx.needs_input_grad[6 + 2 * n_layers]:
+            # ∂L/∂S_ij = Σ_t,b dc_t[i, b] q_t[j, b], needed only at S's nonzeros: a
+            # sampled matmul keeps this O(nnz · T · B) with no dense N·d_tree × N matrix.
+            dc_flat = grad_branches.permute(1, 2, 0, 3).reshape(n * spec.d_tree, -1)
+            grad_values = torch.sparse.sampled_addmm(synapses, dc_flat, q_flat, beta=0.0).values()
+        grads += [
+            grad_values,
+            None,
+            None,
+            None,
+            None,
+            None,
+            torch.einsum("njtb,tnbk->njk", branches, grad_pre),
+            torch.einsum("tnb,tnbi->ni", grad_r, memories),
+            grad_y.sum((0, 2)).sum_to_size(bias_shapes[-1]),
+            None,
+            carry_highpass,
+            carry_out,
+        ]
+    return (None, *grads)
 
 
 class Feedback(NamedTuple):
@@ -300,6 +405,40 @@ class BankRecurrence(NamedTuple):
     mlp_out: torch.Tensor  # (T, N, B, d_m) MLP output z (scaled by 2/3), before tanh
     outputs: torch.Tensor | None  # (T, N, B) o_t, with feedback only
     highpass: torch.Tensor | None  # (T, N, B) r̄_t, with feedback only
+
+
+BACKENDS = ("auto", "eager", "triton")
+_backend = {"name": "auto"}
+_warned: set[str] = set()
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Within the block, run every recurrence on `name`'s time loop: "auto" (the Triton
+    kernels for CUDA tensors when triton imports, else eager), "eager" or "triton" (the
+    kernels or a `UserError` saying why not; on CPU only under TRITON_INTERPRET=1)."""
+    if name not in BACKENDS:
+        raise UserError(f"unknown recurrence backend {name!r}; choose one of {list(BACKENDS)}")
+    old, _backend["name"] = _backend["name"], name
+    try:
+        yield
+    finally:
+        _backend["name"] = old
+
+
+def _use_fused(spec: _Spec, pre, kappa, gain, layers) -> bool:
+    name = _backend["name"]
+    if name == "eager" or (name == "auto" and pre.device.type != "cuda"):
+        return False
+    reason = fused.why_not(spec, pre, kappa, gain, layers)
+    if reason is None:
+        return True
+    if name == "triton":
+        raise UserError(f"recurrence backend 'triton' cannot run here: {reason}")
+    if reason not in _warned:  # a CUDA run on the slow path should say so, once
+        _warned.add(reason)
+        warnings.warn(f"elmnet: the recurrence runs eagerly on CUDA: {reason}", stacklevel=3)
+    return False
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -346,8 +485,11 @@ def bank_recurrence(
     def cast(x):
         return x.to(dtype) if x is not None and x.is_floating_point() else x
 
+    tensors = [cast(x) for x in tensors]
+    if _use_fused(spec, tensors[0], tensors[3], tensors[4], layers):
+        spec = dataclasses.replace(spec, fused=True)
     with torch.autocast(device_type=pre.device.type, enabled=False):
-        result = _Recurrence.apply(spec, *(cast(x) for x in tensors))
+        result = _Recurrence.apply(spec, *tensors)
     if feedback is None:
         return BankRecurrence(*result, None, None)
     return BankRecurrence(*result)
