@@ -5,12 +5,15 @@ The network built from a fitted neuron is checked against the neuron's own equat
 network's synapses route to each of the neuron's branches, computed here by a loop.
 """
 
+import json
 import math
 
 import pytest
 import torch
+from task_files import write_shd_pair
 
 from elmbridge.errors import UserError
+from elmnet import train
 from elmnet.config import ELMConfig, ELMNetworkConfig
 from elmnet.network import ELMNetwork
 from elmnet.neuron import ELMNeuron
@@ -186,3 +189,82 @@ def test_released_model_on_thirty_branches():
     for n in range(2):
         memory = neuron_on_branches(neuron, routed[n], mapping, head=identity)
         torch.testing.assert_close(out.memory[:, n].transpose(0, 1), memory, rtol=1e-10, atol=1e-11)
+
+
+# --- the commands: elmnet.train --neuron (released models), surrogate.compose (fits) ---
+
+
+@pytest.fixture(scope="module")
+def shd_dir(tmp_path_factory):
+    return write_shd_pair(tmp_path_factory.mktemp("shd"), n_train=40, n_test=12)
+
+
+COMMAND = (
+    "--task shd --N 3 --k-c 60 --d-tree 30 --bin-ms 100 --steps 4 --eval-every 4 --batch 4 "
+    "--no-progress --threads 1"
+).split()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_train_with_frozen_released_neuron_keeps_its_weights(shd_dir, tmp_path):
+    out = tmp_path / "run"
+    args = [*COMMAND, "--data", str(shd_dir), "--out", str(out), "--neuron", "num_memory_20"]
+    assert train.main(args) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["neuron"]["weights"] == "frozen"
+    assert record["neuron"]["branch_map"] == branch_map(45, 30).tolist()
+    assert record["network"]["d_m"] == 20 and record["network"]["dynamics"] == "v1"
+    count = record["parameters"]
+    # Frozen per hidden neuron: the MLP (50·40 + 40 + 40·20 + 20) and w_y (20).
+    assert count["P"] - count["trainable"] == 3 * (50 * 40 + 40 + 40 * 20 + 20 + 20)
+    best = torch.load(out / "best.pt", weights_only=True)["model"]
+    neuron = load_released("num_memory_20")
+    torch.testing.assert_close(best["hidden.w_last"][2], neuron.mlp[2].weight.detach().t())
+    torch.testing.assert_close(best["hidden.w_y"][0], neuron.head.weight.detach()[0])
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_random_weights_keep_the_architecture_and_parameter_count(shd_dir, tmp_path):
+    runs = {}
+    for mode in ("random", "init"):
+        out = tmp_path / mode
+        args = [*COMMAND, "--data", str(shd_dir), "--out", str(out), "--neuron",
+                "num_memory_20", "--neuron-weights", mode]  # fmt: skip
+        assert train.main(args) == 0
+        runs[mode] = json.loads((out / "run.json").read_text())
+    assert runs["random"]["network"] == runs["init"]["network"]
+    assert runs["random"]["parameters"] == runs["init"]["parameters"]
+    assert runs["init"]["parameters"]["trainable"] == runs["init"]["parameters"]["P"]
+
+
+def test_neuron_options_refuse_contradictions(shd_dir, tmp_path):
+    base = [*COMMAND, "--data", str(shd_dir), "--out", str(tmp_path / "x")]
+    with pytest.raises(UserError, match="--neuron-weights needs --neuron"):
+        train.main([*base, "--neuron-weights", "init"])
+    with pytest.raises(UserError, match="--d-m 5 contradicts the --neuron's d_m=20"):
+        train.main([*base, "--neuron", "num_memory_20", "--d-m", "5"])
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_compose_reads_a_model_file_and_refuses_point_neurons(shd_dir, tmp_path):
+    from surrogate import compose
+    from surrogate.model_file import save_model
+    from surrogate.point_neurons import PointNeuron, PointNeuronConfig
+
+    neuron = fitted_neuron(seed=6).float()
+    save_model(neuron, tmp_path / "neuron.pt")
+    out = tmp_path / "run"
+    args = [*COMMAND, "--data", str(shd_dir), "--out", str(out), "--neuron",
+            str(tmp_path / "neuron.pt"), "--d-tree", "4", "--k-c", "8"]  # fmt: skip
+    assert compose.main(args) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["neuron"]["kind"] == "model file" and record["network"]["d_m"] == 4
+    best = torch.load(out / "best.pt", weights_only=True)["model"]
+    torch.testing.assert_close(best["hidden.b_first"][1], neuron.mlp[0].bias.detach())
+
+    lif = PointNeuronConfig(kind="lif", d_in=2, groups=(0, 1), group_names=("a-exc", "a-inh"))
+    save_model(PointNeuron(lif), tmp_path / "lif.pt")
+    with pytest.raises(UserError, match="point neuron"):
+        compose.main([*COMMAND, "--data", str(shd_dir), "--out", str(tmp_path / "lif"),
+                      "--neuron", str(tmp_path / "lif.pt")])  # fmt: skip
