@@ -34,6 +34,11 @@ Choices where the document is silent:
   including the previous step's outputs, starts at zero.
 - Integer input (B, T) means tokens: one-hot with value `token_scale` (3 for Enwik8).
 
+Two options, off by default, let a hidden neuron be a fitted NeuronIO neuron
+(`elmnet.transfer`): `dynamics="v1"` (the memory update of the released models) and
+`tau_b`, a leaky trace on the feed-forward branch input (applied to the composed drive,
+which is linear in it; its last value joins the state).
+
 Performance design: everything linear in the inputs is computed for the whole sequence at
 once: the input synapses and the branch half of the first MLP layer collapse into one
 (d_in × N·d_mlp) matrix, applied as a single matmul (a row lookup for tokens). Only the
