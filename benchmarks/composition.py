@@ -22,7 +22,9 @@ t quantile is 4.30: the intervals are wide by construction.
 
 Writes OUT.csv (one row per condition and one per paired difference) and OUT.json (the
 rows, every run's result, wall and CPU seconds, the command, seeds, commit and software
-versions). Finished runs in --runs are reused, not rerun.
+versions). Finished runs in --runs are reused, not rerun, with the cost recorded when
+they ran: seeds may run as separate processes (one `--seeds s` each) and a last call
+with all seeds writes the table.
 """
 
 import argparse
@@ -73,15 +75,20 @@ def train_args(args, condition: str, seed: int, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+COST_FILE = "composition_cost.json"
+
+
 def run_one(args, condition: str, seed: int) -> dict:
-    """Train (or reuse) one run; its result, configuration and cost."""
+    """Train (or reuse) one run; its result, configuration and cost (wall and CPU seconds
+    of the process that trained it, kept beside the run so that a reuse reports them)."""
     out = args.runs / f"{condition}_seed{seed}"
     argv = train_args(args, condition, seed, out)
-    reused = (out / "result.json").is_file()
-    wall, cpu = time.perf_counter(), time.process_time()
-    if not reused:
+    if not (out / "result.json").is_file():
+        wall, cpu = time.perf_counter(), time.process_time()
         compose.main(argv)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        write_json(out / COST_FILE, {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)})
+    cost = read_json(out / COST_FILE) if (out / COST_FILE).is_file() else {}
     record, result = read_json(out / "run.json"), read_json(out / "result.json")
     return {
         "condition": condition, "seed": seed, "test_accuracy": result["test"],
@@ -89,7 +96,8 @@ def run_one(args, condition: str, seed: int) -> dict:
         "parameters": result["parameters"],
         "trainable_parameters": record["parameters"]["trainable"], "N": record["parameters"]["N"],
         "run": str(out), "command": "python -m surrogate.compose " + shlex.join(argv),
-        "wall_s": None if reused else round(wall, 1), "cpu_s": None if reused else round(cpu, 1),
+        "wall_s": cost.get("wall_s"), "cpu_s": cost.get("cpu_s"),
+        "commit": record.get("software", {}).get("elmbridge_git_commit"),
         "network": record["network"], "neuron": record.get("neuron"),
     }  # fmt: skip
 
@@ -138,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     csv_path, json_path = args.out.with_suffix(".csv"), args.out.with_suffix(".json")
     check_output_file(csv_path)
     check_output_file(json_path)
+    software = software_versions()  # before the runs: the code that trains them
     runs = []
     for seed in args.seeds:
         for condition in CONDITIONS:
@@ -151,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.composition " + shlex.join(sys.argv[1:] if argv is None
                                                                     else argv),
         "seeds": args.seeds, "conditions": list(CONDITIONS), "table": rows, "runs": runs,
-        "software": software_versions(),
+        "software": software,
     })  # fmt: skip
     for row in rows:
         print(
