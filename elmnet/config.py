@@ -141,7 +141,13 @@ class ELMNetworkConfig(_DictConfig):
         input_scale: factor on every branch input (10).
         tau_min, tau_max: range of the log-spaced memory time constants.
         tau_r: time constant of the output high-pass filter.
-        lam: λ of the v2 memory update.
+        lam: λ of the memory update.
+        dynamics: the hidden neurons' memory update, "v2" (the network's) or "v1" (that
+            of the released NeuronIO neurons; docs/elm-model.md §1). Readout neurons
+            always use v2.
+        tau_b: time constant of a leaky trace on the hidden neurons' feed-forward branch
+            input (None: no trace, the network's form). A fitted NeuronIO neuron brings
+            its synapse trace (τ_s = 5) along; recurrent synapses stay untraced.
         activation: hidden MLP activation ("relu2" = ReLU²).
         readout_d_m: memory units of a readout neuron.
         dropout_in, dropout_rec: input and recurrent dropout probabilities.
@@ -163,6 +169,8 @@ class ELMNetworkConfig(_DictConfig):
     tau_max: float = 500.0
     tau_r: float = 5.0
     lam: float = 5.0
+    dynamics: str = "v2"
+    tau_b: float | None = None
     activation: str = "relu2"
     readout_d_m: int = 3
     dropout_in: float = 0.0
@@ -182,6 +190,10 @@ class ELMNetworkConfig(_DictConfig):
         )
         if not 0.0 <= self.rho <= 1.0:
             raise UserError(f"rho is a probability, got {self.rho!r}")
+        if self.dynamics not in DYNAMICS:
+            raise UserError(f"unknown dynamics {self.dynamics!r}; choose one of {DYNAMICS}")
+        if self.tau_b is not None and not self.tau_b > 0:
+            raise UserError(f"tau_b must be positive (or None: no trace), got {self.tau_b!r}")
         for name in ("dropout_in", "dropout_rec"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")

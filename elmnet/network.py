@@ -34,6 +34,11 @@ Choices where the document is silent:
   including the previous step's outputs, starts at zero.
 - Integer input (B, T) means tokens: one-hot with value `token_scale` (3 for Enwik8).
 
+Two options, off by default, let a hidden neuron be a fitted NeuronIO neuron
+(`elmnet.transfer`): `dynamics="v1"` (the memory update of the released models) and
+`tau_b`, a leaky trace on the feed-forward branch input (applied to the composed drive,
+which is linear in it; its last value joins the state).
+
 Performance design: everything linear in the inputs is computed for the whole sequence at
 once: the input synapses and the branch half of the first MLP layer collapse into one
 (d_in × N·d_mlp) matrix, applied as a single matmul (a row lookup for tokens). Only the
@@ -56,6 +61,7 @@ from elmnet.ops import (
     TANH_GAIN,
     TANH_SLOPE,
     decay,
+    exp_trace,
     initial_theta_m,
     memory_update_coefficients,
     theta_to_tau,
@@ -75,10 +81,14 @@ class ELMNetworkState(NamedTuple):
     highpass: torch.Tensor  # (B, N) r̄ of the hidden outputs
     output: torch.Tensor  # (B, N) hidden outputs o of the last step
     readout_memory: torch.Tensor  # (B, n_out, readout_d_m)
+    # (B, N, d_a) feed-forward branch trace, already through the first layer's branch
+    # weights, when the hidden neurons have one (config.tau_b); (B, 0) otherwise; None
+    # reads as zeros.
+    trace: torch.Tensor | None = None
 
     def detach(self) -> "ELMNetworkState":
         """The same state cut from the autograd graph (truncated BPTT)."""
-        return ELMNetworkState(*(x.detach() for x in self))
+        return ELMNetworkState(*(None if x is None else x.detach() for x in self))
 
 
 class NetworkOutput(NamedTuple):
@@ -88,6 +98,7 @@ class NetworkOutput(NamedTuple):
     state: ELMNetworkState
     activity: torch.Tensor  # (T, N, B) hidden outputs o_t
     mlp_out: tuple[torch.Tensor, ...]  # MLP outputs (before the 2/3 and tanh), per layer
+    memory: torch.Tensor  # (T, N, B, d_m) hidden memories m_t
 
 
 def _uniform(generator: torch.Generator, shape: tuple[int, ...], bound: float) -> nn.Parameter:
@@ -128,12 +139,14 @@ class ELMBank(nn.Module):
         dt: float,
         input_scale: float,
         generator: torch.Generator,
+        dynamics: str = "v2",
     ):
         super().__init__()
         self.n, self.d_src, self.d_m, self.d_mlp = n, d_src, d_m, d_mlp
         self.d_tree, self.d_brch, self.recurrent = d_tree, d_brch, recurrent
         self.activation, self.tau_min, self.tau_max = activation, tau_min, tau_max
         self.tau_r, self.lam, self.dt, self.input_scale = tau_r, lam, dt, input_scale
+        self.dynamics = dynamics
         k_c = d_tree * d_brch
         d_a = d_mlp or d_m  # width of the first layer
 
@@ -207,32 +220,38 @@ class ELMBank(nn.Module):
         matrix = rows.new_zeros(self.d_src * n, d_a).index_add(0, self.ff_target, rows)
         return matrix.view(self.d_src, n * d_a)
 
-    def feedforward(
+    def input_drive(
         self, x: torch.Tensor, token_scale: float = 1.0, keep: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """First-layer pre-activation from the feed-forward input, for all steps at once.
+        """The feed-forward input through the synapses and the first layer's branch
+        weights, for all steps at once: (T, B, N·d_a), no bias.
 
         Args:
             x: (T, B, d_src) float input, or (T, B) integer tokens (one-hot of value
                 `token_scale`).
             keep: (T, B, 1) dropout factor per token (integer input only), or None.
-
-        Returns:
-            (T, N, B, d_a) pre-activation, bias included.
         """
         matrix = self.feedforward_matrix()
         if x.is_floating_point():
             # One GEMM over all (step, sample) rows: a time-major view of batch-first input
             # would make matmul run T separate matrix-vector products.
             rows = x.reshape(-1, x.shape[-1]) @ matrix.to(x.dtype)
-            drive = rows.view(x.shape[0], x.shape[1], matrix.shape[1])
-        else:
-            drive = F.embedding(x, matrix) * token_scale
-            if keep is not None:
-                drive = drive * keep
+            return rows.view(x.shape[0], x.shape[1], matrix.shape[1])
+        drive = F.embedding(x, matrix) * token_scale
+        return drive if keep is None else drive * keep
+
+    def add_bias(self, drive: torch.Tensor) -> torch.Tensor:
+        """(T, N, B, d_a) pre-activation from `input_drive`'s (T, B, N·d_a)."""
         n_steps, batch = drive.shape[:2]
         drive = drive.view(n_steps, batch, self.n, self.w_first.shape[-1]).transpose(1, 2)
         return (drive + self.b_first.unsqueeze(1).to(drive.dtype)).contiguous()
+
+    def feedforward(
+        self, x: torch.Tensor, token_scale: float = 1.0, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """First-layer pre-activation from the feed-forward input, for all steps at once:
+        (T, N, B, d_a), bias included (arguments as `input_drive`)."""
+        return self.add_bias(self.input_drive(x, token_scale, keep))
 
     def run(
         self,
@@ -263,7 +282,7 @@ class ELMBank(nn.Module):
         """The keyword arguments of `bank_recurrence` for `run` (same arguments), with
         κ_m and the gain per neuron, (N, 1, d_m), so that banks can be concatenated
         along the neuron axis (`elmnet.packed`)."""
-        kappa_m, gain = memory_update_coefficients(self.tau_m, self.dt, self.lam, "v2")
+        kappa_m, gain = memory_update_coefficients(self.tau_m, self.dt, self.lam, self.dynamics)
         u = self.w_first[:, self.d_tree :] * kappa_m.unsqueeze(-1)
         gain = TANH_GAIN * gain
         if self.d_mlp:
@@ -312,7 +331,7 @@ class ELMNetwork(nn.Module):
         )  # fmt: skip
         self.hidden = ELMBank(
             c.N, c.d_in, d_m=c.d_m, d_mlp=c.d_mlp, rho=c.rho, recurrent=True,
-            activation=c.activation, **common,
+            activation=c.activation, dynamics=c.dynamics, **common,
         )  # fmt: skip
         self.readout = ELMBank(
             c.n_out, c.N, d_m=c.readout_d_m, d_mlp=None, rho=0.0, recurrent=False,
@@ -343,11 +362,13 @@ class ELMNetwork(nn.Module):
         c = self.config
         dtype = like.dtype if like.is_floating_point() else self.hidden.w_s.dtype
         zeros = self.hidden.w_s.new_zeros
+        trace_shape = (batch, 0) if c.tau_b is None else (batch, c.N, c.d_mlp or c.d_m)
         return ELMNetworkState(
             zeros(batch, c.N, c.d_m, dtype=dtype, device=like.device),
             zeros(batch, c.N, dtype=dtype, device=like.device),
             zeros(batch, c.N, dtype=dtype, device=like.device),
             zeros(batch, c.n_out, c.readout_d_m, dtype=dtype, device=like.device),
+            zeros(trace_shape, dtype=dtype, device=like.device),
         )
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -382,19 +403,30 @@ class ELMNetwork(nn.Module):
         batch, n_steps = x.shape[:2]
         if state is None:
             state = self.initial_state(batch, x)
+        elif state.trace is None:  # a state made by hand, without the trace: zeros
+            state = state._replace(trace=self.initial_state(batch, x).trace)
         time_major = x.transpose(0, 1)
         dropping = self.training and c.dropout_in > 0
         if x.is_floating_point():
             if dropping:
                 time_major = F.dropout(time_major, c.dropout_in, True)
-            pre = self.hidden.feedforward(time_major)
+            drive = self.hidden.input_drive(time_major)
         else:
             keep = None
             if dropping:
                 keep = F.dropout(
                     self.hidden.w_s.new_ones(n_steps, batch, 1, device=x.device), c.dropout_in
                 )
-            pre = self.hidden.feedforward(time_major, c.token_scale, keep)
+            drive = self.hidden.input_drive(time_major, c.token_scale, keep)
+        if c.tau_b is not None:
+            # The trace is linear, so filtering the branch input and then applying the
+            # first layer's branch weights equals filtering their product, which is what
+            # `drive` already holds: one scan over (T, B, N·d_a).
+            init = state.trace.flatten(1).to(drive.dtype)
+            drive = exp_trace(drive.transpose(0, 1), decay(c.tau_b, c.dt), init).transpose(0, 1)
+            if n_steps:  # the state handed on carries the trace after the last step
+                state = state._replace(trace=drive[-1].view(batch, c.N, -1))
+        pre = self.hidden.add_bias(drive)
         drop = None
         if self.training and c.dropout_rec > 0:
             drop = F.dropout(pre.new_ones(n_steps, c.N, batch), c.dropout_rec)
@@ -429,12 +461,14 @@ class ELMNetwork(nn.Module):
                 hidden.highpass[-1].t(),
                 hidden.outputs[-1].t(),
                 readout.memories[-1].transpose(0, 1),
+                state.trace,
             )
         return NetworkOutput(
             logits,
             new_state,
             hidden.outputs,
             (hidden.mlp_out / TANH_SLOPE, readout.mlp_out / TANH_SLOPE),
+            hidden.memories,
         )
 
     def forward(

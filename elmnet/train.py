@@ -14,6 +14,13 @@ with a warm-up + cosine schedule; every --log-every steps a training row; every
 --eval-every steps a validation row, best.pt when it is the best so far, and a
 checkpoint. Last, the best model's test score goes to result.json.
 
+Hidden neurons from a fitted neuron (`elmnet.transfer`): `--neuron num_memory_20` gives
+every hidden neuron the released d_m = 20 NeuronIO fit's architecture, MLP, memory time
+constants and spike readout, `--neuron-weights frozen` (default) keeps those weights
+fixed, `init` trains on from them, `random` keeps the architecture only (the control at
+equal parameter count). Run folders and model files of `surrogate.fit` go through
+`python -m surrogate.compose` with the same options (elmnet does not read them).
+
 A run killed or stopped (--stop-after) continues where it left off when the same
 command is run again; --resume insists on that, --restart discards the old run.
 
@@ -41,7 +48,9 @@ from elmbridge.training import cosine_lr, resolve_device, rng_state, set_lr, set
 from elmnet.config import ELMNetworkConfig
 from elmnet.network import ELMNetwork, regularisation
 from elmnet.params import network_parameters
+from elmnet.released import load_released
 from elmnet.tasks import TASKS, task_module
+from elmnet.transfer import MODES, neuron_network_fields, transfer_neuron
 
 __all__ = ["main", "read_metrics"]
 
@@ -83,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--rho", type=float, help="share of recurrent synapses")
     m.add_argument("--dropout-in", type=float, help="input dropout")
     m.add_argument("--dropout-rec", type=float, help="recurrent dropout")
+    m.add_argument(
+        "--neuron",
+        help="hidden neurons from a fitted ELM neuron: a released model (e.g. num_memory_20) "
+        "or its folder; sets d_m, d_mlp, activation, dynamics and time constants",
+    )
+    m.add_argument(
+        "--neuron-weights", choices=MODES,
+        help="with --neuron: copy its weights and keep them fixed (frozen, the default), train on "
+        "from them "
+        "(init), or draw them at random (random: the same architecture as a control)",
+    )  # fmt: skip
 
     o = p.add_argument_group("optimisation (task defaults: see the module docstring)")
     o.add_argument("--optimizer", choices=["adam", "adamax", "adamw"])
@@ -132,6 +152,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.out = str(Path("runs") / args.task)
     if args.N is not None and args.budget is not None:
         raise UserError("give either --N or --budget (which sets N), not both")
+    if args.neuron_weights is not None and args.neuron is None:
+        raise UserError("--neuron-weights needs --neuron (the fitted neuron to take them from)")
+    if args.neuron is not None and args.neuron_weights is None:
+        args.neuron_weights = "frozen"
     if args.resume and args.restart:
         raise UserError("--resume and --restart contradict each other; choose one")
     check_numbers(args)
@@ -185,9 +209,20 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UserError(f"--steps {args.steps} is more than {MAX_STEPS:,}; is it a typo?")
 
 
-def network_config(args, task) -> ELMNetworkConfig:
-    """The network for the task's data, from the options (N directly or from --budget)."""
+def network_config(args, task, neuron=None) -> ELMNetworkConfig:
+    """The network for the task's data, from the options (N directly or from --budget);
+    with a fitted `neuron`, its architecture (`elmnet.transfer.neuron_network_fields`)."""
     overrides = {"d_in": task.d_in, "n_out": task.n_out, "seed": args.seed}
+    if neuron is not None:
+        fields = neuron_network_fields(neuron)
+        for option in ("d_m", "d_mlp"):
+            given = getattr(args, option)
+            if given is not None and given != fields[option]:
+                raise UserError(
+                    f"{_option(option)} {given} contradicts the --neuron's {option}="
+                    f"{fields[option]}; leave it out"
+                )
+        overrides.update(fields)
     for option, field in (("d_m", "d_m"), ("d_mlp", "d_mlp"), ("d_tree", "d_tree"),
                           ("rho", "rho"), ("dropout_in", "dropout_in"),
                           ("dropout_rec", "dropout_rec"), ("N", "N"), ("k_c", "k_c")):  # fmt: skip
@@ -204,7 +239,8 @@ def network_config(args, task) -> ELMNetworkConfig:
 
 def make_optimizer(args, model) -> torch.optim.Optimizer:
     cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW}
-    return cls[args.optimizer](model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return cls[args.optimizer](trainable, lr=args.lr, weight_decay=args.weight_decay)
 
 
 def comparable(args) -> dict:
@@ -212,7 +248,7 @@ def comparable(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in RESUMABLE}
 
 
-def prepare_run(args, folder: RunFolder, task, config: ELMNetworkConfig) -> dict | None:
+def prepare_run(args, folder: RunFolder, task, run: "Run") -> dict | None:
     """Create the run folder or pick up the run in it; returns the checkpoint or None."""
     discarded = args.restart and folder.exists()
     if args.restart:
@@ -231,12 +267,15 @@ def prepare_run(args, folder: RunFolder, task, config: ELMNetworkConfig) -> dict
         return folder.load_checkpoint()
     if args.resume:
         raise UserError(f"--resume: no checkpoint in {folder.path} to resume from")
-    count = network_parameters(config)
+    count = network_parameters(run.config)
+    extra = {} if run.neuron_record is None else {"neuron": run.neuron_record}
     folder.start(
         RUN_KIND, comparable(args), args.seed, task.data.describe(), reuse_folder=discarded,
-        network=config.to_dict(),
+        network=run.config.to_dict(),
         parameters={"P": count.total, "N": count.N, "k_e": count.k_e, "k_c": count.k_c,
-                    "hidden": count.hidden, "readout": count.readout},
+                    "hidden": count.hidden, "readout": count.readout,
+                    "trainable": run.trainable_parameters()},
+        **extra,
     )  # fmt: skip
     return None
 
@@ -244,13 +283,27 @@ def prepare_run(args, folder: RunFolder, task, config: ELMNetworkConfig) -> dict
 class Run:
     """The model, optimiser and counters of one training run, and their checkpoint."""
 
-    def __init__(self, args, task, config: ELMNetworkConfig, device: torch.device):
+    def __init__(
+        self, args, task, config: ELMNetworkConfig, device: torch.device, neuron=None,
+        neuron_source: dict | None = None,
+    ):  # fmt: skip
         torch.manual_seed(args.seed)
         self.args, self.task, self.config, self.device = args, task, config, device
-        self.model = ELMNetwork(config).to(device)
+        model = ELMNetwork(config)
+        self.neuron_record = None
+        if neuron is not None:
+            self.neuron_record = {**(neuron_source or {}), "weights": args.neuron_weights}
+            if args.neuron_weights != "random":
+                mapping = transfer_neuron(model, neuron, freeze=args.neuron_weights == "frozen")
+                self.neuron_record["branch_map"] = mapping.tolist()
+        self.model = model.to(device)
         self.optimizer = make_optimizer(args, self.model)
         self.step = 0
         self.best = BestTracker(task.higher_is_better)
+
+    def trainable_parameters(self) -> int:
+        """Parameters the optimiser updates (fewer than P when a neuron is frozen)."""
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def restore(self, saved: dict, where) -> None:
         """Continue from a checkpoint; one that does not fit this run is a `UserError`."""
@@ -356,25 +409,40 @@ def test(run: Run, folder: RunFolder, log: MetricsLog) -> dict:
     result = run.task.evaluate(run.model, "test", run.device)
     report = {"metric": run.task.metric, "test": result["value"], "test_loss": result["loss"],
               "n": result["n"], "best_step": run.best.step, "valid": run.best.value,
-              "parameters": network_parameters(run.config).total}  # fmt: skip
+              "parameters": network_parameters(run.config).total,
+              "trainable_parameters": run.trainable_parameters()}  # fmt: skip
     log.log(step=run.step, split="test", loss=result["loss"], metric=run.task.metric,
             value=result["value"], lr="", elapsed_s="")  # fmt: skip
     folder.finish(report)
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = resolve(build_parser().parse_args(argv))
+def load_neuron_source(source: str) -> tuple[torch.nn.Module, dict]:
+    """A released model (name or folder) and a description of where it came from."""
+    neuron = load_released(source)
+    return neuron, {"source": str(source), "kind": "released"}
+
+
+def main(argv: list[str] | None = None, load_neuron=load_neuron_source, prog=None) -> int:
+    """The command. `load_neuron(source) -> (ELMNeuron, description)` reads --neuron
+    (`surrogate.compose` passes one that also reads fits)."""
+    parser = build_parser()
+    if prog:
+        parser.prog = prog
+    args = resolve(parser.parse_args(argv))
     if args.threads:
         torch.set_num_threads(args.threads)
     folder, device = RunFolder(args.out), resolve_device(args.device)
     folder.check_writable()
+    neuron, neuron_source = None, None
+    if args.neuron is not None:
+        neuron, neuron_source = load_neuron(args.neuron)
     task = task_module(args.task).Task(args)
-    config = network_config(args, task)
+    config = network_config(args, task, neuron)
     # The model and optimiser are made before the run folder is written, so that a
     # refused option (the optimiser checks its own) leaves nothing behind.
-    run = Run(args, task, config, device)
-    saved = prepare_run(args, folder, task, config)
+    run = Run(args, task, config, device, neuron, neuron_source)
+    saved = prepare_run(args, folder, task, run)
     if saved is not None:
         run.restore(saved, folder.checkpoint_path())
     log = MetricsLog(
@@ -384,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     count = network_parameters(config)
     print(
         f"{args.task}: N={config.N} d_m={config.d_m} k_c={config.k_c} k_e={config.k_e} "
-        f"P={count.total:,} on {device}; steps {run.step}→{args.steps}, out {folder.path}"
+        f"P={count.total:,} ({run.trainable_parameters():,} trainable) on {device}; steps "
+        f"{run.step}→{args.steps}, out {folder.path}"
     )
     try:
         train(run, folder, log)

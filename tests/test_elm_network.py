@@ -163,7 +163,7 @@ def test_gradcheck(dropout):
         out = torch.func.functional_call(net, ps, (x,), {"state": st}, strict=False)
         return out[0], *out[1]
 
-    inputs = (x, *(s.requires_grad_() for s in state), *params)
+    inputs = (x, *(s.requires_grad_() for s in state[:4]), *params)
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6)
 
 
