@@ -85,10 +85,10 @@ def curve_rows(planned) -> list[dict[str, Any]]:
         if not path.is_file():
             continue
         for r in read_metrics(path):
-            if r.get("split") in ("valid", "test_curve"):
-                split = "valid" if r["split"] == "valid" else "test"
+            split = {"valid": "valid", "test_curve": "test", "train": "train"}.get(r.get("split"))
+            if split is not None:  # training rows carry the running loss only
                 rows.append({"task": task, "bin_ms": bin_ms, "step": int(r["step"]),
-                             "split": split, "accuracy": r["value"],
+                             "split": split, "accuracy": r["value"] if split != "train" else "",
                              "loss": r["loss"]})  # fmt: skip
     return rows
 
@@ -97,6 +97,8 @@ def print_curves(rows: list[dict[str, Any]]) -> None:
     """One line per curve and evaluation step: validation and test accuracy."""
     keyed: dict[tuple, dict[str, float]] = {}
     for r in rows:
+        if r["split"] == "train":
+            continue
         keyed.setdefault((r["task"], r["bin_ms"], r["step"]), {})[r["split"]] = r["accuracy"]
     print(f"\n{'task':<11} {'bin ms':>6} {'step':>6} {'valid acc':>10} {'test acc':>9}")
     for (task, bin_ms, step), values in sorted(keyed.items()):
@@ -105,27 +107,37 @@ def print_curves(rows: list[dict[str, Any]]) -> None:
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Accuracy against steps: one panel per task, one colour per bin size."""
+    """Accuracy (top) and cross-entropy (bottom) against steps: a column per task, a colour
+    per bin size; validation solid, test dashed, training (running mean, with dropout)
+    dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = sorted({r["task"] for r in rows})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False,
-                             layout="constrained")  # fmt: skip
-    for ax, task in zip(axes[0], tasks, strict=True):
-        for i, bin_ms in enumerate(sorted({r["bin_ms"] for r in rows if r["task"] == task})):
-            for split, style in (("valid", "-"), ("test", "--")):
-                pts = sorted((r["step"], r["accuracy"]) for r in rows if r["task"] == task
-                             and r["bin_ms"] == bin_ms and r["split"] == split)  # fmt: skip
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), style, marker="o", ms=3, color=f"C{i}",
-                            label=f"{bin_ms:g} ms bins, {split}")  # fmt: skip
-        ax.axhline(CHANCE[task], color="grey", lw=0.8, ls=":", label="chance (most common)")
-        ax.set(title=f"{task}: N 96, d_m 5, k_c 300", xlabel="training step (batch 8)",
-               ylabel="accuracy", ylim=(0, 1))  # fmt: skip
-        ax.legend(fontsize=8)
+    bins = sorted({r["bin_ms"] for r in rows})  # one colour per bin size in every panel
+    fig, axes = plt.subplots(2, len(tasks), figsize=(5.5 * len(tasks), 7), squeeze=False,
+                             sharex="col", layout="constrained")  # fmt: skip
+    styles = (("valid", "-"), ("test", "--"), ("train", ":"))
+    for col, task in enumerate(tasks):
+        for bin_ms in sorted({r["bin_ms"] for r in rows if r["task"] == task}):
+            color = f"C{bins.index(bin_ms)}"
+            for row, key in enumerate(("accuracy", "loss")):
+                for split, style in styles:
+                    pts = sorted((r["step"], r[key]) for r in rows if r["task"] == task
+                                 and r["bin_ms"] == bin_ms and r["split"] == split
+                                 and r[key] != "")  # fmt: skip
+                    if pts:
+                        label = f"{bin_ms:g} ms bins, {split}"
+                        axes[row, col].plot(*zip(*pts, strict=True), style, marker="o",
+                                            ms=2.5, color=color, label=label)  # fmt: skip
+        top, bottom = axes[0, col], axes[1, col]
+        top.axhline(CHANCE[task], color="grey", lw=0.8, ls=":", label="chance (most common)")
+        top.set(title=f"{task}: N 96, d_m 5, k_c 300", ylabel="accuracy", ylim=(0, 1))
+        bottom.set(xlabel="training step (batch 8)", ylabel="cross-entropy (nats)")
+        top.legend(fontsize=7)
+        bottom.legend(fontsize=7)
     with user_writes(path):
         fig.savefig(path, dpi=120)
     plt.close(fig)
