@@ -9,17 +9,18 @@ readout) once per curve `TASK:BIN_MS:STEPS`, scoring validation and test every
 `--eval-every` steps (`elmnet.train --test-curve`: the best step is still chosen on
 validation alone). The default curves are SHD-Adding at 10 and 2 ms bins and plain SHD at
 10 and 2 ms bins, on the synthetic SHD of the sweeps' cpu preset (made once and cached,
-`benchmarks.sweep.ensure_data`). Every curve is one run folder on the sweep engine
+`benchmarks.sweep.ensure_data`); the 2 ms curves are shorter since a step costs 4–6 times
+more. Every curve is one run folder on the sweep engine
 (`elmbridge.sweep`): a killed run resumes. Prints the curves as a table and writes
 curves.csv (task, bin_ms, step, split, accuracy, loss) and learning_curves.png with the
 chance level of each task (the most common class of a uniform draw: 1/20 for SHD, 10/100
-for the sum of two digits).
+for the sum of two digits) above the cross-entropy of training, validation and test.
 
 Default sizes, from one-thread CPU seconds per step of this network measured on the build
 machine while it was shared (wall time is longer under load): SHD-Adding 0.13 s at 10 ms
-and 0.8 s at 2 ms bins; SHD 0.09 s at 10 ms and 0.37 s at 2 ms. 4000 + 1000 + 2000 + 1000
-steps ≈ 520 + 800 + 180 + 370 ≈ 1,900 CPU-s of training, plus the evaluations: about
-20 minutes on 2 cores.
+and 0.8 s at 2 ms bins; SHD 0.09 s at 10 ms and 0.37 s at 2 ms. 4000 + 2000 + 500 + 500
+steps ≈ 520 + 180 + 400 + 185 ≈ 1,300 CPU-s of training, plus an evaluation of validation
+and test every 100 steps: about 25 CPU-minutes, run one curve after another.
 """
 
 import argparse
@@ -36,8 +37,8 @@ from elmbridge.provenance import run_record
 from elmbridge.runs import read_metrics
 
 # (task, bin size in ms, steps): the default curves.
-DEFAULT_CURVES = (("shd-adding", 10.0, 4000), ("shd-adding", 2.0, 1000), ("shd", 10.0, 2000),
-                  ("shd", 2.0, 1000))  # fmt: skip
+DEFAULT_CURVES = (("shd-adding", 10.0, 4000), ("shd", 10.0, 2000), ("shd-adding", 2.0, 500),
+                  ("shd", 2.0, 500))  # fmt: skip
 # The published network of SHD-Adding (docs/elm-model.md §4): N 96, d_m 5, k_c 300.
 PUBLISHED = {"N": 96, "d_m": 5, "k_c": 300}
 # Accuracy of always answering the most common class when the words are drawn uniformly.
@@ -85,10 +86,10 @@ def curve_rows(planned) -> list[dict[str, Any]]:
         if not path.is_file():
             continue
         for r in read_metrics(path):
-            if r.get("split") in ("valid", "test_curve"):
-                split = "valid" if r["split"] == "valid" else "test"
+            split = {"valid": "valid", "test_curve": "test", "train": "train"}.get(r.get("split"))
+            if split is not None:  # training rows carry the running loss only
                 rows.append({"task": task, "bin_ms": bin_ms, "step": int(r["step"]),
-                             "split": split, "accuracy": r["value"],
+                             "split": split, "accuracy": r["value"] if split != "train" else "",
                              "loss": r["loss"]})  # fmt: skip
     return rows
 
@@ -97,6 +98,8 @@ def print_curves(rows: list[dict[str, Any]]) -> None:
     """One line per curve and evaluation step: validation and test accuracy."""
     keyed: dict[tuple, dict[str, float]] = {}
     for r in rows:
+        if r["split"] == "train":
+            continue
         keyed.setdefault((r["task"], r["bin_ms"], r["step"]), {})[r["split"]] = r["accuracy"]
     print(f"\n{'task':<11} {'bin ms':>6} {'step':>6} {'valid acc':>10} {'test acc':>9}")
     for (task, bin_ms, step), values in sorted(keyed.items()):
@@ -105,27 +108,37 @@ def print_curves(rows: list[dict[str, Any]]) -> None:
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Accuracy against steps: one panel per task, one colour per bin size."""
+    """Accuracy (top) and cross-entropy (bottom) against steps: a column per task, a colour
+    per bin size; validation solid, test dashed, training (running mean, with dropout)
+    dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = sorted({r["task"] for r in rows})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False,
-                             layout="constrained")  # fmt: skip
-    for ax, task in zip(axes[0], tasks, strict=True):
-        for i, bin_ms in enumerate(sorted({r["bin_ms"] for r in rows if r["task"] == task})):
-            for split, style in (("valid", "-"), ("test", "--")):
-                pts = sorted((r["step"], r["accuracy"]) for r in rows if r["task"] == task
-                             and r["bin_ms"] == bin_ms and r["split"] == split)  # fmt: skip
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), style, marker="o", ms=3, color=f"C{i}",
-                            label=f"{bin_ms:g} ms bins, {split}")  # fmt: skip
-        ax.axhline(CHANCE[task], color="grey", lw=0.8, ls=":", label="chance (most common)")
-        ax.set(title=f"{task}: N 96, d_m 5, k_c 300", xlabel="training step (batch 8)",
-               ylabel="accuracy", ylim=(0, 1))  # fmt: skip
-        ax.legend(fontsize=8)
+    bins = sorted({r["bin_ms"] for r in rows})  # one colour per bin size in every panel
+    fig, axes = plt.subplots(2, len(tasks), figsize=(5.5 * len(tasks), 7), squeeze=False,
+                             sharex="col", layout="constrained")  # fmt: skip
+    styles = (("valid", "-"), ("test", "--"), ("train", ":"))
+    for col, task in enumerate(tasks):
+        for bin_ms in sorted({r["bin_ms"] for r in rows if r["task"] == task}):
+            color = f"C{bins.index(bin_ms)}"
+            for row, key in enumerate(("accuracy", "loss")):
+                for split, style in styles:
+                    pts = sorted((r["step"], r[key]) for r in rows if r["task"] == task
+                                 and r["bin_ms"] == bin_ms and r["split"] == split
+                                 and r[key] != "")  # fmt: skip
+                    if pts:
+                        label = f"{bin_ms:g} ms bins, {split}"
+                        axes[row, col].plot(*zip(*pts, strict=True), style, marker="o",
+                                            ms=2.5, color=color, label=label)  # fmt: skip
+        top, bottom = axes[0, col], axes[1, col]
+        top.axhline(CHANCE[task], color="grey", lw=0.8, ls=":", label="chance (most common)")
+        top.set(title=f"{task}: N 96, d_m 5, k_c 300", ylabel="accuracy", ylim=(0, 1))
+        bottom.set(xlabel="training step (batch 8)", ylabel="cross-entropy (nats)")
+        top.legend(fontsize=7)
+        bottom.legend(fontsize=7)
     with user_writes(path):
         fig.savefig(path, dpi=120)
     plt.close(fig)

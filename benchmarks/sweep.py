@@ -311,6 +311,17 @@ def run(planned: list[Planned], settings: Settings, resources: engine.Resources,
     return table_rows(planned, outcomes)
 
 
+def report_rows(planned: list[Planned]) -> list[dict[str, Any]]:
+    """The table rows of the points as their folders are now, training nothing."""
+    outcomes = {}
+    for item in planned:
+        if item.point is not None:
+            done = run_status(item.point.folder).finished
+            state = "skipped" if done else "unfinished"
+            outcomes[item.point.name] = engine.Outcome(item.point, state)
+    return table_rows(planned, outcomes)
+
+
 def table_rows(planned: list[Planned], outcomes: dict[str, engine.Outcome]) -> list[dict]:
     """One row per planned point and axis, read back from the run folders."""
     rows = []
@@ -675,6 +686,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-after", type=int, metavar="STEPS",
                    help="train each point at most this many steps now (resume later)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan; train nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: tables and figures of the points finished so far, the "
+                   "others listed as unfinished (e.g. while the sweep runs elsewhere)")  # fmt: skip
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     e = p.add_argument_group("where the points run (elmbridge.sweep, docs/cluster.md)")
     e.add_argument("--scheduler", help="Dask scheduler address (tcp://host:port), or "
@@ -822,7 +836,10 @@ def execute(planned: list[Planned], settings: Settings, resources: engine.Resour
     if args.dry_run:
         print_plan(planned)
         return None
-    rows = run(planned, settings, resources, progress=args.progress, desc=desc)
+    if getattr(args, "report_only", False):
+        rows = report_rows(planned)
+    else:
+        rows = run(planned, settings, resources, progress=args.progress, desc=desc)
     csv_path, nc_path = write_results(rows, settings.runs_dir)
     write_provenance(settings, args, rows)
     print_points(rows)

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = [sweep.Spec(d_m, k_c, seed, budget=budget) for budget in budgets for k_c in k_cs
              for d_m in d_ms for seed in sweep.seeds(args, preset)]  # fmt: skip
     planned = sweep.plan(specs, settings)  # bad input fails before the data are made
-    with_data = sweep.ensure_data(preset, settings, resources, args.dry_run)
+    with_data = sweep.ensure_data(preset, settings, resources, args.dry_run or args.report_only)
     if with_data != settings:  # the data path is part of each point's name
         settings, planned = with_data, sweep.plan(specs, with_data)
     rows = sweep.execute(planned, settings, resources, args, "tradeoff")

@@ -31,6 +31,8 @@ def test_curves_are_trained_tabled_and_plotted(shd_dir, tmp_path, capsys):
     assert learning_curves.main(argv) == 0
     with open(runs / "curves.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
+    assert {r["split"] for r in rows} == {"valid", "test", "train"}
+    rows = [r for r in rows if r["split"] != "train"]
     # two curves × two evaluations (steps 2 and 4) × validation and test
     assert sorted((r["task"], r["step"], r["split"]) for r in rows) == sorted(
         (t, s, p) for t in ("shd", "shd-adding") for s in ("2", "4") for p in ("valid", "test")

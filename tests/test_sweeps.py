@@ -127,6 +127,12 @@ def test_tiny_tradeoff_end_to_end(shd_dir, tmp_path, capsys):
     assert run_tradeoff(shd_dir, runs) == 0
     assert "4 of 4 points finished before" in capsys.readouterr().out
     assert table(runs) == rows
+    # --report-only trains nothing: a third seed is listed as unfinished, no folder made.
+    assert run_tradeoff(shd_dir, runs, "--seeds", "3", "--report-only") == 0
+    third = [r for r in table(runs) if r["seed"] == "2"]
+    assert [r["status"] for r in third] == ["unfinished", "unfinished"]
+    assert len([p for p in runs.iterdir() if p.name.startswith("shd_")]) == 4
+    assert [r for r in table(runs) if r["seed"] != "2"] == rows
 
 
 def test_axes_and_scaling_commands(shd_dir, tmp_path, capsys):
