@@ -66,6 +66,8 @@ def read_tables(paths, split: str = "test", include_excluded: bool = False) -> l
         except Exception as err:  # pandas raises several types for unreadable CSV
             raise UserError(f"{path}: not a readable CSV table ({err})") from None
         df = from_sweep_columns(df, path)
+        if "budget" not in df.columns:  # a table of one sweep (the published ones): its P
+            df["budget"] = df["P"] if "P" in df.columns else np.nan
         if {"k_e", "k_c"} - set(df.columns) and {"d_m", "d_tree", "d_brch"} <= set(df.columns):
             pc = [
                 hidden_neuron_parameters(int(d), 2 * int(d), int(t), int(b))

@@ -376,3 +376,22 @@ def test_sweep_tables_are_read_by_budget_and_single_axis_points_are_predicted(tm
         truth_k_e = m.closed_form_optimum(truth, entry["hidden"], K_C)
         assert entry["k_e"] == pytest.approx(truth_k_e, rel=0.02)
     assert "optimum at a budget held out of the fit" in text
+
+
+def test_a_sweep_table_and_the_published_tables_are_read_together(tmp_path):
+    """The published tables have no budget column: each is one sweep at its P, also when
+    given beside a sweep table whose single-axis rows have an empty budget."""
+    from benchmarks.sweep import COLUMNS
+
+    row = {"task": "shd", "axis": "", "budget": "15300", "P": "15264", "N": "24", "k_e": "421",
+           "k_c": "60", "seed": "0", "metric": "accuracy", "test": "0.44",
+           "status": "finished", "folder": "/runs/a"}  # fmt: skip
+    rows = [row, {**row, "N": "56", "k_e": "145", "P": "15200", "test": "0.43", "folder": "/b"},
+            {**row, "axis": "N", "budget": "", "N": "8", "P": "7568", "folder": "/c"}]  # fmt: skip
+    lines = [",".join(COLUMNS)] + [",".join(r.get(c, "") for c in COLUMNS) for r in rows]
+    table = _write(tmp_path, "\n".join(lines) + "\n", "results.csv")
+    tasks = {d.task: d for d in fit_theory.read_tables([table, *fit_theory.published_paths()])}
+    assert set(tasks) == {"shd", "shd-adding", "enwik8"}
+    assert list(tasks["shd"].budgets) == [15300] and len(tasks["shd"].off_budget["y"]) == 1
+    for name in ("shd-adding", "enwik8"):
+        assert len(tasks[name].budgets) == 1 and not len(tasks[name].off_budget["y"])
