@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import roofline
-from benchmarks.elm_neuron_speed import MAX_BATCH_STEPS, check_sizes
+from benchmarks.elm_neuron_speed import MAX_BATCH_STEPS, NOT_CUDA, check_sizes
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.training import resolve_device
@@ -149,7 +149,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if max(batches) * max(args.shd_steps, args.enwik8_steps) > MAX_BATCH_STEPS:
         raise UserError(f"--batch × steps is more than {MAX_BATCH_STEPS:,}; is it a typo?")
     device = resolve_device(args.device)
-    no_fused = fused.unavailable(device, torch.float32, "relu2", 1)
+    # Never time triton's CPU interpreter (TRITON_INTERPRET=1, for the tests): CUDA only.
+    no_fused = (
+        NOT_CUDA if device.type != "cuda" else fused.unavailable(device, torch.float32, "relu2", 1)
+    )
 
     rows = []
     for name in dict.fromkeys(args.configs):

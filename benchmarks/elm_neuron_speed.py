@@ -33,6 +33,8 @@ from elmnet.neuron import ELMNeuron
 from elmnet.ops import decay, scaled_tanh
 from elmnet.recurrence import use_backend
 
+NOT_CUDA = "the fused kernels run on CUDA (triton's CPU interpreter is for tests, not timings)"
+
 
 def per_step_forward(model: ELMNeuron, x: torch.Tensor) -> torch.Tensor:
     """The baseline: every linear stage recomputed inside the time loop (v1 dynamics)."""
@@ -129,7 +131,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     methods = [("parallel traces", parallel_forward, "eager")]
     if not args.no_baseline:
         methods.append(("per-step loop", per_step_forward, "eager"))
-    no_fused = fused.unavailable(device, dtype, config.activation, config.n_mlp_layers)
+    # Never time triton's CPU interpreter (TRITON_INTERPRET=1, for the tests): CUDA only.
+    no_fused = (
+        NOT_CUDA
+        if device.type != "cuda"
+        else fused.unavailable(device, dtype, config.activation, config.n_mlp_layers)
+    )
     if no_fused is None:
         methods.append(("fused kernels", parallel_forward, "triton"))
 
