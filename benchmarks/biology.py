@@ -43,17 +43,19 @@ Presets and their cost. The **cpu** arithmetic, from one-thread measurements on 
 1278-input store, batch 8 of 500 ms): one training batch of the Branch-ELM (d_tree 45,
 d_brch 100) costs ≈0.09 s with its data loading (0.035–0.044 s of it the model, for d_m
 1–50); without routing (1278 branches) the model alone takes ≈0.31 s, so that point
-counts 8 times. A fit of 15 epochs × 200 batches is 3000 × 0.09 ≈ 270 s, plus 15
-validations and the test, ≈1.5 s each: ≈300 s. The ELM points: 24 (d_m grid) + 4
+counts 8 times. A fit of 8 epochs × 150 batches is 1200 × 0.09 ≈ 110 s, plus 8
+validations and the test, ≈1.5 s each: ≈125 s. The ELM points: 24 (d_m grid) + 4
 (learnable τ) + 16 (τ_max: 5 values × 4 cells, the 150 ms ones shared with the d_m grid)
 + 3 branched routings + 8 (no routing, 8×) + 4 (d_tree grid, 45 shared) = 59 fit
-equivalents × 300 s ≈ 17,700 CPU-s ≈ 2.5 h on 2 cores. The point neurons cost more per
-batch (≈0.5 CPU-s LIF, ≈1.0 s AdEx, measured the same way), so they get 5 × 100 batches:
-(250 + 500) s × 4 cells ≈ 3,000 CPU-s ≈ 25 min on 2 cores. The data: the laptop
+equivalents × 125 s ≈ 7,400 CPU-s ≈ 1 h on 2 cores. The point neurons cost more per
+batch (≈0.5 CPU-s LIF, ≈1.0 s AdEx, measured the same way), so they get 3 × 100 batches:
+(150 + 300) s × 4 cells ≈ 1,800 CPU-s ≈ 15 min on 2 cores. The data: the laptop
 preset's store per cell (24 simulations × 3 s) at ≈10 core-s per simulated second is
-720 core-s per cell, 4 cells ≈ 24 min on 2 cores (reused when cached). Total ≈ 3.3 h
+720 core-s per cell, 4 cells ≈ 24 min on 2 cores (reused when cached). Total ≈ 1 h 40 min
 with ``--scheduler local`` (two points at a time); the freezing evaluation (8 fits × 6
-cut-offs on 4 test simulations) adds a few minutes.
+cut-offs on 4 test simulations) adds a few minutes. The fits are short (1200 batches,
+against the laptop preset's 4000): they rank models by how much they learn from the same
+small budget of data and steps, and a model that learns slowly is penalised for it.
 
 **small** runs on tiny stores (CI: toy stores given with ``--stores``) in about a minute;
 its numbers mean nothing, it exercises every table. **paper** uses the published data
@@ -104,10 +106,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "cpu": dict(
         fit_preset="laptop", cells=CELLS,
-        fit=dict(epochs=15, batches_per_epoch=200),
+        fit=dict(epochs=8, batches_per_epoch=150),
         model=dict(d_tree=45, d_brch=100),
         d_m=(1, 2, 5, 10, 20, 50), d_m_ref=20, point_models=("lif", "adex"), learn_tau_cells=CELLS,
-        point_fit=dict(epochs=5, batches_per_epoch=100),
+        point_fit=dict(epochs=3, batches_per_epoch=100),
         tau_max=(5.0, 20.0, 50.0, 150.0, 500.0), tau_max_cells=CELLS,
         routing_cell="L5PC", routings=("neuronio", "random", "morphology", "none"),
         routing_d_tree=45, d_tree=(2, 5, 15, 45, 90), freeze_cuts_ms=(3.0, 10.0, 30.0, 50.0, 100.0),
