@@ -11,7 +11,9 @@ Dask cluster with ``--scheduler ADDRESS``. Then it writes the tables the noteboo
 =======================  ===========================================================
 ``results.csv``          one row per (study, point): study, cell, d_m, d_tree, d_brch,
                          routing, tau_max_ms, learn_tau_m, n_parameters, k_e, k_c, test
-                         AUC, soma RMSE (mV), …, status, folder (relative to <out>)
+                         AUC, soma RMSE (mV), …, each with its bootstrap 95 % interval
+                         over test simulations ("AUC low", "AUC high", …), the scored
+                         test spike bins, status, folder (relative to <out>)
 ``learned_tau.csv``      the learned τ_m (ms) of every learnable-τ fit, one row per unit
 ``freeze.csv``           test AUC with the memory units above each τ cut-off frozen
                          (`surrogate.timescales`), learnable-τ and fixed-τ fits
@@ -240,8 +242,13 @@ def result_rows(rows: list[tuple[str, sweep.Point]], outcomes, out: Path) -> lis
         if run.exists:
             row.update(model_numbers(Path(point.folder)))
         metrics = run.result["test_metrics"] if run.finished else {}
+        intervals = metrics.get("intervals_95", {})
         for key in ("AUC", "TP @ 0.0100 FP", "soma_RMSE", "soma_explained_variance_percent"):
             row[key] = metrics.get(key, math.nan)
+            # The bootstrap interval over test simulations: how sure each number is.
+            low, high = intervals.get(key, (math.nan, math.nan))
+            row[f"{key} low"], row[f"{key} high"] = low, high
+        row["test_spike_bins"] = metrics.get("split", {}).get("n_spike_bins_scored", math.nan)
         row["train_s"] = run.result["train_s"] if run.finished else math.nan
         row["folder"] = str(Path(point.folder).relative_to(out.resolve()))
         table.append(row)

@@ -84,13 +84,16 @@ def margin_table(rows: pd.DataFrame, margin: float, by: str = "d_m") -> pd.DataF
 
     Returns:
         one row per cell: best_AUC, best_<by>, <by>_at_margin, AUC_at_margin,
-        n_parameters_at_margin, k_e_at_margin, soma_RMSE_at_margin, FCI_best, FCI_at_margin.
+        n_parameters_at_margin, k_e_at_margin, soma_RMSE_at_margin, FCI_best, FCI_at_margin;
+        with the rows' bootstrap intervals ("AUC low", "AUC high") also best_AUC_low/high
+        and AUC_at_margin_low/high (NaN without them).
     """
     if not margin >= 0:
         raise UserError(f"the margin is a non-negative AUC difference, got {margin}")
     columns = ["cell", "best_AUC", f"best_{by}", f"{by}_at_margin", "AUC_at_margin",
                "n_parameters_at_margin", "k_e_at_margin", "soma_RMSE_at_margin", "FCI_best",
-               "FCI_at_margin"]  # fmt: skip
+               "FCI_at_margin", "best_AUC_low", "best_AUC_high", "AUC_at_margin_low",
+               "AUC_at_margin_high"]  # fmt: skip
     out = []
     for cell, group in rows.groupby("cell", sort=False):
         group = group.dropna(subset=["AUC"]).sort_values(by)
@@ -104,6 +107,10 @@ def margin_table(rows: pd.DataFrame, margin: float, by: str = "d_m") -> pd.DataF
             "n_parameters_at_margin": good["n_parameters"], "k_e_at_margin": good.get("k_e"),
             "soma_RMSE_at_margin": good["soma_RMSE"], "FCI_best": float(fci(best["AUC"])),
             "FCI_at_margin": float(fci(good["AUC"])),
+            "best_AUC_low": best.get("AUC low", math.nan),
+            "best_AUC_high": best.get("AUC high", math.nan),
+            "AUC_at_margin_low": good.get("AUC low", math.nan),
+            "AUC_at_margin_high": good.get("AUC high", math.nan),
         })  # fmt: skip
     return pd.DataFrame(out, columns=columns)
 

@@ -44,7 +44,8 @@ grid = load_results(results, "d_m")
 points = load_results(results, "point")
 cells = list(dict.fromkeys(grid["cell"]))
 print(f"{len(grid)} Branch-ELM fits and {len(points)} point-neuron fits from {results}")
-grid[["cell", "d_m", "n_parameters", "AUC", "soma_RMSE"]]
+grid[[c for c in ("cell", "d_m", "n_parameters", "AUC", "AUC low", "AUC high", "soma_RMSE",
+      "test_spike_bins") if c in grid]]
 
 # %% [markdown]
 # ## AUC and soma RMSE against d_m and against the parameter count
@@ -57,7 +58,11 @@ for col, x in enumerate(("d_m", "n_parameters")):
         ax = axes[row, col]
         for cell in cells:
             part = grid[grid["cell"] == cell].sort_values(x)
-            ax.plot(part[x], part[metric], "o-", label=cell)
+            # Bars: the bootstrap 95 % interval over test simulations (one seed per point).
+            bars = None
+            if f"{metric} low" in part:
+                bars = [part[metric] - part[f"{metric} low"], part[f"{metric} high"] - part[metric]]
+            ax.errorbar(part[x], part[metric], yerr=bars, fmt="o-", capsize=2, label=cell)
         ref = [(d if x == "d_m" else p, auc if metric == "AUC" else rmse)
                for d, (p, auc, rmse) in published]
         ref = [(a, b) for a, b in ref if b is not None]
@@ -104,7 +109,8 @@ for cell in margins["cell"]:
         f"{cell}: best AUC {at(cell, 'best_AUC'):.4f} (d_m {at(cell, 'best_d_m'):.0f}); "
         f"d_m {at(cell, 'd_m_at_margin'):.0f} ({at(cell, 'n_parameters_at_margin'):.0f} "
         f"parameters) is within the margin with AUC {at(cell, 'AUC_at_margin'):.4f}, "
-        f"FCI {at(cell, 'FCI_at_margin'):.2f}."
+        f"FCI {at(cell, 'FCI_at_margin'):.2f} (95 % interval of the best AUC over test "
+        f"simulations {at(cell, 'best_AUC_low'):.4f}–{at(cell, 'best_AUC_high'):.4f})."
     )
 nmda, ampa = at("L5PC", "d_m_at_margin"), at("L5PC-ampa", "d_m_at_margin")
 if nmda == nmda and ampa == ampa:

@@ -82,6 +82,22 @@ def test_small_preset_makes_every_table(biology_small):
     assert int(routing["none"]["d_tree"]) == 2 * n_segments()
 
 
+def test_results_carry_the_fits_intervals_and_spike_counts(biology_small):
+    import json
+
+    for row in rows(biology_small / "results.csv"):
+        result = json.loads((biology_small / row["folder"] / "result.json").read_text())
+        metrics = result["test_metrics"]
+        assert int(row["test_spike_bins"]) == metrics["split"]["n_spike_bins_scored"]
+        for key in ("AUC", "soma_RMSE"):
+            low, high = float(row[f"{key} low"]), float(row[f"{key} high"])
+            if key in metrics["intervals_95"]:
+                assert [low, high] == pytest.approx(metrics["intervals_95"][key])
+                assert low <= high
+            else:
+                assert math.isnan(low) and math.isnan(high)
+
+
 def test_small_preset_tables_are_consistent(biology_small):
     preset = biology.PRESETS["small"]
     learned = rows(biology_small / "learned_tau.csv")
@@ -167,6 +183,11 @@ def test_margin_table_picks_the_smallest_good_model():
     assert table.loc["a", "FCI_at_margin"] == pytest.approx(math.log10(15) / 2)
     assert table.loc["b", "best_d_m"] == 1 and table.loc["b", "d_m_at_margin"] == 1
     assert margin_table(grid, 0.0).set_index("cell").loc["a", "d_m_at_margin"] == 5
+    assert math.isnan(table.loc["a", "best_AUC_low"])  # no interval columns given
+    ranged = grid.assign(**{"AUC low": grid["AUC"] - 0.01, "AUC high": grid["AUC"] + 0.02})
+    row = margin_table(ranged, 0.005).set_index("cell").loc["a"]
+    assert (row["best_AUC_low"], row["best_AUC_high"]) == pytest.approx((0.98, 1.01))
+    assert (row["AUC_at_margin_low"], row["AUC_at_margin_high"]) == pytest.approx((0.975, 1.005))
     with pytest.raises(UserError, match="non-negative"):
         margin_table(grid, -0.1)
 
