@@ -74,6 +74,18 @@ def load_results(folder: Path, study: str | None = None) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def interval_bars(rows: pd.DataFrame, metric: str) -> np.ndarray | None:
+    """Matplotlib `yerr` (2 × n: below, above) of `metric` from its bootstrap interval
+    columns ("<metric> low", "<metric> high"); None when the table has none."""
+    if f"{metric} low" not in rows:
+        return None
+    value = rows[metric].to_numpy(float)
+    low, high = rows[f"{metric} low"].to_numpy(float), rows[f"{metric} high"].to_numpy(float)
+    # A percentile interval can miss its point estimate by a hair (skewed resamples);
+    # matplotlib refuses negative bar lengths, so such a side is drawn as zero.
+    return np.maximum(np.stack([value - low, high - value]), 0.0)
+
+
 def margin_table(rows: pd.DataFrame, margin: float, by: str = "d_m") -> pd.DataFrame:
     """Per cell: the best test AUC, and the smallest model (by `by`) within `margin` of it.
 

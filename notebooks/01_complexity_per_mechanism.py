@@ -35,7 +35,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from benchmarks.biology_analysis import figures_dir, load_results, margin_table, results_dir
+from benchmarks.biology_analysis import (
+    figures_dir,
+    interval_bars,
+    load_results,
+    margin_table,
+    results_dir,
+)
 from surrogate.ablate import PUBLISHED_BRANCH_ELM
 
 results = Path(RESULTS) if RESULTS else results_dir()
@@ -59,10 +65,8 @@ for col, x in enumerate(("d_m", "n_parameters")):
         for cell in cells:
             part = grid[grid["cell"] == cell].sort_values(x)
             # Bars: the bootstrap 95 % interval over test simulations (one seed per point).
-            bars = None
-            if f"{metric} low" in part:
-                bars = [part[metric] - part[f"{metric} low"], part[f"{metric} high"] - part[metric]]
-            ax.errorbar(part[x], part[metric], yerr=bars, fmt="o-", capsize=2, label=cell)
+            ax.errorbar(part[x], part[metric], yerr=interval_bars(part, metric), fmt="o-",
+                        capsize=2, label=cell)
         ref = [(d if x == "d_m" else p, auc if metric == "AUC" else rmse)
                for d, (p, auc, rmse) in published]
         ref = [(a, b) for a, b in ref if b is not None]

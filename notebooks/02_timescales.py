@@ -42,6 +42,7 @@ from benchmarks.biology_analysis import (
     CELL_TIME_CONSTANTS_MS,
     IH_RANGE_MS,
     figures_dir,
+    interval_bars,
     load_results,
     margin_table,
     results_dir,
@@ -99,7 +100,8 @@ summary
 fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
 for cell, part in tau_max.groupby("cell", sort=False):
     part = part.sort_values("tau_max_ms")
-    ax.plot(part["tau_max_ms"], part["AUC"], "o-", label=cell)
+    ax.errorbar(part["tau_max_ms"], part["AUC"], yerr=interval_bars(part, "AUC"), fmt="o-",
+                capsize=2, label=cell)
 reference_lines(ax)
 ax.set_xscale("log")
 ax.set(xlabel="τ_max (ms)", ylabel="test spike AUC")

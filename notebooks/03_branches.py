@@ -39,7 +39,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from benchmarks.biology_analysis import figures_dir, load_results, margin_table, results_dir
+from benchmarks.biology_analysis import (
+    figures_dir,
+    interval_bars,
+    load_results,
+    margin_table,
+    results_dir,
+)
 
 results = Path(RESULTS) if RESULTS else results_dir()
 figures = figures_dir()
@@ -59,7 +65,7 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
 order = routing.sort_values("AUC", ascending=False)
 for ax, metric, label in ((axes[0], "AUC", "test spike AUC"),
                           (axes[1], "soma_RMSE", "test soma RMSE (mV)")):
-    bars = ax.bar(order["routing"], order[metric],
+    bars = ax.bar(order["routing"], order[metric], yerr=interval_bars(order, metric), capsize=3,
                   color=["0.6" if r == "none" else "tab:blue" for r in order["routing"]])
     for bar, n in zip(bars, order["n_parameters"]):
         ax.annotate(f"{n:.0f} p.", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -77,7 +83,8 @@ plt.show()
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
-ax.plot(d_tree["d_tree"], d_tree["AUC"], "o-")
+ax.errorbar(d_tree["d_tree"], d_tree["AUC"], yerr=interval_bars(d_tree, "AUC"), fmt="o-",
+            capsize=2)
 for _, row in d_tree.iterrows():
     ax.annotate(f"{row['n_parameters']:.0f} p.", (row["d_tree"], row["AUC"]), fontsize=8,
                 textcoords="offset points", xytext=(4, -10))

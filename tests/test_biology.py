@@ -17,6 +17,7 @@ from benchmarks import biology
 from benchmarks.biology_analysis import (
     budget_for_k_e,
     fci,
+    interval_bars,
     load_network_results,
     margin_table,
     network_optimum,
@@ -190,6 +191,13 @@ def test_margin_table_picks_the_smallest_good_model():
     assert (row["AUC_at_margin_low"], row["AUC_at_margin_high"]) == pytest.approx((0.975, 1.005))
     with pytest.raises(UserError, match="non-negative"):
         margin_table(grid, -0.1)
+
+
+def test_interval_bars_are_the_distances_to_the_interval_ends():
+    rows = pd.DataFrame({"AUC": [0.9, 0.95], "AUC low": [0.85, 0.951], "AUC high": [0.93, 0.97]})
+    bars = interval_bars(rows, "AUC")
+    assert bars == pytest.approx(np.array([[0.05, 0.0], [0.03, 0.02]]))  # 0.95 < its low: 0
+    assert interval_bars(rows.drop(columns=["AUC low", "AUC high"]), "AUC") is None
 
 
 def test_network_optimum_and_the_budget_that_would_reach_a_k_e(tmp_path):
