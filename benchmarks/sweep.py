@@ -274,6 +274,11 @@ def train_point(job: dict[str, Any]) -> dict[str, Any]:
     return {"finished": status.finished, "result": status.result}
 
 
+def pack_key(point: engine.Point) -> tuple:
+    """What the points of one pack must share (`elmnet.packed.SHARED`, set by `plan`)."""
+    return point.job["pack_key"]
+
+
 def train_pack(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run (or resume) the points of `jobs` as one batched model (`elmnet.train_packed`)
     in a Dask worker, on one device; one `train_point`-like result per point.
@@ -353,15 +358,16 @@ def run(planned: list[Planned], settings: Settings, resources: engine.Resources,
     """Run the planned points; the table rows (one per point and axis), in plan order."""
     unique = list({p.point.name: p.point for p in planned if p.point is not None}.values())
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
-    todo = sum(not run_status(p.folder).finished for p in unique)
+    unfinished = [p for p in unique if not run_status(p.folder).finished]
+    # The cluster is sized to the jobs: a pack is one job.
+    todo = len(engine.pack_points(unfinished, settings.pack, pack_key))
     if not todo:  # nothing to train: no cluster to start
         resources = replace(resources, scheduler=engine.SYNCHRONOUS)
     with engine.sweep_client(resources, todo) as (client, threads):
         gpu = resources.gpu_share() if resources.gpus or settings.device == "cuda" else 0.0
         points = [replace(p, job={**p.job, "threads": threads}, gpu=gpu) for p in unique]
         done = engine.run_sweep(points, train_point, client, desc=desc, latest=latest_metric,
-                                progress=progress, pack=settings.pack,
-                                pack_key=lambda p: p.job["pack_key"],
+                                progress=progress, pack=settings.pack, pack_key=pack_key,
                                 pack_fn=train_pack)  # fmt: skip
     outcomes = {o.point.name: o for o in done}
     return table_rows(planned, outcomes)

@@ -248,8 +248,23 @@ def comparable(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in RESUMABLE}
 
 
+def check_run(args, folder: RunFolder) -> None:
+    """Refuse, writing nothing, a folder whose run this command cannot continue (another
+    configuration), and --resume without a run to resume."""
+    if args.restart:
+        return
+    if folder.exists() and (folder.result() is not None or folder.checkpoint_path().is_file()):
+        recorded = folder.record().get("config", {})
+        if "args" in recorded and "network" in recorded:  # the layout before elmbridge.runs
+            recorded = {k: v for k, v in recorded["args"].items() if k not in RESUMABLE}
+        folder.check_same_config(comparable(args), recorded=recorded)
+    elif args.resume:
+        raise UserError(f"--resume: no checkpoint in {folder.path} to resume from")
+
+
 def prepare_run(args, folder: RunFolder, task, run: "Run") -> dict | None:
     """Create the run folder or pick up the run in it; returns the checkpoint or None."""
+    check_run(args, folder)
     discarded = args.restart and folder.exists()
     if args.restart:
         folder.discard()
@@ -260,13 +275,7 @@ def prepare_run(args, folder: RunFolder, task, run: "Run") -> dict | None:
         folder.discard()
         discarded = True
     if folder.exists():
-        recorded = folder.record().get("config", {})
-        if "args" in recorded and "network" in recorded:  # the layout before elmbridge.runs
-            recorded = {k: v for k, v in recorded["args"].items() if k not in RESUMABLE}
-        folder.check_same_config(comparable(args), recorded=recorded)
         return folder.load_checkpoint()
-    if args.resume:
-        raise UserError(f"--resume: no checkpoint in {folder.path} to resume from")
     count = network_parameters(run.config)
     extra = {} if run.neuron_record is None else {"neuron": run.neuron_record}
     folder.start(

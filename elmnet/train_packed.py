@@ -122,6 +122,8 @@ def train_packed(argvs: Sequence[Sequence[str]]) -> list[dict | None]:
     tasks = point_tasks([points[k] for k in todo])
     # Refused before any folder is written.
     check_packable([solo.network_config(points[k], t) for k, t in zip(todo, tasks, strict=True)])
+    for k in todo:
+        solo.check_run(points[k], folders[k])
     runs, logs, rngs = [], [], []
     try:
         for k, task in zip(todo, tasks, strict=True):

@@ -19,7 +19,7 @@ from task_files import write_enwik8_zip, write_shd_pair
 from elmbridge.errors import UserError
 from elmbridge.runs import read_metrics
 from elmnet import train
-from elmnet.train_packed import train_packed
+from elmnet.train_packed import main, train_packed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -116,10 +116,13 @@ def test_pack_equals_solo_runs(shd_dir, solo_runs, tmp_path):
 
 def test_stopped_pack_resumes_to_the_solo_runs(shd_dir, solo_runs, tmp_path):
     out = tmp_path / "stopped"
-    # Stopped at step 3, between two validations: the checkpoint is of step 3.
-    first = train_packed([argv(shd_dir, name, out, "--stop-after", "3") for name in POINTS])
-    assert first == [None, None, None]
+    # Stopped at step 3, between two validations: the checkpoint is of step 3. Through
+    # the command line: common options, then one string per point.
+    own = [" ".join([*POINTS[name], "--out", str(out / name)]) for name in POINTS]
+    assert main([*COMMON, "--data", str(shd_dir), "--stop-after", "3", "--points", *own]) == 0
     assert all(not (out / n / "result.json").exists() for n in POINTS)
+    assert all(torch.load(out / n / "checkpoint.pt", weights_only=True)["step"] == 3
+               for n in POINTS)  # fmt: skip
     train_packed([argv(shd_dir, name, out) for name in POINTS])
     for name in POINTS:
         assert_same_run(out / name, solo_runs / name)
@@ -169,3 +172,14 @@ def test_unpackable_points_are_refused(shd_dir, tmp_path):
     with pytest.raises(UserError, match="share a run folder"):
         train_packed([a, a])
     assert not list(tmp_path.iterdir())  # a refused pack leaves nothing behind
+    with pytest.raises(UserError, match="usage"):
+        main(["--task", "shd"])
+
+
+def test_a_pack_that_cannot_resume_one_point_writes_nothing(shd_dir, solo_runs, tmp_path):
+    shutil.copytree(solo_runs / "b", tmp_path / "b")
+    (tmp_path / "b" / "result.json").unlink()  # unfinished, and its lr differs below
+    with pytest.raises(UserError, match="another configuration"):
+        train_packed([argv(shd_dir, "a", tmp_path),
+                      argv(shd_dir, "b", tmp_path, "--lr", "0.02")])  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
