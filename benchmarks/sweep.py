@@ -12,6 +12,12 @@ Each point's exact parameter count P is counted from the built network
 budget whose P is not within the tolerance (1 %) of the budget is rejected before
 anything runs, with the reason in the table.
 
+With `--pack K` the engine trains up to K unfinished points that may share one batched
+model (equal `elmnet.packed.SHARED`: same d_m in these sweeps) as one job on one device
+(`train_pack` → `elmnet.train_packed`); each point's folder and row are those of its
+solo run, its wall_s its share of the pack's time. provenance.json records K and how
+many rows were trained in packs.
+
 Outputs in the runs folder: `results.csv` (one row per point and axis; columns
 `COLUMNS`), `results.nc` (the same as an xarray Dataset along "point"), the figures.
 """
@@ -64,6 +70,7 @@ class Settings:
         tolerance: largest |P − budget| / budget of a point of a budget.
         device: `--device` of every point (None: cuda when present).
         stop_after: train at most this many steps per point in this invocation.
+        pack: train up to this many compatible points as one batched model (1: alone).
     """
 
     task: str
@@ -73,6 +80,7 @@ class Settings:
     tolerance: float = 0.01
     device: str | None = None
     stop_after: int | None = None
+    pack: int = 1
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ def plan(specs: Iterable[Spec], settings: Settings) -> list[Planned]:
     Raises a `UserError` for what no point can survive: an unknown task, an impossible
     budget, a k_c that is not a multiple of d_tree, an empty grid.
     """
+    from elmnet.packed import SHARED
     from elmnet.params import network_parameters
     from elmnet.tasks import task_module
 
@@ -187,7 +196,9 @@ def plan(specs: Iterable[Spec], settings: Settings) -> list[Planned]:
             folder = str((settings.runs_dir / name).resolve())
             log = str((settings.runs_dir / "logs" / f"{name}.log").resolve())
             job = {"argv": argv, "folder": folder, "log": log, "device": settings.device,
-                   "stop_after": settings.stop_after}  # fmt: skip
+                   "stop_after": settings.stop_after,
+                   # What one packed model must share (elmnet.packed.SHARED).
+                   "pack_key": tuple(getattr(config, name) for name in SHARED)}  # fmt: skip
             item.point = seen.get(name) or engine.Point(name, folder, job)
             seen[name] = item.point
         planned.append(item)
@@ -251,13 +262,7 @@ def train_point(job: dict[str, Any]) -> dict[str, Any]:
     from elmbridge.training import resolve_device
 
     device = engine.worker_device(job["device"])
-    argv = [*job["argv"], "--out", job["folder"], "--no-progress"]
-    if device is not None:
-        argv += ["--device", device]
-    if job.get("threads"):
-        argv += ["--threads", str(job["threads"])]
-    if job.get("stop_after"):
-        argv += ["--stop-after", str(job["stop_after"])]
+    argv = point_argv(job, device)
     folder = Path(job["folder"])
     Path(job["log"]).parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -269,6 +274,50 @@ def train_point(job: dict[str, Any]) -> dict[str, Any]:
     return {"finished": status.finished, "result": status.result}
 
 
+def pack_key(point: engine.Point) -> tuple:
+    """What the points of one pack must share (`elmnet.packed.SHARED`, set by `plan`)."""
+    return point.job["pack_key"]
+
+
+def train_pack(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run (or resume) the points of `jobs` as one batched model (`elmnet.train_packed`)
+    in a Dask worker, on one device; one `train_point`-like result per point.
+
+    The console output goes to the first point's log; the others' logs say where.
+    """
+    import contextlib
+
+    from elmbridge.training import resolve_device
+
+    device = engine.worker_device(jobs[0]["device"])
+    argvs = [point_argv(job, device) for job in jobs]
+    for job in jobs:
+        Path(job["log"]).parent.mkdir(parents=True, exist_ok=True)
+    for job in jobs[1:]:
+        with open(job["log"], "a", encoding="utf-8") as log:
+            print(f"trained in a pack of {len(jobs)}; its output: {jobs[0]['log']}", file=log)
+    with (
+        open(jobs[0]["log"], "a", encoding="utf-8") as log,
+        contextlib.redirect_stdout(log),
+    ):
+        engine.timed_points([job["folder"] for job in jobs], str(resolve_device(device)),
+                            lambda: _train_packed(argvs))  # fmt: skip
+    statuses = [run_status(job["folder"]) for job in jobs]
+    return [{"finished": s.finished, "result": s.result} for s in statuses]
+
+
+def point_argv(job: dict[str, Any], device: str | None) -> list[str]:
+    """The `elmnet.train` command line of a point's job on `device`."""
+    argv = [*job["argv"], "--out", job["folder"], "--no-progress"]
+    if device is not None:
+        argv += ["--device", device]
+    if job.get("threads"):
+        argv += ["--threads", str(job["threads"])]
+    if job.get("stop_after"):
+        argv += ["--stop-after", str(job["stop_after"])]
+    return argv
+
+
 def _train(argv: list[str]) -> int:
     """`elmnet.train.main`, with argparse's exit turned into an error of this point."""
     from elmnet import train
@@ -277,6 +326,16 @@ def _train(argv: list[str]) -> int:
         return train.main(argv)
     except SystemExit as err:  # bad options: fail this point, not the whole worker
         raise RuntimeError(f"elmnet.train exited with status {err.code}") from None
+
+
+def _train_packed(argvs: list[list[str]]) -> list:
+    """`elmnet.train_packed.train_packed`, argparse's exit an error of this pack."""
+    from elmnet.train_packed import train_packed
+
+    try:
+        return train_packed(argvs)
+    except SystemExit as err:
+        raise RuntimeError(f"elmnet.train_packed exited with status {err.code}") from None
 
 
 def latest_metric(point: engine.Point) -> str | None:
@@ -299,14 +358,17 @@ def run(planned: list[Planned], settings: Settings, resources: engine.Resources,
     """Run the planned points; the table rows (one per point and axis), in plan order."""
     unique = list({p.point.name: p.point for p in planned if p.point is not None}.values())
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
-    todo = sum(not run_status(p.folder).finished for p in unique)
+    unfinished = [p for p in unique if not run_status(p.folder).finished]
+    # The cluster is sized to the jobs: a pack is one job.
+    todo = len(engine.pack_points(unfinished, settings.pack, pack_key))
     if not todo:  # nothing to train: no cluster to start
         resources = replace(resources, scheduler=engine.SYNCHRONOUS)
     with engine.sweep_client(resources, todo) as (client, threads):
         gpu = resources.gpu_share() if resources.gpus or settings.device == "cuda" else 0.0
         points = [replace(p, job={**p.job, "threads": threads}, gpu=gpu) for p in unique]
         done = engine.run_sweep(points, train_point, client, desc=desc, latest=latest_metric,
-                                progress=progress)  # fmt: skip
+                                progress=progress, pack=settings.pack, pack_key=pack_key,
+                                pack_fn=train_pack)  # fmt: skip
     outcomes = {o.point.name: o for o in done}
     return table_rows(planned, outcomes)
 
@@ -698,6 +760,11 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     e.add_argument("--device", help="cpu, cuda … for every point (default: cuda when present)")
     e.add_argument("--gpus", type=int, help="GPUs of a LocalCluster (default: all visible)")
     e.add_argument("--points-per-gpu", type=int, default=1, help="points sharing one GPU")
+    e.add_argument(
+        "--pack", type=int, default=1, metavar="K",
+        help="train up to K points of one d_m as one batched model on one device "
+        "(elmnet.train_packed; results equal their solo runs); 1: each alone",
+    )  # fmt: skip
 
 
 def resolve_common(args: argparse.Namespace, command: str) -> tuple[SweepPreset, Settings,
@@ -721,6 +788,8 @@ def resolve_common(args: argparse.Namespace, command: str) -> tuple[SweepPreset,
         train[key.strip().lstrip("-").replace("-", "_")] = value.strip()
     if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.pack < 1:
+        raise UserError(f"--pack must be at least 1, got {args.pack}")
     if args.stop_after is not None and args.stop_after < 1:
         raise UserError(f"--stop-after must be at least 1, got {args.stop_after}")
     tolerance = preset.tolerance if args.tolerance is None else args.tolerance
@@ -743,7 +812,7 @@ def resolve_common(args: argparse.Namespace, command: str) -> tuple[SweepPreset,
             raise UserError(f"--data {args.data}: no such file or folder")
     settings = Settings(task=task, data=data, train=train, runs_dir=Path(runs_dir).resolve(),
                         tolerance=tolerance, device=args.device,
-                        stop_after=args.stop_after)  # fmt: skip
+                        stop_after=args.stop_after, pack=args.pack)  # fmt: skip
     return preset, settings, resources
 
 
@@ -858,9 +927,12 @@ def write_provenance(settings: Settings, args: argparse.Namespace, rows: list[di
     config["data"] = settings.data
     walls = [float(r["wall_s"]) for r in rows if r.get("wall_s") not in ("", None)]
     record = run_record(config=config, seed=args.seeds if args.seeds is not None else -1)
+    packed = sum(engine.point_record(r["folder"]).get("pack", 1) > 1
+                 for r in rows if r.get("folder"))  # fmt: skip
     record["points"] = {"rows": len(rows),
                         "finished": sum(r.get("status") == "finished" for r in rows),
-                        "sum_wall_s": sum(walls)}  # fmt: skip
+                        "sum_wall_s": sum(walls), "pack": settings.pack,
+                        "rows_trained_in_packs": packed}  # fmt: skip
     path = settings.runs_dir / "provenance.json"
     write_json(path, record)
     return path

@@ -12,7 +12,10 @@ top-level worker function. The engine
   need a GPU ask for the worker resource "GPU" (workers offer it with
   `dask worker --resources GPU=1`), a fraction of it when several points share a GPU;
 - retries a failed point once, then records it as failed with its error, and goes on;
-- shows one progress bar over the points with each running point's latest metric.
+- shows one progress bar over the points with each running point's latest metric;
+- with `pack=K`, runs up to K unfinished points whose `pack_key` agrees as one job
+  (`pack_fn(jobs)`, one Dask task on one device: `elmnet.train_packed` for networks);
+  a point with no partner runs alone with `fn`. Outcomes stay one per point.
 
 What a point is, how its folder is named and what goes into the table is the caller's
 business (`benchmarks.sweep` for ELM Networks, `surrogate.ablate` for single neurons).
@@ -52,12 +55,14 @@ class Point:
         folder: the run folder, absolute (workers may run elsewhere).
         job: what the worker function gets (picklable).
         gpu: the share of one GPU it needs (0: none).
+        members: the points of a pack (its job is their jobs, in order); () for a point.
     """
 
     name: str
     folder: str
     job: Any
     gpu: float = 0.0
+    members: tuple["Point", ...] = ()
 
 
 @dataclass
@@ -181,18 +186,49 @@ def worker_device(requested: str | None) -> str | None:
 def timed_point(folder: str | os.PathLike, device: str, fn: Callable[[], Any]) -> Any:
     """Run `fn()` for the point in `folder`, adding its wall time to the folder's
     `sweep_point.json` (seconds over all invocations that returned, and the device)."""
+    return timed_points([folder], device, fn)
+
+
+def timed_points(folders: Sequence[str | os.PathLike], device: str,
+                 fn: Callable[[], Any]) -> Any:  # fmt: skip
+    """`timed_point` for the K points of a pack run together by `fn()`: each is charged
+    1/K of the wall time (its share of the device), and records the pack's size."""
     start = time.perf_counter()
     try:
         return fn()
     finally:
-        path = Path(folder) / POINT_FILE
-        if path.parent.is_dir():
-            before = read_json(path) if path.is_file() else {}
-            write_json(path, {
-                "wall_s": round(before.get("wall_s", 0.0) + time.perf_counter() - start, 3),
-                "device": device,
-                "invocations": before.get("invocations", 0) + 1,
-            })  # fmt: skip
+        share = (time.perf_counter() - start) / len(folders)
+        for folder in folders:
+            path = Path(folder) / POINT_FILE
+            if path.parent.is_dir():
+                before = read_json(path) if path.is_file() else {}
+                write_json(path, {
+                    "wall_s": round(before.get("wall_s", 0.0) + share, 3),
+                    "device": device,
+                    "invocations": before.get("invocations", 0) + 1,
+                    "pack": len(folders),
+                })  # fmt: skip
+
+
+def pack_points(points: Sequence[Point], size: int, key: Callable[[Point], Any]) -> list[Point]:
+    """The points in packs of up to `size` whose `key` agrees, in the order of their first
+    member; a point with no partner stays itself. A pack's GPU share is its largest
+    member's: it runs on one device as one job."""
+    groups: dict[Any, list[Point]] = {}
+    for point in points:
+        groups.setdefault(key(point), []).append(point)
+    out = []
+    for members in groups.values():
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            if len(chunk) == 1:
+                out.append(chunk[0])
+                continue
+            out.append(Point(
+                name=f"pack-{chunk[0].name}+{len(chunk) - 1}", folder=chunk[0].folder,
+                job=[m.job for m in chunk], gpu=max(m.gpu for m in chunk), members=tuple(chunk),
+            ))  # fmt: skip
+    return out
 
 
 def point_record(folder: str | os.PathLike) -> dict[str, Any]:
@@ -217,6 +253,9 @@ def run_sweep(
     latest: Callable[[Point], str | None] | None = None,
     progress: bool = True,
     poll_s: float = POLL_S,
+    pack: int = 1,
+    pack_key: Callable[[Point], Any] | None = None,
+    pack_fn: Callable[[list[Any]], Any] | None = None,
 ) -> list[Outcome]:
     """Run every unfinished point with `fn(point.job)`; one `Outcome` per point, in order.
 
@@ -224,12 +263,25 @@ def run_sweep(
     (`run_status`), else as unfinished. An exception (or a lost worker) is retried
     `retries` times, then recorded. `latest(point)` gives the progress bar a point's
     latest metric ("dm9_s0: step 400 acc 0.61"); it is polled every `poll_s` seconds.
+    With `pack` > 1, up to `pack` unfinished points of equal `pack_key(point)` run as one
+    job `pack_fn([jobs])` (`pack_points`), which returns one result per member; a failed
+    pack is retried as a pack and, failing again, fails each of its points.
     """
+    if pack < 1:
+        raise UserError(f"--pack must be at least 1, got {pack}")
+    if pack > 1 and (pack_key is None or pack_fn is None):
+        raise ValueError("packing needs pack_key and pack_fn")
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise UserError("two points of the sweep share a run folder; remove the duplicates")
     outcomes = {p.name: Outcome(p, "skipped") for p in points if run_status(p.folder).finished}
     todo = [p for p in points if p.name not in outcomes]
+    if pack > 1:
+        todo = pack_points(todo, pack, pack_key)
+
+    def work(point: Point):
+        return pack_fn if point.members else fn
+
     bar = tqdm(total=len(points), initial=len(outcomes), desc=desc, unit="point",
                disable=not progress)  # fmt: skip
     if outcomes:
@@ -237,11 +289,11 @@ def run_sweep(
     try:
         if client is None:
             for point in todo:
-                outcomes[point.name] = _run_here(point, fn, retries, bar)
+                outcomes.update(_per_point(_run_here(point, work(point), retries, bar)))
                 _show(bar, [point], latest)
-                bar.update()
+                bar.update(len(point.members) or 1)
         else:
-            outcomes.update(_run_on_dask(todo, fn, client, retries, bar, latest, poll_s))
+            outcomes.update(_run_on_dask(todo, work, client, retries, bar, latest, poll_s))
     finally:
         bar.close()
     return [outcomes[p.name] for p in points]
@@ -249,6 +301,20 @@ def run_sweep(
 
 def _status(point: Point) -> str:
     return "finished" if run_status(point.folder).finished else "unfinished"
+
+
+def _per_point(outcome: Outcome) -> dict[str, Outcome]:
+    """{name: outcome} of a point, or of each member of a pack (its own folder's status,
+    its own item of the pack's results)."""
+    if not outcome.point.members:
+        return {outcome.point.name: outcome}
+    members = outcome.point.members
+    results = outcome.result if isinstance(outcome.result, list) else [None] * len(members)
+    return {
+        m.name: Outcome(m, "failed" if outcome.status == "failed" else _status(m),
+                        error=outcome.error, attempts=outcome.attempts, result=r)
+        for m, r in zip(members, results, strict=True)
+    }  # fmt: skip
 
 
 def _run_here(point: Point, fn, retries: int, bar) -> Outcome:
@@ -264,7 +330,7 @@ def _run_here(point: Point, fn, retries: int, bar) -> Outcome:
     return Outcome(point, "failed", error=error, attempts=retries + 1)
 
 
-def _run_on_dask(points, fn, client, retries, bar, latest, poll_s) -> dict[str, Outcome]:
+def _run_on_dask(points, work, client, retries, bar, latest, poll_s) -> dict[str, Outcome]:
     from distributed import wait
 
     if any(p.gpu for p in points):
@@ -278,7 +344,7 @@ def _run_on_dask(points, fn, client, retries, bar, latest, poll_s) -> dict[str, 
 
     def submit(point: Point, attempt: int):
         return client.submit(
-            fn, point.job, key=f"sweep-{point.name}-{attempt}", pure=False,
+            work(point), point.job, key=f"sweep-{point.name}-{attempt}", pure=False,
             resources={"GPU": point.gpu} if point.gpu else None,
         )  # fmt: skip
 
@@ -293,9 +359,9 @@ def _run_on_dask(points, fn, client, retries, bar, latest, poll_s) -> dict[str, 
             for future in finished:
                 point, attempt = running.pop(future)
                 if future.status == "finished":
-                    done[point.name] = Outcome(point, _status(point), attempts=attempt,
-                                               result=future.result())  # fmt: skip
-                    bar.update()
+                    done.update(_per_point(Outcome(point, _status(point), attempts=attempt,
+                                                   result=future.result())))  # fmt: skip
+                    bar.update(len(point.members) or 1)
                     continue
                 try:
                     error = one_line(future.exception())
@@ -305,8 +371,9 @@ def _run_on_dask(points, fn, client, retries, bar, latest, poll_s) -> dict[str, 
                 if attempt <= retries:
                     running[submit(point, attempt + 1)] = (point, attempt + 1)
                 else:
-                    done[point.name] = Outcome(point, "failed", error=error, attempts=attempt)
-                    bar.update()
+                    done.update(_per_point(Outcome(point, "failed", error=error,
+                                                   attempts=attempt)))  # fmt: skip
+                    bar.update(len(point.members) or 1)
             _show(bar, [p for p, _ in running.values()], latest)
     finally:
         for future in running:
@@ -317,6 +384,6 @@ def _run_on_dask(points, fn, client, retries, bar, latest, poll_s) -> dict[str, 
 def _show(bar, points: list[Point], latest) -> None:
     if latest is None or bar.disable:
         return
-    texts = [text for p in points[:3] if (text := latest(p))]
+    texts = [text for p in points[:3] if (text := latest(p.members[0] if p.members else p))]
     if texts or not points:  # nothing running: no stale metric
         bar.set_postfix_str("; ".join(texts), refresh=True)

@@ -80,6 +80,44 @@ def _vector(ptr, rn, rf, N, F):
 
 
 @triton.jit
+def _cell_weights(u_ptr, w_ptr, bias_ptr, kappa_ptr, gain_ptr, rn, rm, ra, N, DM, DA):
+    """What the forward cell of a block of neurons reads: u, w, bias, κ, gain."""
+    u = _weight(u_ptr, rn, rm, ra, N, DM, DA)
+    w = _weight(w_ptr, rn, ra, rm, N, DA, DM)
+    bias = _vector(bias_ptr, rn, rm, N, DM)
+    kappa, gain = _vector(kappa_ptr, rn, rm, N, DM), _vector(gain_ptr, rn, rm, N, DM)
+    return u, w, bias, kappa, gain
+
+
+@triton.jit
+def _cell_weights_t(u_ptr, w_ptr, kappa_ptr, gain_ptr, rn, rm, ra, N, DM, DA):
+    """What the reverse cell of a block of neurons reads: uᵀ, wᵀ, κ, gain."""
+    u_t = _weight_t(u_ptr, rn, rm, ra, N, DM, DA)
+    w_t = _weight_t(w_ptr, rn, ra, rm, N, DA, DM)
+    kappa, gain = _vector(kappa_ptr, rn, rm, N, DM), _vector(gain_ptr, rn, rm, N, DM)
+    return u_t, w_t, kappa, gain
+
+
+@triton.jit
+def _padded_rows_sum(ent_ptr, val_ptr, idx_ptr, seq_ptr, fac_ptr, rw, n_rows, rk, L, t, S,
+                     rb, B, HAS_FAC: tl.constexpr):  # fmt: skip
+    """(BR, BB): for each padded sparse row in `rw` (L entry ids, −1 = padding), the sum
+    of value × seq[t, idx, b] over its entries, seq a (·, S, B) sequence; with HAS_FAC
+    each term is also multiplied by fac at the same place (dropout of the source)."""
+    emask = (rw[:, None] < n_rows) & (rk[None, :] < L)
+    ent = tl.load(ent_ptr + rw[:, None] * L + rk[None, :], mask=emask, other=-1)
+    valid = ent >= 0
+    val = tl.load(val_ptr + ent, mask=valid, other=0.0)
+    idx = tl.load(idx_ptr + ent, mask=valid, other=0)
+    off = (t * S + idx[:, :, None]) * B + rb[None, None, :]
+    mask = valid[:, :, None] & (rb[None, None, :] < B)
+    q = tl.load(seq_ptr + off, mask=mask, other=0.0)
+    if HAS_FAC:
+        q *= tl.load(fac_ptr + off, mask=mask, other=0.0)
+    return tl.sum(q * val[:, :, None], axis=1)
+
+
+@triton.jit
 def _cell(
     pre_ptr,
     mem_ptr,
@@ -150,10 +188,9 @@ def forward_kernel(
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
     rb = tl.program_id(1) * BB + tl.arange(0, BB)
     rm, ra = tl.arange(0, BDM), tl.arange(0, BDA)
-    u = _weight(u_ptr, rn, rm, ra, N, DM, DA)
-    w = _weight(w_ptr, rn, ra, rm, N, DA, DM)
-    bias = _vector(bias_ptr, rn, rm, N, DM)
-    kappa, gain = _vector(kappa_ptr, rn, rm, N, DM), _vector(gain_ptr, rn, rm, N, DM)
+    u, w, bias, kappa, gain = _cell_weights(
+        u_ptr, w_ptr, bias_ptr, kappa_ptr, gain_ptr, rn, rm, ra, N, DM, DA
+    )
     for t in range(T):
         _cell(
             pre_ptr,
@@ -216,9 +253,8 @@ def backward_kernel(
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
     rb = tl.program_id(1) * BB + tl.arange(0, BB)
     rm, ra = tl.arange(0, BDM), tl.arange(0, BDA)
-    u_t = _weight_t(u_ptr, rn, rm, ra, N, DM, DA)
-    w_t = _weight_t(w_ptr, rn, ra, rm, N, DA, DM)
-    kappa, gain = _vector(kappa_ptr, rn, rm, N, DM), _vector(gain_ptr, rn, rm, N, DM)
+    u_t, w_t, kappa, gain = _cell_weights_t(u_ptr, w_ptr, kappa_ptr, gain_ptr, rn, rm, ra, N,
+                                            DM, DA)  # fmt: skip
     carry = tl.zeros((BN, BB, BDM), dtype=tl.float32)
     for i in range(T):
         t = T - 1 - i
@@ -349,17 +385,8 @@ def feedback_forward_kernel(
     for t in range(T):
         for row0 in range(0, n_rows, BR):
             rw = row0 + tl.arange(0, BR)
-            emask = (rw[:, None] < n_rows) & (rk[None, :] < L)
-            ent = tl.load(ent_ptr + rw[:, None] * L + rk[None, :], mask=emask, other=-1)
-            valid = ent >= 0
-            val = tl.load(val_ptr + ent, mask=valid, other=0.0)
-            src = tl.load(col_ptr + ent, mask=valid, other=0)
-            qoff = (t * N + src[:, :, None]) * B + rb[None, None, :]
-            qmask = valid[:, :, None] & (rb[None, None, :] < B)
-            q = tl.load(out_ptr + qoff, mask=qmask, other=0.0)
-            if HAS_DROP:
-                q *= tl.load(drop_ptr + qoff, mask=qmask, other=0.0)
-            c = tl.sum(q * val[:, :, None], axis=1)
+            c = _padded_rows_sum(ent_ptr, val_ptr, col_ptr, out_ptr, drop_ptr, rw, n_rows, rk,
+                                 L, t, N, rb, B, HAS_DROP)  # fmt: skip
             cmask = (rw[:, None] < n_rows) & (rb[None, :] < B)
             tl.store(cbuf_ptr + rw[:, None] * B + rb[None, :], c, mask=cmask)
         tl.debug_barrier()
@@ -370,10 +397,9 @@ def feedback_forward_kernel(
             c = tl.load(cbuf_ptr + coff, mask=cmask, other=0.0)
             wb = _weight(wb_ptr, rn, rj, ra, N, DT, DA)
             extra = tl.dot(c, wb, input_precision="ieee")
-            u = _weight(u_ptr, rn, rm, ra, N, DM, DA)
-            w = _weight(w_ptr, rn, ra, rm, N, DA, DM)
-            bias = _vector(bias_ptr, rn, rm, N, DM)
-            kappa, gain = _vector(kappa_ptr, rn, rm, N, DM), _vector(gain_ptr, rn, rm, N, DM)
+            u, w, bias, kappa, gain = _cell_weights(
+                u_ptr, w_ptr, bias_ptr, kappa_ptr, gain_ptr, rn, rm, ra, N, DM, DA
+            )
             m = _cell(
                 pre_ptr,
                 mem_ptr,
@@ -493,9 +519,8 @@ def feedback_backward_kernel(
             if HAS_GMEM:
                 off_m, mask_m = _seq_offsets(t, rn, rb, rm, N, B, DM)
                 g += tl.load(gmem_ptr + off_m, mask=mask_m, other=0.0)
-            u_t = _weight_t(u_ptr, rn, rm, ra, N, DM, DA)
-            w_t = _weight_t(w_ptr, rn, ra, rm, N, DA, DM)
-            kappa, gain = _vector(kappa_ptr, rn, rm, N, DM), _vector(gain_ptr, rn, rm, N, DM)
+            u_t, w_t, kappa, gain = _cell_weights_t(u_ptr, w_ptr, kappa_ptr, gain_ptr, rn, rm,
+                                                    ra, N, DM, DA)  # fmt: skip
             carry, da = _cell_backward(
                 z_ptr,
                 acts_ptr,
@@ -530,14 +555,9 @@ def feedback_backward_kernel(
         tl.debug_barrier()
         for j0 in range(0, N, BJ):
             rc = j0 + tl.arange(0, BJ)
-            emask = (rc[:, None] < N) & (rk[None, :] < LT)
-            ent = tl.load(entt_ptr + rc[:, None] * LT + rk[None, :], mask=emask, other=-1)
-            valid = ent >= 0
-            val = tl.load(valt_ptr + ent, mask=valid, other=0.0)
-            row = tl.load(rowt_ptr + ent, mask=valid, other=0)
-            doff = (t * N * DT + row[:, :, None]) * B + rb[None, None, :]
-            dmask = valid[:, :, None] & (rb[None, None, :] < B)
-            s = tl.sum(tl.load(gbr_ptr + doff, mask=dmask, other=0.0) * val[:, :, None], axis=1)
+            # The dropout factor is the source's (o_{t−1}), one per column: after the sum.
+            s = _padded_rows_sum(entt_ptr, valt_ptr, rowt_ptr, gbr_ptr, gbr_ptr, rc, N, rk, LT,
+                                 t, N * DT, rb, B, False)  # fmt: skip
             soff = (t * N + rc[:, None]) * B + rb[None, :]
             smask = (rc[:, None] < N) & (rb[None, :] < B)
             if HAS_DROP:

@@ -23,8 +23,10 @@ Adamax, AdamW, SGD) with the same learning rate; gradient clipping must be per p
 (`clip_grad_norm_per_point`).
 
 Dropout: with `rng_seeds` each point draws its dropout masks from its own copy of the
-global generator, seeded like a solo run that calls ``torch.manual_seed(seed)``;
-without it the K points draw from the global generator in turn.
+global generators (CPU and CUDA), seeded like a solo run that calls
+``torch.manual_seed(seed)`` and kept in the solo checkpoint's format (`point_rng`,
+`rng_state`), so a point may move between packed and solo runs; without it the K points
+draw from the global generator in turn. `elmnet.train_packed` trains with it.
 """
 
 import contextlib
@@ -34,11 +36,24 @@ import torch
 from torch import nn
 
 from elmbridge.errors import UserError
+from elmbridge.training import rng_state, set_rng_state
 from elmnet.network import ELMNetwork, ELMNetworkState, NetworkOutput
 from elmnet.recurrence import BankRecurrence, Feedback, SparsePattern, bank_recurrence
 
 # What the packed recurrence treats as one tensor shape or one scalar.
 SHARED = ("d_m", "d_mlp", "d_tree", "activation", "readout_d_m", "tau_r", "dt")
+
+
+def check_packable(configs: Sequence) -> None:
+    """A `UserError` unless the network configurations agree on `SHARED`."""
+    first = configs[0]
+    for config in configs[1:]:
+        for name in SHARED:
+            if getattr(config, name) != getattr(first, name):
+                raise UserError(
+                    f"packed networks must share {name}: {getattr(first, name)} vs "
+                    f"{getattr(config, name)} (they may differ in N, k_c, ρ, seed)"
+                )
 
 
 def merge_patterns(patterns: Sequence[SparsePattern], shapes: Sequence[tuple[int, int]]):
@@ -138,43 +153,49 @@ class PackedNetworks(nn.Module):
         super().__init__()
         if not networks:
             raise UserError("packing needs at least one network")
-        first = networks[0].config
-        for net in networks[1:]:
-            for name in SHARED:
-                if getattr(net.config, name) != getattr(first, name):
-                    raise UserError(
-                        f"packed networks must share {name}: {getattr(first, name)} vs "
-                        f"{getattr(net.config, name)} (they may differ in N, k_c, ρ, seed)"
-                    )
+        check_packable([net.config for net in networks])
         if rng_seeds is not None and len(rng_seeds) != len(networks):
             raise UserError(f"{len(rng_seeds)} dropout seeds for {len(networks)} networks")
         self.networks = nn.ModuleList(networks)
         self.rng_seeds = None if rng_seeds is None else list(rng_seeds)
-        self._rng_states: dict[tuple[int, str], torch.Tensor] = {}
+        self._rng_states: dict[int, dict[str, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.networks)
 
     @contextlib.contextmanager
-    def _point_rng(self, k: int, device: torch.device):
-        """The global generator of `device` replaced by point k's while in the block."""
+    def point_rng(self, k: int):
+        """The global generators (CPU and every CUDA device) replaced by point k's while
+        in the block: what is drawn or set inside is point k's, as in its solo run.
+
+        Point k's generators start as ``torch.manual_seed(rng_seeds[k])`` leaves them;
+        `rng_state(k)` / `set_rng_state(k, …)` read and write them in the format of
+        `elmbridge.training.rng_state` (a solo run's checkpoint). Without `rng_seeds` the
+        block changes nothing.
+        """
         if self.rng_seeds is None:
             yield
             return
-        cuda = device.type == "cuda"
-        devices = [device] if cuda else []
-        with torch.random.fork_rng(devices=devices, device_type=device.type):
-            key = (k, str(device))
-            if key not in self._rng_states:
-                torch.manual_seed(self.rng_seeds[k])
-            elif cuda:
-                torch.cuda.set_rng_state(self._rng_states[key], device)
+        outside = rng_state()
+        try:
+            if k in self._rng_states:
+                set_rng_state(self._rng_states[k])
             else:
-                torch.set_rng_state(self._rng_states[key])
+                torch.manual_seed(self.rng_seeds[k])
             yield
-            self._rng_states[key] = (
-                torch.cuda.get_rng_state(device) if cuda else torch.get_rng_state()
-            )
+            self._rng_states[k] = rng_state()
+        finally:
+            set_rng_state(outside)
+
+    def rng_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Point k's generator states (`elmbridge.training.rng_state` format)."""
+        with self.point_rng(k):
+            return rng_state()
+
+    def set_rng_state(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        """Continue point k's draws from `state` (e.g. its solo checkpoint's)."""
+        with self.point_rng(k):
+            set_rng_state(state)
 
     def run(
         self, xs: Sequence[torch.Tensor], states: Sequence[ELMNetworkState | None] | None = None
@@ -190,7 +211,7 @@ class PackedNetworks(nn.Module):
         states = list(states) if states is not None else [None] * len(self)
         hidden_inputs = []
         for k, (net, x) in enumerate(zip(self.networks, xs, strict=True)):
-            with self._point_rng(k, x.device):
+            with self.point_rng(k):
                 inputs, states[k] = net.hidden_inputs(x, states[k])
             hidden_inputs.append(net.hidden.recurrence_inputs(**inputs))
         sizes = [net.config.N for net in self.networks]

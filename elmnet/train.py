@@ -248,8 +248,23 @@ def comparable(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in RESUMABLE}
 
 
+def check_run(args, folder: RunFolder) -> None:
+    """Refuse, writing nothing, a folder whose run this command cannot continue (another
+    configuration), and --resume without a run to resume."""
+    if args.restart:
+        return
+    if folder.exists() and (folder.result() is not None or folder.checkpoint_path().is_file()):
+        recorded = folder.record().get("config", {})
+        if "args" in recorded and "network" in recorded:  # the layout before elmbridge.runs
+            recorded = {k: v for k, v in recorded["args"].items() if k not in RESUMABLE}
+        folder.check_same_config(comparable(args), recorded=recorded)
+    elif args.resume:
+        raise UserError(f"--resume: no checkpoint in {folder.path} to resume from")
+
+
 def prepare_run(args, folder: RunFolder, task, run: "Run") -> dict | None:
     """Create the run folder or pick up the run in it; returns the checkpoint or None."""
+    check_run(args, folder)
     discarded = args.restart and folder.exists()
     if args.restart:
         folder.discard()
@@ -260,13 +275,7 @@ def prepare_run(args, folder: RunFolder, task, run: "Run") -> dict | None:
         folder.discard()
         discarded = True
     if folder.exists():
-        recorded = folder.record().get("config", {})
-        if "args" in recorded and "network" in recorded:  # the layout before elmbridge.runs
-            recorded = {k: v for k, v in recorded["args"].items() if k not in RESUMABLE}
-        folder.check_same_config(comparable(args), recorded=recorded)
         return folder.load_checkpoint()
-    if args.resume:
-        raise UserError(f"--resume: no checkpoint in {folder.path} to resume from")
     count = network_parameters(run.config)
     extra = {} if run.neuron_record is None else {"neuron": run.neuron_record}
     folder.start(
@@ -335,19 +344,35 @@ class Run:
 
     def train_step(self) -> tuple[float, float]:
         """One optimiser step; returns the task loss and the learning rate used."""
+        lr = self.begin_step()
+        x, state, target = self.task.batch(self.step, self.device)
+        loss, total = self.objective(self.model.run(x, state), target)
+        total.backward()
+        self.end_step()
+        return loss.item(), lr
+
+    # The step in three parts, so that `elmnet.train_packed` can run the forward and
+    # backward passes of K runs as one model between them.
+    def begin_step(self) -> float:
+        """Training mode, the schedule's learning rate, no gradients; returns the rate."""
         a = self.args
         self.model.train()
         lr = cosine_lr(self.step, a.steps, a.lr, a.warmup, a.min_lr)
         set_lr(self.optimizer, lr)
-        loss, out = self.task.batch_loss(self.model, self.step, self.device)
-        total = loss + regularisation(out, a.act_reg, a.mlp_reg)
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if a.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.clip)
+        return lr
+
+    def objective(self, out, target) -> tuple[torch.Tensor, torch.Tensor]:
+        """(task loss, task loss + regularisers) of a batch's forward output."""
+        loss = self.task.loss(out, target)
+        return loss, loss + regularisation(out, self.args.act_reg, self.args.mlp_reg)
+
+    def end_step(self) -> None:
+        """Clip this run's gradients on their own, take the optimiser step, count it."""
+        if self.args.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip)
         self.optimizer.step()
         self.step += 1
-        return loss.item(), lr
 
     def validate(self, folder: RunFolder, log: MetricsLog, lr: float, elapsed: float) -> float:
         """Validation row; best.pt when it is the best so far; then a checkpoint."""
@@ -368,11 +393,52 @@ class Run:
         return result["value"]
 
 
-def train(run: Run, folder: RunFolder, log: MetricsLog) -> None:
-    """Steps from the run's step to --steps (or --stop-after steps more), checkpointed."""
+class Tally:
+    """The training losses since the last training row of metrics.csv."""
+
+    def __init__(self):
+        self.total, self.count = 0.0, 0
+
+    def add(self, loss: float) -> None:
+        self.total, self.count = self.total + loss, self.count + 1
+
+    def take(self) -> float:
+        """Their mean, and start anew."""
+        mean = self.total / self.count
+        self.total, self.count = 0.0, 0
+        return mean
+
+
+def stop_step(args, step: int) -> int:
+    """Where this invocation stops: --steps, or --stop-after steps past `step`."""
+    return args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+
+
+def after_step(run: Run, folder: RunFolder, log: MetricsLog, tally: Tally, loss: float,
+               lr: float, elapsed: float, bar=None) -> None:  # fmt: skip
+    """What follows a step: its loss counted, a training row every --log-every steps and
+    a validation (best.pt, checkpoint) every --eval-every steps and at the end."""
     a = run.args
-    stop = a.steps if a.stop_after is None else min(a.steps, run.step + a.stop_after)
-    start, running, n_running, in_step = time.perf_counter(), 0.0, 0, False
+    tally.add(loss)
+    elapsed = round(elapsed, 3)
+    if run.step % a.log_every == 0 or run.step == a.steps:
+        mean = tally.take()
+        if bar is not None:
+            bar.set_postfix(loss=f"{mean:.4f}")
+        log.log(step=run.step, split="train", loss=mean, metric="", value="", lr=lr,
+                elapsed_s=elapsed)  # fmt: skip
+    if run.step % a.eval_every == 0 or run.step == a.steps:
+        value = run.validate(folder, log, lr, elapsed)
+        if bar is not None:
+            bar.write(f"step {run.step}: valid {run.task.metric} {value:.4f}")
+
+
+def train(run: Run, folder: RunFolder, log: MetricsLog, stop: int | None = None) -> None:
+    """Steps from the run's step to --steps (or --stop-after steps more, or `stop`),
+    checkpointed."""
+    a = run.args
+    stop = stop_step(a, run.step) if stop is None else stop
+    start, tally, in_step = time.perf_counter(), Tally(), False
     bar = tqdm(total=a.steps, initial=run.step, disable=not a.progress, desc=a.task)
     try:
         while run.step < stop:
@@ -381,17 +447,8 @@ def train(run: Run, folder: RunFolder, log: MetricsLog) -> None:
             in_step = True
             loss, lr = run.train_step()
             in_step = False
-            running, n_running = running + loss, n_running + 1
             bar.update()
-            elapsed = round(time.perf_counter() - start, 3)
-            if run.step % a.log_every == 0 or run.step == a.steps:
-                bar.set_postfix(loss=f"{running / n_running:.4f}")
-                log.log(step=run.step, split="train", loss=running / n_running, metric="",
-                        value="", lr=lr, elapsed_s=elapsed)  # fmt: skip
-                running, n_running = 0.0, 0
-            if run.step % a.eval_every == 0 or run.step == a.steps:
-                value = run.validate(folder, log, lr, elapsed)
-                bar.write(f"step {run.step}: valid {run.task.metric} {value:.4f}")
+            after_step(run, folder, log, tally, loss, lr, time.perf_counter() - start, bar)
     except KeyboardInterrupt:
         if not in_step:
             run.checkpoint(folder)
@@ -423,6 +480,24 @@ def load_neuron_source(source: str) -> tuple[torch.nn.Module, dict]:
     return neuron, {"source": str(source), "kind": "released"}
 
 
+def open_run(args, folder: RunFolder, task, device: torch.device, neuron=None,
+             neuron_source: dict | None = None) -> tuple[Run, MetricsLog]:  # fmt: skip
+    """The run of `args` in `folder`: made anew (run.json written) or restored from its
+    checkpoint, with its metrics.csv opened at the checkpoint's step."""
+    config = network_config(args, task, neuron)
+    # The model and optimiser are made before the run folder is written, so that a
+    # refused option (the optimiser checks its own) leaves nothing behind.
+    run = Run(args, task, config, device, neuron, neuron_source)
+    saved = prepare_run(args, folder, task, run)
+    if saved is not None:
+        run.restore(saved, folder.checkpoint_path())
+    log = MetricsLog(
+        folder.path / "metrics.csv", run.step if saved is not None else None,
+        tensorboard_dir=folder.path / TENSORBOARD_DIR,
+    )  # fmt: skip
+    return run, log
+
+
 def main(argv: list[str] | None = None, load_neuron=load_neuron_source, prog=None) -> int:
     """The command. `load_neuron(source) -> (ELMNeuron, description)` reads --neuron
     (`surrogate.compose` passes one that also reads fits)."""
@@ -438,17 +513,8 @@ def main(argv: list[str] | None = None, load_neuron=load_neuron_source, prog=Non
     if args.neuron is not None:
         neuron, neuron_source = load_neuron(args.neuron)
     task = task_module(args.task).Task(args)
-    config = network_config(args, task, neuron)
-    # The model and optimiser are made before the run folder is written, so that a
-    # refused option (the optimiser checks its own) leaves nothing behind.
-    run = Run(args, task, config, device, neuron, neuron_source)
-    saved = prepare_run(args, folder, task, run)
-    if saved is not None:
-        run.restore(saved, folder.checkpoint_path())
-    log = MetricsLog(
-        folder.path / "metrics.csv", run.step if saved is not None else None,
-        tensorboard_dir=folder.path / TENSORBOARD_DIR,
-    )  # fmt: skip
+    run, log = open_run(args, folder, task, device, neuron, neuron_source)
+    config = run.config
     count = network_parameters(config)
     print(
         f"{args.task}: N={config.N} d_m={config.d_m} k_c={config.k_c} k_e={config.k_e} "

@@ -312,6 +312,57 @@ def test_real_local_cluster(shd_dir, tmp_path, cli):
     assert (runs / "results.nc").is_file()
 
 
+def test_pack_sweep_equals_solo_sweep(shd_dir, tmp_path):
+    """--pack 5: the six d_m-2 points train as a pack of five and one alone, the two d_m-3
+    points as a pack of two; the table is --pack 1's (elmnet.train_packed's equality with
+    solo runs is tested in tests/test_train_packed.py)."""
+    common = ["--task", "shd", "--data", str(shd_dir), "--seeds", "2", "--steps", "2",
+              "--bin-ms", "100", "--set", "eval-every=2", "--scheduler", "synchronous",
+              "--threads", "1", "--no-progress", "--N", "3", "6", "--d-m", "2", "3",
+              "--k-c", "30", "60", "--base-N", "3", "--base-d-m", "2",
+              "--base-k-c", "30"]  # fmt: skip
+    assert axes.main([*common, "--runs-dir", str(tmp_path / "solo")]) == 0
+    assert axes.main([*common, "--runs-dir", str(tmp_path / "packed"), "--pack", "5"]) == 0
+    rows = table(tmp_path / "packed")
+    assert rows == table(tmp_path / "solo")
+    assert {r["status"] for r in rows} == {"finished"}
+    folders = sorted(p for p in (tmp_path / "packed").iterdir() if p.name.startswith("shd_"))
+    packs = sorted(engine.point_record(f)["pack"] for f in folders)
+    assert packs == [1, 2, 2, 5, 5, 5, 5, 5]
+    record = json.loads((tmp_path / "packed" / "provenance.json").read_text())
+    assert record["config"]["pack"] == 5 and record["points"]["pack"] == 5
+    assert record["points"]["rows_trained_in_packs"] == len(rows) - 1
+
+
+def pack_job(jobs: list[dict]) -> list[str]:
+    """Writes a finished folder per member (or fails for a member named "broken")."""
+    return [flaky_job(job) for job in jobs]
+
+
+def test_engine_packs_on_dask(tmp_path):
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    names = ["fine", "flaky", "broken", "alone", "other"]
+    keys = {"fine": 0, "flaky": 0, "broken": 1, "alone": 2, "other": 1}
+    points = [engine.Point(n, str(tmp_path / n), {"name": n, "calls": str(calls), "key": keys[n]})
+              for n in names]  # fmt: skip
+    packs = engine.pack_points(points, 2, lambda p: p.job["key"])
+    assert [[m.name for m in p.members] or p.name for p in packs] == [
+        ["fine", "flaky"], ["broken", "other"], "alone"]  # fmt: skip
+    resources = engine.Resources(workers=1, threads=1, processes=False)
+    with engine.sweep_client(resources, len(points)) as (client, _):
+        outcomes = engine.run_sweep(points, flaky_job, client, progress=False, pack=2,
+                                    pack_key=lambda p: p.job["key"], pack_fn=pack_job)  # fmt: skip
+    status = {o.point.name: (o.status, o.attempts) for o in outcomes}
+    # The pack of fine and flaky failed once (flaky) and was retried as a pack; the pack
+    # of broken and other failed twice, so both of its points fail.
+    assert status == {"fine": ("finished", 2), "flaky": ("finished", 2),
+                      "broken": ("failed", 2), "other": ("failed", 2),
+                      "alone": ("finished", 1)}  # fmt: skip
+    assert [o.point.name for o in outcomes] == names
+    assert outcomes[0].result == "done"
+
+
 def test_resources_layout_and_checks():
     assert engine.Resources(cores=16).local_layout(30) == (16, 1)
     assert engine.Resources(cores=16).local_layout(4) == (4, 4)

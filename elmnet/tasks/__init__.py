@@ -1,8 +1,10 @@
 """The tasks of the ELM Network: one module per task, registered here once.
 
 A task module holds its data, `NETWORK` (the network's setup for it), `TRAINING` (the
-trainer's defaults) and `Task`, the adapter `elmnet.train` calls: `batch_loss(model,
-step, device)`, `evaluate(model, split, device)`, `carried()` / `restore(carried)` for
+trainer's defaults) and `Task`, the adapter `elmnet.train` calls: `batch(step, device)
+-> (x, state, target)` and `loss(out, target)` (their composition `batch_loss(model, step,
+device)`; split so that `elmnet.train_packed` can run K points' batches as one model),
+`evaluate(model, split, device)`, `carried()` / `restore(carried)` for
 state kept across batches, and the attributes `metric`, `higher_is_better`, `d_in`,
 `n_out`, `data` (with `describe()`). A new task is a new module and one line in `TASKS`.
 

@@ -274,18 +274,27 @@ class Task:
         self.args, self.d_in, self.n_out = args, self.data.n_tokens, self.data.n_tokens
         self.state = None
 
-    def batch_loss(self, model, step: int, device):
-        """The loss of BPTT window `step` and the forward output; carries the state on."""
+    def batch(self, step: int, device):
+        """BPTT window `step`: tokens (B, bptt), the state carried from the previous
+        window (None at the start of a pass), next-byte targets (B, bptt)."""
         window = step % len(self.streams)
         if window == 0:  # a new pass over the training streams starts from zero state
             self.state = None
         x, y = (t.to(device) for t in self.streams.window(window))
-        out = model.run(x, self.state)
+        return x, self.state, y
+
+    def loss(self, out, target):
+        """Mean cross-entropy (nats) of the window's output `out`; carries its state on."""
         self.state = out.state.detach()
-        loss = F.cross_entropy(
-            out.logits.flatten(0, 1), y.flatten(), label_smoothing=self.args.label_smoothing
+        return F.cross_entropy(
+            out.logits.flatten(0, 1), target.flatten(), label_smoothing=self.args.label_smoothing
         )
-        return loss, out
+
+    def batch_loss(self, model, step: int, device):
+        """The loss of BPTT window `step` and the forward output; carries the state on."""
+        x, state, target = self.batch(step, device)
+        out = model.run(x, state)
+        return self.loss(out, target), out
 
     def evaluate(self, model, split: str, device) -> dict:
         """Loss (nats), bits per character and prediction count on `split`."""

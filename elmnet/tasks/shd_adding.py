@@ -161,13 +161,21 @@ class Task:
         )  # fmt: skip
         self.args, self.d_in, self.n_out = args, self.data.n_channels, N_CLASSES
 
-    def batch_loss(self, model, step: int, device):
-        """The loss of training batch `step` (drawn from (seed, step)) and the forward output."""
+    def batch(self, step: int, device):
+        """Training batch `step` (drawn from (seed, step)): input (B, T, 700), the state to
+        start from (None: zeros, pairs are independent), labels (B,)."""
         x, y = self.data.train_batch(self.args.seed, step, self.args.batch)
-        out = model.run(torch.from_numpy(x).to(device))
-        y = torch.from_numpy(y).to(device)
-        loss = F.cross_entropy(out.logits[:, -1], y, label_smoothing=self.args.label_smoothing)
-        return loss, out
+        return torch.from_numpy(x).to(device), None, torch.from_numpy(y).to(device)
+
+    def loss(self, out, target):
+        """Last-step cross-entropy (nats) of the forward output `out` of a training batch."""
+        return F.cross_entropy(out.logits[:, -1], target, label_smoothing=self.args.label_smoothing)
+
+    def batch_loss(self, model, step: int, device):
+        """The loss of training batch `step` and the forward output."""
+        x, state, target = self.batch(step, device)
+        out = model.run(x, state)
+        return self.loss(out, target), out
 
     def evaluate(self, model, split: str, device) -> dict:
         """Mean loss (nats), accuracy and sample count on `split` ("valid" or "test")."""
