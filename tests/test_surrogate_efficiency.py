@@ -20,9 +20,9 @@ def rows(path):
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """The small preset on toy stores of the branched toy morphology, warm-starting from
-    a model file of the preset's architecture."""
+def toy_stores(tmp_path_factory):
+    """Toy stores of the branched toy morphology named as the small preset wants them,
+    and a model file of the preset's architecture to warm-start from."""
     root = tmp_path_factory.mktemp("efficiency")
     stores = root / "stores"
     make_branched_store(stores / "L5PC_1200ms.zarr", "L5PC", n_sims=4, n_time=1200, seed=0)
@@ -35,9 +35,16 @@ def small(tmp_path_factory):
     info = inspect_store(stores / "L5PC_1200ms.zarr")
     model = ELMNeuron(preset_config(**study.PRESETS["small"]["fit"]).elm_config(info.n_inputs))
     save_model(model, root / "start.pt", epoch=0)
-    out = root / "out"
+    return stores, root / "start.pt"
+
+
+@pytest.fixture(scope="module")
+def small(toy_stores):
+    """The small preset run once on the toy stores."""
+    stores, start = toy_stores
+    out = stores.parent / "out"
     args = ["--preset", "small", "--stores", str(stores), "--out", str(out), "--init",
-            str(root / "start.pt")]  # fmt: skip
+            str(start)]  # fmt: skip
     assert study.main(args) == 0
     return out, args
 
@@ -89,13 +96,66 @@ def test_rerun_skips_finished_points_and_report_only_fits_nothing(small, capsys)
     assert len(rows(out / "results.csv")) == len(stamp) + 2  # shared points: a row per study
 
 
-def test_dry_run_lists_points_and_bad_requests_are_one_line(small, tmp_path, capsys):
-    _, args = small
-    assert study.main([*args[:-2], "--dry-run", "--out", str(tmp_path / "dry")]) == 0
+def test_dry_run_lists_points_and_bad_requests_are_one_line(toy_stores, tmp_path, capsys):
+    stores, start = toy_stores
+    args = ["--preset", "small", "--stores", str(stores), "--out", str(tmp_path / "dry")]
+    assert study.main([*args, "--dry-run", "--init", str(start)]) == 0
+    words = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    listed = [w for w in words if w in study.STUDIES]
+    # 2 seconds + 2 sim_length + 1 + 6 recipe + 2 warm_start rows.
+    assert listed.count("seconds") == 2 and listed.count("warm_start") == 2
+    assert len(listed) == 13
+    assert study.main([*args, "--dry-run"]) == 0  # without --init: no warm_start study
     text = capsys.readouterr().out
-    assert "warm_start" not in text and "distinct fits" in text
+    assert "distinct fits" in text
+    assert "warm_start" not in [line.split()[0] for line in text.splitlines() if line.strip()]
     assert not (tmp_path / "dry").exists()
     with pytest.raises(UserError, match=r"no stores\.json"):
         study.main(["--preset", "small", "--report-only", "--out", str(tmp_path / "none")])
     with pytest.raises(UserError, match="has no store"):
         study.main(["--preset", "small", "--stores", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_a_short_test_store_grows_under_its_new_size(monkeypatch):
+    """The cached test store is renamed to its grown size and extended until it holds the
+    spike bins asked for; a rerun finds the grown store and simulates nothing."""
+    import shutil
+
+    from biophys.store import completed_simulations
+    from surrogate.data import StoreReader
+    from surrogate.fit import default_store_path
+
+    made = []
+
+    def fake_ensure_data(config):
+        # The toy cell stands in for biophys: simulation i is the same at every size.
+        path = default_store_path(config.cell, config.n_sims, config.duration_ms,
+                                  config.data_seed)  # fmt: skip
+        have = len(completed_simulations(path)) if path.exists() else 0
+        if have < config.n_sims:
+            made.append((path.name, have))
+            shutil.rmtree(path, ignore_errors=True)
+            make_branched_store(path, config.cell, config.n_sims, config.duration_ms, seed=3)
+        return inspect_store(path), 1.0 if have < config.n_sims else None
+
+    monkeypatch.setattr(study, "ensure_data", fake_ensure_data)
+    protocol = preset_config(max_spikes=1_000_000).protocol()
+    preset = {"test": dict(n_sims=2, duration_ms=1500, data_seed=9, max_sims=40)}
+    # Ask for more spike bins than the two simulations hold.
+    first = default_store_path("L5PC", 2, 1500, 9)
+    first.parent.mkdir(parents=True, exist_ok=True)
+    make_branched_store(first, "L5PC", 2, 1500, seed=3)
+    two = study.scored_spike_bins(first, protocol)
+    preset["test"]["min_spike_bins"] = two + 1
+    entry = study.make_test_store("L5PC", preset, protocol)
+    n = entry["n_sims"]
+    assert n > 2 and not first.exists()
+    assert entry["path"] == str(default_store_path("L5PC", n, 1500, 9).resolve())
+    # The spike bins after the skipped 500 ms, counted afresh from the store.
+    reader = StoreReader(entry["path"])
+    count = sum(int(reader.read(i)[1][500:].sum()) for i in range(n))
+    assert entry["scored_spike_bins"] == count >= two + 1
+    assert study.cached_test_sizes("L5PC", preset["test"]) == [n]
+    made.clear()
+    assert study.make_test_store("L5PC", preset, protocol)["path"] == entry["path"]
+    assert made == []
