@@ -41,7 +41,20 @@ MODELS = ("elm", "lif", "adex")
 # "none" reads every input on a branch of its own: needs d_tree = inputs, d_brch = 1.
 ROUTINGS = ("neuronio", "random", "morphology", "none")
 # Validation metric → +1 if larger is better, −1 if smaller is better.
-SELECT_BY = {"soma_RMSE": -1, "AUC": +1, "loss": -1}
+SELECT_BY = {"soma_RMSE": -1, "AUC": +1, "loss": -1, "combined": -1}
+
+
+def combined_score(auc: float, soma_rmse_mv: float) -> float:
+    """The "combined" selection score: log(1 − AUC) + log(RMSE / 1 mV), lower is better.
+
+    Both errors enter as logarithms, so the score is scale-free: halving the spike error
+    (1 − AUC) is worth exactly as much as halving the soma RMSE, whatever their sizes.
+    NaN when either is undefined. Each error is floored at 1e-9, so that a perfect score
+    stays finite and comparable (the epoch tracker never prefers a non-finite value).
+    """
+    if not (math.isfinite(auc) and math.isfinite(soma_rmse_mv)):
+        return math.nan
+    return math.log(max(1.0 - auc, 1e-9)) + math.log(max(soma_rmse_mv, 1e-9))
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,16 @@ class FitConfig:
     cosine-annealed to 0 over all batches. Evaluation: the protocol fields.
     `init`: start from the weights of a released model (name or folder), a fit's run
     folder or a model file, instead of a random initialisation.
+    `first_sims`: with `data`, fit on the first N completed simulations of the store only
+    (None: all), so that fits on growing amounts of data share one store.
+    `test_data`: a store of the same cell and inputs whose every simulation is the test
+    set; the simulations of `data` then all go to training and validation
+    (`test_fraction` is not used), so that fits on different data share one test set.
+    `input_dropout`: during training only, each input spike is deleted with this
+    probability (synaptic release failure) and the survivors are scaled by 1/(1 − p), so
+    the expected synaptic drive is the evaluation's.
+    `patience`: stop when the selection metric has not improved for this many epochs
+    (None: run every epoch); the cosine schedule still spans `epochs`.
     """
 
     cell: str = "L5PC"
@@ -94,6 +117,10 @@ class FitConfig:
     select_by: str = "soma_RMSE"
     init: str | None = None
     seed: int = 0
+    first_sims: int | None = None
+    test_data: str | None = None
+    input_dropout: float = 0.0
+    patience: int | None = None
 
     def __post_init__(self):
         # Every number is checked here, before data is made or a run folder written: a
@@ -133,6 +160,16 @@ class FitConfig:
             raise UserError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.init is not None and self.model != "elm":
             raise UserError("--init warm-starts ELM neurons only; leave it out for point neurons")
+        for name in ("first_sims", "patience"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value <= 0
+            ):
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
+        if self.first_sims is not None and self.data is None:
+            raise UserError("first_sims picks simulations of a given store; pass --data with it")
+        if not (isinstance(self.input_dropout, (int, float)) and 0 <= self.input_dropout < 1):
+            raise UserError(f"input_dropout must be in [0, 1), got {self.input_dropout!r}")
         if self.select_by not in SELECT_BY:
             raise UserError(f"select_by must be one of {sorted(SELECT_BY)}, got {self.select_by}")
         self.protocol()  # checks the protocol's numbers
@@ -244,7 +281,18 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
         help="sizes (see below); default laptop",
     )
     add("--data", help="an existing store to fit on (default: generate the preset's store)")
-    add("--n-sims", type=int, help="simulations of the generated default store")
+    add(
+        "--n-sims",
+        type=int,
+        help="simulations of the generated default store; with --data: use only the store's "
+        "first N simulations",
+    )
+    add(
+        "--test-data",
+        metavar="STORE",
+        help="score the test on every simulation of this store (same cell and inputs); all "
+        "simulations of the training store then go to training and validation",
+    )
     add("--duration-ms", type=int, help="duration of each generated simulation, ms")
     add("--data-seed", type=int, help="base seed of the generated store")
     add("--epochs", type=int, help="training epochs (see below)")
@@ -271,7 +319,25 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
     add("--dynamics", choices=["v1", "v2"])
     add("--val-fraction", type=float, help="share of simulations for validation (see below)")
     add("--test-fraction", type=float, help="share of simulations for the test (see below)")
-    add("--select-by", choices=list(SELECT_BY), help="validation metric picking the best epoch")
+    add(
+        "--select-by",
+        choices=list(SELECT_BY),
+        help="validation metric picking the best epoch (default soma_RMSE, as published); "
+        "combined: the lowest log(1 − AUC) + log(RMSE / 1 mV)",
+    )
+    add(
+        "--patience",
+        type=int,
+        metavar="E",
+        help="stop when the selection metric has not improved for E epochs (default: off)",
+    )
+    add(
+        "--input-dropout",
+        type=float,
+        metavar="P",
+        help="training only: drop each input spike with probability P (release failure), "
+        "scaling the rest by 1/(1 − P); default 0",
+    )
     add("--seed", type=int, help="seed of initialisation, splits and windows (default 0)")
     add(
         "--init",
@@ -290,7 +356,11 @@ OPTION_FIELDS = {f.name for f in fields(FitConfig)} - {"preset"}
 def config_from_args(args: argparse.Namespace) -> FitConfig:
     """The fit configuration of parsed command-line options."""
     overrides = {k: v for k, v in vars(args).items() if k in OPTION_FIELDS}
+    if overrides.get("test_data") is not None:
+        overrides["test_data"] = str(Path(overrides["test_data"]).resolve())
     if overrides.get("data") is not None:
+        # With a given store, --n-sims selects its first simulations (it makes none).
+        overrides["first_sims"] = overrides.pop("n_sims", None)
         overrides["data"] = str(Path(overrides["data"]).resolve())
         if args.cell is None:
             info = inspect_store(overrides["data"])

@@ -267,6 +267,11 @@ class WindowDataset(torch.utils.data.Dataset):
 
     Items: x (window, n_inputs) float32 (+1 exc, −1 inh spike), spike label (window,)
     float32, soma target (window,) float32 (`elmnet.neuronio.soma_target`).
+
+    With `input_dropout` p > 0 each input spike of an item is deleted with probability p
+    (a synaptic release failure; drawn from the item's own generator, so it too survives
+    worker counts and resumes) and the kept ones become ±1/(1 − p), so a synapse's
+    expected drive equals the undropped one that evaluation sees.
     """
 
     def __init__(
@@ -277,7 +282,10 @@ class WindowDataset(torch.utils.data.Dataset):
         window_ms: int = 500,
         min_start_ms: int = 500,
         seed: int = 0,
+        input_dropout: float = 0.0,
     ):
+        if not 0 <= input_dropout < 1:
+            raise UserError(f"input_dropout must be in [0, 1), got {input_dropout}")
         if not simulations:
             raise UserError("a window dataset needs at least one simulation")
         if min_start_ms + window_ms > info.n_time:
@@ -293,6 +301,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.min_start_ms = int(min_start_ms)
         self.max_start_ms = info.n_time - self.window_ms
         self.seed = int(seed)
+        self.input_dropout = float(input_dropout)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -312,6 +321,13 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         sim, start = self.window(index)
         x, spike, soma_mv = self.reader.read(sim, start, start + self.window_ms)
+        if self.input_dropout > 0:
+            # A stream of its own (the trailing 1), so the windows stay those of p = 0.
+            rng = np.random.default_rng([self.seed, self.epoch, int(index), 1])
+            rows, cols = np.nonzero(x)
+            dropped = rng.random(rows.size) < self.input_dropout
+            x[rows[dropped], cols[dropped]] = 0.0
+            x /= 1.0 - self.input_dropout
         return torch.from_numpy(x), torch.from_numpy(spike), torch.from_numpy(soma_target(soma_mv))
 
 

@@ -264,7 +264,8 @@ def load_model(source: str | os.PathLike) -> tuple[ELMNeuron, dict[str, Any]]:
         model, info = load_model_file(folder.best_path())
         record = folder.record()
         desc = {"kind": "run", "source": str(path.resolve()), "epoch": info.get("epoch")}
-        desc["run"] = {k: record[k] for k in ("config", "seed", "data", "splits") if k in record}
+        desc["run"] = {k: record[k] for k in ("config", "seed", "data", "splits", "test_data")
+                     if k in record}  # fmt: skip
     elif path.is_file():
         model, info = load_model_file(path)
         desc = {"kind": "model file", "source": str(path.resolve()), "epoch": info.get("epoch")}
@@ -285,6 +286,20 @@ def run_simulations(desc: dict[str, Any], info: StoreInfo, split: str | None) ->
     """Which simulations of a store to evaluate: a split of the run's own store, or all."""
     run = desc.get("run")
     own_store = run is not None and Path(run["data"]["store"]) == info.path.resolve()
+    test_data = (run or {}).get("test_data")  # a fit scored on a store of its own
+    if test_data is not None and Path(test_data["store"]) == info.path.resolve():
+        if split in (None, "test"):
+            if test_data["protocol_hash"] != info.protocol_hash:
+                raise UserError(
+                    f"{info.path} was remade with another protocol since the fit; its test "
+                    "set no longer holds; use --split all or refit"
+                )
+            return list(test_data["simulations"]), "test"
+    elif own_store and test_data is not None and split in (None, "test"):
+        raise UserError(
+            f"this fit's test set is the store {test_data['store']}, not {info.path}; "
+            "evaluate on that store, or pick --split val or train"
+        )
     if split is None:
         split = "test" if own_store else "all"
     if split == "all":

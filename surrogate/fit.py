@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from surrogate.config import (
     SELECT_BY,
     FitConfig,
     add_fit_options,
+    combined_score,
     config_from_args,
     default_run_dir,
     preset_config,
@@ -113,7 +114,8 @@ def ensure_data(config: FitConfig) -> tuple[StoreInfo, float | None]:
     """
     needed = config.min_start_ms + config.window_ms
     if config.data is not None:
-        return inspect_store(config.data, min_time_ms=needed, verify=True), None
+        info = inspect_store(config.data, min_time_ms=needed, verify=True)
+        return first_simulations(info, config.first_sims), None
     path = default_store_path(config.cell, config.n_sims, config.duration_ms, config.data_seed)
     have = count_completed_simulations(path)
     elapsed = None
@@ -132,6 +134,45 @@ def ensure_data(config: FitConfig) -> tuple[StoreInfo, float | None]:
         generate_store(config.cell, config.n_sims, config.duration_ms, config.data_seed, path)
         elapsed = time.perf_counter() - start
     return inspect_store(path, min_time_ms=needed, verify=True), elapsed
+
+
+def first_simulations(info: StoreInfo, n: int | None) -> StoreInfo:
+    """The store restricted to its first `n` completed simulations (all when None).
+
+    Simulation i of a biophys store is the same whatever the store's size, so the first n
+    simulations of a large store are the data of a store of n.
+    """
+    if n is None:
+        return info
+    if n > len(info.simulations):
+        raise UserError(
+            f"--n-sims {n}: {info.path} holds only {len(info.simulations)} completed "
+            "simulations; extend it with biophys.simulate or ask for fewer"
+        )
+    return replace(info, simulations=tuple(info.simulations[:n]))
+
+
+def open_test_data(config: FitConfig, info: StoreInfo) -> StoreInfo | None:
+    """The store of `config.test_data`, refused unless it holds the same cell and inputs
+    as the training store `info` (its simulations may be of another length)."""
+    if config.test_data is None:
+        return None
+    test = inspect_store(config.test_data, min_time_ms=config.skip_ms + 1, verify=True)
+    differ = [
+        what
+        for what, ours, theirs in (
+            ("cell", info.cell, test.cell),
+            ("input kinds", info.input_kind, test.input_kind),
+            ("input segments", info.input_segment, test.input_segment),
+        )
+        if ours != theirs
+    ]
+    if differ:
+        raise UserError(
+            f"--test-data {test.path} differs from the training store {info.path} in its "
+            f"{' and '.join(differ)}; a test store must be of the same cell and inputs"
+        )
+    return test
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,6 +228,13 @@ class EpochSelector:
             self.tracker = BestTracker(higher_is_better=SELECT_BY[self.key] > 0)
         return self.tracker.update(row.get(f"val_{self.key}", math.nan), row["epoch"])
 
+    def out_of_patience(self, epoch: int, patience: int | None) -> bool:
+        """Whether `patience` epochs up to `epoch` have passed without a new best (early
+        stopping); never without `patience` or validation data."""
+        if patience is None or self.tracker is None:
+            return False
+        return epoch - self.tracker.step >= patience
+
     def state_dict(self) -> dict[str, Any] | None:
         if self.key is None:
             return None
@@ -199,8 +247,9 @@ class EpochSelector:
 
 def open_run(
     config: FitConfig, folder: RunFolder, resume: bool
-) -> tuple[StoreInfo, ELMConfig, dict[str, list[int]]]:
-    """The data, model configuration and splits of a run; records a new run's provenance.
+) -> tuple[StoreInfo, ELMConfig, dict[str, list[int]], StoreInfo | None]:
+    """The data, model configuration, splits and test store (None: the test split is of
+    the training store) of a run; records a new run's provenance.
 
     Everything is checked before the run folder is written, so that a refused command
     leaves nothing behind.
@@ -228,6 +277,7 @@ def open_run(
             f"pass --cell {recorded_cell} (or leave --cell out)"
         )
     check_inputs_fit(info, info.n_inputs, config.routing, what="the surrogate")
+    test_info = open_test_data(config, info)
     model_config = config.model_config(info)
     if config.init is not None:
         warm_start(ELMNeuron(model_config), config.init)  # refuse a misfit before writing
@@ -238,15 +288,29 @@ def open_run(
                 f"the data of {folder.path} ({record['data']['store']}) was remade with "
                 "another protocol since the fit started; start a new run with --out"
             )
-        return info, model_config, record["splits"]
-    splits = make_splits(info.simulations, config.val_fraction, config.test_fraction, config.seed)
+        recorded_test = record.get("test_data")
+        if test_info is not None:
+            if recorded_test["protocol_hash"] != test_info.protocol_hash:
+                raise UserError(
+                    f"the test data of {folder.path} ({recorded_test['store']}) was remade "
+                    "with another protocol since the fit started; start a new run with --out"
+                )
+            # The recorded test set, even if the test store was extended since.
+            test_info = replace(test_info, simulations=tuple(recorded_test["simulations"]))
+        return info, model_config, record["splits"], test_info
+    test_fraction = 0.0 if test_info is not None else config.test_fraction
+    splits = make_splits(info.simulations, config.val_fraction, test_fraction, config.seed)
+    extra = {}
+    if test_info is not None:
+        extra["test_data"] = {**test_info.provenance(),
+                              "simulations": [int(s) for s in test_info.simulations]}  # fmt: skip
     folder.start(
         RUN_KIND, asdict(config), config.seed, info.provenance(), reuse_folder=discarded,
         splits=splits, model_kind=config.model, model_config=model_config.to_dict(),
         n_parameters=count_parameters(new_model(config.model, model_config)),
-        data_generation_s=generation_s,
+        data_generation_s=generation_s, **extra,
     )  # fmt: skip
-    return info, model_config, splits
+    return info, model_config, splits, test_info
 
 
 def check_same_fit(folder: RunFolder, config: FitConfig) -> None:
@@ -362,7 +426,7 @@ def fit(
         check_same_fit(folder, config)
         print(f"{folder.path} is finished; reusing its result")
         return folder.result()
-    info, model_config, splits = open_run(config, folder, resume)
+    info, model_config, splits, test_info = open_run(config, folder, resume)
     trainer = Trainer(model_config, config, dev, amp)
     state = {"epochs_done": 0, "selector": None, "history": [], "train_s": 0.0}
     saved = folder.load_checkpoint(map_location=dev) if resume else None
@@ -377,16 +441,19 @@ def fit(
                 f"{first}); it is damaged or from another version: choose a new --out"
             ) from err
         print(f"resuming {folder.path} after epoch {state['epochs_done']} of {config.epochs}")
+    n_test = len(splits["test"]) if test_info is None else len(test_info.simulations)
+    test_where = "" if test_info is None else f" of {test_info.path}"
     print(
         f"fitting a {config.model_label()} ({count_parameters(trainer.model)} "
         f"parameters) on {len(splits['train'])} training simulations of {info.path} "
-        f"({len(splits['val'])} validation, {len(splits['test'])} test); run: {folder.path}",
+        f"({len(splits['val'])} validation, {n_test} test{test_where}); run: {folder.path}",
         flush=True,
     )
     finished = train(trainer, state, folder, info, splits, workers, stop_after_epochs, progress)
     if not finished:
         return None
-    return final_test(folder, config, info, splits, state, dev, progress)
+    test_sims = splits["test"] if test_info is None else list(test_info.simulations)
+    return final_test(folder, config, test_info or info, test_sims, state, dev, progress)
 
 
 def train(trainer, state, folder, info, splits, workers, stop_after_epochs, progress) -> bool:
@@ -397,6 +464,7 @@ def train(trainer, state, folder, info, splits, workers, stop_after_epochs, prog
     dataset = WindowDataset(
         info, splits["train"], n_windows=config.batches_per_epoch * config.batch_size,
         window_ms=config.window_ms, min_start_ms=config.min_start_ms, seed=config.seed,
+        input_dropout=config.input_dropout,
     )  # fmt: skip
     log = MetricsLog(
         folder.path / "metrics.csv", resume_step=state["epochs_done"] * config.batches_per_epoch,
@@ -405,6 +473,8 @@ def train(trainer, state, folder, info, splits, workers, stop_after_epochs, prog
     ran = 0
     try:
         for epoch in range(state["epochs_done"], config.epochs):
+            if state.get("stopped_early"):
+                break
             dataset.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=config.batch_size, shuffle=False, num_workers=workers,
@@ -423,12 +493,20 @@ def train(trainer, state, folder, info, splits, workers, stop_after_epochs, prog
             if selector.is_best(row):
                 save_model(trainer.model, folder.path / "best.pt", epoch=epoch + 1, row=row)
             state["epochs_done"], state["selector"] = epoch + 1, selector.state_dict()
+            state["stopped_early"] = selector.out_of_patience(epoch + 1, config.patience)
             log.log(**row)
             folder.save_checkpoint({**trainer.state_dict(), "state": state})
             print(epoch_line(row), flush=True)
+            if state["stopped_early"] and epoch + 1 < config.epochs:
+                print(
+                    f"stopping early: validation {selector.key} has not improved for "
+                    f"{config.patience} epochs (best: epoch {selector.tracker.step})",
+                    flush=True,
+                )
             ran += 1
             if ran == stop_after_epochs and state["epochs_done"] < config.epochs:
-                return False
+                if not state["stopped_early"]:
+                    return False
     finally:
         log.close()
     return True
@@ -458,15 +536,19 @@ def validate(model, info, sims, config: FitConfig, dev) -> dict[str, float]:
     label = torch.from_numpy(pred.spike_label).double()
     target = soma_target(torch.from_numpy(pred.soma_true_mv).double())
     out["val_loss"] = float(neuronio_loss(y, label, target))
+    out["val_combined"] = combined_score(
+        out.get("val_AUC", math.nan), out.get("val_soma_RMSE", math.nan)
+    )
     return out
 
 
-def final_test(folder, config, info, splits, state, dev, progress) -> dict[str, Any]:
-    """The best epoch's model on the test split: the report, then result.json."""
+def final_test(folder, config, info, test_sims, state, dev, progress) -> dict[str, Any]:
+    """The best epoch's model on the test simulations `test_sims` of the store `info`:
+    the report, then result.json."""
     best, best_info = load_model_file(folder.best_path())
     report_dir = folder.path / REPORT_DIR
     test_metrics = evaluate(
-        best, info, splits["test"], report_dir, config.protocol(), device=dev,
+        best, info, test_sims, report_dir, config.protocol(), device=dev,
         title=f"{config.cell}: {config.model_label()}, epoch {best_info['epoch']} (test)",
         context={"model": {"kind": "run", "source": str(folder.path.resolve())}, "split": "test"},
         progress=progress,
@@ -475,6 +557,8 @@ def final_test(folder, config, info, splits, state, dev, progress) -> dict[str, 
     result = {
         "test_metrics": test_metrics,
         "best_epoch": best_info["epoch"],
+        "epochs_run": state["epochs_done"],
+        "stopped_early": bool(state.get("stopped_early", False)),
         "selected_by": f"val_{selector['key']}" if selector else "latest epoch",
         "n_parameters": count_parameters(best),
         "model": config.model,
