@@ -40,24 +40,32 @@ Studies (names in the ``study`` column); every value is the preset's (`PRESETS`)
 A point that two studies share (d_m `d_m_ref` at τ_max 150 ms is both a ``d_m`` and a
 ``tau_max`` point) is fitted once; it gets one row per study.
 
-Presets and their cost. The **cpu** arithmetic, from one-thread measurements on the
-2-core build machine while another job shared it (CPU seconds; `surrogate.fit` on a
-1278-input store, batch 8 of 500 ms): one training batch of the Branch-ELM (d_tree 45,
-d_brch 100) costs ≈0.09 s with its data loading (0.035–0.044 s of it the model, for d_m
-1–50); without routing (1278 branches) the model alone takes ≈0.31 s, so that point
-counts 8 times. A fit of 8 epochs × 150 batches is 1200 × 0.09 ≈ 110 s, plus 8
-validations and the test, ≈1.5 s each: ≈125 s. The ELM points: 24 (d_m grid) + 4
-(learnable τ) + 16 (τ_max: 5 values × 4 cells, the 150 ms ones shared with the d_m grid)
-+ 3 branched routings + 8 (no routing, 8×) + 4 (d_tree grid, 45 shared) = 59 fit
-equivalents × 125 s ≈ 7,400 CPU-s ≈ 1 h on 2 cores. The point neurons cost more per
-batch (≈0.5 CPU-s LIF, ≈1.0 s AdEx, measured the same way), so they get 3 × 100 batches:
-(150 + 300) s × 4 cells ≈ 1,800 CPU-s ≈ 15 min on 2 cores. The data: the laptop
-preset's store per cell (24 simulations × 3 s) at ≈10 core-s per simulated second is
-720 core-s per cell, 4 cells ≈ 24 min on 2 cores (reused when cached). Total ≈ 1 h 40 min
-with ``--scheduler local`` (two points at a time); the freezing evaluation (8 fits × 6
-cut-offs on 4 test simulations) adds a few minutes. The fits are short (1200 batches,
-against the laptop preset's 4000): they rank models by how much they learn from the same
-small budget of data and steps, and a model that learns slowly is penalised for it.
+Presets and their cost. Every **cpu** fit trains with lr 2e-3 and keeps the epoch of the
+best validation AUC: on the 24 × 3 s L5PC store a d_m 20 fit of 1200 batches then reaches
+test AUC ≈0.95, where lr 5e-4 (the laptop preset's) leaves several fits of the same
+length below AUC 0.5 (measured this way before this preset was set). Each cell's fits are
+scored on one held-out test store (`benchmarks.heldout`: 12–24 simulations × 6 s from
+data seed 1000, ≥ 50 scored spike bins; all 24 simulations of the training store then
+train and validate). The arithmetic, from one-thread measurements on the 2-core build
+machine while another job shared it (CPU seconds; `surrogate.fit` on a 1278-input store,
+batch 8 of 500 ms): one training batch of the Branch-ELM (d_tree 45, d_brch 100) costs
+≈0.09 s with its data loading (0.035–0.044 s of it the model, for d_m 1–50); without
+routing (1278 branches) the model alone takes ≈0.31 s, so that point counts 8 times. A
+fit of 8 epochs × 150 batches is 1200 × 0.09 ≈ 110 s, plus 8 validations and the test
+on 72–144 s of held-out simulation (with its bootstrap), ≈40 s: ≈150 s. The ELM points:
+24 (d_m grid) + 4 (learnable τ) + 16 (τ_max: 5 values × 4 cells, the 150 ms ones shared
+with the d_m grid) + 3 branched routings + 8 (no routing, 8×) + 4 (d_tree grid, 45
+shared) = 59 fit equivalents × 150 s ≈ 8,900 CPU-s ≈ 1 h 15 min on 2 cores. The point
+neurons cost more per batch (≈0.5 CPU-s LIF, ≈1.0 s AdEx, measured the same way), so
+they get 3 × 100 batches: (150 + 300) s × 4 cells ≈ 1,800 CPU-s ≈ 15 min on 2 cores. The
+data, at ≈10 core-s per simulated second (measured 5–15 by cell): the training stores
+(24 × 3 s per cell) 2,900 core-s ≈ 24 min, the test stores (12–24 × 6 s per cell)
+2,900–5,800 core-s ≈ 24–48 min on 2 cores; both are cached and shared with
+`benchmarks.surrogate_efficiency`. Total ≈ 2 h 20 min – 2 h 45 min with
+``--scheduler local`` (two points at a time) from an empty cache, ≈1 h 30 min with the
+stores made; the freezing evaluation (8 fits × 6 cut-offs) adds a few minutes. The fits
+are short (1200 batches): they rank models by how much they learn from the same small
+budget of data and steps, and a model that learns slowly is penalised for it.
 
 **small** runs on tiny stores (CI: toy stores given with ``--stores``) in about a minute;
 its numbers mean nothing, it exercises every table. **paper** uses the published data
@@ -73,6 +81,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.heldout import CPU_TEST_STORE, cached_test_sizes, make_test_store
 from elmbridge import sweep
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
@@ -108,7 +117,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "cpu": dict(
         fit_preset="laptop", cells=CELLS,
-        fit=dict(epochs=8, batches_per_epoch=150),
+        fit=dict(epochs=8, batches_per_epoch=150, lr=2e-3, select_by="AUC"), test=CPU_TEST_STORE,
         model=dict(d_tree=45, d_brch=100),
         d_m=(1, 2, 5, 10, 20, 50), d_m_ref=20, point_models=("lif", "adex"), learn_tau_cells=CELLS,
         point_fit=dict(epochs=3, batches_per_epoch=100),
@@ -129,17 +138,24 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def point_configs(
-    preset: dict[str, Any], stores: dict[str, StoreInfo], seed: int
+    preset: dict[str, Any],
+    stores: dict[str, StoreInfo],
+    seed: int,
+    tests: dict[str, str] | None = None,
 ) -> list[tuple[str, str, FitConfig]]:
     """(study, point name, fit configuration) of every point of a preset, in study order.
 
     `stores` maps each cell to its store; the routing study needs it to size its models.
+    `tests` maps a cell to its held-out test store (`benchmarks.heldout`); a cell without
+    one is tested on a slice of its own store.
     """
     base = dict(preset["fit"], **preset["model"], seed=seed)
+    tests = tests or {}
 
     def config(cell: str, **values: Any) -> FitConfig:
         return preset_config(preset["fit_preset"], **{**base, "cell": cell,
-                             "data": str(stores[cell].path), **values})  # fmt: skip
+                             "data": str(stores[cell].path), "test_data": tests.get(cell),
+                             **values})  # fmt: skip
 
     out = []
     ref = preset["d_m_ref"]
@@ -289,8 +305,12 @@ def freeze_rows(points, stores, preset, device) -> list[dict]:
     for point in chosen.values():
         config = point.job["config"]
         model, _ = load_model_file(Path(point.folder) / "best.pt")
-        table = freeze_ablation(model, stores[config.cell], test_split(Path(point.folder)),
-                                preset["freeze_cuts_ms"], config.protocol(),
+        if config.test_data is not None:  # the held-out store: all its simulations
+            info = inspect_store(config.test_data)
+            sims = [int(s) for s in info.simulations]
+        else:
+            info, sims = stores[config.cell], test_split(Path(point.folder))
+        table = freeze_ablation(model, info, sims, preset["freeze_cuts_ms"], config.protocol(),
                                 device=device or "cpu")  # fmt: skip
         for row in table:
             rows.append({"cell": config.cell, "d_m": config.d_m, "learn_tau_m":
@@ -390,6 +410,31 @@ def prepare_stores(
     return out
 
 
+def prepare_test_stores(
+    preset: dict[str, Any], stores_dir: Path | None, make: bool = True
+) -> dict[str, str] | None:
+    """Each cell's held-out test store (path) when the preset has one ("test") and the
+    stores are the default ones; {} otherwise. With `make` False a missing store is only
+    reported, and the answer is None."""
+    if "test" not in preset or stores_dir is not None:
+        return {}
+    test = preset["test"]
+    cells = sorted({*preset["cells"], preset["routing_cell"], *preset["learn_tau_cells"],
+                    *preset["tau_max_cells"]}, key=list(CELLS).index)  # fmt: skip
+    if not make:
+        missing = []
+        for cell in cells:
+            n = max([test["n_sims"], *cached_test_sizes(cell, test)])
+            path = default_store_path(cell, n, test["duration_ms"], test["data_seed"])
+            if count_completed_simulations(path) < n:
+                missing.append(f"{cell} test {n} × {test['duration_ms']} ms at {path}")
+        if missing:
+            print("would first simulate the test stores of " + "; ".join(missing))
+            return None
+    protocol = preset_config(preset["fit_preset"], **preset["fit"]).protocol()
+    return {cell: make_test_store(cell, test, protocol)["path"] for cell in cells}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.biology",
@@ -420,9 +465,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.stores is not None and not args.stores.is_dir():
         raise UserError(f"--stores {args.stores} is not a folder")
     stores = prepare_stores(preset, args.stores, make=not args.dry_run)
-    if stores is None:
+    tests = prepare_test_stores(preset, args.stores, make=not args.dry_run)
+    if stores is None or tests is None:
         return
-    configs = point_configs(preset, stores, args.seed)
+    configs = point_configs(preset, stores, args.seed, tests)
     points, rows = unique_points(configs, out / "runs", args.device)
     if args.dry_run:
         for study, point in rows:
@@ -470,6 +516,10 @@ def write_tables(out: Path, rows, outcomes, stores, preset, args) -> None:
                                      for r in segment_rows(cell, info)])  # fmt: skip
     record = run_record({"preset": args.preset, "values": preset}, args.seed)
     record["stores"] = {cell: str(info.path.resolve()) for cell, info in stores.items()}
+    record["test_stores"] = {
+        cell: config.test_data for cell, config in
+        {p.job["config"].cell: p.job["config"] for _, p in rows}.items() if config.test_data
+    }  # fmt: skip
     record["outcomes"] = {o.point.name: {"status": o.status, "error": o.error} for o in outcomes}
     write_json(out / "biology.json", record)
     failed = [o for o in outcomes if o.status == "failed"]

@@ -68,8 +68,6 @@ out); its numbers mean nothing, it exercises every table and figure.
 
 import argparse
 import math
-import os
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +75,13 @@ from typing import Any
 import numpy as np
 
 from benchmarks.biology import fit_point, unique_points
+from benchmarks.heldout import (
+    CPU_TEST_STORE,
+    cached_test_sizes,
+    make_test_store,
+    scored_spike_bins,
+    store_config,
+)
 from elmbridge import sweep
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
@@ -85,8 +90,7 @@ from elmbridge.provenance import run_record
 from elmbridge.runs import RunFolder, run_status
 from elmbridge.training import resolve_device
 from surrogate.config import FitConfig, preset_config
-from surrogate.data import StoreReader, count_completed_simulations, inspect_store
-from surrogate.evaluate import EvalProtocol
+from surrogate.data import count_completed_simulations, inspect_store
 from surrogate.fit import check_same_fit, default_store_path, ensure_data
 
 STUDIES = ("seconds", "sim_length", "recipe", "warm_start")
@@ -117,7 +121,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         recipe=dict(lr=(5e-4,), batch_size=(32,), select_by=("soma_RMSE", "combined"),
                     input_dropout=(0.1,), patience=(3,)),
         warm_seconds=(50, 100, 200), init="num_memory_20",
-        test=dict(n_sims=12, duration_ms=6000, data_seed=1000, min_spike_bins=50, max_sims=24),
+        test=CPU_TEST_STORE,
         data_seed=0,
     ),
 }  # fmt: skip
@@ -152,65 +156,6 @@ def training_needs(preset: dict[str, Any], warm: bool = True) -> dict[tuple[str,
 
 # ---------------------------------------------------------------------------------------
 # Stores
-
-
-def cached_test_sizes(cell: str, test: dict[str, Any]) -> list[int]:
-    """Sizes of the test stores of `cell` already in the cache (a grown one included)."""
-    folder = default_store_path(cell, 1, test["duration_ms"], test["data_seed"]).parent
-    pattern = re.compile(
-        rf"^{re.escape(cell)}_(\d+)x{test['duration_ms']}ms_seed{test['data_seed']}\.zarr$"
-    )
-    if not folder.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name)))
-
-
-def scored_spike_bins(path: Path, protocol: EvalProtocol) -> int:
-    """Spike bins the evaluation protocol scores in a store: after the skipped start, in
-    simulations whose spike count passes its filter."""
-    info = inspect_store(path)
-    reader = StoreReader(path)
-    total = 0
-    for sim in info.simulations:
-        _, spike, _ = reader.read(int(sim))
-        if protocol.min_spikes <= spike.sum() <= protocol.max_spikes:
-            total += int(spike[protocol.skip_ms :].sum())
-    return total
-
-
-def store_config(cell: str, n_sims: int, duration_ms: int, data_seed: int) -> FitConfig:
-    return preset_config(cell=cell, n_sims=n_sims, duration_ms=duration_ms, data_seed=data_seed)
-
-
-def make_test_store(cell: str, preset: dict[str, Any], protocol: EvalProtocol) -> dict[str, Any]:
-    """The cell's test store in the cache, grown until it holds the preset's scored spike
-    bins (or its largest size). Growing renames the store to its new size and extends it:
-    simulation i of a biophys store is the same whatever the store's size."""
-    test = preset["test"]
-    sizes = cached_test_sizes(cell, test)
-    n = max([test["n_sims"], *sizes])
-    seconds = 0.0
-    while True:
-        info, made = ensure_data(store_config(cell, n, test["duration_ms"], test["data_seed"]))
-        seconds += made or 0.0
-        bins = scored_spike_bins(info.path, protocol)
-        if bins >= test["min_spike_bins"] or n >= test["max_sims"]:
-            break
-        grown = min(test["max_sims"], math.ceil(n * 1.25 * test["min_spike_bins"] / max(bins, 1)))
-        print(
-            f"the {cell} test store holds {bins} scored spike bins (< "
-            f"{test['min_spike_bins']}); growing it from {n} to {grown} simulations",
-            flush=True,
-        )
-        target = default_store_path(cell, grown, test["duration_ms"], test["data_seed"])
-        if not target.exists():
-            os.replace(info.path, target)
-        n = grown
-    if bins < test["min_spike_bins"]:
-        print(f"notice: the {cell} test store holds only {bins} scored spike bins at its "
-              f"largest size, {n} simulations")  # fmt: skip
-    return {"path": str(info.path.resolve()), "n_sims": len(info.simulations),
-            "generation_s": seconds or None, "scored_spike_bins": bins}  # fmt: skip
 
 
 def prepare_stores(
@@ -274,7 +219,7 @@ def prepare_stores(
                 missing.append(f"{cell} test {n} × {test['duration_ms']} ms at {path}")
             stores[key] = {"path": str(path.resolve()), "n_sims": n}
             continue
-        entry = make_test_store(cell, preset, protocol)
+        entry = make_test_store(cell, preset["test"], protocol)
         earlier = before.get(key, {})
         if entry["generation_s"] is None and earlier.get("path") == entry["path"]:
             entry["generation_s"] = earlier.get("generation_s")

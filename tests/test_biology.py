@@ -83,6 +83,20 @@ def test_small_preset_makes_every_table(biology_small):
     assert int(routing["none"]["d_tree"]) == 2 * n_segments()
 
 
+def test_points_of_a_cell_with_a_held_out_store_are_tested_on_it(tmp_path):
+    preset = biology.PRESETS["small"]
+    stores = {}
+    for i, cell in enumerate(preset["cells"]):
+        make_branched_store(tmp_path / f"{cell}.zarr", cell, n_sims=4, seed=i)
+        stores[cell] = inspect_store(tmp_path / f"{cell}.zarr")
+    held_out = str((tmp_path / "L5PC_test.zarr").resolve())
+    configs = biology.point_configs(preset, stores, 0, {"L5PC": held_out})
+    for _, _, config in configs:
+        assert config.test_data == (held_out if config.cell == "L5PC" else None)
+    assert biology.prepare_test_stores(preset, None) == {}  # the small preset has none
+    assert biology.prepare_test_stores(biology.PRESETS["cpu"], tmp_path) == {}  # --stores
+
+
 def test_results_carry_the_fits_intervals_and_spike_counts(biology_small):
     import json
 

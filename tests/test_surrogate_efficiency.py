@@ -6,6 +6,7 @@ import json
 import pytest
 from morph_cell import make_branched_store
 
+from benchmarks import heldout
 from benchmarks import surrogate_efficiency as study
 from elmbridge.errors import UserError
 from elmnet.neuron import ELMNeuron
@@ -73,7 +74,7 @@ def test_small_preset_makes_every_table_and_figure(small):
     protocol = preset_config(**preset["fit"]).protocol()
     for cell in ("L5PC", "L5PC-ampa"):
         path = out.parent / "stores" / f"{cell}_test.zarr"
-        bins = study.scored_spike_bins(path, protocol)
+        bins = heldout.scored_spike_bins(path, protocol)
         assert {int(r["n_test_spike_bins"]) for r in table if r["cell"] == cell} == {bins}
     for r in table:
         assert float(r["AUC_lo"]) <= float(r["AUC"]) <= float(r["AUC_hi"])
@@ -138,16 +139,16 @@ def test_a_short_test_store_grows_under_its_new_size(monkeypatch):
             make_branched_store(path, config.cell, config.n_sims, config.duration_ms, seed=3)
         return inspect_store(path), 1.0 if have < config.n_sims else None
 
-    monkeypatch.setattr(study, "ensure_data", fake_ensure_data)
+    monkeypatch.setattr(heldout, "ensure_data", fake_ensure_data)
     protocol = preset_config(max_spikes=1_000_000).protocol()
     preset = {"test": dict(n_sims=2, duration_ms=1500, data_seed=9, max_sims=40)}
     # Ask for more spike bins than the two simulations hold.
     first = default_store_path("L5PC", 2, 1500, 9)
     first.parent.mkdir(parents=True, exist_ok=True)
     make_branched_store(first, "L5PC", 2, 1500, seed=3)
-    two = study.scored_spike_bins(first, protocol)
+    two = heldout.scored_spike_bins(first, protocol)
     preset["test"]["min_spike_bins"] = two + 1
-    entry = study.make_test_store("L5PC", preset, protocol)
+    entry = heldout.make_test_store("L5PC", preset["test"], protocol)
     n = entry["n_sims"]
     assert n > 2 and not first.exists()
     assert entry["path"] == str(default_store_path("L5PC", n, 1500, 9).resolve())
@@ -155,7 +156,7 @@ def test_a_short_test_store_grows_under_its_new_size(monkeypatch):
     reader = StoreReader(entry["path"])
     count = sum(int(reader.read(i)[1][500:].sum()) for i in range(n))
     assert entry["scored_spike_bins"] == count >= two + 1
-    assert study.cached_test_sizes("L5PC", preset["test"]) == [n]
+    assert heldout.cached_test_sizes("L5PC", preset["test"]) == [n]
     made.clear()
-    assert study.make_test_store("L5PC", preset, protocol)["path"] == entry["path"]
+    assert heldout.make_test_store("L5PC", preset["test"], protocol)["path"] == entry["path"]
     assert made == []
