@@ -165,7 +165,9 @@ class FitConfig:
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or value <= 0
             ):
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
+                # first_sims is what --n-sims sets with --data: name the option typed.
+                label = "n_sims" if name == "first_sims" else name
+                raise UserError(f"{label} must be a positive integer, got {value!r}")
         if self.first_sims is not None and self.data is None:
             raise UserError("first_sims picks simulations of a given store; pass --data with it")
         if not (isinstance(self.input_dropout, (int, float)) and 0 <= self.input_dropout < 1):
