@@ -9,10 +9,10 @@
 //
 // Why a compiled loop: the eager loop issues about a dozen ATen ops per step, each costing
 // a few µs of dispatch while doing ~10³ FLOPs at small batch. Here one call runs all
-// steps; the per-step products are small (d_m × d_a per sample) and written as axpy loops
-// over a contiguous output row (y[j] += x_i · W[i, j]), which g++ -O3 vectorises without
-// reassociating a floating-point sum, so float64 results stay within rounding of the
-// eager path.
+// steps; the per-step products are small (B × d_m times d_m × d_a) and written as
+// register-tiled loops over contiguous output rows (`add_mat_mat`), which g++ -O3
+// vectorises without reassociating a floating-point sum (each output element is summed
+// in input order), so float64 results stay within rounding of the eager path.
 
 #include <algorithm>
 #include <cmath>
@@ -52,7 +52,7 @@ struct ElmArgs {
   const void* values;    // (nnz,) entries of S
   const int32_t* crow;   // (N·d_tree + 1,) CSR rows of S
   const int32_t* col;    // (nnz,)
-  const void* w_branch;  // (N, d_tree, d_a)
+  const void* w_branch;  // forward: (N, d_tree, d_a); backward: transposed (N, d_a, d_tree)
   const void* w_y;       // (N, d_m)
   const void* beta;      // (N,)
   const void* drop;      // (T, N, B) or null
@@ -98,15 +98,44 @@ inline T sigma_slope(T a, int64_t act) {
   }
 }
 
-// y[0:J] += Σ_i x[i] · M[i, 0:J] for a row-major (I × J) matrix M.
-template <typename T>
-inline void add_vec_mat(T* __restrict y, const T* __restrict x, const T* __restrict m,
-                        int64_t rows, int64_t cols) {
-  for (int64_t i = 0; i < rows; ++i) {
-    const T xi = x[i];
-    const T* __restrict row = m + i * cols;
-    for (int64_t j = 0; j < cols; ++j) y[j] += xi * row[j];
+// The per-step products are (B × I) · (I × J) with I, J ≤ a few dozen: too small for a
+// BLAS call to pay off, too large to leave to a naive loop. `tile` keeps an S × W block of
+// the output in registers (S samples × W columns, W a power of two so that the inner
+// loops are fixed-length and vectorise without remainder code) and streams one row of the
+// weight per i, each weight load shared by S samples.
+template <typename T, int S, int W>
+inline void tile(T* __restrict y, const T* __restrict x, const T* __restrict w, int64_t n_in,
+                 int64_t n_out) {
+  T acc[S][W];
+  for (int r = 0; r < S; ++r)
+    for (int l = 0; l < W; ++l) acc[r][l] = y[r * n_out + l];
+  for (int64_t i = 0; i < n_in; ++i) {
+    const T* __restrict wr = w + i * n_out;
+    for (int r = 0; r < S; ++r) {
+      const T xr = x[r * n_in + i];
+      for (int l = 0; l < W; ++l) acc[r][l] += xr * wr[l];
+    }
   }
+  for (int r = 0; r < S; ++r)
+    for (int l = 0; l < W; ++l) y[r * n_out + l] = acc[r][l];
+}
+
+// Columns j… of S rows: tiles of width W while they fit, the rest in narrower ones.
+template <typename T, int S, int W>
+inline void columns(T* y, const T* x, const T* w, int64_t n_in, int64_t n_out, int64_t j) {
+  for (; j + W <= n_out; j += W) tile<T, S, W>(y + j, x, w + j, n_in, n_out);
+  if constexpr (W > 1) columns<T, S, W / 2>(y, x, w, n_in, n_out, j);
+}
+
+// Y += X M for row-major Y (rows × n_out), X (rows × n_in), M (n_in × n_out).
+template <typename T>
+void add_mat_mat(T* y, const T* x, const T* m, int64_t rows, int64_t n_in, int64_t n_out) {
+  constexpr int kLanes = 64 / sizeof(T);  // one 512-bit vector
+  constexpr int kRows = 4;
+  int64_t r = 0;
+  for (; r + kRows <= rows; r += kRows)
+    columns<T, kRows, kLanes>(y + r * n_out, x + r * n_in, m, n_in, n_out, 0);
+  for (; r < rows; ++r) columns<T, 1, kLanes>(y + r * n_out, x + r * n_in, m, n_in, n_out, 0);
 }
 
 template <typename T>
@@ -131,7 +160,7 @@ void forward(const ElmArgs& s) {
   const int64_t d_a = s.widths[0], nb = n * batch;
   const bool keep = s.acts != nullptr;
   const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
-  std::vector<T> a_buf(widest), h_buf(widest);
+  std::vector<T> a_buf(batch * widest), h_buf(batch * widest);
 
   const T* pre = in<T>(s.pre);
   const T* u = in<T>(s.u);
@@ -146,7 +175,7 @@ void forward(const ElmArgs& s) {
   T* outputs = out<T>(s.outputs);
   T* highpasses = out<T>(s.highpasses);
   const T leak_r = T(1.0 - s.kappa_r);
-  std::vector<T> q(fb ? nb : 0), c(fb ? n * d_tree * batch : 0);
+  std::vector<T> q(fb ? nb : 0), c(fb ? n * d_tree * batch : 0), c_rows(fb ? batch * d_tree : 0);
 
   for (int64_t t = 0; t < n_steps; ++t) {
     if (fb) {
@@ -164,47 +193,50 @@ void forward(const ElmArgs& s) {
         }
       }
     }
+    // One neuron's whole batch at a time: its rows (t, k, 0…B−1) are contiguous in every
+    // (T, N, B, ·) and (N, B, ·) tensor, so each stage is a (B × width) matrix.
     for (int64_t k = 0; k < n; ++k) {
-      for (int64_t b = 0; b < batch; ++b) {
-        const int64_t row = (t * n + k) * batch + b;  // (t, k, b) of a (T, N, B, ·) tensor
-        const int64_t state = k * batch + b;          // (k, b) of an (N, B, ·) tensor
-        const T* m_prev = t == 0 ? in<T>(s.memory) + state * d_m
-                                 : memories + ((t - 1) * nb + state) * d_m;
-        // a⁰ = pre_t + m_{t−1} U [+ c_t W_b], written where it is kept.
-        T* a = n_layers == 0 ? mlp_out + row * d_m
-                             : (keep ? out<T>(s.acts[0]) + row * d_a : a_buf.data());
-        copy(a, pre + row * d_a, d_a);
-        add_vec_mat(a, m_prev, u + k * d_m * d_a, d_m, d_a);
-        if (fb) {
-          const T* wb = in<T>(s.w_branch) + k * d_tree * d_a;
-          for (int64_t j = 0; j < d_tree; ++j) {
-            const T cj = c[(k * d_tree + j) * batch + b];
-            const T* wrow = wb + j * d_a;
-            for (int64_t i = 0; i < d_a; ++i) a[i] += cj * wrow[i];
-          }
-        }
-        // h = σ(a), a ← h V + v through the layers; the last gives z_t.
-        for (int64_t l = 0; l < n_layers; ++l) {
-          const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-          for (int64_t i = 0; i < w_in; ++i) h_buf[i] = sigma(a[i], act);
-          T* next = l == n_layers - 1
-                        ? mlp_out + row * d_m
-                        : (keep ? out<T>(s.acts[l + 1]) + row * w_out : a_buf.data());
-          copy(next, in<T>(s.biases[l]) + state * w_out, w_out);
-          add_vec_mat(next, h_buf.data(), in<T>(s.weights[l]) + k * w_in * w_out, w_in, w_out);
-          a = next;
-        }
-        const T* z = a;
-        // m_t = κ ⊙ m_{t−1} + g ⊙ tanh(z_t)
-        T* m = memories + row * d_m;
-        const T* kap = kappa + state * d_m;
-        const T* gn = gain + state * d_m;
-        for (int64_t j = 0; j < d_m; ++j) m[j] = kap[j] * m_prev[j] + gn[j] * std::tanh(z[j]);
-        if (fb) {
-          // r_t = m_t · w_y, r̄_t = r̄_{t−1} + (1 − κ_r)(r_t − r̄_{t−1}), o_t = relu(r − r̄ + β)
-          const T* wy = in<T>(s.w_y) + k * d_m;
+      const int64_t rows = (t * n + k) * batch;  // first row of (t, k) in (T, N, B, ·)
+      const int64_t states = k * batch;          // first row of k in (N, B, ·)
+      const T* m_prev = t == 0 ? in<T>(s.memory) + states * d_m
+                               : memories + ((t - 1) * n + k) * batch * d_m;
+      // a⁰ = pre_t + m_{t−1} U [+ c_t W_b], written where it is kept.
+      T* a = n_layers == 0 ? mlp_out + rows * d_m
+                           : (keep ? out<T>(s.acts[0]) + rows * d_a : a_buf.data());
+      copy(a, pre + rows * d_a, batch * d_a);
+      add_mat_mat(a, m_prev, u + k * d_m * d_a, batch, d_m, d_a);
+      if (fb) {
+        for (int64_t j = 0; j < d_tree; ++j)
+          for (int64_t b = 0; b < batch; ++b)
+            c_rows[b * d_tree + j] = c[(k * d_tree + j) * batch + b];
+        add_mat_mat(a, c_rows.data(), in<T>(s.w_branch) + k * d_tree * d_a, batch, d_tree, d_a);
+      }
+      // h = σ(a), a ← h V + v through the layers; the last gives z_t.
+      for (int64_t l = 0; l < n_layers; ++l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+        for (int64_t i = 0; i < batch * w_in; ++i) h_buf[i] = sigma(a[i], act);
+        T* next = l == n_layers - 1
+                      ? mlp_out + rows * d_m
+                      : (keep ? out<T>(s.acts[l + 1]) + rows * w_out : a_buf.data());
+        copy(next, in<T>(s.biases[l]) + states * w_out, batch * w_out);
+        add_mat_mat(next, h_buf.data(), in<T>(s.weights[l]) + k * w_in * w_out, batch, w_in,
+                    w_out);
+        a = next;
+      }
+      const T* z = a;
+      // m_t = κ ⊙ m_{t−1} + g ⊙ tanh(z_t)
+      T* m = memories + rows * d_m;
+      const T* kap = kappa + states * d_m;
+      const T* gn = gain + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j)
+        m[j] = kap[j] * m_prev[j] + gn[j] * std::tanh(z[j]);
+      if (fb) {
+        // r_t = m_t · w_y, r̄_t = r̄_{t−1} + (1 − κ_r)(r_t − r̄_{t−1}), o_t = relu(r − r̄ + β)
+        const T* wy = in<T>(s.w_y) + k * d_m;
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t state = states + b;
           T r = T(0);
-          for (int64_t j = 0; j < d_m; ++j) r += m[j] * wy[j];
+          for (int64_t j = 0; j < d_m; ++j) r += m[b * d_m + j] * wy[j];
           const T hp_prev =
               t == 0 ? in<T>(s.highpass0)[state] : highpasses[(t - 1) * nb + state];
           const T hp = hp_prev + leak_r * (r - hp_prev);
@@ -223,7 +255,7 @@ void backward(const ElmArgs& s) {
   const int64_t n_layers = s.n_layers, act = s.act, d_tree = s.d_tree;
   const int64_t d_a = s.widths[0], nb = n * batch;
   const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
-  std::vector<T> dh(widest);
+  std::vector<T> dh(batch * widest);
 
   const T* u_t = in<T>(s.u);
   const T* kappa = in<T>(s.kappa);
@@ -247,19 +279,21 @@ void backward(const ElmArgs& s) {
   T* carry_out = out<T>(s.carry_out);
   T* carry_hp = out<T>(s.carry_highpass);
   const T keep_r = T(s.kappa_r), leak_r = T(1.0 - s.kappa_r);
+  std::vector<T> dc_rows(fb ? batch * d_tree : 0);
 
   for (int64_t t = n_steps - 1; t >= 0; --t) {
     for (int64_t k = 0; k < n; ++k) {
-      for (int64_t b = 0; b < batch; ++b) {
-        const int64_t row = (t * n + k) * batch + b;
-        const int64_t state = k * batch + b;
-        T* cr = carry + state * d_m;
-        // ∂L/∂m_t: from outside, from step t+1 (the carry) and, with feedback, through o_t.
-        T* g = grad_m_total + row * d_m;
-        for (int64_t j = 0; j < d_m; ++j)
-          g[j] = grad_memories ? grad_memories[row * d_m + j] + cr[j] : cr[j];
-        if (fb) {
-          const int64_t i = t * nb + state;
+      const int64_t rows = (t * n + k) * batch;
+      const int64_t states = k * batch;
+      T* cr = carry + states * d_m;
+      // ∂L/∂m_t: from outside, from step t+1 (the carry) and, with feedback, through o_t.
+      T* g = grad_m_total + rows * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j)
+        g[j] = grad_memories ? grad_memories[rows * d_m + j] + cr[j] : cr[j];
+      if (fb) {
+        const T* wy = in<T>(s.w_y) + k * d_m;
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t state = states + b, i = t * nb + state;
           const T go = grad_outputs ? grad_outputs[i] + carry_out[state] : carry_out[state];
           const T dy = outputs[i] > T(0) ? go : T(0);
           grad_y[i] = dy;
@@ -268,42 +302,40 @@ void backward(const ElmArgs& s) {
           const T dr = dy + leak_r * gh;
           grad_r[i] = dr;
           carry_hp[state] = keep_r * gh;
-          const T* wy = in<T>(s.w_y) + k * d_m;
-          for (int64_t j = 0; j < d_m; ++j) g[j] += dr * wy[j];
+          for (int64_t j = 0; j < d_m; ++j) g[b * d_m + j] += dr * wy[j];
         }
-        // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
-        T* dz = grad_z + row * d_m;
-        const T* p = proposals + row * d_m;
-        const T* gn = gain + state * d_m;
-        for (int64_t j = 0; j < d_m; ++j) {
-          dz[j] = g[j] * (gn[j] * (T(1) - p[j] * p[j]));
-          if (grad_mlp_out) dz[j] += grad_mlp_out[row * d_m + j];
-        }
-        // Down the layers: dh = da Vᵀ, then da = dh ⊙ σ'(a) at the layer's input.
-        const T* da = dz;
-        for (int64_t l = n_layers - 1; l >= 0; --l) {
-          const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-          std::fill(dh.begin(), dh.begin() + w_in, T(0));
-          add_vec_mat(dh.data(), da, in<T>(s.weights[l]) + k * w_out * w_in, w_out, w_in);
-          T* da_in = out<T>(s.grad_acts[l]) + row * w_in;
-          const T* a = in<T>(s.acts[l]) + row * w_in;
-          for (int64_t i = 0; i < w_in; ++i) da_in[i] = dh[i] * sigma_slope(a[i], act);
-          da = da_in;
-        }
-        // ∂L/∂m_{t−1} = ∂L/∂m_t ⊙ κ + ∂L/∂a⁰ Uᵀ
-        const T* kap = kappa + state * d_m;
-        for (int64_t j = 0; j < d_m; ++j) cr[j] = g[j] * kap[j];
-        add_vec_mat(cr, da, u_t + k * d_a * d_m, d_a, d_m);
-        if (fb) {
-          // ∂L/∂c_t[j] = W_b[j] · ∂L/∂a⁰, stored (T, N, d_tree, B)
-          const T* wb = in<T>(s.w_branch) + k * d_tree * d_a;
-          for (int64_t j = 0; j < d_tree; ++j) {
-            T sum = T(0);
-            const T* wrow = wb + j * d_a;
-            for (int64_t i = 0; i < d_a; ++i) sum += wrow[i] * da[i];
-            grad_branches[((t * n + k) * d_tree + j) * batch + b] = sum;
-          }
-        }
+      }
+      // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
+      T* dz = grad_z + rows * d_m;
+      const T* p = proposals + rows * d_m;
+      const T* gn = gain + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j) {
+        dz[j] = g[j] * (gn[j] * (T(1) - p[j] * p[j]));
+        if (grad_mlp_out) dz[j] += grad_mlp_out[rows * d_m + j];
+      }
+      // Down the layers: dh = da Vᵀ, then da = dh ⊙ σ'(a) at the layer's input.
+      const T* da = dz;
+      for (int64_t l = n_layers - 1; l >= 0; --l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+        std::fill(dh.begin(), dh.begin() + batch * w_in, T(0));
+        add_mat_mat(dh.data(), da, in<T>(s.weights[l]) + k * w_out * w_in, batch, w_out, w_in);
+        T* da_in = out<T>(s.grad_acts[l]) + rows * w_in;
+        const T* a = in<T>(s.acts[l]) + rows * w_in;
+        for (int64_t i = 0; i < batch * w_in; ++i) da_in[i] = dh[i] * sigma_slope(a[i], act);
+        da = da_in;
+      }
+      // ∂L/∂m_{t−1} = ∂L/∂m_t ⊙ κ + ∂L/∂a⁰ Uᵀ
+      const T* kap = kappa + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j) cr[j] = g[j] * kap[j];
+      add_mat_mat(cr, da, u_t + k * d_a * d_m, batch, d_a, d_m);
+      if (fb) {
+        // ∂L/∂c_t = ∂L/∂a⁰ W_bᵀ, stored (T, N, d_tree, B)
+        std::fill(dc_rows.begin(), dc_rows.end(), T(0));
+        add_mat_mat(dc_rows.data(), da, in<T>(s.w_branch) + k * d_a * d_tree, batch, d_a,
+                    d_tree);
+        T* dst = grad_branches + (t * n + k) * d_tree * batch;
+        for (int64_t j = 0; j < d_tree; ++j)
+          for (int64_t b = 0; b < batch; ++b) dst[j * batch + b] = dc_rows[b * d_tree + j];
       }
     }
     if (fb) {
