@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 extern "C" {
@@ -106,18 +107,16 @@ inline T sigma_slope(T a, int64_t act) {
 template <typename T, int S, int W>
 inline void tile(T* __restrict y, const T* __restrict x, const T* __restrict w, int64_t n_in,
                  int64_t n_out) {
-  T acc[S][W];
-  for (int r = 0; r < S; ++r)
-    for (int l = 0; l < W; ++l) acc[r][l] = y[r * n_out + l];
+  // GCC vector type of W lanes: the compiler left plain fixed-size arrays mostly scalar.
+  typedef T V __attribute__((vector_size(sizeof(T) * W)));
+  V acc[S];
+  for (int r = 0; r < S; ++r) std::memcpy(&acc[r], y + r * n_out, sizeof(V));
   for (int64_t i = 0; i < n_in; ++i) {
-    const T* __restrict wr = w + i * n_out;
-    for (int r = 0; r < S; ++r) {
-      const T xr = x[r * n_in + i];
-      for (int l = 0; l < W; ++l) acc[r][l] += xr * wr[l];
-    }
+    V wr;
+    std::memcpy(&wr, w + i * n_out, sizeof(V));
+    for (int r = 0; r < S; ++r) acc[r] += wr * x[r * n_in + i];
   }
-  for (int r = 0; r < S; ++r)
-    for (int l = 0; l < W; ++l) y[r * n_out + l] = acc[r][l];
+  for (int r = 0; r < S; ++r) std::memcpy(y + r * n_out, &acc[r], sizeof(V));
 }
 
 // Columns j… of S rows: tiles of width W while they fit, the rest in narrower ones.
