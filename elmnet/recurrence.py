@@ -31,11 +31,12 @@ Three implementations of the time loops share everything else (the saved tensors
 the weight gradients after the loop), chosen per call (`use_backend`: "auto", "eager",
 "triton", "cpp"): the eager loops here, on CUDA the fused Triton kernels of
 `elmnet.fused`, and on the CPU the C++ loops of `elmnet.cpp_loop` (compiled on first use;
-"auto" falls back to eager with one warning when they cannot be built). The eager loop's
-cost per step is mostly fixed (a dozen small ops, each a few µs of dispatch and
-tiny-matrix overhead on CPU), which is why both sequences and scratch buffers are
-preallocated and results are written in place, and why the C++ loops, one call for all
-steps, are the CPU default.
+"auto" takes them up to batch 32 and falls back to eager with one warning when they
+cannot be built). The eager loop's cost per step is mostly fixed (a dozen small ops,
+each a few µs of dispatch and tiny-matrix overhead on CPU), which is why both sequences
+and scratch buffers are preallocated and results are written in place, and why the C++
+loops, one call for all steps, are the CPU default at small batch; at large batch the
+eager loop's batched BLAS products are faster per sample.
 """
 
 import contextlib
@@ -427,9 +428,10 @@ _warned: set[str] = set()
 @contextlib.contextmanager
 def use_backend(name: str):
     """Within the block, run every recurrence on `name`'s time loop: "auto" (the Triton
-    kernels for CUDA tensors when triton imports, the C++ loops for CPU tensors when they
-    build, else eager), "eager", "triton" (the kernels or a `UserError` saying why not;
-    on CPU only under TRITON_INTERPRET=1) or "cpp" (the C++ loops or a `UserError`)."""
+    kernels for CUDA tensors when triton imports, the C++ loops for CPU tensors up to
+    batch `CPP_AUTO_MAX_BATCH` when they build, else eager), "eager", "triton" (the
+    kernels or a `UserError` saying why not; on CPU only under TRITON_INTERPRET=1) or
+    "cpp" (the C++ loops or a `UserError`)."""
     if name not in BACKENDS:
         raise UserError(f"unknown recurrence backend {name!r}; choose one of {list(BACKENDS)}")
     old, _backend["name"] = _backend["name"], name
@@ -454,9 +456,16 @@ def _use_fused(spec: _Spec, pre, kappa, gain, layers) -> bool:
     return False
 
 
+# "auto" takes the C++ loops up to this batch: they step one sample's small products at
+# a time, so at large batch the eager loop's batched BLAS products win (measured on the
+# NeuronIO neuron, 1 thread: 3.4× faster at batch 8, 0.34× at batch 128 for the
+# recurrence alone; the network about even at 32).
+CPP_AUTO_MAX_BATCH = 32
+
+
 def _use_cpp(spec: _Spec, pre) -> bool:
     name = _backend["name"]
-    if name not in ("auto", "cpp"):
+    if name not in ("auto", "cpp") or (name == "auto" and pre.shape[2] > CPP_AUTO_MAX_BATCH):
         return False
     reason = cpp_loop.why_not(pre, spec.activation)
     if reason is None and cpp_loop.extension() is None:
