@@ -15,10 +15,12 @@ Enwik8 N 742, d_m 20, k_c 750, T 100 (the BPTT window); `small` is the base poin
 the cpu sweep preset (SHD-Adding with N 24, d_m 5, k_c 60, T 50: 20 ms bins).
 
 Rows: the hand-written recurrence (eager); the fused kernels (`elmnet.fused`) on CUDA
-with triton, else a line saying why not; and, for training, the baseline that leaves
+with triton, else a line saying why not; on the CPU the same recurrence on the compiled
+C++ time loops (`elmnet.cpp_loop`, "cpp loops"); and, for training, the baseline that leaves
 the hidden layer's time loop to autograd (the recurrent synapses as a gather and
 index_add, the per-neuron MLP as batched matmuls; the script checks that it gives the
-same logits before timing).
+same logits before timing). The methods are timed taking turns
+(`roofline.time_interleaved`), so load on a shared machine falls on all alike.
 
 Roofline (`benchmarks.roofline`): FLOPs per step and sample of the matrix products
 (the recurrent synapses' sparse product is left out: 1 % of the FLOPs for SHD-Adding,
@@ -35,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import roofline
-from benchmarks.elm_neuron_speed import MAX_BATCH_STEPS, NOT_CUDA, check_sizes
+from benchmarks.elm_neuron_speed import MAX_BATCH_STEPS, NOT_CUDA, check_sizes, cpp_unavailable
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.training import resolve_device
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     no_fused = (
         NOT_CUDA if device.type != "cuda" else fused.unavailable(device, torch.float32, "relu2", 1)
     )
+    no_cpp = cpp_unavailable(device, torch.float32, "relu2")
 
     rows = []
     for name in dict.fromkeys(args.configs):
@@ -166,11 +169,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
             methods = [("hand-written", "eager", hand_written_logits)]
             if no_fused is None:
                 methods.append(("fused", "triton", hand_written_logits))
+            if no_cpp is None:
+                methods.append(("cpp loops", "cpp", hand_written_logits))
             if not args.no_baseline:
                 with torch.no_grad(), use_backend("eager"):
                     ours, base = hand_written_logits(net, x), autograd_logits(net, x)
                 torch.testing.assert_close(ours, base, rtol=1e-3, atol=1e-4)
                 methods.append(("autograd loop", "eager", autograd_logits))
+            if no_cpp is None:
+                with torch.no_grad():
+                    with use_backend("eager"):
+                        ours = hand_written_logits(net, x)
+                    with use_backend("cpp"):
+                        compiled = hand_written_logits(net, x)
+                torch.testing.assert_close(compiled, ours, rtol=1e-4, atol=1e-5)
             products = forward_products(config, batch, n_steps, not x.is_floating_point())
             flops = roofline.total_flops(products)
             reference = roofline.matmul_reference(products, device, torch.float32, args.repeats)
@@ -178,31 +190,44 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    "k_c": config.k_c, "P": network_parameters(config).total, "T": n_steps,
                    "batch": batch, "flops_per_step": flops / (batch * n_steps),
                    "matmul_gflops": roofline.gflops(flops, reference.cost(device))}  # fmt: skip
+            calls = {}
             for method, backend, forward in methods:
                 optimizer = optim(net.parameters(), lr=1e-4)
-                with use_backend(backend):
-                    step = functools.partial(training_step, forward, net, x, y, optimizer)
-                    train = roofline.time_call(step, device, args.repeats)
-                    row[method] = batch * n_steps / train.wall
-                    row[f"{method} per CPU-s"] = batch * n_steps / train.cpu
-                    row[f"{method} s"] = train.cost(device)
-                    row[f"{method} GFLOP/s"] = roofline.gflops(3 * flops, train.cost(device))
-                    if method == "autograd loop":
-                        continue
-                    with torch.inference_mode():
-                        fwd = roofline.time_call(
-                            lambda f=forward, n=net, x=x: f(n, x), device, args.repeats
-                        )
+                step = functools.partial(training_step, forward, net, x, y, optimizer)
+                calls[method, "train"] = on_backend(backend, step)
+                if method != "autograd loop":
+                    calls[method, "forward"] = on_backend(
+                        backend, functools.partial(forward, net, x), inference=True
+                    )
+            timings = roofline.time_interleaved(calls, device, args.repeats)
+            for method, _, _ in methods:
+                train = timings[method, "train"]
+                row[method] = batch * n_steps / train.wall
+                row[f"{method} per CPU-s"] = batch * n_steps / train.cpu
+                row[f"{method} s"] = train.cost(device)
+                row[f"{method} GFLOP/s"] = roofline.gflops(3 * flops, train.cost(device))
+                if method != "autograd loop":
+                    fwd = timings[method, "forward"]
                     row[f"{method} forward"] = batch * n_steps / fwd.wall
                     row[f"{method} forward per CPU-s"] = batch * n_steps / fwd.cpu
                     row[f"{method} forward s"] = fwd.cost(device)
                     row[f"{method} forward GFLOP/s"] = roofline.gflops(flops, fwd.cost(device))
             rows.append(row)
-    report(rows, args, device, batches, no_fused)
+    report(rows, args, device, batches, no_fused, no_cpp)
     return rows
 
 
-def report(rows, args, device, batches, no_fused) -> None:
+def on_backend(backend: str, fn, inference: bool = False):
+    """`fn` as a call that runs on `backend`'s time loop (in inference mode if asked)."""
+
+    def call():
+        with use_backend(backend), torch.inference_mode(inference):
+            fn()
+
+    return call
+
+
+def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     clock = "CPU" if device.type == "cpu" else "wall-clock"
     print(
@@ -211,7 +236,7 @@ def report(rows, args, device, batches, no_fused) -> None:
         f"training = forward + backward + optimiser step; GFLOP/s and fixed costs from "
         f"{clock} time"
     )
-    methods = [m for m in ("hand-written", "fused", "autograd loop") if m in rows[0]]
+    methods = [m for m in ("hand-written", "fused", "cpp loops", "autograd loop") if m in rows[0]]
     header = f"{'config':<11}{'N':>5}{'d_m':>4}{'k_c':>5}{'P':>11}{'T':>6}{'batch':>6}  "
     header += f"{'method':<14}{'forward':>10}{'per CPU-s':>10}{'GFLOP/s':>8}"
     header += f"{'training':>10}{'per CPU-s':>10}{'GFLOP/s':>8}{'matmul GFLOP/s':>15}"
@@ -236,9 +261,14 @@ def report(rows, args, device, batches, no_fused) -> None:
         if "fused" in r:
             line += (f"; fused/eager {r['fused forward'] / r['hand-written forward']:.2f}× "
                      f"forward, {r['fused'] / r['hand-written']:.2f}× training")  # fmt: skip
+        if "cpp loops" in r:
+            line += (f"; cpp/eager {r['cpp loops forward'] / r['hand-written forward']:.2f}× "
+                     f"forward, {r['cpp loops'] / r['hand-written']:.2f}× training")  # fmt: skip
         print(line)
     if no_fused:
         print(f"fused kernels: not run ({no_fused})")
+    if no_cpp and device.type == "cpu":
+        print(f"cpp loops: not run ({no_cpp})")
     if len(set(batches)) < 2:
         return
     for config in dict.fromkeys(r["config"] for r in rows):

@@ -10,8 +10,11 @@ wall clock also runs while other processes hold the cores). The baseline compute
 routing, synapse traces and branch sums inside the time loop, as a direct transcription
 of the equations would; both compute the same
 function (the script checks that their outputs agree before timing). On CUDA with
-triton installed the fused kernels (`elmnet.fused`) get their own row; elsewhere the row
-says why they cannot run.
+triton installed the fused kernels (`elmnet.fused`) get their own row; on the CPU the
+compiled C++ time loops (`elmnet.cpp_loop`) do, beside the eager loop of the same
+parallel-traces model; elsewhere a line says why they cannot run. The methods are timed
+taking turns (`roofline.time_interleaved`), so load on a shared machine falls on all
+alike and their ratios hold.
 
 Roofline (`benchmarks.roofline`): FLOPs per step and sample of the matrix products, the
 FLOP/s reached, the FLOP/s torch.matmul reaches on the same products alone, and, with
@@ -27,7 +30,7 @@ from benchmarks import roofline
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.training import resolve_device
-from elmnet import fused
+from elmnet import cpp_loop, fused
 from elmnet.config import ELMConfig
 from elmnet.neuron import ELMNeuron
 from elmnet.ops import decay, scaled_tanh
@@ -60,18 +63,26 @@ def parallel_forward(model: ELMNeuron, x: torch.Tensor) -> torch.Tensor:
     return model(x)[0]
 
 
-def timed(fn, model, x, backward: bool, repeats: int) -> roofline.Timing:
-    """Median wall and CPU seconds of one forward (inference mode) or forward+backward."""
+def timed_call(fn, model, x, backward: bool, backend: str):
+    """One forward (inference mode) or forward+backward on `backend`'s time loop."""
 
     def call():
-        if backward:
-            model.zero_grad(set_to_none=True)
-            fn(model, x).square().mean().backward()
-        else:
-            with torch.inference_mode():
-                fn(model, x)
+        with use_backend(backend):
+            if backward:
+                model.zero_grad(set_to_none=True)
+                fn(model, x).square().mean().backward()
+            else:
+                with torch.inference_mode():
+                    fn(model, x)
 
-    return roofline.time_call(call, x.device, repeats)
+    return call
+
+
+def cpp_unavailable(device: torch.device, dtype: torch.dtype, activation: str) -> str | None:
+    """Why the benchmark gets no C++-loop row here, or None."""
+    if device.type != "cpu":
+        return "the C++ loops are for CPU tensors"
+    return cpp_loop.unavailable(device, dtype, activation)
 
 
 def forward_products(config: ELMConfig, batch: int, n_steps: int) -> list[roofline.Product]:
@@ -139,6 +150,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     if no_fused is None:
         methods.append(("fused kernels", parallel_forward, "triton"))
+    no_cpp = cpp_unavailable(device, dtype, config.activation)
+    if no_cpp is None:
+        methods.append(("cpp loops", parallel_forward, "cpp"))
 
     rows = []
     for batch in batches:
@@ -146,17 +160,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
         x = (spikes * sign).to(dtype)
         with torch.inference_mode(), use_backend("eager"):
             ours = parallel_forward(model, x)
+            tol = 1e-4 if dtype == torch.float32 else 1e-10
             if not args.no_baseline:
                 base = per_step_forward(model, x)
-                tol = 1e-4 if dtype == torch.float32 else 1e-10
                 torch.testing.assert_close(ours, base, rtol=tol, atol=tol)
+        if no_cpp is None:
+            with torch.inference_mode(), use_backend("cpp"):
+                torch.testing.assert_close(parallel_forward(model, x), ours, rtol=tol, atol=tol)
         products = forward_products(config, batch, args.steps)
         flops = roofline.total_flops(products)
         reference = roofline.matmul_reference(products, device, dtype, repeats=args.repeats)
+        calls = {}
         for name, fn, backend in methods:
-            with use_backend(backend):
-                fwd = timed(fn, model, x, backward=False, repeats=args.repeats)
-                both = timed(fn, model, x, backward=True, repeats=args.repeats)
+            calls[name, False] = timed_call(fn, model, x, False, backend)
+            calls[name, True] = timed_call(fn, model, x, True, backend)
+        timings = roofline.time_interleaved(calls, device, args.repeats)
+        for name, _, _ in methods:
+            fwd, both = timings[name, False], timings[name, True]
             rows.append({
                 "batch": batch, "method": name,
                 "forward": batch * args.steps / fwd.wall,
@@ -169,11 +189,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "both_gflops": roofline.gflops(3 * flops, both.cost(device)),
                 "matmul_gflops": roofline.gflops(flops, reference.cost(device)),
             })  # fmt: skip
-    report(rows, args, device, batches, no_fused)
+    report(rows, args, device, batches, no_fused, no_cpp)
     return rows
 
 
-def report(rows, args, device, batches, no_fused) -> None:
+def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     print(
         f"ELM neuron, NeuronIO config (d_in 1278, d_tree 45, d_brch 100, d_m {args.d_m}), "
@@ -207,9 +227,15 @@ def report(rows, args, device, batches, no_fused) -> None:
             a, f = named["parallel traces"], named["fused kernels"]
             line += (f"; fused/eager {f['forward'] / a['forward']:.2f}× forward, "
                      f"{f['forward+backward'] / a['forward+backward']:.2f}× fwd+bwd")  # fmt: skip
+        if "cpp loops" in named:
+            a, f = named["parallel traces"], named["cpp loops"]
+            line += (f"; cpp/eager {f['forward'] / a['forward']:.2f}× forward, "
+                     f"{f['forward+backward'] / a['forward+backward']:.2f}× fwd+bwd")  # fmt: skip
         print(line)
     if no_fused:
         print(f"fused kernels: not run ({no_fused})")
+    if no_cpp and device.type == "cpu":
+        print(f"cpp loops: not run ({no_cpp})")
     if len(set(batches)) >= 2:
         for method in dict.fromkeys(r["method"] for r in rows):
             mine = [r for r in rows if r["method"] == method]

@@ -14,7 +14,7 @@ per time step against the batch size: what a step costs however small the batch.
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -67,6 +67,27 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int) -> T
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
     return Timing(statistics.median(walls), statistics.median(cpus))
+
+
+def time_interleaved(
+    calls: dict[Hashable, Callable[[], object]], device: torch.device, repeats: int
+) -> dict[Hashable, Timing]:
+    """`time_call` for several calls taking turns (a, b, a, b, …): on a shared machine
+    whatever load comes and goes falls on all of them alike, so their ratio holds."""
+    samples = {name: ([], []) for name in calls}
+    for i in range(repeats + 1):
+        for name, fn in calls.items():
+            sync(device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            sync(device)
+            if i:  # the first round warms up allocators and kernels
+                samples[name][0].append(time.perf_counter() - wall)
+                samples[name][1].append(time.process_time() - cpu)
+    return {
+        name: Timing(statistics.median(walls), statistics.median(cpus))
+        for name, (walls, cpus) in samples.items()
+    }
 
 
 def total_flops(products: Sequence[Product]) -> int:

@@ -27,12 +27,16 @@ high-pass-filtered ReLU output:
                                  neuron n; its entries are the signed synaptic weights)
     r_t = m_t · w_y,  r̄_t = κ_r r̄_{t−1} + (1 − κ_r) r_t,  o_t = relu(r_t − r̄_t + β)
 
-Two implementations of the time loops share everything else (the saved tensors and the
-weight gradients after the loop): the eager loops here, and on CUDA the fused Triton
-kernels of `elmnet.fused`, chosen per call (`use_backend`: "auto", "eager", "triton").
-The eager loop's cost per step is mostly fixed (a dozen small ops, each a few µs of
-dispatch and tiny-matrix overhead on CPU), which is why both sequences and scratch
-buffers are preallocated and results are written in place.
+Three implementations of the time loops share everything else (the saved tensors and
+the weight gradients after the loop), chosen per call (`use_backend`: "auto", "eager",
+"triton", "cpp"): the eager loops here, on CUDA the fused Triton kernels of
+`elmnet.fused`, and on the CPU the C++ loops of `elmnet.cpp_loop` (compiled on first use;
+"auto" takes them up to batch 32 and falls back to eager with one warning when they
+cannot be built). The eager loop's cost per step is mostly fixed (a dozen small ops,
+each a few µs of dispatch and tiny-matrix overhead on CPU), which is why both sequences
+and scratch buffers are preallocated and results are written in place, and why the C++
+loops, one call for all steps, are the CPU default at small batch; at large batch the
+eager loop's batched BLAS products are faster per sample.
 """
 
 import contextlib
@@ -44,7 +48,7 @@ from typing import NamedTuple
 import torch
 
 from elmbridge.errors import UserError
-from elmnet import fused
+from elmnet import cpp_loop, fused
 from elmnet.ops import activation_derivative, make_activation
 
 
@@ -103,6 +107,7 @@ class _Spec:
     kappa_r: float = 0.0  # high-pass decay per step
     d_tree: int = 0
     fused: bool = False  # run the time loops on the Triton kernels (elmnet.fused)
+    cpp: bool = False  # run the time loops in C++ (elmnet.cpp_loop)
 
 
 class _Recurrence(torch.autograd.Function):
@@ -135,6 +140,13 @@ class _Recurrence(torch.autograd.Function):
             )
             if not keep:
                 acts = []
+        elif spec.cpp:
+            fb = None
+            if spec.feedback:
+                fb = (values, crow, col, w_branch, w_y, beta, drop, highpass, out, outputs,
+                      highpasses)  # fmt: skip
+            cpp_loop.forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories,
+                                  mlp_out, fb)  # fmt: skip
         elif spec.feedback:
             outputs, highpasses = _eager_forward(
                 spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out,
@@ -177,7 +189,8 @@ class _Recurrence(torch.autograd.Function):
             if spec.feedback:
                 grad_y, grad_r, grad_branches, carry_out, carry_highpass = result[4:]
         else:
-            grad_z, grad_acts, grad_m_total, carry, *fb_grads = _eager_backward(
+            loop = cpp_loop.backward_loop if spec.cpp else _eager_backward
+            grad_z, grad_acts, grad_m_total, carry, *fb_grads = loop(
                 spec, ctx.saved_tensors, grad_memories, grad_mlp_out, grad_feedback, proposals
             )
             if spec.feedback:
@@ -407,7 +420,7 @@ class BankRecurrence(NamedTuple):
     highpass: torch.Tensor | None  # (T, N, B) r̄_t, with feedback only
 
 
-BACKENDS = ("auto", "eager", "triton")
+BACKENDS = ("auto", "eager", "triton", "cpp")
 _backend = {"name": "auto"}
 _warned: set[str] = set()
 
@@ -415,8 +428,10 @@ _warned: set[str] = set()
 @contextlib.contextmanager
 def use_backend(name: str):
     """Within the block, run every recurrence on `name`'s time loop: "auto" (the Triton
-    kernels for CUDA tensors when triton imports, else eager), "eager" or "triton" (the
-    kernels or a `UserError` saying why not; on CPU only under TRITON_INTERPRET=1)."""
+    kernels for CUDA tensors when triton imports, the C++ loops for CPU tensors up to
+    batch `CPP_AUTO_MAX_BATCH` when they build, else eager), "eager", "triton" (the
+    kernels or a `UserError` saying why not; on CPU only under TRITON_INTERPRET=1) or
+    "cpp" (the C++ loops or a `UserError`)."""
     if name not in BACKENDS:
         raise UserError(f"unknown recurrence backend {name!r}; choose one of {list(BACKENDS)}")
     old, _backend["name"] = _backend["name"], name
@@ -428,7 +443,7 @@ def use_backend(name: str):
 
 def _use_fused(spec: _Spec, pre, kappa, gain, layers) -> bool:
     name = _backend["name"]
-    if name == "eager" or (name == "auto" and pre.device.type != "cuda"):
+    if name in ("eager", "cpp") or (name == "auto" and pre.device.type != "cuda"):
         return False
     reason = fused.why_not(spec, pre, kappa, gain, layers)
     if reason is None:
@@ -439,6 +454,28 @@ def _use_fused(spec: _Spec, pre, kappa, gain, layers) -> bool:
         _warned.add(reason)
         warnings.warn(f"elmnet: the recurrence runs eagerly on CUDA: {reason}", stacklevel=3)
     return False
+
+
+# "auto" takes the C++ loops up to this batch: they step one sample's small products at
+# a time, so at large batch the eager loop's batched BLAS products win (measured on the
+# NeuronIO neuron, 1 thread: 3.4× faster at batch 8, 0.34× at batch 128 for the
+# recurrence alone; the network about even at 32).
+CPP_AUTO_MAX_BATCH = 32
+
+
+def _use_cpp(spec: _Spec, pre) -> bool:
+    name = _backend["name"]
+    if name not in ("auto", "cpp") or (name == "auto" and pre.shape[2] > CPP_AUTO_MAX_BATCH):
+        return False
+    reason = cpp_loop.why_not(pre, spec.activation)
+    if reason is None and cpp_loop.extension() is None:
+        reason = cpp_loop.build_error()
+        if name == "auto" and reason not in _warned:  # once per process, never a traceback
+            _warned.add(reason)
+            warnings.warn(f"elmnet: the recurrence runs eagerly: {reason}", stacklevel=3)
+    if reason is not None and name == "cpp":
+        raise UserError(f"recurrence backend 'cpp' cannot run here: {reason}")
+    return reason is None
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -488,6 +525,8 @@ def bank_recurrence(
     tensors = [cast(x) for x in tensors]
     if _use_fused(spec, tensors[0], tensors[3], tensors[4], layers):
         spec = dataclasses.replace(spec, fused=True)
+    elif _use_cpp(spec, tensors[0]):
+        spec = dataclasses.replace(spec, cpp=True)
     with torch.autocast(device_type=pre.device.type, enabled=False):
         result = _Recurrence.apply(spec, *tensors)
     if feedback is None:

@@ -23,6 +23,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
 from elmbridge.errors import UserError  # noqa: E402
+from elmnet import cpp_loop  # noqa: E402
 from elmnet.network import ELMNetwork, ELMNetworkConfig, ELMNetworkState  # noqa: E402
 from elmnet.recurrence import bank_recurrence, memory_recurrence, use_backend  # noqa: E402
 
@@ -182,10 +183,10 @@ def test_unsupported_configurations_say_why():
         memory_recurrence("relu", **{k: v.double() for k, v in inputs.items()})
     with pytest.raises(UserError, match="unknown recurrence backend"), use_backend("cuda"):
         pass
-    # "auto" on CPU is the eager path, whatever triton's mode.
+    # "auto" on CPU never runs the kernels, whatever triton's mode: the C++ loops, or eager.
     with use_backend("auto"):
         y = memory_recurrence("relu", **inputs)
-    with use_backend("eager"):
+    with use_backend("cpp" if cpp_loop.extension() is not None else "eager"):
         torch.testing.assert_close(y, memory_recurrence("relu", **inputs), rtol=0, atol=0)
 
 

@@ -1,0 +1,277 @@
+"""The compiled CPU path of the ELM memory recurrence: the time loops in C++.
+
+`elmnet.recurrence` runs its time loops eagerly (a dozen small ATen ops per step), on
+CUDA through the Triton kernels of `elmnet.fused`, or on the CPU through the C++ loops
+of ``elmnet/csrc/recurrence.cpp`` that this module builds (`extension`), checks
+(`why_not`) and calls (`forward_loop`, `backward_loop`). The C++ loops fill exactly the
+sequences the eager loops fill, so the saved tensors and the weight gradients after the
+loop are shared.
+
+Why: on a CPU each ATen op costs a few µs of dispatch whatever its size, and at small
+batch one step's arithmetic is a few thousand FLOPs, so the eager loop's time is mostly
+that fixed cost. One call into C++ runs all steps as plain pointer loops.
+
+Build: compiled with `torch.utils.cpp_extension.load` on first use (about 5 s of CPU:
+the source includes no torch header and is a plain shared library called through
+ctypes; needs a C++ compiler and ninja) into ``<cache>/torch_extensions/<hash>`` under the
+toolkit's cache folder (`elmbridge.download.cache_dir`), the hash covering the source,
+the torch and Python versions and the CPU's instruction-set flags (the code is built for
+the host CPU, -march=native), so later processes load it without compiling. When the
+build fails, `extension` returns None and `build_error` says why; "auto" then stays on
+the eager loop with one warning.
+"""
+
+import ctypes
+import hashlib
+import importlib.util
+import platform
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+from elmbridge.download import cache_dir
+
+# Activation codes shared with the C++ source.
+_ACT = {"identity": 0, "relu": 1, "relu2": 2, "silu": 3}
+SOURCE = Path(__file__).with_name("csrc") / "recurrence.cpp"
+# -ffp-contract=fast: fused multiply-adds (one rounding instead of two, never worse).
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=fast", "-std=c++17"]
+
+_state: dict = {"module": None, "error": None, "tried": False}
+_lock = threading.Lock()
+
+
+def _cpu_flags() -> str:
+    """The host CPU's instruction-set flags (Linux), so a cache shared between different
+    CPUs never loads code built for another one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def build_key() -> str:
+    """Hash naming the build folder and module: source, flags, versions, CPU."""
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    for part in (*FLAGS, torch.__version__, sys.version, platform.machine(), _cpu_flags()):
+        digest.update(part.encode())
+    return digest.hexdigest()[:16]
+
+
+def compiler_missing() -> str | None:
+    """Why the extension cannot be built here (no compiler, no ninja), or None."""
+    if not (shutil.which("c++") or shutil.which("g++")):
+        return "no C++ compiler (c++ or g++) on PATH"
+    if importlib.util.find_spec("ninja") is None and shutil.which("ninja") is None:
+        return "ninja is not installed (needed by torch's C++ extension builder)"
+    return None
+
+
+def extension():
+    """The compiled module (built or loaded on first call), or None if it cannot be
+    built; `build_error()` then says why."""
+    with _lock:
+        if not _state["tried"]:
+            _state["tried"] = True
+            _state["error"] = compiler_missing()
+            if _state["error"] is None:
+                try:
+                    _state["module"] = _build()
+                except Exception as error:  # a failed build must not stop the eager path
+                    lines = str(error).strip().splitlines() or [type(error).__name__]
+                    _state["error"] = f"building {SOURCE.name} failed: {lines[0]}"
+        return _state["module"]
+
+
+def build_error() -> str | None:
+    """Why `extension()` returned None, or None when it built (or was not tried)."""
+    return _state["error"]
+
+
+def _build():
+    from torch.utils import cpp_extension
+
+    key = build_key()
+    folder = cache_dir("torch_extensions", key)
+    # A plain shared library (no Python module, no torch headers): torch's builder
+    # compiles it (with its locking of the build folder) and returns its path.
+    path = cpp_extension.load(
+        name=f"elmnet_recurrence_{key}",
+        sources=[str(SOURCE)],
+        extra_cflags=FLAGS,
+        build_directory=str(folder),
+        is_python_module=False,
+        verbose=False,
+    )
+    lib = ctypes.CDLL(path)
+    lib.elm_args_size.restype = ctypes.c_int64
+    if lib.elm_args_size() != ctypes.sizeof(_Args):
+        raise RuntimeError("ElmArgs in recurrence.cpp and _Args in cpp_loop.py differ")
+    for name in ("elm_forward_f32", "elm_forward_f64", "elm_backward_f32", "elm_backward_f64"):
+        getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
+        getattr(lib, name).restype = None
+    return lib
+
+
+_SIZES = ("n_steps", "n", "batch", "d_m", "n_layers", "act", "d_tree", "feedback")
+_POINTERS = (
+    "widths kappa gain u weights acts pre memory biases memories mlp_out proposals "
+    "grad_memories grad_mlp_out grad_z grad_acts grad_m_total carry values crow col w_branch "
+    "w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses grad_y "
+    "grad_r grad_branches carry_out carry_highpass"
+).split()
+
+
+class _Args(ctypes.Structure):
+    """Mirror of `ElmArgs` in recurrence.cpp (same order; checked by size at load)."""
+
+    _fields_ = [
+        *((name, ctypes.c_int64) for name in _SIZES),
+        ("kappa_r", ctypes.c_double),
+        *((name, ctypes.c_void_p) for name in _POINTERS),
+    ]
+
+
+class _Call:
+    """Builds one `_Args`, keeping alive every tensor and pointer array it points into
+    until the call returns."""
+
+    def __init__(self, spec, **sizes):
+        self.keep = []
+        self.args = _Args(act=_ACT[spec.activation], d_tree=spec.d_tree,
+                          feedback=int(spec.feedback), kappa_r=float(spec.kappa_r),
+                          **sizes)  # fmt: skip
+
+    def set(self, **tensors):
+        for name, x in tensors.items():
+            if x is None:
+                continue
+            if isinstance(x, (list, tuple)):
+                array = (ctypes.c_void_p * max(1, len(x)))(*(self._hold(t) for t in x))
+                self.keep.append(array)
+                setattr(self.args, name, ctypes.cast(array, ctypes.c_void_p))
+            else:
+                setattr(self.args, name, self._hold(x))
+
+    def _hold(self, x: torch.Tensor) -> int:
+        if not x.is_contiguous():
+            raise ValueError("the C++ loops take contiguous tensors only")
+        self.keep.append(x)
+        return x.data_ptr()
+
+    def run(self, direction: str, dtype: torch.dtype):
+        suffix = "f64" if dtype == torch.float64 else "f32"
+        getattr(extension(), f"elm_{direction}_{suffix}")(ctypes.byref(self.args))
+
+
+def why_not(pre: torch.Tensor, activation: str) -> str | None:
+    """Why the C++ loops cannot run this recurrence (device, dtype, activation), or None
+    when they can, before any build."""
+    if pre.device.type != "cpu":
+        return f"tensors on {pre.device.type}: the C++ loops run on the CPU"
+    if pre.dtype not in (torch.float32, torch.float64):
+        return f"the C++ loops compute in float32 or float64, not {pre.dtype}"
+    if activation not in _ACT:
+        return f"activation {activation!r} has no C++ loop"
+    return None
+
+
+def unavailable(device: torch.device, dtype: torch.dtype, activation: str) -> str | None:
+    """Why the C++ loops cannot run a recurrence of this kind here, building them if
+    needed, or None when they can."""
+    reason = why_not(torch.empty(0, device=device, dtype=dtype), activation)
+    if reason is None and extension() is None:
+        reason = build_error()
+    return reason
+
+
+def _per_state(x: torch.Tensor, n: int, batch: int, width: int) -> torch.Tensor:
+    """A coefficient broadcastable to (N, B, width), materialised contiguous."""
+    return torch.broadcast_to(x, (n, batch, width)).contiguous()
+
+
+def _widths(d_a: int, weights, d_m: int) -> torch.Tensor:
+    return torch.tensor([d_a, *(w.shape[-1] for w in weights[:-1]), d_m], dtype=torch.int64)
+
+
+def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out, fb=None):
+    """The forward time loop in C++, filling `acts` (when non-empty), `memories` and
+    `mlp_out` in place, as `elmnet.recurrence._eager_forward` does.
+
+    fb: None or (values, crow, col, w_branch, w_y, beta, drop, highpass, output,
+    outputs, highpasses), the last two filled in place.
+    """
+    n_steps, n, batch, d_a = pre.shape
+    d_m = memory.shape[-1]
+    weights = [w.contiguous() for w, _ in layers]
+    biases = [_per_state(b, n, batch, w.shape[-1]) for w, b in layers]
+    call = _Call(spec, n_steps=n_steps, n=n, batch=batch, d_m=d_m, n_layers=len(layers))
+    call.set(
+        widths=_widths(d_a, weights, d_m), pre=pre.contiguous(), memory=memory.contiguous(),
+        u=u.contiguous(), kappa=_per_state(kappa, n, batch, d_m),
+        gain=_per_state(gain, n, batch, d_m), weights=weights,
+        biases=biases,
+        acts=acts or None, memories=memories, mlp_out=mlp_out,
+    )  # fmt: skip
+    if fb is not None:
+        values, crow, col, w_branch, w_y, beta, drop, highpass, output, outputs, hps = fb
+        call.set(
+            values=values.contiguous(), crow=crow.to(torch.int32).contiguous(),
+            col=col.to(torch.int32).contiguous(), w_branch=w_branch.contiguous(),
+            w_y=w_y.contiguous(), beta=torch.broadcast_to(beta, (n,)).contiguous(),
+            drop=None if drop is None else drop.contiguous(), highpass0=highpass.contiguous(),
+            output0=output.contiguous(), outputs=outputs, highpasses=hps,
+        )  # fmt: skip
+    call.run("forward", pre.dtype)
+
+
+def backward_loop(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedback, proposals):
+    """The reverse-time loop in C++; same arguments and results as
+    `elmnet.recurrence._eager_backward`."""
+    n_layers = spec.n_layers
+    memory, u, kappa, gain, memories, mlp_out, *rest = saved_tensors
+    acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
+    n_steps, n, batch, d_m = memories.shape
+    d_a = u.shape[-1]
+    grad_z = torch.empty_like(mlp_out)
+    grad_acts = [torch.empty_like(a) for a in acts]
+    grad_m_total = torch.empty_like(memories)
+    carry = memory.new_zeros(n, batch, d_m)
+
+    def maybe(x):
+        return None if x is None else x.contiguous()
+
+    call = _Call(spec, n_steps=n_steps, n=n, batch=batch, d_m=d_m, n_layers=n_layers)
+    call.set(
+        widths=_widths(d_a, weights, d_m), u=u.transpose(1, 2).contiguous(),
+        kappa=_per_state(kappa, n, batch, d_m), gain=_per_state(gain, n, batch, d_m),
+        weights=[w.transpose(1, 2).contiguous() for w in weights],
+        acts=[a.contiguous() for a in acts] or None, proposals=proposals.contiguous(),
+        grad_memories=maybe(grad_memories), grad_mlp_out=maybe(grad_mlp_out), grad_z=grad_z,
+        grad_acts=grad_acts or None, grad_m_total=grad_m_total, carry=carry,
+    )  # fmt: skip
+    if spec.feedback:
+        values, crow, col, _, _, _, w_branch, w_y, drop, outputs = rest[2 * n_layers : -1]
+        grad_outputs, grad_highpasses = grad_feedback
+        grad_y, grad_r = torch.empty_like(outputs), torch.empty_like(outputs)
+        grad_branches = outputs.new_empty(n_steps, n, spec.d_tree, batch)
+        carry_out, carry_highpass = outputs.new_zeros(n, batch), outputs.new_zeros(n, batch)
+        call.set(
+            values=values.contiguous(), crow=crow.to(torch.int32).contiguous(),
+            col=col.to(torch.int32).contiguous(), w_branch=w_branch.transpose(1, 2).contiguous(),
+            w_y=w_y.contiguous(), drop=maybe(drop), outputs=outputs.contiguous(),
+            grad_outputs=maybe(grad_outputs), grad_highpasses=maybe(grad_highpasses),
+            grad_y=grad_y, grad_r=grad_r, grad_branches=grad_branches, carry_out=carry_out,
+            carry_highpass=carry_highpass,
+        )  # fmt: skip
+    call.run("backward", memories.dtype)
+    if spec.feedback:
+        return (grad_z, grad_acts, grad_m_total, carry, grad_y, grad_r, grad_branches,
+                carry_out, carry_highpass)  # fmt: skip
+    return grad_z, grad_acts, grad_m_total, carry

@@ -1,0 +1,368 @@
+// The time loops of the ELM memory recurrence on the CPU, as raw pointer loops.
+//
+// The equations, names and tensor layouts are those of the module docstring of
+// elmnet/recurrence.py; elmnet/cpp_loop.py prepares the arguments (every tensor
+// contiguous, per-step coefficients broadcast to (N, B, width), weights pre-transposed for
+// the backward pass) and allocates the outputs, which these functions fill in place.
+// The interface is plain C (one struct of sizes and pointers, called through ctypes): no
+// torch header is included, so the first-use build takes seconds, not minutes.
+//
+// Why a compiled loop: the eager loop issues about a dozen ATen ops per step, each costing
+// a few µs of dispatch while doing ~10³ FLOPs at small batch. Here one call runs all
+// steps; the per-step products are small (B × d_m times d_m × d_a) and written as
+// register-tiled loops over contiguous output rows (`add_mat_mat`), which g++ -O3
+// vectorises without reassociating a floating-point sum (each output element is summed
+// in input order), so float64 results stay within rounding of the eager path.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+extern "C" {
+
+// Everything one call needs; pointers a call does not use are null. Layout mirrored by
+// elmnet/cpp_loop.py (_Args): keep the two in step.
+struct ElmArgs {
+  int64_t n_steps, n, batch, d_m, n_layers, act, d_tree;
+  int64_t feedback;  // 1: a bank with the recurrent part (the fields after `carry`)
+  double kappa_r;
+  const int64_t* widths;  // (n_layers + 1,): a⁰'s width d_a, then each layer's output
+  // shared
+  const void* kappa;  // (N, B, d_m)
+  const void* gain;   // (N, B, d_m)
+  const void* u;      // forward: U (N, d_m, d_a); backward: Uᵀ (N, d_a, d_m)
+  const void* const* weights;  // forward: (N, in, out) per layer; backward: (N, out, in)
+  void* const* acts;           // (T, N, B, width) pre-activations a⁰ … (null: not kept)
+  // forward
+  const void* pre;       // (T, N, B, d_a)
+  const void* memory;    // (N, B, d_m) m_{−1}
+  const void* const* biases;  // (N, B, out) per layer
+  void* memories;        // (T, N, B, d_m)
+  void* mlp_out;         // (T, N, B, d_m) z_t
+  // backward
+  const void* proposals;      // (T, N, B, d_m) tanh z_t
+  const void* grad_memories;  // (T, N, B, d_m) or null
+  const void* grad_mlp_out;   // (T, N, B, d_m) or null
+  void* grad_z;               // (T, N, B, d_m)
+  void* const* grad_acts;     // like acts
+  void* grad_m_total;         // (T, N, B, d_m)
+  void* carry;                // (N, B, d_m), zero on entry; ∂L/∂m_{−1} on return
+  // feedback (an empty S has null `values`)
+  const void* values;    // (nnz,) entries of S
+  const int32_t* crow;   // (N·d_tree + 1,) CSR rows of S
+  const int32_t* col;    // (nnz,)
+  const void* w_branch;  // forward: (N, d_tree, d_a); backward: transposed (N, d_a, d_tree)
+  const void* w_y;       // (N, d_m)
+  const void* beta;      // (N,)
+  const void* drop;      // (T, N, B) or null
+  const void* highpass0;  // (N, B) r̄_{−1}
+  const void* output0;    // (N, B) o_{−1}
+  void* outputs;          // (T, N, B) o_t (backward: read)
+  void* highpasses;       // (T, N, B) r̄_t
+  const void* grad_outputs;     // (T, N, B) or null
+  const void* grad_highpasses;  // (T, N, B) or null
+  void* grad_y;            // (T, N, B)
+  void* grad_r;            // (T, N, B)
+  void* grad_branches;     // (T, N, d_tree, B)
+  void* carry_out;         // (N, B), zero on entry; ∂L/∂o_{−1} on return
+  void* carry_highpass;    // (N, B), zero on entry; ∂L/∂r̄_{−1} on return
+};
+}
+
+namespace {
+
+enum Activation : int64_t { kIdentity = 0, kRelu = 1, kRelu2 = 2, kSilu = 3 };
+
+template <typename T>
+inline T sigma(T a, int64_t act) {
+  switch (act) {
+    case kRelu: return a > T(0) ? a : T(0);
+    case kRelu2: return a > T(0) ? a * a : T(0);
+    case kSilu: return a / (T(1) + std::exp(-a));
+    default: return a;
+  }
+}
+
+// dσ/da at the stored pre-activation (the backward pass keeps no σ(a)).
+template <typename T>
+inline T sigma_slope(T a, int64_t act) {
+  switch (act) {
+    case kRelu: return a > T(0) ? T(1) : T(0);
+    case kRelu2: return a > T(0) ? T(2) * a : T(0);
+    case kSilu: {
+      T s = T(1) / (T(1) + std::exp(-a));
+      return s * (T(1) + a * (T(1) - s));
+    }
+    default: return T(1);
+  }
+}
+
+// The per-step products are (B × I) · (I × J) with I, J ≤ a few dozen: too small for a
+// BLAS call to pay off, too large to leave to a naive loop. `tile` keeps an S × W block of
+// the output in registers (S samples × W columns, W a power of two so that the inner
+// loops are fixed-length and vectorise without remainder code) and streams one row of the
+// weight per i, each weight load shared by S samples.
+template <typename T, int S, int W>
+inline void tile(T* __restrict y, const T* __restrict x, const T* __restrict w, int64_t n_in,
+                 int64_t n_out) {
+  // GCC vector type of W lanes: the compiler left plain fixed-size arrays mostly scalar.
+  typedef T V __attribute__((vector_size(sizeof(T) * W)));
+  V acc[S];
+  for (int r = 0; r < S; ++r) std::memcpy(&acc[r], y + r * n_out, sizeof(V));
+  for (int64_t i = 0; i < n_in; ++i) {
+    V wr;
+    std::memcpy(&wr, w + i * n_out, sizeof(V));
+    for (int r = 0; r < S; ++r) acc[r] += wr * x[r * n_in + i];
+  }
+  for (int r = 0; r < S; ++r) std::memcpy(y + r * n_out, &acc[r], sizeof(V));
+}
+
+// Columns j… of S rows: tiles of width W while they fit, the rest in narrower ones.
+template <typename T, int S, int W>
+inline void columns(T* y, const T* x, const T* w, int64_t n_in, int64_t n_out, int64_t j) {
+  for (; j + W <= n_out; j += W) tile<T, S, W>(y + j, x, w + j, n_in, n_out);
+  if constexpr (W > 1) columns<T, S, W / 2>(y, x, w, n_in, n_out, j);
+}
+
+// Y += X M for row-major Y (rows × n_out), X (rows × n_in), M (n_in × n_out).
+template <typename T>
+void add_mat_mat(T* y, const T* x, const T* m, int64_t rows, int64_t n_in, int64_t n_out) {
+  constexpr int kLanes = 64 / sizeof(T);  // one 512-bit vector
+  constexpr int kRows = 4;
+  int64_t r = 0;
+  for (; r + kRows <= rows; r += kRows)
+    columns<T, kRows, kLanes>(y + r * n_out, x + r * n_in, m, n_in, n_out, 0);
+  for (; r < rows; ++r) columns<T, 1, kLanes>(y + r * n_out, x + r * n_in, m, n_in, n_out, 0);
+}
+
+template <typename T>
+inline void copy(T* __restrict y, const T* __restrict x, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) y[j] = x[j];
+}
+
+template <typename T>
+inline const T* in(const void* p) {
+  return static_cast<const T*>(p);
+}
+
+template <typename T>
+inline T* out(void* p) {
+  return static_cast<T*>(p);
+}
+
+template <typename T>
+void forward(const ElmArgs& s) {
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act, d_tree = s.d_tree;
+  const int64_t d_a = s.widths[0], nb = n * batch;
+  const bool keep = s.acts != nullptr;
+  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
+  std::vector<T> a_buf(batch * widest), h_buf(batch * widest);
+
+  const T* pre = in<T>(s.pre);
+  const T* u = in<T>(s.u);
+  const T* kappa = in<T>(s.kappa);
+  const T* gain = in<T>(s.gain);
+  T* memories = out<T>(s.memories);
+  T* mlp_out = out<T>(s.mlp_out);
+
+  const bool fb = s.feedback != 0;
+  const T* values = in<T>(s.values);
+  const T* drop = in<T>(s.drop);
+  T* outputs = out<T>(s.outputs);
+  T* highpasses = out<T>(s.highpasses);
+  const T leak_r = T(1.0 - s.kappa_r);
+  std::vector<T> q(fb ? nb : 0), c(fb ? n * d_tree * batch : 0), c_rows(fb ? batch * d_tree : 0);
+
+  for (int64_t t = 0; t < n_steps; ++t) {
+    if (fb) {
+      // q_t = D_t ⊙ o_{t−1}, then the branch sums c_t = S q_t as (N·d_tree, B): every
+      // neuron's step needs all of them, so they come first.
+      const T* o_prev = t == 0 ? in<T>(s.output0) : outputs + (t - 1) * nb;
+      for (int64_t i = 0; i < nb; ++i) q[i] = drop ? drop[t * nb + i] * o_prev[i] : o_prev[i];
+      for (int64_t r = 0; r < n * d_tree; ++r) {
+        T* cr = c.data() + r * batch;
+        for (int64_t b = 0; b < batch; ++b) cr[b] = T(0);
+        for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
+          const T v = values[e];
+          const T* qs = q.data() + static_cast<int64_t>(s.col[e]) * batch;
+          for (int64_t b = 0; b < batch; ++b) cr[b] += v * qs[b];
+        }
+      }
+    }
+    // One neuron's whole batch at a time: its rows (t, k, 0…B−1) are contiguous in every
+    // (T, N, B, ·) and (N, B, ·) tensor, so each stage is a (B × width) matrix.
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t rows = (t * n + k) * batch;  // first row of (t, k) in (T, N, B, ·)
+      const int64_t states = k * batch;          // first row of k in (N, B, ·)
+      const T* m_prev = t == 0 ? in<T>(s.memory) + states * d_m
+                               : memories + ((t - 1) * n + k) * batch * d_m;
+      // a⁰ = pre_t + m_{t−1} U [+ c_t W_b], written where it is kept.
+      T* a = n_layers == 0 ? mlp_out + rows * d_m
+                           : (keep ? out<T>(s.acts[0]) + rows * d_a : a_buf.data());
+      copy(a, pre + rows * d_a, batch * d_a);
+      add_mat_mat(a, m_prev, u + k * d_m * d_a, batch, d_m, d_a);
+      if (fb) {
+        for (int64_t j = 0; j < d_tree; ++j)
+          for (int64_t b = 0; b < batch; ++b)
+            c_rows[b * d_tree + j] = c[(k * d_tree + j) * batch + b];
+        add_mat_mat(a, c_rows.data(), in<T>(s.w_branch) + k * d_tree * d_a, batch, d_tree, d_a);
+      }
+      // h = σ(a), a ← h V + v through the layers; the last gives z_t.
+      for (int64_t l = 0; l < n_layers; ++l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+        for (int64_t i = 0; i < batch * w_in; ++i) h_buf[i] = sigma(a[i], act);
+        T* next = l == n_layers - 1
+                      ? mlp_out + rows * d_m
+                      : (keep ? out<T>(s.acts[l + 1]) + rows * w_out : a_buf.data());
+        copy(next, in<T>(s.biases[l]) + states * w_out, batch * w_out);
+        add_mat_mat(next, h_buf.data(), in<T>(s.weights[l]) + k * w_in * w_out, batch, w_in,
+                    w_out);
+        a = next;
+      }
+      const T* z = a;
+      // m_t = κ ⊙ m_{t−1} + g ⊙ tanh(z_t)
+      T* m = memories + rows * d_m;
+      const T* kap = kappa + states * d_m;
+      const T* gn = gain + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j)
+        m[j] = kap[j] * m_prev[j] + gn[j] * std::tanh(z[j]);
+      if (fb) {
+        // r_t = m_t · w_y, r̄_t = r̄_{t−1} + (1 − κ_r)(r_t − r̄_{t−1}), o_t = relu(r − r̄ + β)
+        const T* wy = in<T>(s.w_y) + k * d_m;
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t state = states + b;
+          T r = T(0);
+          for (int64_t j = 0; j < d_m; ++j) r += m[b * d_m + j] * wy[j];
+          const T hp_prev =
+              t == 0 ? in<T>(s.highpass0)[state] : highpasses[(t - 1) * nb + state];
+          const T hp = hp_prev + leak_r * (r - hp_prev);
+          highpasses[t * nb + state] = hp;
+          const T o = r - hp + in<T>(s.beta)[k];
+          outputs[t * nb + state] = o > T(0) ? o : T(0);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward(const ElmArgs& s) {
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act, d_tree = s.d_tree;
+  const int64_t d_a = s.widths[0], nb = n * batch;
+  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
+  std::vector<T> dh(batch * widest);
+
+  const T* u_t = in<T>(s.u);
+  const T* kappa = in<T>(s.kappa);
+  const T* gain = in<T>(s.gain);
+  const T* proposals = in<T>(s.proposals);
+  const T* grad_memories = in<T>(s.grad_memories);
+  const T* grad_mlp_out = in<T>(s.grad_mlp_out);
+  T* grad_z = out<T>(s.grad_z);
+  T* grad_m_total = out<T>(s.grad_m_total);
+  T* carry = out<T>(s.carry);
+
+  const bool fb = s.feedback != 0;
+  const T* values = in<T>(s.values);
+  const T* drop = in<T>(s.drop);
+  const T* outputs = in<T>(s.outputs);
+  const T* grad_outputs = in<T>(s.grad_outputs);
+  const T* grad_highpasses = in<T>(s.grad_highpasses);
+  T* grad_y = out<T>(s.grad_y);
+  T* grad_r = out<T>(s.grad_r);
+  T* grad_branches = out<T>(s.grad_branches);
+  T* carry_out = out<T>(s.carry_out);
+  T* carry_hp = out<T>(s.carry_highpass);
+  const T keep_r = T(s.kappa_r), leak_r = T(1.0 - s.kappa_r);
+  std::vector<T> dc_rows(fb ? batch * d_tree : 0);
+
+  for (int64_t t = n_steps - 1; t >= 0; --t) {
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t rows = (t * n + k) * batch;
+      const int64_t states = k * batch;
+      T* cr = carry + states * d_m;
+      // ∂L/∂m_t: from outside, from step t+1 (the carry) and, with feedback, through o_t.
+      T* g = grad_m_total + rows * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j)
+        g[j] = grad_memories ? grad_memories[rows * d_m + j] + cr[j] : cr[j];
+      if (fb) {
+        const T* wy = in<T>(s.w_y) + k * d_m;
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t state = states + b, i = t * nb + state;
+          const T go = grad_outputs ? grad_outputs[i] + carry_out[state] : carry_out[state];
+          const T dy = outputs[i] > T(0) ? go : T(0);
+          grad_y[i] = dy;
+          T gh = carry_hp[state] - dy;
+          if (grad_highpasses) gh += grad_highpasses[i];
+          const T dr = dy + leak_r * gh;
+          grad_r[i] = dr;
+          carry_hp[state] = keep_r * gh;
+          for (int64_t j = 0; j < d_m; ++j) g[b * d_m + j] += dr * wy[j];
+        }
+      }
+      // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
+      T* dz = grad_z + rows * d_m;
+      const T* p = proposals + rows * d_m;
+      const T* gn = gain + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j) {
+        dz[j] = g[j] * (gn[j] * (T(1) - p[j] * p[j]));
+        if (grad_mlp_out) dz[j] += grad_mlp_out[rows * d_m + j];
+      }
+      // Down the layers: dh = da Vᵀ, then da = dh ⊙ σ'(a) at the layer's input.
+      const T* da = dz;
+      for (int64_t l = n_layers - 1; l >= 0; --l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+        std::fill(dh.begin(), dh.begin() + batch * w_in, T(0));
+        add_mat_mat(dh.data(), da, in<T>(s.weights[l]) + k * w_out * w_in, batch, w_out, w_in);
+        T* da_in = out<T>(s.grad_acts[l]) + rows * w_in;
+        const T* a = in<T>(s.acts[l]) + rows * w_in;
+        for (int64_t i = 0; i < batch * w_in; ++i) da_in[i] = dh[i] * sigma_slope(a[i], act);
+        da = da_in;
+      }
+      // ∂L/∂m_{t−1} = ∂L/∂m_t ⊙ κ + ∂L/∂a⁰ Uᵀ
+      const T* kap = kappa + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j) cr[j] = g[j] * kap[j];
+      add_mat_mat(cr, da, u_t + k * d_a * d_m, batch, d_a, d_m);
+      if (fb) {
+        // ∂L/∂c_t = ∂L/∂a⁰ W_bᵀ, stored (T, N, d_tree, B)
+        std::fill(dc_rows.begin(), dc_rows.end(), T(0));
+        add_mat_mat(dc_rows.data(), da, in<T>(s.w_branch) + k * d_a * d_tree, batch, d_a,
+                    d_tree);
+        T* dst = grad_branches + (t * n + k) * d_tree * batch;
+        for (int64_t j = 0; j < d_tree; ++j)
+          for (int64_t b = 0; b < batch; ++b) dst[j * batch + b] = dc_rows[b * d_tree + j];
+      }
+    }
+    if (fb) {
+      // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, scattered along the forward CSR rows (one
+      // thread, so no two rows race for a source).
+      for (int64_t i = 0; i < nb; ++i) carry_out[i] = T(0);
+      const T* dc = grad_branches + t * n * d_tree * batch;
+      for (int64_t r = 0; r < n * d_tree; ++r) {
+        const T* dcr = dc + r * batch;
+        for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
+          const T v = values[e];
+          T* dst = carry_out + static_cast<int64_t>(s.col[e]) * batch;
+          for (int64_t b = 0; b < batch; ++b) dst[b] += v * dcr[b];
+        }
+      }
+      if (drop)
+        for (int64_t i = 0; i < nb; ++i) carry_out[i] *= drop[t * nb + i];
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+// The layout check: cpp_loop compares this with ctypes.sizeof of its mirror.
+int64_t elm_args_size() { return sizeof(ElmArgs); }
+void elm_forward_f32(const ElmArgs* s) { forward<float>(*s); }
+void elm_forward_f64(const ElmArgs* s) { forward<double>(*s); }
+void elm_backward_f32(const ElmArgs* s) { backward<float>(*s); }
+void elm_backward_f64(const ElmArgs* s) { backward<double>(*s); }
+}

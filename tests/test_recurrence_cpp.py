@@ -1,0 +1,321 @@
+"""The C++ time loops of the memory recurrence (elmnet.cpp_loop) against the eager loops,
+the float64 reference neuron and finite differences.
+
+Tolerances: float64 outputs and every gradient within 1e-10 relative (and 1e-10 of the
+largest entry of the same tensor, absolute); float32 within 1e-4 relative and 1e-4 of the
+largest entry absolute. The two paths sum the small matrix products in different orders
+(and the C++ loops fuse multiply-adds); nothing else differs. In float32 a weight
+gradient sums B·T products through a recurrence that amplifies rounding, so two correct
+orders differ by ~1e-5 of the largest entry at the NeuronIO sizes (d_a 40, d_m 20).
+
+The extension is compiled once per test session (module fixture; about 5 s of CPU, 1–1.5
+min of wall clock on a 2-core machine busy with other work) into the toolkit's cache; a
+later session loads it without compiling. Skipped only where no C++ compiler exists.
+"""
+
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from elmbridge.errors import UserError
+from elmnet import cpp_loop
+from elmnet.config import ELMConfig
+from elmnet.network import ELMNetwork, ELMNetworkConfig, ELMNetworkState
+from elmnet.neuron import ELMNeuron
+from elmnet.recurrence import CPP_AUTO_MAX_BATCH, bank_recurrence, memory_recurrence, use_backend
+from elmnet.reference import reference_forward
+from tests.test_elm_neuron import CONFIGS, module_params, randomise
+
+NO_COMPILER = shutil.which("c++") is None and shutil.which("g++") is None
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread", "extension"),
+    pytest.mark.skipif(NO_COMPILER, reason="no C++ compiler (c++ or g++) on PATH"),
+]
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+@pytest.fixture(scope="module")
+def extension():
+    ext = cpp_loop.extension()
+    assert ext is not None, cpp_loop.build_error()
+    return ext
+
+
+def assert_close(actual, expected, dtype):
+    tol = TOL[dtype]
+    scale = max(expected.abs().max().item(), 1.0) if expected.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale)
+
+
+def run_both(fn, inputs, seed=1):
+    """fn(**inputs) on the eager and the C++ loops: (outputs, gradients of a random
+    projection of all outputs) for each."""
+    results = {}
+    for backend in ("eager", "cpp"):
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+        with use_backend(backend):
+            outputs = fn(**leaves)
+        g = torch.Generator().manual_seed(seed)
+        proj = [torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.dtype) for y in outputs]
+        sum((y * p).sum() for y, p in zip(outputs, proj, strict=True)).backward()
+        results[backend] = ([y.detach() for y in outputs], {k: v.grad for k, v in leaves.items()})
+    return results["eager"], results["cpp"]
+
+
+def check_both(fn, inputs, dtype):
+    (y_e, g_e), (y_c, g_c) = run_both(fn, inputs)
+    for a, b in zip(y_c, y_e, strict=True):
+        assert_close(a, b, dtype)
+    for name in g_e:
+        assert g_c[name] is not None, name
+        assert_close(g_c[name], g_e[name], dtype)
+
+
+def neuron_inputs(batch, n_steps, d_a, d_m, n_hidden, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype)
+
+    inputs = dict(
+        pre=randn(batch, n_steps, d_a),
+        memory=randn(batch, d_m),
+        u=randn(d_m, d_a, scale=0.5),
+        kappa=torch.rand(d_m, generator=g, dtype=torch.float64).to(dtype),
+        gain=torch.rand(d_m, generator=g, dtype=torch.float64).to(dtype),
+        w_out=randn(d_a, d_m, scale=0.5),
+        b_out=randn(d_m),
+    )
+    for i in range(n_hidden):
+        inputs[f"v{i}"] = randn(d_a, d_a, scale=0.4)
+        inputs[f"b{i}"] = randn(d_a)
+    return inputs
+
+
+def neuron_fn(activation, n_hidden):
+    def fn(**kw):
+        hidden = [(kw.pop(f"v{i}"), kw.pop(f"b{i}")) for i in range(n_hidden)]
+        return (memory_recurrence(activation, **kw, hidden=hidden),)
+
+    return fn
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize(
+    "activation, n_hidden, batch, n_steps, d_a, d_m",
+    [
+        ("relu", 0, 1, 30, 6, 3),
+        ("relu", 0, 8, 24, 40, 20),
+        ("silu", 1, 3, 20, 7, 4),
+        ("relu2", 2, 2, 16, 5, 2),
+        ("identity", 1, 5, 12, 4, 1),
+    ],
+)
+def test_neuron_matches_eager(dtype, activation, n_hidden, batch, n_steps, d_a, d_m):
+    """One neuron: outputs and the gradients of every input and weight."""
+    inputs = neuron_inputs(batch, n_steps, d_a, d_m, n_hidden, dtype)
+    check_both(neuron_fn(activation, n_hidden), inputs, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_bank_without_feedback_matches_eager(dtype):
+    """N neurons with a linear MLP (the network's readout), a per-batch decay and both
+    outputs (memories and MLP outputs) feeding the loss."""
+    g = torch.Generator().manual_seed(3)
+    n, batch, n_steps, d_m = 4, 3, 9, 3
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+    inputs = dict(
+        pre=rand(n_steps, n, batch, d_m),
+        memory=rand(n, batch, d_m),
+        u=0.5 * rand(n, d_m, d_m),
+        kappa=torch.rand(n, batch, d_m, generator=g, dtype=torch.float64).to(dtype),
+        gain=torch.rand(d_m, generator=g, dtype=torch.float64).to(dtype),
+    )
+
+    def fn(**kw):
+        result = bank_recurrence("identity", layers=[], **kw)
+        return result.memories, result.mlp_out
+
+    check_both(fn, inputs, dtype)
+
+
+def tiny_network(dtype, **overrides) -> ELMNetwork:
+    base = dict(d_in=5, n_out=3, N=6, d_m=2, d_tree=3, d_brch=2, rho=0.5, tau_min=1.0,
+                tau_max=20.0, tau_r=3.0, seed=1, dropout_in=0.0, dropout_rec=0.0)  # fmt: skip
+    net = ELMNetwork(ELMNetworkConfig(**{**base, **overrides})).to(dtype)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # nonzero β and larger weights, so ReLUs switch and tanh bends
+        net.hidden.beta.copy_(torch.rand(net.config.N, generator=g) - 0.3)
+        for p in net.parameters():
+            p.mul_(1.0 + torch.rand(p.shape, generator=g, dtype=torch.float64).to(dtype))
+    return net
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(dropout_rec=0.3),
+        dict(rho=1.0, d_mlp=3, N=4),
+        dict(rho=0.0, activation="silu"),
+        dict(dynamics="v1", activation="relu", dropout_rec=0.5),
+    ],
+    ids=["dropout", "all-recurrent", "no-recurrent-synapse", "v1-relu"],
+)
+def test_network_matches_eager(dtype, overrides):
+    """The recurrent bank (sparse gather, dropout mask, high-pass ReLU output) and the
+    readout bank: outputs and every gradient (parameters, input, all carried state)."""
+    net = tiny_network(dtype, **overrides).train()
+    c = net.config
+    g = torch.Generator().manual_seed(4)
+    batch = 3
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+    inputs = dict(
+        x=rand(batch, 7, c.d_in) * 0.4,
+        memory=rand(batch, c.N, c.d_m) * 2 - 1,
+        highpass=rand(batch, c.N) - 0.5,
+        output=rand(batch, c.N),
+        readout=rand(batch, c.n_out, c.readout_d_m) * 2 - 1,
+    )
+
+    results = {}
+    for backend in ("eager", "cpp"):
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+        net.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # the same dropout masks on both paths
+        with use_backend(backend):
+            out = net.run(leaves["x"], ELMNetworkState(*(leaves[k] for k in list(inputs)[1:])))
+        outputs = (out.logits, out.activity, *out.mlp_out, *out.state)
+        gen = torch.Generator().manual_seed(5)
+        loss = sum((y * torch.randn(y.shape, generator=gen).to(dtype)).sum() for y in outputs)
+        loss.backward()
+        grads = {k: v.grad for k, v in leaves.items()}
+        grads.update({n: p.grad.clone() for n, p in net.named_parameters()})
+        results[backend] = [y.detach() for y in outputs], grads
+    (y_e, g_e), (y_c, g_c) = results["eager"], results["cpp"]
+    for a, b in zip(y_c, y_e, strict=True):
+        assert_close(a, b, dtype)
+    assert (y_e[1] > 0).any() and (y_e[1] == 0).any()  # ReLUs on and off
+    for name in g_e:
+        assert g_c[name] is not None, name
+        assert_close(g_c[name], g_e[name], dtype)
+
+
+@pytest.mark.parametrize("dynamics", ["v1", "v2"])
+@pytest.mark.parametrize("cfg", CONFIGS[:4])
+def test_neuron_matches_float64_reference(cfg, dynamics):
+    """The ELM neuron on the C++ loops against the literal float64 step loop."""
+    model = randomise(ELMNeuron(ELMConfig(dynamics=dynamics, **cfg)).double(), seed=1)
+    x = torch.randn(3, 40, cfg["d_in"], generator=torch.Generator().manual_seed(2)).double()
+    with use_backend("cpp"):
+        y, _ = model(x)
+    torch.testing.assert_close(y, reference_forward(*module_params(model), x), rtol=1e-10,
+                               atol=1e-10)  # fmt: skip
+
+
+def test_network_matches_float64_reference():
+    from tests.test_elm_network import reference_forward as network_reference
+
+    net = tiny_network(torch.float64).eval()
+    x = torch.rand(2, 12, 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    with use_backend("cpp"):
+        logits, _ = net(x * 0.4)
+    torch.testing.assert_close(logits, network_reference(net, x * 0.4), rtol=1e-10, atol=1e-10)
+
+
+def test_gradcheck_neuron():
+    inputs = neuron_inputs(2, 5, 3, 2, 1, torch.float64, seed=7)
+    names = list(inputs)
+    fn = neuron_fn("silu", 1)
+
+    def f(*args):
+        return fn(**dict(zip(names, args, strict=True)))[0]
+
+    args = tuple(v.requires_grad_() for v in inputs.values())
+    with use_backend("cpp"):
+        assert torch.autograd.gradcheck(f, args)
+
+
+def test_gradcheck_network():
+    """Finite differences through the feedback bank: every parameter and state input."""
+    net = tiny_network(torch.float64, N=3, d_brch=2, rho=0.7).eval()
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(2, 4, 5, generator=g, dtype=torch.float64) * 0.4
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g, dtype=torch.float64)
+
+    state = [rand(2, 3, 2) - 0.5, rand(2, 3) - 0.5, rand(2, 3) + 0.1,
+             rand(2, 3, net.config.readout_d_m)]  # fmt: skip
+    params = dict(net.named_parameters())
+
+    def f(*args):
+        tensors = dict(zip(params, args[: len(params)], strict=True))
+        out = torch.func.functional_call(
+            net, tensors, (args[len(params)], ELMNetworkState(*args[len(params) + 1 :]))
+        )
+        return out[0]
+
+    args = tuple(p.detach().clone().requires_grad_() for p in params.values())
+    args += tuple(t.requires_grad_() for t in [x, *state])
+    with use_backend("cpp"):  # fast mode: random directions, not one input at a time
+        assert torch.autograd.gradcheck(f, args, fast_mode=True)
+
+
+def test_auto_falls_back_with_one_warning(monkeypatch):
+    """A failed build: "auto" warns once and runs eagerly, "cpp" says why, "eager" never
+    touches the C++ loops."""
+    inputs = neuron_inputs(2, 4, 3, 2, 0, torch.float64)
+    fn = neuron_fn("relu", 0)
+    with use_backend("eager"):
+        expected = fn(**inputs)[0]
+    monkeypatch.setitem(cpp_loop._state, "module", None)
+    monkeypatch.setitem(cpp_loop._state, "error", "building recurrence.cpp failed: broken")
+    monkeypatch.setattr("elmnet.recurrence._warned", set())
+    with warnings.catch_warnings(record=True) as caught, use_backend("auto"):
+        warnings.simplefilter("always")
+        first, second = fn(**inputs)[0], fn(**inputs)[0]
+    messages = [str(w.message) for w in caught]
+    assert messages == [
+        "elmnet: the recurrence runs eagerly: building recurrence.cpp failed: broken"
+    ]
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    torch.testing.assert_close(second, expected, rtol=0, atol=0)
+    with use_backend("cpp"), pytest.raises(UserError, match="'cpp' cannot run here: building"):
+        fn(**inputs)
+
+
+def test_eager_is_forced_and_auto_picks_cpp(monkeypatch):
+    inputs = neuron_inputs(2, 4, 3, 2, 0, torch.float64)
+    fn = neuron_fn("relu", 0)
+    with use_backend("cpp"):
+        expected = fn(**inputs)[0]
+    with use_backend("auto"):
+        torch.testing.assert_close(fn(**inputs)[0], expected, rtol=0, atol=0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the C++ loop ran under use_backend('eager')")
+
+    monkeypatch.setattr(cpp_loop, "forward_loop", refuse)
+    with use_backend("eager"):
+        fn(**inputs)
+    # Above CPP_AUTO_MAX_BATCH "auto" stays on the eager loop's batched products.
+    big = neuron_inputs(CPP_AUTO_MAX_BATCH + 1, 3, 3, 2, 0, torch.float64)
+    with use_backend("auto"):
+        fn(**big)
+
+
+def test_build_is_cached_under_the_toolkit_cache():
+    """A second process finds the compiled module where the first one left it."""
+    from elmbridge.download import cache_dir
+
+    folder = cache_dir("torch_extensions", cpp_loop.build_key())
+    assert list(folder.glob("*.so")), f"no compiled module in {folder}"
