@@ -212,6 +212,24 @@ def unique_points(
     return list(by_config.values()), rows
 
 
+def run_fits(points: list[sweep.Point], rows: list[tuple[str, sweep.Point]],
+             scheduler: str | None, desc: str) -> tuple[list, list[sweep.Outcome]]:  # fmt: skip
+    """Fit every point on the sweep engine: in this process (`scheduler` None), on a local
+    cluster ("local") or at a Dask scheduler address. A finished run folder is reused only
+    if it holds this very fit. Returns the (study, point) rows pointing at the points as
+    run, and each point's outcome."""
+    for point in points:
+        if run_status(point.folder).finished:
+            check_same_fit(RunFolder(point.folder), point.job["config"])
+    scheduler = {None: sweep.SYNCHRONOUS, "local": None}.get(scheduler, scheduler)
+    with sweep.sweep_client(sweep.Resources(scheduler=scheduler), len(points)) as (client, threads):
+        points = [replace(p, job={**p.job, "threads": threads}) for p in points]
+        rows = [(s, next(q for q in points if q.name == p.name)) for s, p in rows]
+        outcomes = sweep.run_sweep(points, fit_point, client, desc=desc,
+                                   progress=client is not None)  # fmt: skip
+    return rows, outcomes
+
+
 def fit_point(job: dict[str, Any]) -> dict[str, Any] | None:
     """One point: fit (or resume, or reuse) its run folder. Top level, for Dask."""
     import torch
@@ -475,15 +493,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{study:<10} {point.name}")
         print(f"{len(points)} distinct fits")
         return
-    for point in points:  # a finished run is reused only if it is this very fit
-        if run_status(point.folder).finished:
-            check_same_fit(RunFolder(point.folder), point.job["config"])
-    scheduler = {None: sweep.SYNCHRONOUS, "local": None}.get(args.scheduler, args.scheduler)
-    with sweep.sweep_client(sweep.Resources(scheduler=scheduler), len(points)) as (client, threads):
-        points = [replace(p, job={**p.job, "threads": threads}) for p in points]
-        rows = [(s, next(q for q in points if q.name == p.name)) for s, p in rows]
-        outcomes = sweep.run_sweep(points, fit_point, client, desc="biology",
-                                   progress=client is not None)  # fmt: skip
+    rows, outcomes = run_fits(points, rows, args.scheduler, "biology")
     write_tables(out, rows, outcomes, stores, preset, args)
 
 

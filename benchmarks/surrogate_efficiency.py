@@ -68,13 +68,12 @@ out); its numbers mean nothing, it exercises every table and figure.
 
 import argparse
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.biology import fit_point, unique_points
+from benchmarks.biology import run_fits, unique_points
 from benchmarks.heldout import (
     CPU_TEST_STORE,
     cached_test_sizes,
@@ -87,11 +86,11 @@ from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.files import check_output_dir, read_json, user_writes, write_csv, write_json
 from elmbridge.provenance import run_record
-from elmbridge.runs import RunFolder, run_status
+from elmbridge.runs import run_status
 from elmbridge.training import resolve_device
 from surrogate.config import FitConfig, preset_config
 from surrogate.data import count_completed_simulations, inspect_store
-from surrogate.fit import check_same_fit, default_store_path, ensure_data
+from surrogate.fit import default_store_path, ensure_data
 
 STUDIES = ("seconds", "sim_length", "recipe", "warm_start")
 TP_KEY = "TP @ 0.0100 FP"
@@ -492,15 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                     for p in points]  # fmt: skip
         write_outputs(out, rows, outcomes, stores, preset, args)
         return 0
-    for point in points:  # a finished run is reused only if it is this very fit
-        if run_status(point.folder).finished:
-            check_same_fit(RunFolder(point.folder), point.job["config"])
-    scheduler = {None: sweep.SYNCHRONOUS, "local": None}.get(args.scheduler, args.scheduler)
-    with sweep.sweep_client(sweep.Resources(scheduler=scheduler), len(points)) as (client, threads):
-        points = [replace(p, job={**p.job, "threads": threads}) for p in points]
-        rows = [(s, next(q for q in points if q.name == p.name)) for s, p in rows]
-        outcomes = sweep.run_sweep(points, fit_point, client, desc="efficiency",
-                                   progress=client is not None)  # fmt: skip
+    rows, outcomes = run_fits(points, rows, args.scheduler, "efficiency")
     write_outputs(out, rows, outcomes, stores, preset, args)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
