@@ -54,6 +54,7 @@ from surrogate.config import (
 )
 from surrogate.data import (
     StoreInfo,
+    StoreReader,
     WindowDataset,
     check_inputs_fit,
     count_completed_simulations,
@@ -344,15 +345,37 @@ def warm_start(model: ELMNeuron, source: str) -> None:
     print(f"warm start from the {desc['kind']} model {desc['source']}")
 
 
+def spike_prior_logit(info: StoreInfo, simulations, start_ms: int) -> float | None:
+    """log(p / (1 − p)) of the fraction p of 1 ms bins with a spike in `simulations`
+    from `start_ms` on (what training windows see); None when they hold no spike."""
+    reader = StoreReader(info.path)
+    spikes = bins = 0
+    for sim in simulations:
+        _, spike, _ = reader.read(int(sim), start_ms)
+        spikes, bins = spikes + float(spike.sum()), bins + spike.size
+    if spikes == 0 or bins == 0:
+        return None
+    p = spikes / bins
+    return math.log(p / (1 - p))
+
+
 class Trainer:
     """The model and what moves it: Adam, the cosine schedule, the loss scaler."""
 
-    def __init__(self, model_config, config: FitConfig, dev: torch.device, amp: bool):
+    def __init__(self, model_config, config: FitConfig, dev: torch.device, amp: bool,
+                 spike_logit: float | None = None):  # fmt: skip
         torch.manual_seed(config.seed)
         self.config, self.dev, self.amp = config, dev, amp
         self.model = new_model(config.model, model_config)
         if config.init is not None:
             warm_start(self.model, config.init)
+        elif spike_logit is not None and config.model == "elm":
+            # Spikes fill < 0.1 % of the bins. From a zero bias the first updates only push
+            # every logit down, and a short fit can end with a spike output that follows
+            # activity with the wrong sign (test AUC < 0.5 seen at d_m 5). Starting at the
+            # base rate's logit (as for rare classes in detection) skips that phase.
+            with torch.no_grad():
+                self.model.head.bias[SPIKE] = spike_logit
         self.model.to(dev)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
@@ -427,7 +450,8 @@ def fit(
         print(f"{folder.path} is finished; reusing its result")
         return folder.result()
     info, model_config, splits, test_info = open_run(config, folder, resume)
-    trainer = Trainer(model_config, config, dev, amp)
+    prior = spike_prior_logit(info, splits["train"], config.min_start_ms)
+    trainer = Trainer(model_config, config, dev, amp, prior)
     state = {"epochs_done": 0, "selector": None, "history": [], "train_s": 0.0}
     saved = folder.load_checkpoint(map_location=dev) if resume else None
     if saved is not None:

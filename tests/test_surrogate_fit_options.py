@@ -187,3 +187,22 @@ def test_patience_stops_at_the_right_epoch_and_resumes(stores, tmp_path, monkeyp
     assert fit(full, tmp_path / "full", progress=False)["epochs_run"] == 8
     with pytest.raises(UserError, match="patience"):
         preset_config(**{**vars(config), "patience": 0})
+
+
+def test_a_fresh_fit_starts_its_spike_output_at_the_training_base_rate(tmp_path):
+    import torch
+
+    records = make_toy_store(tmp_path / "s.zarr", n_sims=4, n_time=1200, seed=3)
+    info = inspect_store(tmp_path / "s.zarr")
+    sims, start = [0, 1, 2], 500
+    # Independent count: the 1 ms bins holding a spike time, from the records written.
+    spikes = sum(len({int(t) for t in records[s].spike_times if start <= t < 1200}) for s in sims)
+    assert spikes > 0
+    p = spikes / (len(sims) * (1200 - start))
+    logit = fit_module.spike_prior_logit(info, sims, start)
+    assert logit == pytest.approx(math.log(p / (1 - p)))
+    config = preset_config(data=str(tmp_path / "s.zarr"), **TINY)
+    trainer = fit_module.Trainer(config.model_config(info), config, torch.device("cpu"),
+                                 False, logit)  # fmt: skip
+    bias = trainer.model.head.bias[fit_module.SPIKE].item()
+    assert 1 / (1 + math.exp(-bias)) == pytest.approx(p, rel=1e-5)
