@@ -453,6 +453,19 @@ def prepare_test_stores(
     return {cell: make_test_store(cell, test, protocol)["path"] for cell in cells}
 
 
+def check_study_args(args: argparse.Namespace, name: str) -> Path:
+    """Refuse bad --seed, --out, --device and --stores of a study command before any work;
+    returns the results folder (default runs/<name>_<preset>)."""
+    if args.seed < 0:
+        raise UserError(f"--seed must be ≥ 0, got {args.seed}")
+    out = args.out or Path("runs") / f"{name}_{args.preset}"
+    check_output_dir(out)
+    resolve_device(args.device)
+    if args.stores is not None and not args.stores.is_dir():
+        raise UserError(f"--stores {args.stores} is not a folder")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.biology",
@@ -474,14 +487,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="list the points and stop")
     args = parser.parse_args(argv)
-    if args.seed < 0:
-        raise UserError(f"--seed must be ≥ 0, got {args.seed}")
     preset = PRESETS[args.preset]
-    out = args.out or Path("runs") / f"biology_{args.preset}"
-    check_output_dir(out)
-    resolve_device(args.device)
-    if args.stores is not None and not args.stores.is_dir():
-        raise UserError(f"--stores {args.stores} is not a folder")
+    out = check_study_args(args, "biology")
     stores = prepare_stores(preset, args.stores, make=not args.dry_run)
     tests = prepare_test_stores(preset, args.stores, make=not args.dry_run)
     if stores is None or tests is None:

@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.biology import run_fits, unique_points
+from benchmarks.biology import check_study_args, run_fits, unique_points
 from benchmarks.heldout import (
     CPU_TEST_STORE,
     cached_test_sizes,
@@ -84,10 +84,9 @@ from benchmarks.heldout import (
 from elmbridge import sweep
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
-from elmbridge.files import check_output_dir, read_json, user_writes, write_csv, write_json
+from elmbridge.files import read_json, user_writes, write_csv, write_json
 from elmbridge.provenance import run_record
 from elmbridge.runs import run_status
-from elmbridge.training import resolve_device
 from surrogate.config import FitConfig, preset_config
 from surrogate.data import count_completed_simulations, inspect_store
 from surrogate.fit import default_store_path, ensure_data
@@ -461,14 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         help="simulate and fit nothing: the tables and figure of the points finished so far",
     )
     args = parser.parse_args(argv)
-    if args.seed < 0:
-        raise UserError(f"--seed must be ≥ 0, got {args.seed}")
     preset = PRESETS[args.preset]
-    out = args.out or Path("runs") / f"efficiency_{args.preset}"
-    check_output_dir(out)
-    resolve_device(args.device)
-    if args.stores is not None and not args.stores.is_dir():
-        raise UserError(f"--stores {args.stores} is not a folder")
+    out = check_study_args(args, "efficiency")
     init = args.init or preset["init"]
     if init is None:
         print("notice: no --init given and the preset has none; the warm_start study is left out")
