@@ -44,7 +44,7 @@ Presets and their cost. Every **cpu** fit trains with lr 2e-3 and keeps the epoc
 best validation AUC: on the 24 × 3 s L5PC store a d_m 20 fit of 1200 batches then reaches
 test AUC ≈0.95, where lr 5e-4 (the laptop preset's) leaves several fits of the same
 length below AUC 0.5 (measured this way before this preset was set). Each cell's fits are
-scored on one held-out test store (`benchmarks.heldout`: 12–24 simulations × 6 s from
+scored on one held-out test store (`surrogate.stores`: 12–24 simulations × 6 s from
 data seed 1000, ≥ 50 scored spike bins; all 24 simulations of the training store then
 train and validate). The arithmetic, from one-thread measurements on the 2-core build
 machine while another job shared it (CPU seconds; `surrogate.fit` on a 1278-input store,
@@ -81,7 +81,6 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.heldout import CPU_TEST_STORE, cached_test_sizes, make_test_store
 from elmbridge import sweep
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
@@ -93,9 +92,16 @@ from elmnet.config import ELMConfig
 from elmnet.params import neuron_parameters
 from surrogate.config import FitConfig, preset_config
 from surrogate.data import StoreInfo, count_completed_simulations, inspect_store
-from surrogate.fit import check_same_fit, default_store_path, ensure_data, fit
+from surrogate.fit import check_same_fit, fit
 from surrogate.model_file import load_model_file
 from surrogate.morphology import dendrogram_layout, morphology_branches, segment_tree
+from surrogate.stores import (
+    HELDOUT_TEST,
+    cached_test_sizes,
+    default_store_path,
+    ensure_data,
+    make_test_store,
+)
 from surrogate.timescales import freeze_ablation
 
 CELLS = ("L5PC", "L5PC-ampa", "L5PC-passive", "L5PC-hay2011")
@@ -117,7 +123,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "cpu": dict(
         fit_preset="laptop", cells=CELLS,
-        fit=dict(epochs=8, batches_per_epoch=150, lr=2e-3, select_by="AUC"), test=CPU_TEST_STORE,
+        fit=dict(epochs=8, batches_per_epoch=150, lr=2e-3, select_by="AUC"), test=HELDOUT_TEST,
         model=dict(d_tree=45, d_brch=100),
         d_m=(1, 2, 5, 10, 20, 50), d_m_ref=20, point_models=("lif", "adex"), learn_tau_cells=CELLS,
         point_fit=dict(epochs=3, batches_per_epoch=100),
@@ -146,7 +152,7 @@ def point_configs(
     """(study, point name, fit configuration) of every point of a preset, in study order.
 
     `stores` maps each cell to its store; the routing study needs it to size its models.
-    `tests` maps a cell to its held-out test store (`benchmarks.heldout`); a cell without
+    `tests` maps a cell to its held-out test store (`surrogate.stores`); a cell without
     one is tested on a slice of its own store.
     """
     base = dict(preset["fit"], **preset["model"], seed=seed)

@@ -58,7 +58,7 @@ is the 100 s ``seconds`` point) + ``warm_start`` 12 = 24 fits × 270 s ≈ 6,500
 second (10–15): L5PC 133 × 3 s (399 s) and 33 × 6 s (198 s), L5PC-ampa and L5PC-hay2011
 67 × 3 s (201 s) each, and a test store of 12 × 6 s per cell (216 s; grown when it holds
 fewer than 50 scored spike bins) = 1,215 simulated s ≈ 15,200 core-s ≈ 2 h 7 min on 2
-cores, made once and cached (`surrogate.fit.ensure_data`). Total ≈ 3 h.
+cores, made once and cached (`surrogate.stores.ensure_data`). Total ≈ 3 h.
 
 **small** runs on toy stores given with ``--stores`` (CI: ``<cell>_<ms>ms.zarr`` for
 training, ``<cell>_test.zarr`` for test) in about a minute, warm-starting from ``--init``
@@ -74,13 +74,6 @@ from typing import Any
 import numpy as np
 
 from benchmarks.biology import check_study_args, run_fits, unique_points
-from benchmarks.heldout import (
-    CPU_TEST_STORE,
-    cached_test_sizes,
-    make_test_store,
-    scored_spike_bins,
-    store_config,
-)
 from elmbridge import sweep
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
@@ -89,7 +82,15 @@ from elmbridge.provenance import run_record
 from elmbridge.runs import run_status
 from surrogate.config import FitConfig, preset_config
 from surrogate.data import count_completed_simulations, inspect_store
-from surrogate.fit import default_store_path, ensure_data
+from surrogate.stores import (
+    HELDOUT_TEST,
+    cached_test_sizes,
+    default_store_path,
+    ensure_data,
+    make_test_store,
+    scored_spike_bins,
+    store_config,
+)
 
 STUDIES = ("seconds", "sim_length", "recipe", "warm_start")
 TP_KEY = "TP @ 0.0100 FP"
@@ -119,7 +120,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         recipe=dict(lr=(5e-4,), batch_size=(32,), select_by=("soma_RMSE", "combined"),
                     input_dropout=(0.1,), patience=(3,)),
         warm_seconds=(50, 100, 200), init="num_memory_20",
-        test=CPU_TEST_STORE,
+        test=HELDOUT_TEST,
         data_seed=0,
     ),
 }  # fmt: skip

@@ -18,10 +18,8 @@ The whole fit, top to bottom:
 """
 
 import argparse
-import importlib.util
 import math
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
@@ -34,8 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from elmbridge.cli import run_cli
-from elmbridge.download import cache_dir
-from elmbridge.errors import MissingDataError, UserError
+from elmbridge.errors import UserError
 from elmbridge.runs import REPORT_DIR, TENSORBOARD_DIR, BestTracker, MetricsLog, RunFolder
 from elmbridge.training import cosine_lr, resolve_device, set_lr
 from elmnet.config import ELMConfig
@@ -57,100 +54,20 @@ from surrogate.data import (
     StoreReader,
     WindowDataset,
     check_inputs_fit,
-    count_completed_simulations,
     inspect_store,
 )
 from surrogate.data import split_simulations as make_splits
 from surrogate.evaluate import evaluate, format_metrics, load_model, predict, score
 from surrogate.model_file import build_model, count_parameters, load_model_file, save_model
+from surrogate.stores import ensure_data, with_heldout_test
 
 __all__ = ["FitConfig", "fit", "main", "preset_config"]
 
 RUN_KIND = "surrogate-fit"
-# Seconds of wall time per simulated second of the full L5PC on one core (docs/l5pc-model.md).
-SIM_COST_S_PER_S = 10.0
 
 
 # ---------------------------------------------------------------------------------------
 # Data
-
-
-def default_store_path(cell: str, n_sims: int, duration_ms: int, seed: int) -> Path:
-    """Where the default dataset of a cell lives in the user cache."""
-    return cache_dir("datasets") / f"{cell}_{n_sims}x{duration_ms}ms_seed{seed}.zarr"
-
-
-def generate_store(cell: str, n_sims: int, duration_ms: int, seed: int, path: Path) -> None:
-    """Make (or finish) a store with `python -m biophys.simulate` in a subprocess.
-
-    The subprocess inherits the terminal, so its progress bar shows; it resumes a store
-    that a killed earlier attempt left unfinished.
-    """
-    if importlib.util.find_spec("biophys.simulate") is None:
-        raise MissingDataError(
-            f"no dataset at {path}, and this installation cannot make one: the simulator "
-            "(biophys.simulate) is not available. Make a store elsewhere with `python -m "
-            "biophys.simulate` and pass it with --data."
-        )
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
-    command = [
-        sys.executable, "-m", "biophys.simulate", "--cell", cell, "--n-sims", str(n_sims),
-        "--duration-ms", str(duration_ms), "--seed", str(seed), "--out", str(path),
-    ]  # fmt: skip
-    done = subprocess.run(command, env=env, check=False)
-    if done.returncode != 0:
-        raise UserError(
-            f"making the dataset failed (exit status {done.returncode}; see the messages "
-            f"above). Run it by hand to resume: {' '.join(command[1:])}"
-        )
-
-
-def ensure_data(config: FitConfig) -> tuple[StoreInfo, float | None]:
-    """The store to fit on, generating the default one when it is missing or unfinished.
-
-    Returns:
-        the store and the seconds spent generating it (None when nothing was made).
-    """
-    needed = config.min_start_ms + config.window_ms
-    if config.data is not None:
-        info = inspect_store(config.data, min_time_ms=needed, verify=True)
-        return first_simulations(info, config.first_sims), None
-    path = default_store_path(config.cell, config.n_sims, config.duration_ms, config.data_seed)
-    have = count_completed_simulations(path)
-    elapsed = None
-    if have < config.n_sims:
-        cores = os.cpu_count() or 1
-        todo = config.n_sims - have
-        minutes = todo * config.duration_ms / 1000 * SIM_COST_S_PER_S / cores / 60
-        print(
-            f"No complete default dataset for {config.cell} at {path} ({have} of "
-            f"{config.n_sims} simulations).\nGenerating {todo} simulations of "
-            f"{config.duration_ms} ms with biophys (≈{minutes:.0f} min on {cores} cores); "
-            "interrupting is safe, the next run continues it.",
-            flush=True,
-        )
-        start = time.perf_counter()
-        generate_store(config.cell, config.n_sims, config.duration_ms, config.data_seed, path)
-        elapsed = time.perf_counter() - start
-    return inspect_store(path, min_time_ms=needed, verify=True), elapsed
-
-
-def first_simulations(info: StoreInfo, n: int | None) -> StoreInfo:
-    """The store restricted to its first `n` completed simulations (all when None).
-
-    Simulation i of a biophys store is the same whatever the store's size, so the first n
-    simulations of a large store are the data of a store of n.
-    """
-    if n is None:
-        return info
-    if n > len(info.simulations):
-        raise UserError(
-            f"--n-sims {n}: {info.path} holds only {len(info.simulations)} completed "
-            "simulations; extend it with biophys.simulate or ask for fewer"
-        )
-    return replace(info, simulations=tuple(info.simulations[:n]))
 
 
 def open_test_data(config: FitConfig, info: StoreInfo) -> StoreInfo | None:
@@ -446,9 +363,11 @@ def fit(
         raise UserError(f"stop_after_epochs must be at least 1, got {stop_after_epochs}")
     folder = RunFolder(run_dir)
     if resume and folder.result() is not None:
-        check_same_fit(folder, config)
+        check_same_fit(folder, with_heldout_test(config))
         print(f"{folder.path} is finished; reusing its result")
         return folder.result()
+    # The test store first: its size (grown to hold enough spike bins) is part of the fit.
+    config = with_heldout_test(config)
     info, model_config, splits, test_info = open_run(config, folder, resume)
     prior = spike_prior_logit(info, splits["train"], config.min_start_ms)
     trainer = Trainer(model_config, config, dev, amp, prior)

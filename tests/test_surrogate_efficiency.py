@@ -6,10 +6,10 @@ import json
 import pytest
 from morph_cell import make_branched_store
 
-from benchmarks import heldout
 from benchmarks import surrogate_efficiency as study
 from elmbridge.errors import UserError
 from elmnet.neuron import ELMNeuron
+from surrogate import stores as heldout
 from surrogate.config import preset_config
 from surrogate.data import inspect_store
 from surrogate.model_file import save_model
@@ -124,7 +124,7 @@ def test_a_short_test_store_grows_under_its_new_size(monkeypatch):
 
     from biophys.store import completed_simulations
     from surrogate.data import StoreReader
-    from surrogate.fit import default_store_path
+    from surrogate.stores import default_store_path
 
     made = []
 

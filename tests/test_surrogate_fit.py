@@ -10,7 +10,7 @@ from toy_cell import make_toy_store
 
 from elmbridge import runs
 from elmbridge.errors import MissingDataError, UserError
-from surrogate import ablate
+from surrogate import ablate, stores
 from surrogate import fit as fit_module
 from surrogate.data import inspect_store
 from surrogate.evaluate import load_model, run_simulations
@@ -126,18 +126,18 @@ def test_default_store_is_generated_when_missing(monkeypatch, tmp_path, capsys):
         made.append(path)
         make_toy_store(path, n_sims=n_sims, n_time=duration_ms)
 
-    monkeypatch.setattr(fit_module, "generate_store", fake_generate)
+    monkeypatch.setattr(stores, "generate_store", fake_generate)
     config = preset_config(n_sims=4, duration_ms=1100, **{**TINY, "cell": "L5PC"})
-    info, seconds = fit_module.ensure_data(config)
+    info, seconds = stores.ensure_data(config)
     assert len(made) == 1 and info.path == made[0] and seconds is not None
     assert "Generating 4 simulations of 1100 ms" in capsys.readouterr().out
-    assert fit_module.ensure_data(config)[1] is None and len(made) == 1  # reused
+    assert stores.ensure_data(config)[1] is None and len(made) == 1  # reused
 
     monkeypatch.undo()
-    monkeypatch.setattr(fit_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(stores.importlib.util, "find_spec", lambda name: None)
     other = preset_config(n_sims=3, duration_ms=1100, **{**TINY, "cell": "L5PC"})
     with pytest.raises(MissingDataError, match=r"biophys\.simulate"):
-        fit_module.ensure_data(other)
+        stores.ensure_data(other)
 
 
 def test_cli_errors_are_one_line(cli, tmp_path, toy_store):

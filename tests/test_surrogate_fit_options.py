@@ -206,3 +206,53 @@ def test_a_fresh_fit_starts_its_spike_output_at_the_training_base_rate(tmp_path)
                                  False, logit)  # fmt: skip
     bias = trainer.model.head.bias[fit_module.SPIKE].item()
     assert 1 / (1 + math.exp(-bias)) == pytest.approx(p, rel=1e-5)
+
+
+def test_a_default_fit_is_scored_on_the_cells_held_out_test_store(monkeypatch, tmp_path):
+    """Without --data or --test-data, the laptop fit trains and validates on every
+    simulation of its default store and is tested on the cell's held-out store, made in
+    the cache from a data seed of its own; the split mode and records that predate the
+    option keep the test split of the training store."""
+    from dataclasses import asdict
+
+    from surrogate import stores as stores_module
+    from surrogate.config import recorded_config
+
+    made = []
+
+    def fake_generate(cell, n_sims, duration_ms, seed, path):
+        made.append((n_sims, duration_ms, seed))
+        make_toy_store(path, n_sims=n_sims, n_time=duration_ms, seed=seed)
+
+    monkeypatch.setattr(stores_module, "generate_store", fake_generate)
+    small = dict(n_sims=2, duration_ms=1500, data_seed=1000, min_spike_bins=1, max_sims=4)
+    monkeypatch.setattr(stores_module, "HELDOUT_TEST", small)
+    values = {**TINY, "cell": "L5PC", "n_sims": 4, "duration_ms": 1200, "epochs": 1,
+              "batches_per_epoch": 1}  # fmt: skip
+    config = preset_config(**values)
+    assert config.test_store == "heldout" and config.test_data is None
+    resolved = stores_module.with_heldout_test(config)
+    held_out = stores_module.default_store_path("L5PC", 2, 1500, 1000)
+    assert resolved.test_data == str(held_out.resolve()) and made == [(2, 1500, 1000)]
+    for unchanged in (
+        preset_config(**values, test_store="split"),
+        preset_config(**{**values, "data": str(held_out)}),
+    ):
+        assert stores_module.with_heldout_test(unchanged) == unchanged
+
+    fit(config, tmp_path / "run", progress=False)
+    record = runs.RunFolder(tmp_path / "run").record()
+    assert record["splits"]["test"] == [] and len(record["splits"]["train"]) == 3
+    assert record["test_data"]["store"] == str(held_out.resolve())
+    assert record["test_data"]["simulations"] == [0, 1]
+    assert made == [(2, 1500, 1000), (4, 1200, 0)]  # the test store was not made twice
+    # Resuming the finished default fit reuses it, simulating nothing.
+    assert fit(config, tmp_path / "run", resume=True, progress=False) is not None
+    assert len(made) == 2
+
+    old = asdict(preset_config(**values, test_store="split"))
+    old.pop("test_store")  # a record from before the option: its fit used the split
+    assert recorded_config(old)["test_store"] == "split"
+    assert preset_config("paper").test_store == "split"
+    with pytest.raises(UserError, match="test_store must be one of heldout, split"):
+        preset_config(test_store="elsewhere")
