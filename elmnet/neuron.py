@@ -13,7 +13,9 @@ Equations (docs/elm-model.md §1), with x̃ the routed input and Δt the step:
 
 Performance design: everything linear in the input (routing, synaptic weights, the
 trace, the MLP's branch half of its first layer, the readout) is computed for the whole
-sequence at once; only the nonlinear memory recurrence steps through time.
+sequence at once; only the nonlinear memory recurrence steps through time. On the CPU
+the synapse product sums over the input's nonzeros only and the trace is one sequential
+C++ pass (`elmnet.ops.spike_matmul`, `elmnet.ops.exp_trace`).
 """
 
 from typing import NamedTuple
@@ -32,6 +34,7 @@ from elmnet.ops import (
     initial_theta_m,
     make_activation,
     memory_update_coefficients,
+    spike_matmul,
     theta_to_tau,
 )
 from elmnet.recurrence import memory_recurrence
@@ -99,10 +102,14 @@ class ELMNeuron(nn.Module):
         return w.new_zeros(c.d_in * c.d_tree).index_add(0, flat, w).view(c.d_in, c.d_tree)
 
     def branch_drive(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, d_tree) Σ_branch w_s ⊙ x̃_t for every step, computed at once."""
+        """(B, T, d_tree) Σ_branch w_s ⊙ x̃_t for every step, computed at once.
+
+        Spike input (NeuronIO: ≈1 % of the entries nonzero) takes the product over its
+        nonzeros only (`elmnet.ops.spike_matmul`, exact; dense input the dense product).
+        """
         if self.config.routing == "none":
             return x * self.w_s
-        return x @ self.synapse_matrix().to(x.dtype)
+        return spike_matmul(x, self.synapse_matrix().to(x.dtype))
 
     def initial_state(self, batch: int, like: torch.Tensor) -> ELMState:
         """Zero state on `like`'s device and dtype."""
