@@ -119,13 +119,15 @@ def _build():
         getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
         getattr(lib, name).restype = None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    for suffix in ("f32", "f64"):
-        for name, restype, argtypes in (
-            ("elm_trace_forward", None, [i64] * 3 + [ptr] * 4),
-            ("elm_trace_backward", None, [i64] * 3 + [ptr] * 7),
-            ("elm_spike_product", i64, [i64] * 3 + [ptr] * 5 + [i64]),
-            ("elm_spike_product_grad", None, [i64] * 3 + [ptr] * 5),
-        ):
+    signatures = {
+        "elm_trace_forward": (None, [i64] * 3 + [ptr] * 4),
+        "elm_trace_backward": (None, [i64] * 3 + [ptr] * 7),
+        "elm_spike_product": (i64, [i64] * 3 + [ptr] * 5 + [i64]),
+        "elm_spike_product_grad": (None, [i64] * 3 + [ptr] * 5),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        suffixes = ("f32", "f64", "f32_i8", "f64_i8") if "spike" in name else ("f32", "f64")
+        for suffix in suffixes:
             function = getattr(lib, f"{name}_{suffix}")
             function.argtypes, function.restype = argtypes, restype
     return lib
@@ -297,8 +299,15 @@ def _ptr(x: torch.Tensor | None) -> int | None:
     return x.data_ptr()
 
 
-def _typed(name: str, dtype: torch.dtype):
-    return getattr(extension(), f"{name}_{'f64' if dtype == torch.float64 else 'f32'}")
+def _typed(name: str, dtype: torch.dtype, x_dtype: torch.dtype | None = None):
+    suffix = "f64" if dtype == torch.float64 else "f32"
+    if x_dtype is not None and x_dtype != dtype:
+        suffix += "_i8"
+    return getattr(extension(), f"{name}_{suffix}")
+
+
+# Input dtypes the spike product reads besides m's own: int8 directly, bool as its bytes.
+SPIKE_INT_DTYPES = (torch.int8, torch.bool)
 
 
 class _Trace(torch.autograd.Function):
@@ -351,36 +360,38 @@ class _SpikeProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, m, max_density):
         rows, n_in = x.shape
-        x, m = x.contiguous(), m.contiguous()
+        m = m.contiguous()
+        x = x.contiguous()
+        raw = x.view(torch.int8) if x.dtype == torch.bool else x
         capacity = int(max_density * rows * n_in)
-        y = x.new_empty(rows, m.shape[1])
+        y = m.new_empty(rows, m.shape[1])
         crow = torch.empty(rows + 1, dtype=torch.int64)
         col = torch.empty(capacity, dtype=torch.int32)
-        nnz = _typed("elm_spike_product", x.dtype)(
-            rows, n_in, m.shape[1], _ptr(x), _ptr(m), _ptr(y), _ptr(crow), _ptr(col), capacity
+        nnz = _typed("elm_spike_product", m.dtype, raw.dtype)(
+            rows, n_in, m.shape[1], _ptr(raw), _ptr(m), _ptr(y), _ptr(crow), _ptr(col), capacity
         )
         ctx.dense = nnz < 0
         if ctx.dense:
-            y = x @ m
+            y = x.to(m.dtype) @ m
             crow = col = None
-        ctx.save_for_backward(x, m, crow, col)
+        ctx.save_for_backward(raw, m, crow, col)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
-        x, m, crow, col = ctx.saved_tensors
+        raw, m, crow, col = ctx.saved_tensors
         grad_x = grad_m = None
         if ctx.needs_input_grad[0]:
             grad_x = grad_y @ m.t()
         if ctx.needs_input_grad[1]:
             if ctx.dense:
-                grad_m = x.t() @ grad_y
+                grad_m = raw.to(m.dtype).t() @ grad_y
             else:
                 grad_y = grad_y.contiguous()
                 grad_m = torch.zeros_like(m)
-                _typed("elm_spike_product_grad", x.dtype)(
-                    *x.shape, m.shape[1], _ptr(x), _ptr(crow), _ptr(col), _ptr(grad_y),
+                _typed("elm_spike_product_grad", m.dtype, raw.dtype)(
+                    *raw.shape, m.shape[1], _ptr(raw), _ptr(crow), _ptr(col), _ptr(grad_y),
                     _ptr(grad_m),
                 )  # fmt: skip
         return grad_x, grad_m, None
@@ -388,6 +399,8 @@ class _SpikeProduct(torch.autograd.Function):
 
 def spike_product(x: torch.Tensor, m: torch.Tensor, max_density: float) -> torch.Tensor:
     """x (R, n_in) @ m (n_in, n_out) summed over x's nonzeros only, in C++: exact (the
-    zeros add nothing) and differentiable in both. When more than `max_density` of x's
-    entries are nonzero it stops early and takes the dense product instead."""
+    zeros add nothing) and differentiable in m and in a float x. x has m's dtype
+    (float32/float64) or is int8 or bool (spike counts; 1 byte per entry to read). When
+    more than `max_density` of x's entries are nonzero it stops early and takes the dense
+    product instead. Returns (R, n_out) in m's dtype."""
     return _SpikeProduct.apply(x, m, max_density)

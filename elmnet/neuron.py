@@ -109,7 +109,8 @@ class ELMNeuron(nn.Module):
         """
         if self.config.routing == "none":
             return x * self.w_s
-        return spike_matmul(x, self.synapse_matrix().to(x.dtype))
+        matrix = self.synapse_matrix()
+        return spike_matmul(x, matrix.to(x.dtype) if x.is_floating_point() else matrix)
 
     def initial_state(self, batch: int, like: torch.Tensor) -> ELMState:
         """Zero state on `like`'s device and dtype."""
@@ -162,7 +163,9 @@ class ELMNeuron(nn.Module):
 
         Args:
             x: (B, T, d_in) input; for NeuronIO +1 per excitatory and −1 per inhibitory
-                spike in each Δt bin.
+                spike in each Δt bin. Float, or int8/bool spike counts, computed in the
+                parameters' dtype (on the CPU the spike product then reads 1 byte per
+                entry instead of 4).
             state: state after a previous chunk of the same sequences, or None (zeros).
 
         Returns:
@@ -173,10 +176,11 @@ class ELMNeuron(nn.Module):
             raise UserError(
                 f"ELM neuron expects input of shape (batch, time, {c.d_in}), got {tuple(x.shape)}"
             )
+        like = x if x.is_floating_point() else self.theta_s
         if state is None:
-            state = self.initial_state(x.shape[0], x)
+            state = self.initial_state(x.shape[0], like)
         if x.shape[1] == 0:
-            return x.new_zeros(x.shape[0], 0, c.d_out), state
+            return like.new_zeros(x.shape[0], 0, c.d_out), state
         drive = self.branch_drive(x)
         branch = exp_trace(drive, decay(c.tau_s, c.dt), state.branch)
         memory = self.memory_recurrence(branch, state.memory)

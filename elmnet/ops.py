@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from elmbridge.errors import UserError
+from elmnet import cpp_loop
 
 # LeCun's scaled tanh keeps unit-variance inputs at unit variance; the ELM memory
 # proposal uses it (docs/elm-model.md §1).
@@ -140,8 +141,6 @@ def exp_trace(
     from elmnet.recurrence import cpp_chosen
 
     if cpp_chosen(u):
-        from elmnet import cpp_loop
-
         return cpp_loop.trace(u, kappa, init)
     return _scan_trace(u, kappa, init)
 
@@ -187,21 +186,21 @@ def spike_matmul(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     xᵀ ∂L/∂y over the same nonzeros); otherwise it is the dense `x @ m`.
 
     Args:
-        x: (..., n_in) input.
-        m: (n_in, n_out) weights, same dtype as x.
+        x: (..., n_in) input: m's dtype, or int8/bool spike counts (read as such by the
+            C++ product, converted to m's dtype for the dense one).
+        m: (n_in, n_out) float weights.
 
     Returns:
-        (..., n_out).
+        (..., n_out) in m's dtype.
     """
     from elmnet.recurrence import cpp_chosen  # lazy: recurrence imports this module
 
     flat = x.reshape(-1, x.shape[-1])
-    if flat.numel() == 0 or not cpp_chosen(flat):
-        return x @ m
+    readable = x.dtype == m.dtype or x.dtype in cpp_loop.SPIKE_INT_DTYPES
+    if flat.numel() == 0 or not readable or not cpp_chosen(m):
+        return x.to(m.dtype) @ m
     sample = flat[::SAMPLE_STRIDE]
     if torch.count_nonzero(sample).item() > SPIKE_MAX_DENSITY * sample.numel():
-        return x @ m
-    from elmnet import cpp_loop
-
+        return x.to(m.dtype) @ m
     y = cpp_loop.spike_product(flat, m, SPIKE_MAX_DENSITY)
     return y.view(*x.shape[:-1], m.shape[-1])

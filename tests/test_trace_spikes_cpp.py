@@ -211,3 +211,45 @@ def test_neuron_on_cpp_trace_and_spikes_matches_eager(dtype):
     for name, grad in g_e.items():
         scale = max(grad.abs().max().item(), 1.0)
         torch.testing.assert_close(g_a[name], grad, rtol=tol, atol=tol * scale, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("x_dtype", [torch.int8, torch.bool])
+@pytest.mark.parametrize("n_in", [130, 1278])  # 64-byte blocks of int8 and a remainder
+def test_spike_product_reads_int8_and_bool(dtype, x_dtype, n_in):
+    """Integer spike input: the same product and ∂/∂m as the float64 dense product of its
+    values, also when it is too dense and the dense product runs."""
+    rows, n_out = 60, 9
+    x = spikes(rows, n_in, 0.02, torch.float64, seed=6)
+    if x_dtype == torch.bool:
+        x = x.abs()
+    g = torch.Generator().manual_seed(7)
+    m = torch.randn(n_in, n_out, generator=g, dtype=torch.float64)
+    proj = torch.randn(rows, n_out, generator=g, dtype=torch.float64)
+    md = m.clone().requires_grad_()
+    expected = x @ md
+    (expected * proj).sum().backward()
+    for max_density in (1.0, 0.001):
+        ms = m.to(dtype).clone().requires_grad_()
+        y = cpp_loop.spike_product(x.to(x_dtype), ms, max_density)
+        (y * proj.to(dtype)).sum().backward()
+        assert y.dtype == dtype
+        close(y.detach(), expected.detach())
+        close(ms.grad, md.grad)
+
+
+def test_neuron_takes_int8_spikes():
+    """int8 and bool input give the float input's outputs and θ_s gradient."""
+    cfg = ELMConfig(d_in=40, d_m=4, d_tree=5, d_brch=8, routing="neuronio")
+    model = randomise(ELMNeuron(cfg), seed=8).double()
+    x = spikes(2 * 30, 40, 0.02, torch.float64, seed=9).view(2, 30, 40)
+    results = []
+    for inputs in (x, x.to(torch.int8), x.abs().to(torch.bool), x.abs()):
+        model.zero_grad()
+        y, state = model(inputs)
+        y.square().mean().backward()
+        assert y.dtype == torch.float64 and state.memory.dtype == torch.float64
+        results.append((y.detach(), model.theta_s.grad.clone()))
+    for i, j in ((0, 1), (2, 3)):
+        torch.testing.assert_close(results[i][0], results[j][0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(results[i][1], results[j][1], rtol=1e-12, atol=1e-12)

@@ -419,17 +419,21 @@ void trace_backward(int64_t batch, int64_t steps, int64_t channels, const T* gra
   }
 }
 
-// Bit j set where p[j] != 0 (NaN included), for the 64 / sizeof(T) values from p.
-template <typename T>
-inline uint32_t nonzero_mask(const T* p) {
-#if defined(__AVX512F__)
-  if constexpr (sizeof(T) == 4)
+// Bit j set where p[j] != 0 (NaN included), for the 64 / sizeof(X) values from p.
+template <typename X>
+inline uint64_t nonzero_mask(const X* p) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  if constexpr (sizeof(X) == 1) {
+    const __m512i v = _mm512_loadu_si512(p);
+    return _mm512_test_epi8_mask(v, v);
+  } else if constexpr (sizeof(X) == 4) {
     return _mm512_cmp_ps_mask(_mm512_loadu_ps(p), _mm512_setzero_ps(), _CMP_NEQ_UQ);
-  else
+  } else {
     return _mm512_cmp_pd_mask(_mm512_loadu_pd(p), _mm512_setzero_pd(), _CMP_NEQ_UQ);
+  }
 #else
-  uint32_t mask = 0;
-  for (int j = 0; j < int(64 / sizeof(T)); ++j) mask |= uint32_t(p[j] != T(0)) << j;
+  uint64_t mask = 0;
+  for (int j = 0; j < int(64 / sizeof(X)); ++j) mask |= uint64_t(p[j] != X(0)) << j;
   return mask;
 #endif
 }
@@ -437,34 +441,35 @@ inline uint32_t nonzero_mask(const T* p) {
 // Y = X M for a row-major X (rows × n_in) that is mostly zeros (spike input), M
 // (n_in × n_out): each nonzero adds one row of M, so the cost is one read of X plus
 // n_out multiply-adds per nonzero, against n_in · n_out per row for the dense product.
-// X is scanned one 64-byte block at a time as a bit mask of its nonzeros (one vector
+// X is float like M, or int8 (spike counts: a quarter of the bytes to read). It is
+// scanned one 64-byte block at a time as a bit mask of its nonzeros (one vector
 // compare), so the all-zero blocks, most of them at spike densities, cost one test; −0
 // counts as zero (it adds nothing). Where the nonzeros are is recorded in CSR form (crow
 // (rows + 1), col) for the backward pass; when there are more than `capacity`, the
 // product stops and −1 is returned (the caller then takes the dense product: X was not
 // sparse enough for this to pay).
-template <typename T>
-int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const T* x, const T* m, T* y,
+template <typename T, typename X>
+int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const X* x, const T* m, T* y,
                       int64_t* crow, int32_t* col, int64_t capacity) {
-  constexpr int64_t kBlock = 64 / sizeof(T);
+  constexpr int64_t kBlock = 64 / sizeof(X);
   int64_t nnz = 0;
   crow[0] = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * n_in;
+    const X* xr = x + r * n_in;
     T* __restrict yr = y + r * n_out;
     for (int64_t k = 0; k < n_out; ++k) yr[k] = T(0);
     for (int64_t i = 0; i < n_in; i += kBlock) {
-      uint32_t mask = 0;
+      uint64_t mask = 0;
       if (i + kBlock <= n_in) {
         mask = nonzero_mask(xr + i);
       } else {
-        for (int64_t j = i; j < n_in; ++j) mask |= uint32_t(xr[j] != T(0)) << (j - i);
+        for (int64_t j = i; j < n_in; ++j) mask |= uint64_t(xr[j] != X(0)) << (j - i);
       }
       for (; mask != 0; mask &= mask - 1) {
-        const int64_t j = i + __builtin_ctz(mask);
+        const int64_t j = i + __builtin_ctzll(mask);
         if (nnz == capacity) return -1;
         col[nnz++] = static_cast<int32_t>(j);
-        const T v = xr[j];
+        const T v = static_cast<T>(xr[j]);
         const T* __restrict mj = m + j * n_out;
         for (int64_t k = 0; k < n_out; ++k) yr[k] += v * mj[k];
       }
@@ -475,14 +480,14 @@ int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const T* x, con
 }
 
 // ∂L/∂M = Xᵀ G over the nonzeros `spike_product` recorded; grad_m zeroed by the caller.
-template <typename T>
-void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const T* x,
+template <typename T, typename X>
+void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const X* x,
                         const int64_t* crow, const int32_t* col, const T* g, T* grad_m) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* __restrict gr = g + r * n_out;
     for (int64_t e = crow[r]; e < crow[r + 1]; ++e) {
       const int64_t j = col[e];
-      const T v = x[r * n_in + j];
+      const T v = static_cast<T>(x[r * n_in + j]);
       T* __restrict dst = grad_m + j * n_out;
       for (int64_t k = 0; k < n_out; ++k) dst[k] += v * gr[k];
     }
@@ -499,7 +504,7 @@ void elm_forward_f64(const ElmArgs* s) { forward<double>(*s); }
 void elm_backward_f32(const ElmArgs* s) { backward<float>(*s); }
 void elm_backward_f64(const ElmArgs* s) { backward<double>(*s); }
 
-#define ELM_TYPED(T, SUFFIX)                                                                 \
+#define ELM_TRACE(T, SUFFIX)                                                                 \
   void elm_trace_forward_##SUFFIX(int64_t batch, int64_t steps, int64_t channels,           \
                                   const T* u, const T* kappa, const T* init, T* b) {         \
     trace_forward<T>(batch, steps, channels, u, kappa, init, b);                             \
@@ -509,18 +514,25 @@ void elm_backward_f64(const ElmArgs* s) { backward<double>(*s); }
                                    const T* init, T* grad_u, T* grad_init, T* grad_kappa) {  \
     trace_backward<T>(batch, steps, channels, grad_b, kappa, b, init, grad_u, grad_init,     \
                       grad_kappa);                                                           \
-  }                                                                                          \
-  int64_t elm_spike_product_##SUFFIX(int64_t rows, int64_t n_in, int64_t n_out, const T* x, \
+  }
+// SUFFIX names M's type, then X's where it differs (i8: int8 input).
+#define ELM_SPIKES(T, X, SUFFIX)                                                             \
+  int64_t elm_spike_product_##SUFFIX(int64_t rows, int64_t n_in, int64_t n_out, const X* x, \
                                      const T* m, T* y, int64_t* crow, int32_t* col,          \
                                      int64_t capacity) {                                     \
-    return spike_product<T>(rows, n_in, n_out, x, m, y, crow, col, capacity);          \
+    return spike_product<T, X>(rows, n_in, n_out, x, m, y, crow, col, capacity);             \
   }                                                                                          \
   void elm_spike_product_grad_##SUFFIX(int64_t rows, int64_t n_in, int64_t n_out,           \
-                                       const T* x, const int64_t* crow, const int32_t* col,  \
+                                       const X* x, const int64_t* crow, const int32_t* col,  \
                                        const T* g, T* grad_m) {                              \
-    spike_product_grad<T>(rows, n_in, n_out, x, crow, col, g, grad_m);                       \
+    spike_product_grad<T, X>(rows, n_in, n_out, x, crow, col, g, grad_m);                    \
   }
-ELM_TYPED(float, f32)
-ELM_TYPED(double, f64)
-#undef ELM_TYPED
+ELM_TRACE(float, f32)
+ELM_TRACE(double, f64)
+ELM_SPIKES(float, float, f32)
+ELM_SPIKES(double, double, f64)
+ELM_SPIKES(float, int8_t, f32_i8)
+ELM_SPIKES(double, int8_t, f64_i8)
+#undef ELM_TRACE
+#undef ELM_SPIKES
 }
