@@ -17,7 +17,8 @@ parallel-traces model; elsewhere a line says why they cannot run. Rows on the CP
 recurrence), "cpp rec. only" (the C++ recurrence, with the scan and the dense product:
 the CPU default before the C++ trace and spike product), "cpp loops" (everything
 in C++: recurrence, trace, spike product) and "auto" (what a user gets: as "cpp loops"
-up to batch 32, above it the eager recurrence with the C++ trace and spike product).
+up to batch 32, above it the eager recurrence with the C++ trace and spike product);
+"cpp, int8 input" is "cpp loops" on the same spikes as an int8 tensor.
 The methods are timed taking turns (`roofline.time_interleaved`), so load on a shared
 machine falls on all alike and their ratios hold.
 
@@ -42,6 +43,8 @@ from elmnet.neuron import ELMNeuron
 from elmnet.ops import SPIKE_MAX_DENSITY, _scan_trace, decay, scaled_tanh
 from elmnet.recurrence import use_backend
 
+# The row of the same spikes given as int8 (the spike product reads a quarter of the bytes).
+INT8 = "cpp, int8 input"
 NOT_CUDA = "the fused kernels run on CUDA (triton's CPU interpreter is for tests, not timings)"
 
 
@@ -180,7 +183,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         methods.append(("cpp loops", parallel_forward, "cpp"))
     if device.type == "cpu":
         methods.append(("auto", parallel_forward, "auto"))
-    spiking = {"cpp loops", "auto"} if no_cpp is None else set()
+    if no_cpp is None:
+        # The same spikes stored as int8: the spike product reads a quarter of the bytes.
+        methods.append((INT8, parallel_forward, "cpp"))
+    spiking = {"cpp loops", "auto", INT8} if no_cpp is None else set()
 
     rows = []
     for batch in batches:
@@ -196,6 +202,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             with torch.inference_mode(), use_backend("cpp"):
                 torch.testing.assert_close(parallel_forward(model, x), ours, rtol=tol, atol=tol)
                 torch.testing.assert_close(dense_scan_forward(model, x), ours, rtol=tol, atol=tol)
+                int8 = parallel_forward(model, x.to(torch.int8))
+                torch.testing.assert_close(int8, ours, rtol=tol, atol=tol)
         products = forward_products(config, batch, args.steps)
         flops = roofline.total_flops(products)
         nonzeros = int(torch.count_nonzero(x))
@@ -208,8 +216,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         reference = roofline.matmul_reference(products, device, dtype, repeats=args.repeats)
         calls = {}
         for name, fn, backend in methods:
-            calls[name, False] = timed_call(fn, model, x, False, backend)
-            calls[name, True] = timed_call(fn, model, x, True, backend)
+            inputs = x.to(torch.int8) if name == INT8 else x
+            calls[name, False] = timed_call(fn, model, inputs, False, backend)
+            calls[name, True] = timed_call(fn, model, inputs, True, backend)
         timings = roofline.time_interleaved(calls, device, args.repeats)
         for name, _, _ in methods:
             fwd, both = timings[name, False], timings[name, True]
