@@ -389,7 +389,7 @@ class _SpikeProduct(torch.autograd.Function):
                 grad_m = raw.to(m.dtype).t() @ grad_y
             else:
                 grad_y = grad_y.contiguous()
-                grad_m = torch.zeros_like(m)
+                grad_m = torch.empty_like(m)
                 _typed("elm_spike_product_grad", m.dtype, raw.dtype)(
                     *raw.shape, m.shape[1], _ptr(raw), _ptr(crow), _ptr(col), _ptr(grad_y),
                     _ptr(grad_m),

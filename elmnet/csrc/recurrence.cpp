@@ -448,16 +448,29 @@ inline uint64_t nonzero_mask(const X* p) {
 // (rows + 1), col) for the backward pass; when there are more than `capacity`, the
 // product stops and −1 is returned (the caller then takes the dense product: X was not
 // sparse enough for this to pay).
+// Rows of n_out values padded to a whole number of 64-byte vectors: the per-nonzero
+// multiply-add then runs without a scalar remainder loop (13 of the 45 branches of the
+// NeuronIO neuron would otherwise go one at a time, the larger part of the cost).
+template <typename T>
+inline int64_t padded(int64_t n_out) {
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  return (n_out + kLanes - 1) / kLanes * kLanes;
+}
+
 template <typename T, typename X>
 int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const X* x, const T* m, T* y,
                       int64_t* crow, int32_t* col, int64_t capacity) {
   constexpr int64_t kBlock = 64 / sizeof(X);
+  const int64_t width = padded<T>(n_out);
+  std::vector<T> mp(n_in * width, T(0)), acc(width);
+  for (int64_t j = 0; j < n_in; ++j)
+    std::memcpy(&mp[j * width], m + j * n_out, n_out * sizeof(T));
   int64_t nnz = 0;
   crow[0] = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const X* xr = x + r * n_in;
-    T* __restrict yr = y + r * n_out;
-    for (int64_t k = 0; k < n_out; ++k) yr[k] = T(0);
+    T* __restrict a = acc.data();
+    for (int64_t k = 0; k < width; ++k) a[k] = T(0);
     for (int64_t i = 0; i < n_in; i += kBlock) {
       uint64_t mask = 0;
       if (i + kBlock <= n_in) {
@@ -470,28 +483,35 @@ int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const X* x, con
         if (nnz == capacity) return -1;
         col[nnz++] = static_cast<int32_t>(j);
         const T v = static_cast<T>(xr[j]);
-        const T* __restrict mj = m + j * n_out;
-        for (int64_t k = 0; k < n_out; ++k) yr[k] += v * mj[k];
+        const T* __restrict mj = mp.data() + j * width;
+        for (int64_t k = 0; k < width; ++k) a[k] += v * mj[k];
       }
     }
+    std::memcpy(y + r * n_out, a, n_out * sizeof(T));
     crow[r + 1] = nnz;
   }
   return nnz;
 }
 
-// ∂L/∂M = Xᵀ G over the nonzeros `spike_product` recorded; grad_m zeroed by the caller.
+// ∂L/∂M = Xᵀ G over the nonzeros `spike_product` recorded, into grad_m (n_in × n_out).
 template <typename T, typename X>
 void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const X* x,
                         const int64_t* crow, const int32_t* col, const T* g, T* grad_m) {
+  const int64_t width = padded<T>(n_out);
+  std::vector<T> gp(n_in * width, T(0)), row(width, T(0));
   for (int64_t r = 0; r < rows; ++r) {
-    const T* __restrict gr = g + r * n_out;
+    if (crow[r] == crow[r + 1]) continue;
+    std::memcpy(row.data(), g + r * n_out, n_out * sizeof(T));
+    const T* __restrict gr = row.data();
     for (int64_t e = crow[r]; e < crow[r + 1]; ++e) {
       const int64_t j = col[e];
       const T v = static_cast<T>(x[r * n_in + j]);
-      T* __restrict dst = grad_m + j * n_out;
-      for (int64_t k = 0; k < n_out; ++k) dst[k] += v * gr[k];
+      T* __restrict dst = gp.data() + j * width;
+      for (int64_t k = 0; k < width; ++k) dst[k] += v * gr[k];
     }
   }
+  for (int64_t j = 0; j < n_in; ++j)
+    std::memcpy(grad_m + j * n_out, &gp[j * width], n_out * sizeof(T));
 }
 
 }  // namespace
