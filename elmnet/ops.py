@@ -167,10 +167,11 @@ def _scan_trace(u: torch.Tensor, kappa: torch.Tensor, init: torch.Tensor | None)
 
 # Above this fraction of nonzero inputs `spike_matmul` takes the dense product. Measured
 # on the NeuronIO synapse matrix (1278 × 45, float32, one thread of a shared 2-core Xeon,
-# B·T = 4000 rows): the C++ spike product's forward costs about one read of x plus 45
-# multiply-adds per nonzero and breaks even with the dense BLAS product near 3 %
-# (NeuronIO input: ≈1.1 % on average under the NMDA protocol, at most ≈2.8 %).
-SPIKE_MAX_DENSITY = 0.03
+# B·T = 4000 rows, random ±1 spikes): the C++ spike product's forward costs about one
+# read of x plus 45 multiply-adds per nonzero and breaks even with the dense BLAS product
+# near 4 % (forward + backward near 5–8 %: its ∂/∂m needs no second read of x).
+# NeuronIO input: ≈1.1 % nonzero on average under the NMDA protocol, at most ≈2.8 %.
+SPIKE_MAX_DENSITY = 0.04
 # The density is first estimated from every SAMPLE_STRIDE-th row, so that dense input
 # costs the dense product plus ~1/64 of a read; the C++ loop still stops at
 # SPIKE_MAX_DENSITY of all entries whatever the estimate said.
