@@ -11,15 +11,22 @@ routing, synapse traces and branch sums inside the time loop, as a direct transc
 of the equations would; both compute the same
 function (the script checks that their outputs agree before timing). On CUDA with
 triton installed the fused kernels (`elmnet.fused`) get their own row; on the CPU the
-compiled C++ time loops (`elmnet.cpp_loop`) do, beside the eager loop of the same
-parallel-traces model; elsewhere a line says why they cannot run. The methods are timed
-taking turns (`roofline.time_interleaved`), so load on a shared machine falls on all
-alike and their ratios hold.
+compiled C++ loops (`elmnet.cpp_loop`) do, beside the eager loop of the same
+parallel-traces model; elsewhere a line says why they cannot run. Rows on the CPU:
+"parallel traces" (backend eager: parallel-scan trace, dense synapse product, eager
+recurrence), "cpp rec. only" (the C++ recurrence, with the scan and the dense product:
+the CPU default before the C++ trace and spike product), "cpp loops" (everything
+in C++: recurrence, trace, spike product) and "auto" (what a user gets: as "cpp loops"
+up to batch 32, above it the eager recurrence with the C++ trace and spike product);
+"cpp, int8 input" is "cpp loops" on the same spikes as an int8 tensor.
+The methods are timed taking turns (`roofline.time_interleaved`), so load on a shared
+machine falls on all alike and their ratios hold.
 
 Roofline (`benchmarks.roofline`): FLOPs per step and sample of the matrix products, the
-FLOP/s reached, the FLOP/s torch.matmul reaches on the same products alone, and, with
-two or more batch sizes, the fixed cost per time step (intercept of time per step
-against batch size).
+FLOP/s reached (rows on the spike product count the multiply-adds it performs, 2 per
+nonzero input and branch, not the dense product's 2 · d_in · d_tree), the FLOP/s
+torch.matmul reaches on the same (dense) products alone, and, with two or more batch
+sizes, the fixed cost per time step (intercept of time per step against batch size).
 """
 
 import argparse
@@ -33,9 +40,11 @@ from elmbridge.training import resolve_device
 from elmnet import cpp_loop, fused
 from elmnet.config import ELMConfig
 from elmnet.neuron import ELMNeuron
-from elmnet.ops import decay, scaled_tanh
+from elmnet.ops import SPIKE_MAX_DENSITY, _scan_trace, decay, scaled_tanh
 from elmnet.recurrence import use_backend
 
+# The row of the same spikes given as int8 (the spike product reads a quarter of the bytes).
+INT8 = "cpp, int8 input"
 NOT_CUDA = "the fused kernels run on CUDA (triton's CPU interpreter is for tests, not timings)"
 
 
@@ -63,6 +72,17 @@ def parallel_forward(model: ELMNeuron, x: torch.Tensor) -> torch.Tensor:
     return model(x)[0]
 
 
+def dense_scan_forward(model: ELMNeuron, x: torch.Tensor) -> torch.Tensor:
+    """`ELMNeuron.forward` as it was before the C++ trace and spike product: the dense
+    synapse product and the parallel-scan trace, then the recurrence (zero state)."""
+    c = model.config
+    drive = x @ model.synapse_matrix().to(x.dtype)
+    kappa = torch.as_tensor(decay(c.tau_s, c.dt), dtype=x.dtype)
+    branch = _scan_trace(drive, kappa, None)
+    memory = model.memory_recurrence(branch, x.new_zeros(x.shape[0], c.d_m))
+    return model.head(memory)
+
+
 def timed_call(fn, model, x, backward: bool, backend: str):
     """One forward (inference mode) or forward+backward on `backend`'s time loop."""
 
@@ -85,14 +105,21 @@ def cpp_unavailable(device: torch.device, dtype: torch.dtype, activation: str) -
     return cpp_loop.unavailable(device, dtype, activation)
 
 
-def forward_products(config: ELMConfig, batch: int, n_steps: int) -> list[roofline.Product]:
-    """The matrix products of one forward pass of `parallel_forward`."""
+def forward_products(
+    config: ELMConfig, batch: int, n_steps: int, nonzeros: int | None = None
+) -> list[roofline.Product]:
+    """The matrix products of one forward pass of `parallel_forward`; with `nonzeros`
+    (the input's nonzero count) the synapse product is counted as the spike product runs
+    it, one d_tree-wide multiply-add per nonzero, else as the dense product."""
     c, rows = config, batch * n_steps
+    synapses = roofline.Product(1, 1, rows, c.d_in, c.d_tree)
+    if nonzeros is not None:
+        synapses = roofline.Product(1, 1, nonzeros, 1, c.d_tree)
     per_step = [roofline.Product(n_steps, 1, batch, c.d_m, c.d_mlp)]
     per_step += [roofline.Product(n_steps, 1, batch, c.d_mlp, c.d_mlp)] * (c.n_mlp_layers - 1)
     per_step += [roofline.Product(n_steps, 1, batch, c.d_mlp, c.d_m)]
     return [
-        roofline.Product(1, 1, rows, c.d_in, c.d_tree),  # synapses → branches
+        synapses,  # synapses → branches
         roofline.Product(1, 1, rows, c.d_tree, c.d_mlp),  # branch half of the first layer
         *per_step,  # the memory recurrence
         roofline.Product(1, 1, rows, c.d_m, c.d_out),  # readout
@@ -152,7 +179,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         methods.append(("fused kernels", parallel_forward, "triton"))
     no_cpp = cpp_unavailable(device, dtype, config.activation)
     if no_cpp is None:
+        methods.append(("cpp rec. only", dense_scan_forward, "cpp"))
         methods.append(("cpp loops", parallel_forward, "cpp"))
+    if device.type == "cpu":
+        methods.append(("auto", parallel_forward, "auto"))
+    if no_cpp is None:
+        # The same spikes stored as int8: the spike product reads a quarter of the bytes.
+        methods.append((INT8, parallel_forward, "cpp"))
+    spiking = {"cpp loops", "auto", INT8} if no_cpp is None else set()
 
     rows = []
     for batch in batches:
@@ -167,16 +201,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if no_cpp is None:
             with torch.inference_mode(), use_backend("cpp"):
                 torch.testing.assert_close(parallel_forward(model, x), ours, rtol=tol, atol=tol)
+                torch.testing.assert_close(dense_scan_forward(model, x), ours, rtol=tol, atol=tol)
+                int8 = parallel_forward(model, x.to(torch.int8))
+                torch.testing.assert_close(int8, ours, rtol=tol, atol=tol)
         products = forward_products(config, batch, args.steps)
         flops = roofline.total_flops(products)
+        nonzeros = int(torch.count_nonzero(x))
+        density = nonzeros / x.numel()
+        spike_flops = flops
+        if density <= SPIKE_MAX_DENSITY:
+            spike_flops = roofline.total_flops(
+                forward_products(config, batch, args.steps, nonzeros)
+            )
         reference = roofline.matmul_reference(products, device, dtype, repeats=args.repeats)
         calls = {}
         for name, fn, backend in methods:
-            calls[name, False] = timed_call(fn, model, x, False, backend)
-            calls[name, True] = timed_call(fn, model, x, True, backend)
+            inputs = x.to(torch.int8) if name == INT8 else x
+            calls[name, False] = timed_call(fn, model, inputs, False, backend)
+            calls[name, True] = timed_call(fn, model, inputs, True, backend)
         timings = roofline.time_interleaved(calls, device, args.repeats)
         for name, _, _ in methods:
             fwd, both = timings[name, False], timings[name, True]
+            done = spike_flops if name in spiking else flops
             rows.append({
                 "batch": batch, "method": name,
                 "forward": batch * args.steps / fwd.wall,
@@ -184,9 +230,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "forward_per_cpu_s": batch * args.steps / fwd.cpu,
                 "both_per_cpu_s": batch * args.steps / both.cpu,
                 "forward_s": fwd.cost(device), "both_s": both.cost(device),
-                "flops_per_step": flops / (batch * args.steps),
-                "forward_gflops": roofline.gflops(flops, fwd.cost(device)),
-                "both_gflops": roofline.gflops(3 * flops, both.cost(device)),
+                "flops_per_step": done / (batch * args.steps), "density": density,
+                "forward_gflops": roofline.gflops(done, fwd.cost(device)),
+                "both_gflops": roofline.gflops(3 * done, both.cost(device)),
                 "matmul_gflops": roofline.gflops(flops, reference.cost(device)),
             })  # fmt: skip
     report(rows, args, device, batches, no_fused, no_cpp)
@@ -217,8 +263,12 @@ def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
     )
     for batch in batches:
         named = {r["method"]: r for r in rows if r["batch"] == batch}
-        line = f"batch {batch}: {named['parallel traces']['flops_per_step']:,.0f} FLOPs per step "
+        first = named["parallel traces"]
+        line = f"batch {batch}: {first['flops_per_step']:,.0f} FLOPs per step "
         line += "and sample (forward; fwd+bwd 3×)"
+        if "cpp loops" in named:
+            line += (f", {named['cpp loops']['flops_per_step']:,.0f} on the spike product "
+                     f"(input density {first['density']:.2%})")  # fmt: skip
         if "per-step loop" in named:
             a, b = named["parallel traces"], named["per-step loop"]
             line += (f"; parallel/per-step {a['forward'] / b['forward']:.1f}× forward, "
@@ -230,6 +280,9 @@ def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
         if "cpp loops" in named:
             a, f = named["parallel traces"], named["cpp loops"]
             line += (f"; cpp/eager {f['forward'] / a['forward']:.2f}× forward, "
+                     f"{f['forward+backward'] / a['forward+backward']:.2f}× fwd+bwd")  # fmt: skip
+            a = named["cpp rec. only"]
+            line += (f"; cpp/cpp rec. only {f['forward'] / a['forward']:.2f}× forward, "
                      f"{f['forward+backward'] / a['forward+backward']:.2f}× fwd+bwd")  # fmt: skip
         print(line)
     if no_fused:

@@ -3,6 +3,8 @@ at the same sizes, and the fixed cost per time step.
 
 FLOPs count the matrix products only (2 per multiply-add), the work that dominates at
 large batch; elementwise work (activations, tanh, the memory update) is left out. A
+product that skips the zeros of a sparse operand (the ELM neuron's spike-input synapse
+product) counts the multiply-adds it performs: nnz × n as `Product(1, 1, nnz, 1, n)`. A
 model's forward pass is described by its list of `Product`s; its training step (forward
 and backward) counts 3× the forward's FLOPs (each product has two gradient products).
 The matmul reference times exactly those products with `torch.matmul` alone, in the same

@@ -3,9 +3,11 @@
 `elmnet.recurrence` runs its time loops eagerly (a dozen small ATen ops per step), on
 CUDA through the Triton kernels of `elmnet.fused`, or on the CPU through the C++ loops
 of ``elmnet/csrc/recurrence.cpp`` that this module builds (`extension`), checks
-(`why_not`) and calls (`forward_loop`, `backward_loop`). The C++ loops fill exactly the
-sequences the eager loops fill, so the saved tensors and the weight gradients after the
-loop are shared.
+(`why_not`) and calls (`forward_loop`, `backward_loop`), and the two other C++ loops of
+the same library: the leaky trace (`trace`) and the spike-input product
+(`spike_product`), each an autograd function with its backward pass in C++. The C++
+time loops fill exactly the sequences the eager loops fill, so the saved tensors and the
+weight gradients after the loop are shared.
 
 Why: on a CPU each ATen op costs a few µs of dispatch whatever its size, and at small
 batch one step's arithmetic is a few thousand FLOPs, so the eager loop's time is mostly
@@ -116,6 +118,18 @@ def _build():
     for name in ("elm_forward_f32", "elm_forward_f64", "elm_backward_f32", "elm_backward_f64"):
         getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
         getattr(lib, name).restype = None
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    signatures = {
+        "elm_trace_forward": (None, [i64] * 3 + [ptr] * 4),
+        "elm_trace_backward": (None, [i64] * 3 + [ptr] * 7),
+        "elm_spike_product": (i64, [i64] * 3 + [ptr] * 5 + [i64]),
+        "elm_spike_product_grad": (None, [i64] * 3 + [ptr] * 5),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        suffixes = ("f32", "f64", "f32_i8", "f64_i8") if "spike" in name else ("f32", "f64")
+        for suffix in suffixes:
+            function = getattr(lib, f"{name}_{suffix}")
+            function.argtypes, function.restype = argtypes, restype
     return lib
 
 
@@ -275,3 +289,118 @@ def backward_loop(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedbac
         return (grad_z, grad_acts, grad_m_total, carry, grad_y, grad_r, grad_branches,
                 carry_out, carry_highpass)  # fmt: skip
     return grad_z, grad_acts, grad_m_total, carry
+
+
+def _ptr(x: torch.Tensor | None) -> int | None:
+    if x is None:
+        return None
+    if not x.is_contiguous():
+        raise ValueError("the C++ loops take contiguous tensors only")
+    return x.data_ptr()
+
+
+def _typed(name: str, dtype: torch.dtype, x_dtype: torch.dtype | None = None):
+    suffix = "f64" if dtype == torch.float64 else "f32"
+    if x_dtype is not None and x_dtype != dtype:
+        suffix += "_i8"
+    return getattr(extension(), f"{name}_{suffix}")
+
+
+# Input dtypes the spike product reads besides m's own: int8 directly, bool as its bytes.
+SPIKE_INT_DTYPES = (torch.int8, torch.bool)
+
+
+class _Trace(torch.autograd.Function):
+    """b_t = κ ⊙ b_{t−1} + u_t in one sequential pass each way (`elmnet.ops.exp_trace`)."""
+
+    @staticmethod
+    def forward(ctx, u, kappa, init):
+        batch, steps, channels = u.shape
+        u = u.contiguous()
+        k = torch.broadcast_to(kappa, (channels,)).contiguous()
+        init_c = None if init is None else init.contiguous()
+        b = torch.empty_like(u)
+        _typed("elm_trace_forward", u.dtype)(
+            batch, steps, channels, _ptr(u), _ptr(k), _ptr(init_c), _ptr(b)
+        )
+        ctx.save_for_backward(k, b if ctx.needs_input_grad[1] else None, init_c)
+        ctx.kappa_shape = kappa.shape
+        return b
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_b):
+        k, b, init = ctx.saved_tensors
+        batch, steps, channels = grad_b.shape
+        grad_b = grad_b.contiguous()
+        grad_u = torch.empty_like(grad_b)
+        want_init = init is not None and ctx.needs_input_grad[2]
+        grad_init = grad_b.new_empty(batch, channels) if want_init else None
+        grad_k = grad_b.new_zeros(channels) if ctx.needs_input_grad[1] else None
+        _typed("elm_trace_backward", grad_b.dtype)(
+            batch, steps, channels, _ptr(grad_b), _ptr(k), _ptr(b), _ptr(init), _ptr(grad_u),
+            _ptr(grad_init), _ptr(grad_k),
+        )  # fmt: skip
+        if grad_k is not None:
+            # A scalar or broadcast κ gets the sum over the channels it stood for.
+            grad_k = grad_k.sum_to_size(ctx.kappa_shape) if ctx.kappa_shape else grad_k.sum()
+        return grad_u, grad_k, grad_init
+
+
+def trace(u: torch.Tensor, kappa: torch.Tensor, init: torch.Tensor | None) -> torch.Tensor:
+    """The leaky trace of `elmnet.ops.exp_trace` in C++: u (B, T, C) float32/float64 on
+    the CPU, κ a scalar or (C,) tensor of u's dtype, init (B, C) or None; differentiable
+    in all three."""
+    return _Trace.apply(u, kappa, init)
+
+
+class _SpikeProduct(torch.autograd.Function):
+    """X M over X's nonzeros (see `spike_product`); ctx.dense when X was too dense."""
+
+    @staticmethod
+    def forward(ctx, x, m, max_density):
+        rows, n_in = x.shape
+        m = m.contiguous()
+        x = x.contiguous()
+        raw = x.view(torch.int8) if x.dtype == torch.bool else x
+        capacity = int(max_density * rows * n_in)
+        y = m.new_empty(rows, m.shape[1])
+        crow = torch.empty(rows + 1, dtype=torch.int64)
+        col = torch.empty(capacity, dtype=torch.int32)
+        nnz = _typed("elm_spike_product", m.dtype, raw.dtype)(
+            rows, n_in, m.shape[1], _ptr(raw), _ptr(m), _ptr(y), _ptr(crow), _ptr(col), capacity
+        )
+        ctx.dense = nnz < 0
+        if ctx.dense:
+            y = x.to(m.dtype) @ m
+            crow = col = None
+        ctx.save_for_backward(raw, m, crow, col)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        raw, m, crow, col = ctx.saved_tensors
+        grad_x = grad_m = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_y @ m.t()
+        if ctx.needs_input_grad[1]:
+            if ctx.dense:
+                grad_m = raw.to(m.dtype).t() @ grad_y
+            else:
+                grad_y = grad_y.contiguous()
+                grad_m = torch.empty_like(m)
+                _typed("elm_spike_product_grad", m.dtype, raw.dtype)(
+                    *raw.shape, m.shape[1], _ptr(raw), _ptr(crow), _ptr(col), _ptr(grad_y),
+                    _ptr(grad_m),
+                )  # fmt: skip
+        return grad_x, grad_m, None
+
+
+def spike_product(x: torch.Tensor, m: torch.Tensor, max_density: float) -> torch.Tensor:
+    """x (R, n_in) @ m (n_in, n_out) summed over x's nonzeros only, in C++: exact (the
+    zeros add nothing) and differentiable in m and in a float x. x has m's dtype
+    (float32/float64) or is int8 or bool (spike counts; 1 byte per entry to read). When
+    more than `max_density` of x's entries are nonzero it stops early and takes the dense
+    product instead. Returns (R, n_out) in m's dtype."""
+    return _SpikeProduct.apply(x, m, max_density)

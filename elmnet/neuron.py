@@ -13,7 +13,9 @@ Equations (docs/elm-model.md §1), with x̃ the routed input and Δt the step:
 
 Performance design: everything linear in the input (routing, synaptic weights, the
 trace, the MLP's branch half of its first layer, the readout) is computed for the whole
-sequence at once; only the nonlinear memory recurrence steps through time.
+sequence at once; only the nonlinear memory recurrence steps through time. On the CPU
+the synapse product sums over the input's nonzeros only and the trace is one sequential
+C++ pass (`elmnet.ops.spike_matmul`, `elmnet.ops.exp_trace`).
 """
 
 from typing import NamedTuple
@@ -32,6 +34,7 @@ from elmnet.ops import (
     initial_theta_m,
     make_activation,
     memory_update_coefficients,
+    spike_matmul,
     theta_to_tau,
 )
 from elmnet.recurrence import memory_recurrence
@@ -99,10 +102,15 @@ class ELMNeuron(nn.Module):
         return w.new_zeros(c.d_in * c.d_tree).index_add(0, flat, w).view(c.d_in, c.d_tree)
 
     def branch_drive(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, d_tree) Σ_branch w_s ⊙ x̃_t for every step, computed at once."""
+        """(B, T, d_tree) Σ_branch w_s ⊙ x̃_t for every step, computed at once.
+
+        Spike input (NeuronIO: ≈1 % of the entries nonzero) takes the product over its
+        nonzeros only (`elmnet.ops.spike_matmul`, exact; dense input the dense product).
+        """
         if self.config.routing == "none":
             return x * self.w_s
-        return x @ self.synapse_matrix().to(x.dtype)
+        matrix = self.synapse_matrix()
+        return spike_matmul(x, matrix.to(x.dtype) if x.is_floating_point() else matrix)
 
     def initial_state(self, batch: int, like: torch.Tensor) -> ELMState:
         """Zero state on `like`'s device and dtype."""
@@ -155,7 +163,9 @@ class ELMNeuron(nn.Module):
 
         Args:
             x: (B, T, d_in) input; for NeuronIO +1 per excitatory and −1 per inhibitory
-                spike in each Δt bin.
+                spike in each Δt bin. Float, or int8/bool spike counts, computed in the
+                parameters' dtype (on the CPU the spike product then reads 1 byte per
+                entry instead of 4).
             state: state after a previous chunk of the same sequences, or None (zeros).
 
         Returns:
@@ -166,10 +176,11 @@ class ELMNeuron(nn.Module):
             raise UserError(
                 f"ELM neuron expects input of shape (batch, time, {c.d_in}), got {tuple(x.shape)}"
             )
+        like = x if x.is_floating_point() else self.theta_s
         if state is None:
-            state = self.initial_state(x.shape[0], x)
+            state = self.initial_state(x.shape[0], like)
         if x.shape[1] == 0:
-            return x.new_zeros(x.shape[0], 0, c.d_out), state
+            return like.new_zeros(x.shape[0], 0, c.d_out), state
         drive = self.branch_drive(x)
         branch = exp_trace(drive, decay(c.tau_s, c.dt), state.branch)
         memory = self.memory_recurrence(branch, state.memory)

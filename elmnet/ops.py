@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from elmbridge.errors import UserError
+from elmnet import cpp_loop
 
 # LeCun's scaled tanh keeps unit-variance inputs at unit variance; the ELM memory
 # proposal uses it (docs/elm-model.md §1).
@@ -118,10 +119,12 @@ def exp_trace(
 ) -> torch.Tensor:
     """Leaky trace b_t = κ ⊙ b_{t−1} + u_t over a whole sequence at once.
 
-    Computed with a log-depth parallel prefix scan (Hillis–Steele): after the pass with
-    shift s every b_t holds the terms u_{t−j}, j < 2s, so ⌈log₂ T⌉ passes of elementwise
-    work replace T sequential steps. Only non-negative powers of κ ≤ 1 appear, so the scan
-    is as stable as the sequential loop.
+    On the CPU (float32/float64, recurrence backend "auto" or "cpp", see
+    `elmnet.recurrence.use_backend`) it runs as one sequential C++ pass forward and one
+    reverse-time pass backward (`elmnet.cpp_loop.trace`): O(B·T·C) memory traffic each
+    way. Elsewhere (CUDA, backend "eager", no compiler) it is a log-depth parallel prefix
+    scan (Hillis–Steele, `_scan_trace`). Both are differentiable in u, κ (when a tensor
+    that requires grad; no caller in the toolkit learns κ today) and init.
 
     Args:
         u: (B, T, C) drive per step.
@@ -131,8 +134,23 @@ def exp_trace(
     Returns:
         (B, T, C) the trace at every step.
     """
-    n_steps = u.shape[1]
     kappa = torch.as_tensor(kappa, dtype=u.dtype, device=u.device)
+    if kappa.dim() > 1 or (kappa.dim() == 1 and kappa.shape[0] not in (1, u.shape[-1])):
+        raise UserError(f"κ must be a scalar or have {u.shape[-1]} channels, got {kappa.shape}")
+    # Lazy: the backend choice lives in recurrence, which imports this module.
+    from elmnet.recurrence import cpp_chosen
+
+    if cpp_chosen(u):
+        return cpp_loop.trace(u, kappa, init)
+    return _scan_trace(u, kappa, init)
+
+
+def _scan_trace(u: torch.Tensor, kappa: torch.Tensor, init: torch.Tensor | None) -> torch.Tensor:
+    """`exp_trace` as a Hillis–Steele scan: after the pass with shift s every b_t holds the
+    terms u_{t−j}, j < 2s, so ⌈log₂ T⌉ passes of elementwise work replace T sequential
+    steps. Only non-negative powers of κ ≤ 1 appear, so the scan is as stable as the
+    sequential loop."""
+    n_steps = u.shape[1]
     b = u
     power = kappa
     shift = 1
@@ -145,3 +163,45 @@ def exp_trace(
         decays = torch.pow(kappa.expand(u.shape[-1]).unsqueeze(0), steps.unsqueeze(1))
         b = b + decays.unsqueeze(0) * init.unsqueeze(1)
     return b
+
+
+# Above this fraction of nonzero inputs `spike_matmul` takes the dense product. Measured
+# on the NeuronIO synapse matrix (1278 × 45, float32, one thread of a shared 2-core Xeon,
+# B·T = 4000 rows, random ±1 spikes): the C++ spike product's forward costs about one
+# read of x plus 45 multiply-adds per nonzero and breaks even with the dense BLAS product
+# near 4 % (forward + backward near 5–8 %: its ∂/∂m needs no second read of x).
+# NeuronIO input: ≈1.1 % nonzero on average under the NMDA protocol, at most ≈2.8 %.
+SPIKE_MAX_DENSITY = 0.04
+# The density is first estimated from every SAMPLE_STRIDE-th row, so that dense input
+# costs the dense product plus ~1/64 of a read; the C++ loop still stops at
+# SPIKE_MAX_DENSITY of all entries whatever the estimate said.
+SAMPLE_STRIDE = 64
+
+
+def spike_matmul(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """x @ m for spike-like x (mostly zeros), e.g. synaptic input (units: x's times m's).
+
+    Exact either way: on the CPU under the recurrence backend "auto" or "cpp", when at most
+    `SPIKE_MAX_DENSITY` of x's entries are nonzero, the product sums only over x's
+    nonzeros in C++ (`elmnet.cpp_loop.spike_product`), forward and backward (∂/∂m sums
+    xᵀ ∂L/∂y over the same nonzeros); otherwise it is the dense `x @ m`.
+
+    Args:
+        x: (..., n_in) input: m's dtype, or int8/bool spike counts (read as such by the
+            C++ product, converted to m's dtype for the dense one).
+        m: (n_in, n_out) float weights.
+
+    Returns:
+        (..., n_out) in m's dtype.
+    """
+    from elmnet.recurrence import cpp_chosen  # lazy: recurrence imports this module
+
+    flat = x.reshape(-1, x.shape[-1])
+    readable = x.dtype == m.dtype or x.dtype in cpp_loop.SPIKE_INT_DTYPES
+    if flat.numel() == 0 or not readable or not cpp_chosen(m):
+        return x.to(m.dtype) @ m
+    sample = flat[::SAMPLE_STRIDE]
+    if torch.count_nonzero(sample).item() > SPIKE_MAX_DENSITY * sample.numel():
+        return x.to(m.dtype) @ m
+    y = cpp_loop.spike_product(flat, m, SPIKE_MAX_DENSITY)
+    return y.view(*x.shape[:-1], m.shape[-1])

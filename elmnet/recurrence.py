@@ -463,19 +463,31 @@ def _use_fused(spec: _Spec, pre, kappa, gain, layers) -> bool:
 CPP_AUTO_MAX_BATCH = 32
 
 
-def _use_cpp(spec: _Spec, pre) -> bool:
+def cpp_chosen(x: torch.Tensor, activation: str = "identity") -> bool:
+    """Whether the current backend (`use_backend`) runs work on `x` in the C++ loops:
+    under "auto" and "cpp" when x is a float32/float64 CPU tensor and the extension builds
+    ("auto" otherwise stays eager, with one warning when the build failed; "cpp" raises
+    a `UserError` saying why). The one place for this choice: the recurrence, the leaky
+    trace (`elmnet.ops.exp_trace`) and the spike product (`elmnet.ops.spike_matmul`)."""
     name = _backend["name"]
-    if name not in ("auto", "cpp") or (name == "auto" and pre.shape[2] > CPP_AUTO_MAX_BATCH):
+    if name not in ("auto", "cpp"):
         return False
-    reason = cpp_loop.why_not(pre, spec.activation)
+    reason = cpp_loop.why_not(x, activation)
     if reason is None and cpp_loop.extension() is None:
         reason = cpp_loop.build_error()
         if name == "auto" and reason not in _warned:  # once per process, never a traceback
             _warned.add(reason)
-            warnings.warn(f"elmnet: the recurrence runs eagerly: {reason}", stacklevel=3)
+            warnings.warn(f"elmnet: the C++ loops cannot run, running eagerly: {reason}",
+                          stacklevel=3)  # fmt: skip
     if reason is not None and name == "cpp":
         raise UserError(f"recurrence backend 'cpp' cannot run here: {reason}")
     return reason is None
+
+
+def _use_cpp(spec: _Spec, pre) -> bool:
+    if _backend["name"] == "auto" and pre.shape[2] > CPP_AUTO_MAX_BATCH:
+        return False
+    return cpp_chosen(pre, spec.activation)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -34,6 +34,8 @@ def test_speed_benchmark_runs_and_both_methods_agree():
 
     # The compiled loops get their own row where they build (they do on CI: .ci/run
     # installs a compiler); main() checks them against eager first as well.
-    cpp = ["cpp loops"] if cpp_loop.extension() is not None else []
-    assert [r["method"] for r in rows] == ["parallel traces", "per-step loop", *cpp]
+    built = cpp_loop.extension() is not None
+    cpp = ["cpp rec. only", "cpp loops"] if built else []
+    int8 = ["cpp, int8 input"] if built else []
+    assert [r["method"] for r in rows] == ["parallel traces", "per-step loop", *cpp, "auto", *int8]
     assert all(r["forward"] > 0 and r["forward+backward"] > 0 for r in rows)

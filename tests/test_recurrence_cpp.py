@@ -285,7 +285,7 @@ def test_auto_falls_back_with_one_warning(monkeypatch):
         first, second = fn(**inputs)[0], fn(**inputs)[0]
     messages = [str(w.message) for w in caught]
     assert messages == [
-        "elmnet: the recurrence runs eagerly: building recurrence.cpp failed: broken"
+        "elmnet: the C++ loops cannot run, running eagerly: building recurrence.cpp failed: broken"
     ]
     torch.testing.assert_close(first, expected, rtol=0, atol=0)
     torch.testing.assert_close(second, expected, rtol=0, atol=0)

@@ -1,5 +1,10 @@
 // The time loops of the ELM memory recurrence on the CPU, as raw pointer loops.
 //
+// Also here, as plain C functions with scalar arguments: the leaky trace of
+// elmnet.ops.exp_trace (one sequential pass each way) and the product of spike input with
+// a weight matrix over the input's nonzeros (elmnet.ops.spike_matmul), the two parts of
+// an ELM neuron outside the recurrence that the eager path does with whole-tensor ops.
+//
 // The equations, names and tensor layouts are those of the module docstring of
 // elmnet/recurrence.py; elmnet/cpp_loop.py prepares the arguments (every tensor
 // contiguous, per-step coefficients broadcast to (N, B, width), weights pre-transposed for
@@ -19,6 +24,10 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 extern "C" {
 
@@ -356,6 +365,155 @@ void backward(const ElmArgs& s) {
   }
 }
 
+// The leaky trace b_t = κ ⊙ b_{t−1} + u_t over (B, T, C), one sequence at a time: one
+// pass over the data where the parallel scan makes ⌈log₂ T⌉ passes with copies.
+template <typename T>
+void trace_forward(int64_t batch, int64_t steps, int64_t channels, const T* u, const T* kappa,
+                   const T* init, T* b) {
+  for (int64_t s = 0; s < batch; ++s) {
+    const T* us = u + s * steps * channels;
+    T* bs = b + s * steps * channels;
+    if (steps == 0) continue;
+    for (int64_t c = 0; c < channels; ++c)
+      bs[c] = init ? kappa[c] * init[s * channels + c] + us[c] : us[c];
+    for (int64_t t = 1; t < steps; ++t) {
+      const T* __restrict prev = bs + (t - 1) * channels;
+      const T* __restrict ut = us + t * channels;
+      T* __restrict bt = bs + t * channels;
+      for (int64_t c = 0; c < channels; ++c) bt[c] = kappa[c] * prev[c] + ut[c];
+    }
+  }
+}
+
+// Its reverse-time pass. With g_t = ∂L/∂b_t from outside and G_t the total derivative,
+// G_t = g_t + κ ⊙ G_{t+1}; then ∂L/∂u_t = G_t, ∂L/∂b_{−1} = κ ⊙ G_0 and
+// ∂L/∂κ = Σ_{s,t} G_t ⊙ b_{t−1} (b_{−1} = init or 0), summed into grad_kappa (C,), which
+// the caller zeroes. grad_init and grad_kappa may be null (not wanted).
+template <typename T>
+void trace_backward(int64_t batch, int64_t steps, int64_t channels, const T* grad_b,
+                    const T* kappa, const T* b, const T* init, T* grad_u, T* grad_init,
+                    T* grad_kappa) {
+  for (int64_t s = 0; s < batch; ++s) {
+    const int64_t first = s * steps * channels;
+    if (steps == 0) continue;
+    const T* gs = grad_b + first;
+    T* gu = grad_u + first;
+    const int64_t last = (steps - 1) * channels;
+    for (int64_t c = 0; c < channels; ++c) gu[last + c] = gs[last + c];
+    for (int64_t t = steps - 2; t >= 0; --t) {
+      const T* __restrict next = gu + (t + 1) * channels;
+      const T* __restrict gt = gs + t * channels;
+      T* __restrict out_t = gu + t * channels;
+      for (int64_t c = 0; c < channels; ++c) out_t[c] = gt[c] + kappa[c] * next[c];
+    }
+    if (grad_init)
+      for (int64_t c = 0; c < channels; ++c) grad_init[s * channels + c] = kappa[c] * gu[c];
+    if (grad_kappa) {
+      const T* bs = b + first;
+      for (int64_t t = 1; t < steps; ++t)
+        for (int64_t c = 0; c < channels; ++c)
+          grad_kappa[c] += gu[t * channels + c] * bs[(t - 1) * channels + c];
+      if (init)
+        for (int64_t c = 0; c < channels; ++c) grad_kappa[c] += gu[c] * init[s * channels + c];
+    }
+  }
+}
+
+// Bit j set where p[j] != 0 (NaN included), for the 64 / sizeof(X) values from p.
+template <typename X>
+inline uint64_t nonzero_mask(const X* p) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  if constexpr (sizeof(X) == 1) {
+    const __m512i v = _mm512_loadu_si512(p);
+    return _mm512_test_epi8_mask(v, v);
+  } else if constexpr (sizeof(X) == 4) {
+    return _mm512_cmp_ps_mask(_mm512_loadu_ps(p), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  } else {
+    return _mm512_cmp_pd_mask(_mm512_loadu_pd(p), _mm512_setzero_pd(), _CMP_NEQ_UQ);
+  }
+#else
+  uint64_t mask = 0;
+  for (int j = 0; j < int(64 / sizeof(X)); ++j) mask |= uint64_t(p[j] != X(0)) << j;
+  return mask;
+#endif
+}
+
+// Y = X M for a row-major X (rows × n_in) that is mostly zeros (spike input), M
+// (n_in × n_out): each nonzero adds one row of M, so the cost is one read of X plus
+// n_out multiply-adds per nonzero, against n_in · n_out per row for the dense product.
+// X is float like M, or int8 (spike counts: a quarter of the bytes to read). It is
+// scanned one 64-byte block at a time as a bit mask of its nonzeros (one vector
+// compare), so the all-zero blocks, most of them at spike densities, cost one test; −0
+// counts as zero (it adds nothing). Where the nonzeros are is recorded in CSR form (crow
+// (rows + 1), col) for the backward pass; when there are more than `capacity`, the
+// product stops and −1 is returned (the caller then takes the dense product: X was not
+// sparse enough for this to pay).
+// Rows of n_out values padded to a whole number of 64-byte vectors: the per-nonzero
+// multiply-add then runs without a scalar remainder loop (13 of the 45 branches of the
+// NeuronIO neuron would otherwise go one at a time, the larger part of the cost).
+template <typename T>
+inline int64_t padded(int64_t n_out) {
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  return (n_out + kLanes - 1) / kLanes * kLanes;
+}
+
+template <typename T, typename X>
+int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const X* x, const T* m, T* y,
+                      int64_t* crow, int32_t* col, int64_t capacity) {
+  constexpr int64_t kBlock = 64 / sizeof(X);
+  const int64_t width = padded<T>(n_out);
+  std::vector<T> mp(n_in * width, T(0)), acc(width);
+  for (int64_t j = 0; j < n_in; ++j)
+    std::memcpy(&mp[j * width], m + j * n_out, n_out * sizeof(T));
+  int64_t nnz = 0;
+  crow[0] = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const X* xr = x + r * n_in;
+    T* __restrict a = acc.data();
+    for (int64_t k = 0; k < width; ++k) a[k] = T(0);
+    for (int64_t i = 0; i < n_in; i += kBlock) {
+      uint64_t mask = 0;
+      if (i + kBlock <= n_in) {
+        mask = nonzero_mask(xr + i);
+      } else {
+        for (int64_t j = i; j < n_in; ++j) mask |= uint64_t(xr[j] != X(0)) << (j - i);
+      }
+      for (; mask != 0; mask &= mask - 1) {
+        const int64_t j = i + __builtin_ctzll(mask);
+        if (nnz == capacity) return -1;
+        col[nnz++] = static_cast<int32_t>(j);
+        const T v = static_cast<T>(xr[j]);
+        const T* __restrict mj = mp.data() + j * width;
+        for (int64_t k = 0; k < width; ++k) a[k] += v * mj[k];
+      }
+    }
+    std::memcpy(y + r * n_out, a, n_out * sizeof(T));
+    crow[r + 1] = nnz;
+  }
+  return nnz;
+}
+
+// ∂L/∂M = Xᵀ G over the nonzeros `spike_product` recorded, into grad_m (n_in × n_out).
+template <typename T, typename X>
+void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const X* x,
+                        const int64_t* crow, const int32_t* col, const T* g, T* grad_m) {
+  const int64_t width = padded<T>(n_out);
+  std::vector<T> gp(n_in * width, T(0)), row(width, T(0));
+  for (int64_t r = 0; r < rows; ++r) {
+    if (crow[r] == crow[r + 1]) continue;
+    std::memcpy(row.data(), g + r * n_out, n_out * sizeof(T));
+    const T* __restrict gr = row.data();
+    for (int64_t e = crow[r]; e < crow[r + 1]; ++e) {
+      const int64_t j = col[e];
+      const T v = static_cast<T>(x[r * n_in + j]);
+      T* __restrict dst = gp.data() + j * width;
+      for (int64_t k = 0; k < width; ++k) dst[k] += v * gr[k];
+    }
+  }
+  for (int64_t j = 0; j < n_in; ++j)
+    std::memcpy(grad_m + j * n_out, &gp[j * width], n_out * sizeof(T));
+}
+
 }  // namespace
 
 extern "C" {
@@ -365,4 +523,36 @@ void elm_forward_f32(const ElmArgs* s) { forward<float>(*s); }
 void elm_forward_f64(const ElmArgs* s) { forward<double>(*s); }
 void elm_backward_f32(const ElmArgs* s) { backward<float>(*s); }
 void elm_backward_f64(const ElmArgs* s) { backward<double>(*s); }
+
+#define ELM_TRACE(T, SUFFIX)                                                                 \
+  void elm_trace_forward_##SUFFIX(int64_t batch, int64_t steps, int64_t channels,           \
+                                  const T* u, const T* kappa, const T* init, T* b) {         \
+    trace_forward<T>(batch, steps, channels, u, kappa, init, b);                             \
+  }                                                                                          \
+  void elm_trace_backward_##SUFFIX(int64_t batch, int64_t steps, int64_t channels,          \
+                                   const T* grad_b, const T* kappa, const T* b,              \
+                                   const T* init, T* grad_u, T* grad_init, T* grad_kappa) {  \
+    trace_backward<T>(batch, steps, channels, grad_b, kappa, b, init, grad_u, grad_init,     \
+                      grad_kappa);                                                           \
+  }
+// SUFFIX names M's type, then X's where it differs (i8: int8 input).
+#define ELM_SPIKES(T, X, SUFFIX)                                                             \
+  int64_t elm_spike_product_##SUFFIX(int64_t rows, int64_t n_in, int64_t n_out, const X* x, \
+                                     const T* m, T* y, int64_t* crow, int32_t* col,          \
+                                     int64_t capacity) {                                     \
+    return spike_product<T, X>(rows, n_in, n_out, x, m, y, crow, col, capacity);             \
+  }                                                                                          \
+  void elm_spike_product_grad_##SUFFIX(int64_t rows, int64_t n_in, int64_t n_out,           \
+                                       const X* x, const int64_t* crow, const int32_t* col,  \
+                                       const T* g, T* grad_m) {                              \
+    spike_product_grad<T, X>(rows, n_in, n_out, x, crow, col, g, grad_m);                    \
+  }
+ELM_TRACE(float, f32)
+ELM_TRACE(double, f64)
+ELM_SPIKES(float, float, f32)
+ELM_SPIKES(double, double, f64)
+ELM_SPIKES(float, int8_t, f32_i8)
+ELM_SPIKES(double, int8_t, f64_i8)
+#undef ELM_TRACE
+#undef ELM_SPIKES
 }
