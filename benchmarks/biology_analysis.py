@@ -98,14 +98,16 @@ def margin_table(rows: pd.DataFrame, margin: float, by: str = "d_m") -> pd.DataF
         one row per cell: best_AUC, best_<by>, <by>_at_margin, AUC_at_margin,
         n_parameters_at_margin, k_e_at_margin, soma_RMSE_at_margin, FCI_best, FCI_at_margin;
         with the rows' bootstrap intervals ("AUC low", "AUC high") also best_AUC_low/high
-        and AUC_at_margin_low/high (NaN without them).
+        and AUC_at_margin_low/high, and <by>_unresolved: the smallest model whose interval
+        reaches the best's (its "AUC high" ≥ the best's "AUC low"), the smallest that this
+        test set cannot tell apart from the best (NaN without intervals).
     """
     if not margin >= 0:
         raise UserError(f"the margin is a non-negative AUC difference, got {margin}")
     columns = ["cell", "best_AUC", f"best_{by}", f"{by}_at_margin", "AUC_at_margin",
                "n_parameters_at_margin", "k_e_at_margin", "soma_RMSE_at_margin", "FCI_best",
                "FCI_at_margin", "best_AUC_low", "best_AUC_high", "AUC_at_margin_low",
-               "AUC_at_margin_high"]  # fmt: skip
+               "AUC_at_margin_high", f"{by}_unresolved"]  # fmt: skip
     out = []
     for cell, group in rows.groupby("cell", sort=False):
         group = group.dropna(subset=["AUC"]).sort_values(by)
@@ -113,6 +115,10 @@ def margin_table(rows: pd.DataFrame, margin: float, by: str = "d_m") -> pd.DataF
             continue
         best = group.loc[group["AUC"].idxmax()]
         good = group[group["AUC"] >= best["AUC"] - margin].iloc[0]
+        unresolved = math.nan
+        if "AUC low" in group and "AUC high" in group and best["AUC low"] == best["AUC low"]:
+            reaching = group[group["AUC high"] >= best["AUC low"]]
+            unresolved = reaching[by].iloc[0] if len(reaching) else math.nan
         out.append({
             "cell": cell, "best_AUC": best["AUC"], f"best_{by}": best[by],
             f"{by}_at_margin": good[by], "AUC_at_margin": good["AUC"],
@@ -123,6 +129,7 @@ def margin_table(rows: pd.DataFrame, margin: float, by: str = "d_m") -> pd.DataF
             "best_AUC_high": best.get("AUC high", math.nan),
             "AUC_at_margin_low": good.get("AUC low", math.nan),
             "AUC_at_margin_high": good.get("AUC high", math.nan),
+            f"{by}_unresolved": unresolved,
         })  # fmt: skip
     return pd.DataFrame(out, columns=columns)
 

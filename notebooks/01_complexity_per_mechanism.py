@@ -116,13 +116,39 @@ for cell in margins["cell"]:
         f"FCI {at(cell, 'FCI_at_margin'):.2f} (95 % interval of the best AUC over test "
         f"simulations {at(cell, 'best_AUC_low'):.4f}–{at(cell, 'best_AUC_high'):.4f})."
     )
+    if at(cell, "d_m_unresolved") == at(cell, "d_m_unresolved"):
+        spike_bins = grid.loc[grid["cell"] == cell, "test_spike_bins"].max()
+        lines.append(
+            f"  On its {spike_bins:.0f} test spike bins every d_m from "
+            f"{at(cell, 'd_m_unresolved'):.0f} up has an AUC interval that reaches the best's: "
+            "those models cannot be told apart by this test set."
+        )
 nmda, ampa = at("L5PC", "d_m_at_margin"), at("L5PC-ampa", "d_m_at_margin")
 if nmda == nmda and ampa == ampa:
     verdict = ("smaller" if ampa < nmda else "not smaller")
     lines.append(
-        f"Without NMDA the smallest good model is {verdict}: d_m {ampa:.0f} against {nmda:.0f} "
-        f"for the NMDA cell (FCI {at('L5PC-ampa', 'FCI_at_margin'):.2f} against "
-        f"{at('L5PC', 'FCI_at_margin'):.2f})."
+        f"Without NMDA the smallest model within the margin is {verdict}: d_m {ampa:.0f} "
+        f"against {nmda:.0f} for the NMDA cell (FCI {at('L5PC-ampa', 'FCI_at_margin'):.2f} "
+        f"against {at('L5PC', 'FCI_at_margin'):.2f})."
+    )
+    un_nmda, un_ampa = at("L5PC", "d_m_unresolved"), at("L5PC-ampa", "d_m_unresolved")
+    if un_nmda == un_nmda and un_ampa == un_ampa:
+        lines.append(
+            f"By the intervals, the smallest model that cannot be told from the best is d_m "
+            f"{un_ampa:.0f} without NMDA and d_m {un_nmda:.0f} with it; "
+            + ("so removing NMDA lowers the memory needed." if un_ampa < un_nmda else
+               "so no difference is resolved at this test size." if un_ampa == un_nmda else
+               "so the AMPA-only cell needs more memory units, not fewer.")
+        )
+    smallest = grid["d_m"].min()
+    lines.append(
+        "The smallest models: at d_m "
+        + f"{smallest:.0f} the test AUC is "
+        + ", ".join(
+            f"{float(g['AUC'].iloc[0]):.3f} ({cell})"
+            for cell, g in grid[grid["d_m"] == smallest].groupby("cell", sort=False)
+        )
+        + "."
     )
 conclusion = "\n".join(lines)
 (figures / "01_conclusion.txt").write_text(conclusion + "\n")

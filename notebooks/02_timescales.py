@@ -159,7 +159,18 @@ for cell in dict.fromkeys([*summary["cell"], *frozen["cell"]]):
         f"{100 * value(summary, cell, 'share_above_long'):.0f} % of the learned τ_m exceed "
         f"{LONG_MS:g} ms (largest {value(summary, cell, 'max_tau_ms'):.0f} ms); the smallest "
         f"τ_max within {MARGIN} AUC of the best is "
-        f"{value(smallest_tau_max, cell, 'tau_max_ms_at_margin'):g} ms."
+        f"{value(smallest_tau_max, cell, 'tau_max_ms_at_margin'):g} ms, and by the test "
+        f"intervals τ_max from {value(smallest_tau_max, cell, 'tau_max_ms_unresolved'):g} ms up "
+        "cannot be told apart from the best."
+    )
+moved = summary["mean_shift_decades"]
+if len(moved):
+    lines.append(
+        f"Training moved the learnable τ_m by {moved.mean():.3f} decades on average (cells "
+        f"{moved.min():.3f}–{moved.max():.3f}): "
+        + ("the learned τ_m are still their log-spaced initial values, so these fits say "
+           "nothing about which time constants the cell needs; longer training would."
+           if moved.max() < 0.1 else "the learned τ_m moved from their initial values.")
     )
 nmda, ampa = lost("L5PC", False), lost("L5PC-ampa", False)
 if nmda == nmda and ampa == ampa:

@@ -203,6 +203,11 @@ def test_margin_table_picks_the_smallest_good_model():
     row = margin_table(ranged, 0.005).set_index("cell").loc["a"]
     assert (row["best_AUC_low"], row["best_AUC_high"]) == pytest.approx((0.98, 1.01))
     assert (row["AUC_at_margin_low"], row["AUC_at_margin_high"]) == pytest.approx((0.975, 1.005))
+    # The best of "a" (0.99) has its interval from 0.98; d_m 1 (0.90, up to 0.92) stays
+    # below it, d_m 2 (up to 1.005) reaches it: the smallest unresolved model is d_m 2.
+    assert row["d_m_unresolved"] == 2 and math.isnan(table.loc["a", "d_m_unresolved"])
+    wide = grid.assign(**{"AUC low": grid["AUC"] - 0.1, "AUC high": grid["AUC"] + 0.1})
+    assert margin_table(wide, 0.005).set_index("cell").loc["a", "d_m_unresolved"] == 1
     with pytest.raises(UserError, match="non-negative"):
         margin_table(grid, -0.1)
 
