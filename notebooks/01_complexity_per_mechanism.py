@@ -33,6 +33,7 @@ RESULTS = None  # the results folder; None: $BIOLOGY_RESULTS, else runs/biology_
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 import pandas as pd
 
 from benchmarks.biology_analysis import (
@@ -75,6 +76,7 @@ for col, x in enumerate(("d_m", "n_parameters")):
             for kind, part in points.groupby("model"):
                 ax.scatter(part[x], part[metric], marker="x", s=60, label=f"{kind.upper()} (per cell)")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labels at the decades only
         ax.set(xlabel="memory units d_m" if x == "d_m" else "parameters",
                ylabel="test spike AUC" if metric == "AUC" else "test soma RMSE (mV)")
         ax.grid(alpha=0.3)
