@@ -63,7 +63,10 @@ data, at ≈10 core-s per simulated second (measured 5–15 by cell): the traini
 2,900–5,800 core-s ≈ 24–48 min on 2 cores; both are cached and shared with
 `benchmarks.surrogate_efficiency`. Total ≈ 2 h 20 min – 2 h 45 min with
 ``--scheduler local`` (two points at a time) from an empty cache, ≈1 h 30 min with the
-stores made; the freezing evaluation (8 fits × 6 cut-offs) adds a few minutes. The fits
+stores made; the freezing evaluation (8 fits × 6 cut-offs) adds a few minutes. Measured
+(the run of docs/results/biology_cpu/, stores made, the machine shared with other jobs at
+load 4–7): 48 of the 60 points in 1 h 30 min, the other 12 in an earlier session; so
+≈1 h 55 min for every point, ≈3 h from an empty cache. The fits
 are short (1200 batches): they rank models by how much they learn from the same small
 budget of data and steps, and a model that learns slowly is penalised for it.
 
