@@ -168,7 +168,8 @@ def test_patience_stops_at_the_right_epoch_and_resumes(stores, tmp_path, monkeyp
     # do not improve on it, so the fit stops after epoch 4 and never sees the 1.
     values = [3.0, 2.0, 2.5, 2.4, 1.0, 0.5, 0.4, 0.3]
     config = preset_config(data=str(stores / "train.zarr"), epochs=8, batches_per_epoch=1,
-                           test_fraction=0.25, patience=2, **TINY)  # fmt: skip
+                           test_fraction=0.25, patience=2, select_by="soma_RMSE",
+                           **TINY)  # fmt: skip
     scripted_validation(monkeypatch, values)
     whole = fit(config, tmp_path / "whole", progress=False)
     assert whole["epochs_run"] == 4 and whole["stopped_early"] and whole["best_epoch"] == 2
