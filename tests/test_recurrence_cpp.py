@@ -24,7 +24,12 @@ from elmnet import cpp_loop
 from elmnet.config import ELMConfig
 from elmnet.network import ELMNetwork, ELMNetworkConfig, ELMNetworkState
 from elmnet.neuron import ELMNeuron
-from elmnet.recurrence import CPP_AUTO_MAX_BATCH, bank_recurrence, memory_recurrence, use_backend
+from elmnet.recurrence import (
+    CPP_AUTO_MAX_BATCH_PLAIN,
+    bank_recurrence,
+    memory_recurrence,
+    use_backend,
+)
 from elmnet.reference import reference_forward
 from tests.test_elm_neuron import CONFIGS, module_params, randomise
 
@@ -319,8 +324,8 @@ def test_eager_is_forced_and_auto_picks_cpp(monkeypatch):
     monkeypatch.setattr(cpp_loop, "forward_loop", refuse)
     with use_backend("eager"):
         fn(**inputs)
-    # Above CPP_AUTO_MAX_BATCH "auto" stays on the eager loop's batched products.
-    big = neuron_inputs(CPP_AUTO_MAX_BATCH + 1, 3, 3, 2, 0, torch.float64)
+    # Above CPP_AUTO_MAX_BATCH_PLAIN "auto" stays on the eager loop's batched products.
+    big = neuron_inputs(CPP_AUTO_MAX_BATCH_PLAIN + 1, 3, 3, 2, 0, torch.float64)
     with use_backend("auto"):
         fn(**big)
 
