@@ -609,6 +609,112 @@ void plain_forward(const ElmArgs& s) {
   }
 }
 
+// out[r, i] = dh[r, i] · σ'(a[r, i]) for `width` columns of each row (dh padded, ld_dh).
+template <typename T>
+void times_slope(T* __restrict out, const T* __restrict dh, int64_t ld_dh, const T* __restrict a,
+                 int64_t rows, int64_t width, int64_t act) {
+  for (int64_t r = 0; r < rows; ++r) {
+    T* o = out + r * width;
+    const T* d = dh + r * ld_dh;
+    const T* x = a + r * width;
+    switch (act) {
+      case kRelu:
+        for (int64_t i = 0; i < width; ++i) o[i] = x[i] > T(0) ? d[i] : T(0);
+        break;
+      case kRelu2:
+        for (int64_t i = 0; i < width; ++i) o[i] = x[i] > T(0) ? d[i] * (T(2) * x[i]) : T(0);
+        break;
+      case kSilu:
+        for (int64_t i = 0; i < width; ++i) o[i] = d[i] * sigma_slope(x[i], act);
+        break;
+      default:
+        for (int64_t i = 0; i < width; ++i) o[i] = d[i];
+    }
+  }
+}
+
+// Zero-padded panels of N matrices (rows × cols each, row-major) with rows of `vecs` vectors.
+template <typename T>
+std::vector<T> padded_panels(const T* w, int64_t n, int64_t rows, int64_t cols, int64_t vecs) {
+  const int64_t ld = vecs * kVecLanes<T>;
+  std::vector<T> panel(n * rows * ld, T(0));
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t i = 0; i < rows; ++i)
+      std::memcpy(&panel[(k * rows + i) * ld], w + (k * rows + i) * cols, cols * sizeof(T));
+  return panel;
+}
+
+// The reverse-time loop of `plain_forward`, with the same padded register-tiled products
+// (the weights arrive transposed: layer l as (N, out, in), U as Uᵀ (N, d_a, d_m)).
+template <typename T>
+void plain_backward(const ElmArgs& s) {
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act, d_a = s.widths[0];
+  constexpr int64_t L = kVecLanes<T>;
+  std::vector<std::vector<T>> panels(n_layers);
+  std::vector<int64_t> vecs(n_layers);
+  int64_t widest = 0;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    vecs[l] = vectors_for(s.widths[l], L);
+    widest = std::max(widest, vecs[l] * L);
+    panels[l] = padded_panels(in<T>(s.weights[l]), n, s.widths[l + 1], s.widths[l], vecs[l]);
+  }
+  const int64_t vm = vectors_for(d_m, L), ldm = vm * L;
+  const std::vector<T> u_panel = padded_panels(in<T>(s.u), n, d_a, d_m, vm);
+  std::vector<T> dh(batch * widest), carry_pad(batch * ldm);
+
+  const T* kappa = in<T>(s.kappa);
+  const T* gain = in<T>(s.gain);
+  const T* proposals = in<T>(s.proposals);
+  const T* grad_memories = in<T>(s.grad_memories);
+  const T* grad_mlp_out = in<T>(s.grad_mlp_out);
+  T* grad_z = out<T>(s.grad_z);
+  T* grad_m_total = out<T>(s.grad_m_total);
+  T* carry = out<T>(s.carry);
+
+  for (int64_t t = n_steps - 1; t >= 0; --t) {
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t rows = (t * n + k) * batch, states = k * batch;
+      T* cr = carry + states * d_m;
+      T* g = grad_m_total + rows * d_m;
+      const T* gm = grad_memories ? grad_memories + rows * d_m : nullptr;
+      for (int64_t j = 0; j < batch * d_m; ++j) g[j] = gm ? gm[j] + cr[j] : cr[j];
+      // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
+      T* dz = grad_z + rows * d_m;
+      const T* p = proposals + rows * d_m;
+      const T* gn = gain + states * d_m;
+      const T* go = grad_mlp_out ? grad_mlp_out + rows * d_m : nullptr;
+      for (int64_t j = 0; j < batch * d_m; ++j) {
+        const T v = g[j] * (gn[j] * (T(1) - p[j] * p[j]));
+        dz[j] = go ? v + go[j] : v;
+      }
+      const T* da = dz;
+      int64_t ld_da = d_m;
+      for (int64_t l = n_layers - 1; l >= 0; --l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1], ld = vecs[l] * L;
+        std::fill(dh.begin(), dh.begin() + batch * ld, T(0));
+        panel_product(dh.data(), ld, da, ld_da, panels[l].data() + k * w_out * ld, w_out,
+                      vecs[l], batch);
+        T* da_in = out<T>(s.grad_acts[l]) + rows * w_in;
+        times_slope(da_in, dh.data(), ld, in<T>(s.acts[l]) + rows * w_in, batch, w_in, act);
+        da = da_in;
+        ld_da = w_in;
+      }
+      // ∂L/∂m_{t−1} = ∂L/∂m_t ⊙ κ + ∂L/∂a⁰ Uᵀ
+      const T* kap = kappa + states * d_m;
+      for (int64_t b = 0; b < batch; ++b) {
+        T* c = carry_pad.data() + b * ldm;
+        for (int64_t j = 0; j < d_m; ++j) c[j] = g[b * d_m + j] * kap[b * d_m + j];
+        std::fill(c + d_m, c + ldm, T(0));
+      }
+      panel_product(carry_pad.data(), ldm, da, ld_da, u_panel.data() + k * d_a * ldm, d_a, vm,
+                    batch);
+      for (int64_t b = 0; b < batch; ++b)
+        std::memcpy(cr + b * d_m, carry_pad.data() + b * ldm, d_m * sizeof(T));
+    }
+  }
+}
+
 // The leaky trace b_t = κ ⊙ b_{t−1} + u_t over (B, T, C), one sequence at a time: one
 // pass over the data where the parallel scan makes ⌈log₂ T⌉ passes with copies.
 template <typename T>
@@ -763,15 +869,19 @@ void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const X* x,
 extern "C" {
 // The layout check: cpp_loop compares this with ctypes.sizeof of its mirror.
 int64_t elm_args_size() { return sizeof(ElmArgs); }
-// Without feedback the register-tiled loop of `plain_forward`.
+// Without feedback the register-tiled loops of `plain_forward` and `plain_backward`.
 void elm_forward_f32(const ElmArgs* s) {
   s->feedback ? forward<float>(*s) : plain_forward<float>(*s);
 }
 void elm_forward_f64(const ElmArgs* s) {
   s->feedback ? forward<double>(*s) : plain_forward<double>(*s);
 }
-void elm_backward_f32(const ElmArgs* s) { backward<float>(*s); }
-void elm_backward_f64(const ElmArgs* s) { backward<double>(*s); }
+void elm_backward_f32(const ElmArgs* s) {
+  s->feedback ? backward<float>(*s) : plain_backward<float>(*s);
+}
+void elm_backward_f64(const ElmArgs* s) {
+  s->feedback ? backward<double>(*s) : plain_backward<double>(*s);
+}
 
 // The float32 tanh of the recurrence, exposed for its accuracy test.
 void elm_tanh_f32(int64_t n, const float* x, float* y) { tanh_all<float>(y, x, n); }
