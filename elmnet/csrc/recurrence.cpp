@@ -788,6 +788,28 @@ inline uint64_t nonzero_mask(const X* p) {
 #endif
 }
 
+// The same for the first `count` (< 64 / sizeof(X)) values only: a masked load, so the
+// row's last block (62 of 1278 NeuronIO inputs) costs one compare, not a scalar loop.
+template <typename X>
+inline uint64_t nonzero_mask_head(const X* p, int64_t count) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  if constexpr (sizeof(X) == 1) {
+    const __m512i v = _mm512_maskz_loadu_epi8((__mmask64)((uint64_t(1) << count) - 1), p);
+    return _mm512_test_epi8_mask(v, v);
+  } else if constexpr (sizeof(X) == 4) {
+    const __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << count) - 1), p);
+    return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  } else {
+    const __m512d v = _mm512_maskz_loadu_pd((__mmask8)((1u << count) - 1), p);
+    return _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+  }
+#else
+  uint64_t mask = 0;
+  for (int64_t j = 0; j < count; ++j) mask |= uint64_t(p[j] != X(0)) << j;
+  return mask;
+#endif
+}
+
 // Y = X M for a row-major X (rows × n_in) that is mostly zeros (spike input), M
 // (n_in × n_out): each nonzero adds one row of M, so the cost is one read of X plus
 // n_out multiply-adds per nonzero, against n_in · n_out per row for the dense product.
@@ -807,37 +829,97 @@ inline int64_t padded(int64_t n_out) {
   return (n_out + kLanes - 1) / kLanes * kLanes;
 }
 
+// Appends i + (the positions of mask's set bits) to col[0…), returning how many. With
+// AVX-512 without a branch per bit (a compress of 16 indices at a time, each store
+// writing 16 entries: col needs 64 + 16 entries of room): at spike densities a block holds
+// 0, 1 or 2 nonzeros at random, and a loop over its bits mispredicted about once a block.
+inline int64_t append_positions(int32_t* col, uint64_t mask, int64_t i, int64_t block) {
+#if defined(__AVX512F__)
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t count = 0;
+  for (int64_t q = 0; q < block; q += 16) {
+    const __mmask16 part = static_cast<__mmask16>(mask >> q);
+    const __m512i index = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(i + q)));
+    _mm512_storeu_si512(col + count, _mm512_maskz_compress_epi32(part, index));
+    count += __builtin_popcount(part);
+  }
+  return count;
+#else
+  int64_t count = 0;
+  for (; mask != 0; mask &= mask - 1)
+    col[count++] = static_cast<int32_t>(i + __builtin_ctzll(mask));
+  return count;
+#endif
+}
+
+// acc (P vectors) = Σ_e x[col_e] · M_padded[col_e] over one row's nonzeros, the sum held in
+// registers (the memory accumulator it replaces waited on a store per nonzero).
+template <typename T, typename X, int P>
+inline void sum_rows(T* out, const T* mp, const X* xr, const int32_t* cols, int64_t count) {
+  using V = Vec<T>;
+  constexpr int64_t L = kVecLanes<T>;
+  V acc[P] = {};
+  for (int64_t e = 0; e < count; ++e) {
+    const int64_t j = cols[e];
+    const V v = V{} + static_cast<T>(xr[j]);
+    for (int p = 0; p < P; ++p) {
+      V w;
+      std::memcpy(&w, mp + (j * P + p) * L, sizeof(V));
+      acc[p] += v * w;
+    }
+  }
+  for (int p = 0; p < P; ++p) std::memcpy(out + p * L, &acc[p], sizeof(V));
+}
+
+template <typename T, typename X>
+void sum_rows_any(T* out, const T* mp, int64_t width, const X* xr, const int32_t* cols,
+                  int64_t count) {
+  switch (width / kVecLanes<T>) {
+    case 1: sum_rows<T, X, 1>(out, mp, xr, cols, count); return;
+    case 2: sum_rows<T, X, 2>(out, mp, xr, cols, count); return;
+    case 3: sum_rows<T, X, 3>(out, mp, xr, cols, count); return;
+    case 4: sum_rows<T, X, 4>(out, mp, xr, cols, count); return;
+  }
+  for (int64_t k = 0; k < width; ++k) out[k] = T(0);
+  for (int64_t e = 0; e < count; ++e) {
+    const int64_t j = cols[e];
+    const T v = static_cast<T>(xr[j]);
+    const T* __restrict mj = mp + j * width;
+    for (int64_t k = 0; k < width; ++k) out[k] += v * mj[k];
+  }
+}
+
 template <typename T, typename X>
 int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const X* x, const T* m, T* y,
                       int64_t* crow, int32_t* col, int64_t capacity) {
   constexpr int64_t kBlock = 64 / sizeof(X);
+  constexpr int64_t kRoom = kBlock + 16;  // what one block's append may write
   const int64_t width = padded<T>(n_out);
   std::vector<T> mp(n_in * width, T(0)), acc(width);
   for (int64_t j = 0; j < n_in; ++j)
     std::memcpy(&mp[j * width], m + j * n_out, n_out * sizeof(T));
+  // Where col lacks the room for an unchecked append, positions go one at a time, so the
+  // product stops at exactly `capacity` nonzeros as before.
+  std::vector<int32_t> spare(kRoom);
   int64_t nnz = 0;
   crow[0] = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const X* xr = x + r * n_in;
-    T* __restrict a = acc.data();
-    for (int64_t k = 0; k < width; ++k) a[k] = T(0);
+    const int64_t first = nnz;
     for (int64_t i = 0; i < n_in; i += kBlock) {
-      uint64_t mask = 0;
-      if (i + kBlock <= n_in) {
-        mask = nonzero_mask(xr + i);
+      const uint64_t mask = i + kBlock <= n_in ? nonzero_mask(xr + i)
+                                               : nonzero_mask_head(xr + i, n_in - i);
+      if (nnz + kRoom <= capacity) {
+        nnz += append_positions(col + nnz, mask, i, kBlock);
       } else {
-        for (int64_t j = i; j < n_in; ++j) mask |= uint64_t(xr[j] != X(0)) << (j - i);
-      }
-      for (; mask != 0; mask &= mask - 1) {
-        const int64_t j = i + __builtin_ctzll(mask);
-        if (nnz == capacity) return -1;
-        col[nnz++] = static_cast<int32_t>(j);
-        const T v = static_cast<T>(xr[j]);
-        const T* __restrict mj = mp.data() + j * width;
-        for (int64_t k = 0; k < width; ++k) a[k] += v * mj[k];
+        const int64_t count = append_positions(spare.data(), mask, i, kBlock);
+        if (nnz + count > capacity) return -1;
+        std::copy(spare.begin(), spare.begin() + count, col + nnz);
+        nnz += count;
       }
     }
-    std::memcpy(y + r * n_out, a, n_out * sizeof(T));
+    sum_rows_any(acc.data(), mp.data(), width, xr, col + first, nnz - first);
+    std::memcpy(y + r * n_out, acc.data(), n_out * sizeof(T));
     crow[r + 1] = nnz;
   }
   return nnz;
