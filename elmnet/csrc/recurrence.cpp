@@ -437,6 +437,11 @@ void panel_product(T* y, int64_t ld_y, const T* x, int64_t ld_x, const T* m, int
                    int64_t vectors, int64_t rows) {
   const int64_t ld_m = vectors * kVecLanes<T>;
   int64_t r = 0;
+  // 8 rows while the tile (8 × ≤ 3 vectors) fits the 32 vector registers with its weights:
+  // twice the independent multiply-add chains per weight load.
+  if (vectors <= 3)
+    for (; r + 8 <= rows; r += 8)
+      panel_rows<T, 8>(y + r * ld_y, ld_y, x + r * ld_x, ld_x, m, ld_m, n_in, vectors);
   for (; r + 4 <= rows; r += 4)
     panel_rows<T, 4>(y + r * ld_y, ld_y, x + r * ld_x, ld_x, m, ld_m, n_in, vectors);
   for (; r < rows; ++r)
