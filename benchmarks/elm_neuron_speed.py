@@ -17,7 +17,7 @@ parallel-traces model; elsewhere a line says why they cannot run. Rows on the CP
 recurrence), "cpp rec. only" (the C++ recurrence, with the scan and the dense product:
 the CPU default before the C++ trace and spike product), "cpp loops" (everything
 in C++: recurrence, trace, spike product) and "auto" (what a user gets: as "cpp loops"
-up to batch 32, above it the eager recurrence with the C++ trace and spike product);
+up to batch 128, above it the eager recurrence with the C++ trace and spike product);
 "cpp, int8 input" is "cpp loops" on the same spikes as an int8 tensor.
 The methods are timed taking turns (`roofline.time_interleaved`), so load on a shared
 machine falls on all alike and their ratios hold.

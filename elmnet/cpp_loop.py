@@ -125,6 +125,7 @@ def _build():
         "elm_spike_product": (i64, [i64] * 3 + [ptr] * 5 + [i64]),
         "elm_spike_product_grad": (None, [i64] * 3 + [ptr] * 5),
     }
+    lib.elm_tanh_f32.argtypes, lib.elm_tanh_f32.restype = [i64, ptr, ptr], None
     for name, (restype, argtypes) in signatures.items():
         suffixes = ("f32", "f64", "f32_i8", "f64_i8") if "spike" in name else ("f32", "f64")
         for suffix in suffixes:

@@ -32,6 +32,7 @@ import torch
 from biophys import store
 from elmbridge.errors import UserError
 from elmbridge.provenance import stable_hash
+from elmnet.neuron import ELMNeuron
 from elmnet.neuronio import encode_inputs, soma_target
 
 SPLITS = ("train", "val", "test")
@@ -246,16 +247,35 @@ class StoreReader:
         return self._ds
 
     def read(
-        self, simulation: int, start: int = 0, stop: int | None = None
+        self, simulation: int, start: int = 0, stop: int | None = None, spikes_int8: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Inputs and targets of one simulation over bins [start, stop).
 
+        Args:
+            spikes_int8: x as int8 instead of float32 (the same values; the ELM neuron's
+                spike product then reads 1 byte per entry instead of 4).
+
         Returns:
-            x (T, n_inputs) float32 +1/−1/0, spike (T,) float32 0/1, soma_mv (T,) float32.
+            x (T, n_inputs) float32 or int8 +1/−1/0, spike (T,) float32 0/1, soma_mv (T,)
+            float32.
         """
         inputs, spike, soma_mv = self._open().read(simulation, start, stop)
-        x = inputs.astype(np.float32) * self._sign
+        if spikes_int8:
+            # The store holds 0/1 spikes and the signs are ±1: the product fits int8.
+            x = inputs.astype(np.int8) * self._sign.astype(np.int8)
+        else:
+            x = inputs.astype(np.float32) * self._sign
         return x, spike.astype(np.float32), soma_mv
+
+
+def model_input(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x as `model` takes it: an ELM neuron reads int8 spike counts as they are
+    (computing in its parameters' dtype); any other model (the point neurons) gets them
+    as its parameters' floating dtype. Floating x passes unchanged."""
+    if x.is_floating_point() or isinstance(model, ELMNeuron):
+        return x
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return x.to(dtype)
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -265,8 +285,9 @@ class WindowDataset(torch.utils.data.Dataset):
     [min_start_ms, n_time − window_ms]) from a generator seeded with (seed, e, i), so an
     epoch is the same whatever the number of DataLoader workers and after a resume.
 
-    Items: x (window, n_inputs) float32 (+1 exc, −1 inh spike), spike label (window,)
-    float32, soma target (window,) float32 (`elmnet.neuronio.soma_target`).
+    Items: x (window, n_inputs) int8 (+1 exc, −1 inh spike; float32 with input dropout,
+    whose survivors are not integers), spike label (window,) float32, soma target
+    (window,) float32 (`elmnet.neuronio.soma_target`). Pass x through `model_input`.
 
     With `input_dropout` p > 0 each input spike of an item is deleted with probability p
     (a synaptic release failure; drawn from the item's own generator, so it too survives
@@ -320,8 +341,11 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         sim, start = self.window(index)
-        x, spike, soma_mv = self.reader.read(sim, start, start + self.window_ms)
-        if self.input_dropout > 0:
+        dropout = self.input_dropout > 0
+        x, spike, soma_mv = self.reader.read(
+            sim, start, start + self.window_ms, spikes_int8=not dropout
+        )
+        if dropout:
             # A stream of its own (the trailing 1), so the windows stay those of p = 0.
             rng = np.random.default_rng([self.seed, self.epoch, int(index), 1])
             rows, cols = np.nonzero(x)

@@ -49,6 +49,7 @@ from surrogate.data import (
     check_inputs_fit,
     evaluation_windows,
     inspect_store,
+    model_input,
 )
 from surrogate.metrics import (
     DEFAULT_FPR_LEVELS,
@@ -120,7 +121,7 @@ def predict(
         simulations: labels of the simulations to run.
         protocol: window, burn-in.
         device: where to run the model.
-        batch_windows: windows per forward pass (memory: 4·window·n_inputs bytes each).
+        batch_windows: windows per forward pass (memory: window·n_inputs bytes each, int8).
         progress: show a progress bar.
     """
     check_inputs_fit(info, model.config.d_in, model.config.routing)
@@ -143,12 +144,12 @@ def predict(
         rows = range(first, min(first + sims_per_pass, n))
         xs = []
         for row in rows:
-            x, spike, soma = reader.read(int(simulations[row]))
+            x, spike, soma = reader.read(int(simulations[row]), spikes_int8=True)
             out.spike_label[row], out.soma_true_mv[row] = spike, soma
-            x = np.concatenate([x, np.zeros((padded_time - t, x.shape[1]), np.float32)])
+            x = np.concatenate([x, np.zeros((padded_time - t, x.shape[1]), x.dtype)])
             xs += [x[start : start + protocol.window_ms] for start, _, _ in windows]
         with torch.inference_mode():
-            y, _ = model(torch.from_numpy(np.stack(xs)).to(device))
+            y, _ = model(model_input(model, torch.from_numpy(np.stack(xs)).to(device)))
         y = y.float().cpu().numpy().reshape(len(rows), len(windows), protocol.window_ms, -1)
         for i, row in enumerate(rows):
             for k, (start, keep_from, keep_to) in enumerate(windows):

@@ -55,6 +55,7 @@ from surrogate.data import (
     WindowDataset,
     check_inputs_fit,
     inspect_store,
+    model_input,
 )
 from surrogate.data import split_simulations as make_splits
 from surrogate.evaluate import evaluate, format_metrics, load_model, predict, score
@@ -316,6 +317,7 @@ class Trainer:
         bar = tqdm(loader, desc=desc, disable=not progress)
         for i, (x, spike, soma) in enumerate(bar):
             x, spike, soma = (t.to(self.dev, non_blocking=True) for t in (x, spike, soma))
+            x = model_input(self.model, x)
             set_lr(self.optimizer, self.lr(first_step + i))
             with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.amp):
                 y, _ = self.model(x)

@@ -24,7 +24,12 @@ from elmnet import cpp_loop
 from elmnet.config import ELMConfig
 from elmnet.network import ELMNetwork, ELMNetworkConfig, ELMNetworkState
 from elmnet.neuron import ELMNeuron
-from elmnet.recurrence import CPP_AUTO_MAX_BATCH, bank_recurrence, memory_recurrence, use_backend
+from elmnet.recurrence import (
+    CPP_AUTO_MAX_BATCH_PLAIN,
+    bank_recurrence,
+    memory_recurrence,
+    use_backend,
+)
 from elmnet.reference import reference_forward
 from tests.test_elm_neuron import CONFIGS, module_params, randomise
 
@@ -117,6 +122,18 @@ def test_neuron_matches_eager(dtype, activation, n_hidden, batch, n_steps, d_a, 
     """One neuron: outputs and the gradients of every input and weight."""
     inputs = neuron_inputs(batch, n_steps, d_a, d_m, n_hidden, dtype)
     check_both(neuron_fn(activation, n_hidden), inputs, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_wide_neuron_matches_eager(dtype):
+    """Widths over 4 vectors (the tiles' column blocks, a padded remainder) and a batch
+    of 13 (tiles of 8, 4 and 1 rows). Weights scaled by 1/4 so that the gain
+    through a layer stays near 1: at the default scales (gain ≈ 4 at width 70) the
+    recurrence amplifies float32 rounding past 1e-4 on either path."""
+    inputs = neuron_inputs(13, 10, 70, 37, 1, dtype)
+    for name in ("u", "w_out", "v0"):
+        inputs[name] = inputs[name] / 4
+    check_both(neuron_fn("relu", 1), inputs, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -307,10 +324,31 @@ def test_eager_is_forced_and_auto_picks_cpp(monkeypatch):
     monkeypatch.setattr(cpp_loop, "forward_loop", refuse)
     with use_backend("eager"):
         fn(**inputs)
-    # Above CPP_AUTO_MAX_BATCH "auto" stays on the eager loop's batched products.
-    big = neuron_inputs(CPP_AUTO_MAX_BATCH + 1, 3, 3, 2, 0, torch.float64)
+    # Above CPP_AUTO_MAX_BATCH_PLAIN "auto" stays on the eager loop's batched products.
+    big = neuron_inputs(CPP_AUTO_MAX_BATCH_PLAIN + 1, 3, 3, 2, 0, torch.float64)
     with use_backend("auto"):
         fn(**big)
+
+
+def test_float32_tanh_accuracy():
+    """The vectorised float32 tanh of the C++ loop against float64 tanh of the same
+    float32 inputs: within 3e-7 relative everywhere (measured 1.5e-7, ≈2.5 float32 ulp, near
+    the branch point 0.625; torch's float32 tanh 6e-8), sign and −0 kept,
+    NaN propagated, saturating to ±1."""
+    ext = cpp_loop.extension()
+    dense = torch.linspace(-12, 12, 2_000_001, dtype=torch.float32)
+    tiny = torch.logspace(-30, 0, 3001, dtype=torch.float64).to(torch.float32)
+    x = torch.cat([dense, tiny, -tiny, torch.tensor([0.625, 0.6249999, 9.0, 50.0, 1e30])])
+    y = torch.empty_like(x)
+    ext.elm_tanh_f32(x.numel(), x.data_ptr(), y.data_ptr())
+    exact = torch.tanh(x.double())
+    relative = ((y.double() - exact).abs() / exact.abs().clamp_min(1e-300)).max().item()
+    assert relative < 3e-7, relative
+    special = torch.tensor([-0.0, float("inf"), -float("inf"), float("nan")])
+    out = torch.empty_like(special)
+    ext.elm_tanh_f32(4, special.data_ptr(), out.data_ptr())
+    assert out[0].item() == 0 and torch.signbit(out[0])
+    assert out[1].item() == 1 and out[2].item() == -1 and out[3].isnan()
 
 
 def test_build_is_cached_under_the_toolkit_cache():

@@ -10,14 +10,19 @@ from toy_cell import make_toy_store, toy_spec
 
 from biophys import store
 from elmbridge.errors import MissingDataError, UserError
+from elmnet.config import ELMConfig
+from elmnet.neuron import ELMNeuron
 from surrogate.data import (
     StoreReader,
     WindowDataset,
     check_inputs_fit,
     evaluation_windows,
     inspect_store,
+    model_input,
     split_simulations,
 )
+from surrogate.fit import neuronio_loss
+from surrogate.model_file import build_model
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,9 @@ def test_window_items_match_the_records(toy):
         n_seg = rec.input_spikes.shape[1] // 2
         sign = np.r_[np.ones(n_seg), -np.ones(n_seg)]
         expected_x = rec.input_spikes[start : start + 300] * sign
-        assert torch.equal(x, torch.from_numpy(expected_x.astype(np.float32)))
+        # Spike counts as int8 (without input dropout), the same values.
+        assert x.dtype == torch.int8
+        assert np.array_equal(x.numpy().astype(np.float64), expected_x)
         times = rec.spike_times[(rec.spike_times >= start) & (rec.spike_times < start + 300)]
         assert np.flatnonzero(spike.numpy()).tolist() == sorted({int(t) - start for t in times})
         v = rec.soma_v[start : start + 300].astype(np.float32)
@@ -133,3 +140,58 @@ def test_clear_errors_for_missing_foreign_and_incompatible_stores(tmp_path, toy)
     check_inputs_fit(inspect_store(mixed), 16, "random")
     with pytest.raises(UserError, match="has no simulation 99"):
         StoreReader(toy[0]).read(99)
+
+
+def toy_batch(info, input_dropout=0.0):
+    ds = WindowDataset(info, info.simulations, n_windows=3, window_ms=200, min_start_ms=100,
+                       seed=4, input_dropout=input_dropout)  # fmt: skip
+    return [torch.stack(parts) for parts in zip(*(ds[i] for i in range(len(ds))), strict=True)]
+
+
+def loss_and_grads(model, x, spike, soma):
+    model.zero_grad()
+    y, _ = model(model_input(model, x))
+    loss = neuronio_loss(y, spike.to(y.dtype), soma.to(y.dtype))
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def test_int8_windows_give_the_fits_loss_and_gradients(toy):
+    """A float64 ELM neuron on the int8 training windows (the C++ product over int8
+    spikes) against the same windows as float64 (the float64 product): the loss and
+    every parameter gradient agree to 1e-10; a point neuron gets them as float."""
+    path, _ = toy
+    info = inspect_store(path)
+    x, spike, soma = toy_batch(info)
+    assert x.dtype == torch.int8 and x.abs().max() == 1 and (x != 0).any()
+    torch.manual_seed(0)
+    config = ELMConfig(d_in=info.n_inputs, d_m=5, d_tree=4, d_brch=6, routing="random",
+                       w_s_init=0.3)  # fmt: skip
+    model = ELMNeuron(config).double()
+    loss_i8, grads_i8 = loss_and_grads(model, x, spike, soma)
+    loss_f, grads_f = loss_and_grads(model, x.double(), spike, soma)
+    assert len(grads_i8) == len(grads_f) > 3
+    torch.testing.assert_close(loss_i8, loss_f, rtol=1e-10, atol=1e-10)
+    for a, b in zip(grads_i8, grads_f, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+    n = info.n_inputs
+    lif = build_model("lif", dict(kind="lif", d_in=n, groups=[0] * n, group_names=["basal-exc"]))
+    assert model_input(lif, x).dtype == torch.float32
+    loss_lif_i8, _ = loss_and_grads(lif, x, spike, soma)
+    loss_lif_f, _ = loss_and_grads(lif, x.float(), spike, soma)
+    assert torch.equal(loss_lif_i8, loss_lif_f)
+
+
+def test_input_dropout_windows_stay_float(toy):
+    """Dropout scales survivors by 1/(1 − p), not an integer: those windows stay float32
+    and reach the model unchanged."""
+    path, _ = toy
+    info = inspect_store(path)
+    x, _, _ = toy_batch(info, input_dropout=0.25)
+    assert x.dtype == torch.float32
+    survivors = x[x != 0].abs()
+    assert survivors.numel() > 0
+    torch.testing.assert_close(survivors, torch.full_like(survivors, 1 / 0.75))
+    model = ELMNeuron(ELMConfig(d_in=info.n_inputs, d_m=3, d_tree=2, d_brch=4, routing="random"))
+    assert model_input(model, x) is x

@@ -16,6 +16,7 @@ import torch
 
 from elmnet import cpp_loop
 from elmnet.config import ELMConfig
+from elmnet.cpp_loop import _ptr, _typed
 from elmnet.neuron import ELMNeuron
 from elmnet.ops import SPIKE_MAX_DENSITY, exp_trace, spike_matmul
 from elmnet.recurrence import use_backend
@@ -253,3 +254,31 @@ def test_neuron_takes_int8_spikes():
     for i, j in ((0, 1), (2, 3)):
         torch.testing.assert_close(results[i][0], results[j][0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(results[i][1], results[j][1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.float64, torch.int8])
+def test_spike_product_stops_past_exactly_its_capacity(x_dtype):
+    """The C++ product records at most `capacity` nonzeros: exactly that many still take
+    the sparse path (all recorded, in row order), one fewer returns −1 (dense fallback).
+    n_in 200 leaves every row a partial last block."""
+    g = torch.Generator().manual_seed(5)
+    rows, n_in, n_out = 9, 200, 7
+    x = torch.zeros(rows, n_in, dtype=torch.float64)
+    flat = torch.randperm(rows * n_in, generator=g)[:150]
+    x.view(-1)[flat] = torch.randint(1, 3, (150,), generator=g).double()
+    x = x.to(x_dtype)
+    m_dtype = torch.float64 if x_dtype == torch.float64 else torch.float32
+    m = torch.randn(n_in, n_out, generator=g, dtype=torch.float64).to(m_dtype)
+    function = _typed("elm_spike_product", m_dtype, x_dtype)
+    for capacity, expected in ((150, 150), (149, -1), (400, 150)):
+        y = torch.empty(rows, n_out, dtype=m_dtype)
+        crow = torch.empty(rows + 1, dtype=torch.int64)
+        col = torch.empty(capacity, dtype=torch.int32)
+        nnz = function(rows, n_in, n_out, _ptr(x), _ptr(m), _ptr(y), _ptr(crow), _ptr(col),
+                       capacity)  # fmt: skip
+        assert nnz == expected
+        if nnz > 0:
+            rows_of, cols_of = torch.nonzero(x, as_tuple=True)
+            assert torch.equal(col[:nnz].long(), cols_of)
+            assert torch.equal(crow.diff(), torch.bincount(rows_of, minlength=rows))
+            close(y, x.double() @ m.double())

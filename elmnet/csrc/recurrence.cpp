@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -365,6 +366,360 @@ void backward(const ElmArgs& s) {
   }
 }
 
+// ---- The recurrence without feedback (a neuron, or a bank without recurrent synapses) ----
+//
+// The per-step products here are (B × I) · (I × J) with J the next layer's width (d_a 40,
+// d_m 20 for NeuronIO). Each output row is padded to whole 64-byte vectors inside the call
+// (J 40 → 48, 20 → 32 in float32; the weights copied once into zero-padded panels), so the
+// register tiles below run without remainder code: a tile keeps kRows samples × P vectors
+// of the output in registers, and per input i loads P weight vectors, broadcasts kRows
+// inputs and issues kRows · P fused multiply-adds. Each output element is still summed in
+// input order, so float64 stays within rounding of the eager path.
+
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+
+template <typename T>
+constexpr int64_t kVecLanes = 64 / sizeof(T);
+
+// Y[r, :P·lanes] += X[r, :n_in] · M[:n_in, :P·lanes] for S rows; ld_* are row strides.
+template <typename T, int S, int P>
+inline void panel_tile(T* __restrict y, int64_t ld_y, const T* __restrict x, int64_t ld_x,
+                       const T* __restrict m, int64_t ld_m, int64_t n_in) {
+  using V = Vec<T>;
+  constexpr int64_t L = kVecLanes<T>;
+  V acc[S][P];
+  for (int r = 0; r < S; ++r)
+    for (int p = 0; p < P; ++p) std::memcpy(&acc[r][p], y + r * ld_y + p * L, sizeof(V));
+  for (int64_t i = 0; i < n_in; ++i) {
+    V w[P];
+    for (int p = 0; p < P; ++p) std::memcpy(&w[p], m + i * ld_m + p * L, sizeof(V));
+    for (int r = 0; r < S; ++r) {
+      const T xi = x[r * ld_x + i];
+      for (int p = 0; p < P; ++p) acc[r][p] += w[p] * xi;
+    }
+  }
+  for (int r = 0; r < S; ++r)
+    for (int p = 0; p < P; ++p) std::memcpy(y + r * ld_y + p * L, &acc[r][p], sizeof(V));
+}
+
+// Columns in blocks of up to 4 vectors (4 rows × 4 vectors: 16 accumulators, half the
+// AVX-512 register file), then rows in blocks of 4.
+template <typename T, int S>
+inline void panel_rows(T* y, int64_t ld_y, const T* x, int64_t ld_x, const T* m, int64_t ld_m,
+                       int64_t n_in, int64_t vectors) {
+  constexpr int64_t L = kVecLanes<T>;
+  for (int64_t p = 0; p < vectors; p += 4) {
+    T* yp = y + p * L;
+    const T* mp = m + p * L;
+    switch (std::min<int64_t>(4, vectors - p)) {
+      case 1: panel_tile<T, S, 1>(yp, ld_y, x, ld_x, mp, ld_m, n_in); break;
+      case 2: panel_tile<T, S, 2>(yp, ld_y, x, ld_x, mp, ld_m, n_in); break;
+      case 3: panel_tile<T, S, 3>(yp, ld_y, x, ld_x, mp, ld_m, n_in); break;
+      default: panel_tile<T, S, 4>(yp, ld_y, x, ld_x, mp, ld_m, n_in); break;
+    }
+  }
+}
+
+// Y += X M over `rows` rows; M is a padded panel (n_in × vectors · lanes).
+template <typename T>
+void panel_product(T* y, int64_t ld_y, const T* x, int64_t ld_x, const T* m, int64_t n_in,
+                   int64_t vectors, int64_t rows) {
+  const int64_t ld_m = vectors * kVecLanes<T>;
+  int64_t r = 0;
+  // 8 rows while the tile (8 × ≤ 3 vectors) fits the 32 vector registers with its weights:
+  // twice the independent multiply-add chains per weight load.
+  if (vectors <= 3)
+    for (; r + 8 <= rows; r += 8)
+      panel_rows<T, 8>(y + r * ld_y, ld_y, x + r * ld_x, ld_x, m, ld_m, n_in, vectors);
+  for (; r + 4 <= rows; r += 4)
+    panel_rows<T, 4>(y + r * ld_y, ld_y, x + r * ld_x, ld_x, m, ld_m, n_in, vectors);
+  for (; r < rows; ++r)
+    panel_rows<T, 1>(y + r * ld_y, ld_y, x + r * ld_x, ld_x, m, ld_m, n_in, vectors);
+}
+
+inline int64_t vectors_for(int64_t width, int64_t lanes) { return (width + lanes - 1) / lanes; }
+
+// h = σ(a) over n entries, the activation chosen once per call rather than per entry.
+template <typename T>
+void activate(T* __restrict h, const T* __restrict a, int64_t n, int64_t act) {
+  switch (act) {
+    case kRelu:
+      for (int64_t i = 0; i < n; ++i) h[i] = a[i] > T(0) ? a[i] : T(0);
+      break;
+    case kRelu2:
+      for (int64_t i = 0; i < n; ++i) h[i] = a[i] > T(0) ? a[i] * a[i] : T(0);
+      break;
+    case kSilu:
+      for (int64_t i = 0; i < n; ++i) h[i] = a[i] / (T(1) + std::exp(-a[i]));
+      break;
+    default:
+      for (int64_t i = 0; i < n; ++i) h[i] = a[i];
+  }
+}
+
+// tanh of 16 float32 lanes without a library call, so that the loop vectorises.
+// |x| < 0.625: tanh x = x (1 + s Q(s)), s = x², Q of degree 4 fitted by least squares on
+// Chebyshev nodes of [0, 0.625²] (float64 fit: relative error 6e-9 before rounding to
+// float32). |x| ≥ 0.625: tanh|x| = (1 − t)/(1 + t), t = e^{−2|x|} ≤ 0.29 (no cancellation),
+// e^y = 2^n e^r with n = round(y / ln 2), r = y − n ln 2 in two parts (Cody–Waite: the
+// high part has 16 significant bits, so n · ln2_hi is exact for |n| < 2^8) and e^r by its
+// Taylor polynomial of degree 7 (|r| ≤ ln2/2: truncation 5e-9). |x| is clamped at 9,
+// where tanh rounds to 1 in float32. The sign is copied back bit-wise (tanh(−0) = −0);
+// NaN stays NaN. Accuracy against float64 tanh: tests/test_recurrence_cpp.py.
+inline Vec<float> tanh_vec(Vec<float> x) {
+  using V = Vec<float>;
+  typedef int32_t VI __attribute__((vector_size(64)));
+  const VI sign = __builtin_bit_cast(VI, x) & int32_t(0x80000000u);
+  V a = x < 0.0f ? -x : x;
+  a = a > 9.0f ? V{} + 9.0f : a;
+  const V s = a * a;
+  V q = V{} - 0.0057040425f;
+  q = q * s + 0.0206378624f;
+  q = q * s - 0.0537391566f;
+  q = q * s + 0.133314312f;
+  q = q * s - 0.333332807f;
+  const V small = a + a * (s * q);
+  const V y = -2.0f * a;
+  const V magic = V{} + 12582912.0f;  // 1.5 · 2^23: adding it rounds to an integer
+  const V nf = (y * 1.44269504f + magic) - magic;
+  const V r = (y - nf * 0.693145752f) - nf * 1.42860682e-6f;
+  V e = V{} + 1.0f / 5040.0f;
+  e = e * r + 1.0f / 720.0f;
+  e = e * r + 1.0f / 120.0f;
+  e = e * r + 1.0f / 24.0f;
+  e = e * r + 1.0f / 6.0f;
+  e = e * r + 0.5f;
+  e = e * r + 1.0f;
+  e = e * r + 1.0f;
+  const VI n = __builtin_convertvector(nf, VI);
+  const VI bits = (n + 127) << 23;
+  const V t = e * __builtin_bit_cast(V, bits);
+  const V large = (1.0f - t) / (1.0f + t);
+  const V mag = a < 0.625f ? small : large;
+  return __builtin_bit_cast(V, __builtin_bit_cast(VI, mag) | sign);
+}
+
+// y = tanh(x) over n entries: the vector form for float32 (rows padded to whole vectors
+// are not needed: a short tail goes through a zero-filled vector), std::tanh for float64.
+template <typename T>
+void tanh_all(T* y, const T* x, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    using V = Vec<float>;
+    constexpr int64_t L = kVecLanes<float>;
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+      V v;
+      std::memcpy(&v, x + i, sizeof(V));
+      v = tanh_vec(v);
+      std::memcpy(y + i, &v, sizeof(V));
+    }
+    if (i < n) {
+      V v{};
+      std::memcpy(&v, x + i, (n - i) * sizeof(float));
+      v = tanh_vec(v);
+      std::memcpy(y + i, &v, (n - i) * sizeof(float));
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
+  }
+}
+
+template <typename T>
+void plain_forward(const ElmArgs& s) {
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act;
+  constexpr int64_t L = kVecLanes<T>;
+  const bool keep = s.acts != nullptr;
+  // Stage l (0 … n_layers) computes width widths[l] from the input m (stage 0) or the
+  // previous h; its output rows are padded to `vecs[l]` vectors.
+  std::vector<int64_t> vecs(n_layers + 1), ins(n_layers + 1);
+  for (int64_t l = 0; l <= n_layers; ++l) {
+    vecs[l] = vectors_for(l < n_layers ? s.widths[l] : d_m, L);
+    ins[l] = l == 0 ? d_m : s.widths[l - 1];
+  }
+  // Zero-padded weight panels for every neuron: stage 0 is U, stage l the layer l − 1.
+  std::vector<std::vector<T>> panels(n_layers + 1);
+  for (int64_t l = 0; l <= n_layers; ++l) {
+    const int64_t width = l < n_layers ? s.widths[l] : d_m, ld = vecs[l] * L;
+    const T* w = l == 0 ? in<T>(s.u) : in<T>(s.weights[l - 1]);
+    const int64_t w_cols = l == 0 ? s.widths[0] : width;
+    panels[l].assign(n * ins[l] * ld, T(0));
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t i = 0; i < ins[l]; ++i)
+        std::memcpy(&panels[l][(k * ins[l] + i) * ld], w + (k * ins[l] + i) * w_cols,
+                    w_cols * sizeof(T));
+  }
+  int64_t widest = 0;
+  for (int64_t l = 0; l <= n_layers; ++l) widest = std::max(widest, vecs[l] * L);
+  std::vector<T> y_buf(batch * widest), h_buf(batch * widest), th(batch * d_m);
+
+  const T* pre = in<T>(s.pre);
+  const T* kappa = in<T>(s.kappa);
+  const T* gain = in<T>(s.gain);
+  T* memories = out<T>(s.memories);
+  T* mlp_out = out<T>(s.mlp_out);
+  const int64_t d_a = s.widths[0];
+
+  for (int64_t t = 0; t < n_steps; ++t) {
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t rows = (t * n + k) * batch;
+      const int64_t states = k * batch;
+      const T* m_prev = t == 0 ? in<T>(s.memory) + states * d_m
+                               : memories + ((t - 1) * n + k) * batch * d_m;
+      const T* x = m_prev;
+      int64_t ld_x = d_m;
+      for (int64_t l = 0; l <= n_layers; ++l) {
+        const bool last = l == n_layers;
+        const int64_t width = last ? d_m : s.widths[l], ld = vecs[l] * L;
+        // Start from pre_t (stage 0) or the bias; padding columns stay zero.
+        const T* start = l == 0 ? pre + rows * d_a : in<T>(s.biases[l - 1]) + states * width;
+        T* y = y_buf.data();
+        for (int64_t b = 0; b < batch; ++b) {
+          std::memcpy(y + b * ld, start + b * width, width * sizeof(T));
+          std::fill(y + b * ld + width, y + (b + 1) * ld, T(0));
+        }
+        panel_product(y, ld, x, ld_x, panels[l].data() + k * ins[l] * ld, ins[l], vecs[l],
+                      batch);
+        // The pre-activation is kept where the backward pass reads it; z in mlp_out.
+        T* kept = last ? mlp_out + rows * d_m
+                       : (keep ? out<T>(s.acts[l]) + rows * width : nullptr);
+        if (kept)
+          for (int64_t b = 0; b < batch; ++b)
+            std::memcpy(kept + b * width, y + b * ld, width * sizeof(T));
+        if (!last) {
+          activate(h_buf.data(), y, batch * ld, act);
+          x = h_buf.data();
+          ld_x = ld;
+        }
+      }
+      // m_t = κ ⊙ m_{t−1} + g ⊙ tanh(z_t), z_t just written to mlp_out.
+      const T* z = mlp_out + rows * d_m;
+      tanh_all(th.data(), z, batch * d_m);
+      T* m = memories + rows * d_m;
+      const T* kap = kappa + states * d_m;
+      const T* gn = gain + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j) m[j] = kap[j] * m_prev[j] + gn[j] * th[j];
+    }
+  }
+}
+
+// out[r, i] = dh[r, i] · σ'(a[r, i]) for `width` columns of each row (dh padded, ld_dh).
+template <typename T>
+void times_slope(T* __restrict out, const T* __restrict dh, int64_t ld_dh, const T* __restrict a,
+                 int64_t rows, int64_t width, int64_t act) {
+  for (int64_t r = 0; r < rows; ++r) {
+    T* o = out + r * width;
+    const T* d = dh + r * ld_dh;
+    const T* x = a + r * width;
+    switch (act) {
+      case kRelu:
+        for (int64_t i = 0; i < width; ++i) o[i] = x[i] > T(0) ? d[i] : T(0);
+        break;
+      case kRelu2:
+        for (int64_t i = 0; i < width; ++i) o[i] = x[i] > T(0) ? d[i] * (T(2) * x[i]) : T(0);
+        break;
+      case kSilu:
+        for (int64_t i = 0; i < width; ++i) o[i] = d[i] * sigma_slope(x[i], act);
+        break;
+      default:
+        for (int64_t i = 0; i < width; ++i) o[i] = d[i];
+    }
+  }
+}
+
+// Zero-padded panels of N matrices (rows × cols each, row-major) with rows of `vecs` vectors.
+template <typename T>
+std::vector<T> padded_panels(const T* w, int64_t n, int64_t rows, int64_t cols, int64_t vecs) {
+  const int64_t ld = vecs * kVecLanes<T>;
+  std::vector<T> panel(n * rows * ld, T(0));
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t i = 0; i < rows; ++i)
+      std::memcpy(&panel[(k * rows + i) * ld], w + (k * rows + i) * cols, cols * sizeof(T));
+  return panel;
+}
+
+// The reverse-time loop of `plain_forward`, with the same padded register-tiled products
+// (the weights arrive transposed: layer l as (N, out, in), U as Uᵀ (N, d_a, d_m)).
+template <typename T>
+void plain_backward(const ElmArgs& s) {
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act, d_a = s.widths[0];
+  constexpr int64_t L = kVecLanes<T>;
+  std::vector<std::vector<T>> panels(n_layers);
+  std::vector<int64_t> vecs(n_layers);
+  int64_t widest = 0;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    vecs[l] = vectors_for(s.widths[l], L);
+    widest = std::max(widest, vecs[l] * L);
+    panels[l] = padded_panels(in<T>(s.weights[l]), n, s.widths[l + 1], s.widths[l], vecs[l]);
+  }
+  const int64_t vm = vectors_for(d_m, L), ldm = vm * L;
+  const std::vector<T> u_panel = padded_panels(in<T>(s.u), n, d_a, d_m, vm);
+  std::vector<T> dh(batch * widest), carry_pad(batch * ldm);
+
+  const T* kappa = in<T>(s.kappa);
+  const T* gain = in<T>(s.gain);
+  const T* proposals = in<T>(s.proposals);
+  const T* grad_memories = in<T>(s.grad_memories);
+  const T* grad_mlp_out = in<T>(s.grad_mlp_out);
+  T* grad_z = out<T>(s.grad_z);
+  T* grad_m_total = out<T>(s.grad_m_total);
+  T* carry = out<T>(s.carry);
+
+  for (int64_t t = n_steps - 1; t >= 0; --t) {
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t rows = (t * n + k) * batch, states = k * batch;
+      T* cr = carry + states * d_m;
+      T* g = grad_m_total + rows * d_m;
+      const T* gm = grad_memories ? grad_memories + rows * d_m : nullptr;
+      for (int64_t j = 0; j < batch * d_m; ++j) g[j] = gm ? gm[j] + cr[j] : cr[j];
+      // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
+      T* dz = grad_z + rows * d_m;
+      const T* p = proposals + rows * d_m;
+      const T* gn = gain + states * d_m;
+      const T* go = grad_mlp_out ? grad_mlp_out + rows * d_m : nullptr;
+      for (int64_t j = 0; j < batch * d_m; ++j) {
+        const T v = g[j] * (gn[j] * (T(1) - p[j] * p[j]));
+        dz[j] = go ? v + go[j] : v;
+      }
+      const T* da = dz;
+      int64_t ld_da = d_m;
+      for (int64_t l = n_layers - 1; l >= 0; --l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1], ld = vecs[l] * L;
+        std::fill(dh.begin(), dh.begin() + batch * ld, T(0));
+        panel_product(dh.data(), ld, da, ld_da, panels[l].data() + k * w_out * ld, w_out,
+                      vecs[l], batch);
+        T* da_in = out<T>(s.grad_acts[l]) + rows * w_in;
+        times_slope(da_in, dh.data(), ld, in<T>(s.acts[l]) + rows * w_in, batch, w_in, act);
+        da = da_in;
+        ld_da = w_in;
+      }
+      // ∂L/∂m_{t−1} = ∂L/∂m_t ⊙ κ + ∂L/∂a⁰ Uᵀ
+      const T* kap = kappa + states * d_m;
+      for (int64_t b = 0; b < batch; ++b) {
+        T* c = carry_pad.data() + b * ldm;
+        for (int64_t j = 0; j < d_m; ++j) c[j] = g[b * d_m + j] * kap[b * d_m + j];
+        std::fill(c + d_m, c + ldm, T(0));
+      }
+      panel_product(carry_pad.data(), ldm, da, ld_da, u_panel.data() + k * d_a * ldm, d_a, vm,
+                    batch);
+      for (int64_t b = 0; b < batch; ++b)
+        std::memcpy(cr + b * d_m, carry_pad.data() + b * ldm, d_m * sizeof(T));
+    }
+  }
+}
+
 // The leaky trace b_t = κ ⊙ b_{t−1} + u_t over (B, T, C), one sequence at a time: one
 // pass over the data where the parallel scan makes ⌈log₂ T⌉ passes with copies.
 template <typename T>
@@ -438,6 +793,28 @@ inline uint64_t nonzero_mask(const X* p) {
 #endif
 }
 
+// The same for the first `count` (< 64 / sizeof(X)) values only: a masked load, so the
+// row's last block (62 of 1278 NeuronIO inputs) costs one compare, not a scalar loop.
+template <typename X>
+inline uint64_t nonzero_mask_head(const X* p, int64_t count) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  if constexpr (sizeof(X) == 1) {
+    const __m512i v = _mm512_maskz_loadu_epi8((__mmask64)((uint64_t(1) << count) - 1), p);
+    return _mm512_test_epi8_mask(v, v);
+  } else if constexpr (sizeof(X) == 4) {
+    const __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << count) - 1), p);
+    return _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  } else {
+    const __m512d v = _mm512_maskz_loadu_pd((__mmask8)((1u << count) - 1), p);
+    return _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+  }
+#else
+  uint64_t mask = 0;
+  for (int64_t j = 0; j < count; ++j) mask |= uint64_t(p[j] != X(0)) << j;
+  return mask;
+#endif
+}
+
 // Y = X M for a row-major X (rows × n_in) that is mostly zeros (spike input), M
 // (n_in × n_out): each nonzero adds one row of M, so the cost is one read of X plus
 // n_out multiply-adds per nonzero, against n_in · n_out per row for the dense product.
@@ -457,37 +834,97 @@ inline int64_t padded(int64_t n_out) {
   return (n_out + kLanes - 1) / kLanes * kLanes;
 }
 
+// Appends i + (the positions of mask's set bits) to col[0…), returning how many. With
+// AVX-512 without a branch per bit (a compress of 16 indices at a time, each store
+// writing 16 entries: col needs 64 + 16 entries of room): at spike densities a block holds
+// 0, 1 or 2 nonzeros at random, and a loop over its bits mispredicted about once a block.
+inline int64_t append_positions(int32_t* col, uint64_t mask, int64_t i, int64_t block) {
+#if defined(__AVX512F__)
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t count = 0;
+  for (int64_t q = 0; q < block; q += 16) {
+    const __mmask16 part = static_cast<__mmask16>(mask >> q);
+    const __m512i index = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(i + q)));
+    _mm512_storeu_si512(col + count, _mm512_maskz_compress_epi32(part, index));
+    count += __builtin_popcount(part);
+  }
+  return count;
+#else
+  int64_t count = 0;
+  for (; mask != 0; mask &= mask - 1)
+    col[count++] = static_cast<int32_t>(i + __builtin_ctzll(mask));
+  return count;
+#endif
+}
+
+// acc (P vectors) = Σ_e x[col_e] · M_padded[col_e] over one row's nonzeros, the sum held in
+// registers (the memory accumulator it replaces waited on a store per nonzero).
+template <typename T, typename X, int P>
+inline void sum_rows(T* out, const T* mp, const X* xr, const int32_t* cols, int64_t count) {
+  using V = Vec<T>;
+  constexpr int64_t L = kVecLanes<T>;
+  V acc[P] = {};
+  for (int64_t e = 0; e < count; ++e) {
+    const int64_t j = cols[e];
+    const V v = V{} + static_cast<T>(xr[j]);
+    for (int p = 0; p < P; ++p) {
+      V w;
+      std::memcpy(&w, mp + (j * P + p) * L, sizeof(V));
+      acc[p] += v * w;
+    }
+  }
+  for (int p = 0; p < P; ++p) std::memcpy(out + p * L, &acc[p], sizeof(V));
+}
+
+template <typename T, typename X>
+void sum_rows_any(T* out, const T* mp, int64_t width, const X* xr, const int32_t* cols,
+                  int64_t count) {
+  switch (width / kVecLanes<T>) {
+    case 1: sum_rows<T, X, 1>(out, mp, xr, cols, count); return;
+    case 2: sum_rows<T, X, 2>(out, mp, xr, cols, count); return;
+    case 3: sum_rows<T, X, 3>(out, mp, xr, cols, count); return;
+    case 4: sum_rows<T, X, 4>(out, mp, xr, cols, count); return;
+  }
+  for (int64_t k = 0; k < width; ++k) out[k] = T(0);
+  for (int64_t e = 0; e < count; ++e) {
+    const int64_t j = cols[e];
+    const T v = static_cast<T>(xr[j]);
+    const T* __restrict mj = mp + j * width;
+    for (int64_t k = 0; k < width; ++k) out[k] += v * mj[k];
+  }
+}
+
 template <typename T, typename X>
 int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const X* x, const T* m, T* y,
                       int64_t* crow, int32_t* col, int64_t capacity) {
   constexpr int64_t kBlock = 64 / sizeof(X);
+  constexpr int64_t kRoom = kBlock + 16;  // what one block's append may write
   const int64_t width = padded<T>(n_out);
   std::vector<T> mp(n_in * width, T(0)), acc(width);
   for (int64_t j = 0; j < n_in; ++j)
     std::memcpy(&mp[j * width], m + j * n_out, n_out * sizeof(T));
+  // Where col lacks the room for an unchecked append, positions go one at a time, so the
+  // product stops at exactly `capacity` nonzeros as before.
+  std::vector<int32_t> spare(kRoom);
   int64_t nnz = 0;
   crow[0] = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const X* xr = x + r * n_in;
-    T* __restrict a = acc.data();
-    for (int64_t k = 0; k < width; ++k) a[k] = T(0);
+    const int64_t first = nnz;
     for (int64_t i = 0; i < n_in; i += kBlock) {
-      uint64_t mask = 0;
-      if (i + kBlock <= n_in) {
-        mask = nonzero_mask(xr + i);
+      const uint64_t mask = i + kBlock <= n_in ? nonzero_mask(xr + i)
+                                               : nonzero_mask_head(xr + i, n_in - i);
+      if (nnz + kRoom <= capacity) {
+        nnz += append_positions(col + nnz, mask, i, kBlock);
       } else {
-        for (int64_t j = i; j < n_in; ++j) mask |= uint64_t(xr[j] != X(0)) << (j - i);
-      }
-      for (; mask != 0; mask &= mask - 1) {
-        const int64_t j = i + __builtin_ctzll(mask);
-        if (nnz == capacity) return -1;
-        col[nnz++] = static_cast<int32_t>(j);
-        const T v = static_cast<T>(xr[j]);
-        const T* __restrict mj = mp.data() + j * width;
-        for (int64_t k = 0; k < width; ++k) a[k] += v * mj[k];
+        const int64_t count = append_positions(spare.data(), mask, i, kBlock);
+        if (nnz + count > capacity) return -1;
+        std::copy(spare.begin(), spare.begin() + count, col + nnz);
+        nnz += count;
       }
     }
-    std::memcpy(y + r * n_out, a, n_out * sizeof(T));
+    sum_rows_any(acc.data(), mp.data(), width, xr, col + first, nnz - first);
+    std::memcpy(y + r * n_out, acc.data(), n_out * sizeof(T));
     crow[r + 1] = nnz;
   }
   return nnz;
@@ -519,10 +956,22 @@ void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const X* x,
 extern "C" {
 // The layout check: cpp_loop compares this with ctypes.sizeof of its mirror.
 int64_t elm_args_size() { return sizeof(ElmArgs); }
-void elm_forward_f32(const ElmArgs* s) { forward<float>(*s); }
-void elm_forward_f64(const ElmArgs* s) { forward<double>(*s); }
-void elm_backward_f32(const ElmArgs* s) { backward<float>(*s); }
-void elm_backward_f64(const ElmArgs* s) { backward<double>(*s); }
+// Without feedback the register-tiled loops of `plain_forward` and `plain_backward`.
+void elm_forward_f32(const ElmArgs* s) {
+  s->feedback ? forward<float>(*s) : plain_forward<float>(*s);
+}
+void elm_forward_f64(const ElmArgs* s) {
+  s->feedback ? forward<double>(*s) : plain_forward<double>(*s);
+}
+void elm_backward_f32(const ElmArgs* s) {
+  s->feedback ? backward<float>(*s) : plain_backward<float>(*s);
+}
+void elm_backward_f64(const ElmArgs* s) {
+  s->feedback ? backward<double>(*s) : plain_backward<double>(*s);
+}
+
+// The float32 tanh of the recurrence, exposed for its accuracy test.
+void elm_tanh_f32(int64_t n, const float* x, float* y) { tanh_all<float>(y, x, n); }
 
 #define ELM_TRACE(T, SUFFIX)                                                                 \
   void elm_trace_forward_##SUFFIX(int64_t batch, int64_t steps, int64_t channels,           \
