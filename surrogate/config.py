@@ -5,7 +5,7 @@ Presets (`--preset`; every value can be overridden by its option):
 =========  ===================  ======  ===========  ==========================
 preset     default data         epochs  batches/ep.  meant for
 =========  ===================  ======  ===========  ==========================
-laptop     24 sims × 3 s        20      200          ≈25 min on 2 cores from nothing
+laptop     24 sims × 3 s        20      200          ≈27 min on 2 cores from nothing
 long       64 sims × 6 s        30      500          hours on a CPU, minutes on a GPU
 paper      1408 sims × 6 s      35      10000        the published protocol (GPU)
 =========  ===================  ======  ===========  ==========================
