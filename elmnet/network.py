@@ -64,6 +64,7 @@ from elmnet.ops import (
     exp_trace,
     initial_theta_m,
     memory_update_coefficients,
+    spike_matmul,
     theta_to_tau,
 )
 from elmnet.params import (
@@ -224,7 +225,9 @@ class ELMBank(nn.Module):
         self, x: torch.Tensor, token_scale: float = 1.0, keep: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The feed-forward input through the synapses and the first layer's branch
-        weights, for all steps at once: (T, B, N·d_a), no bias.
+        weights, for all steps at once: (T, B, N·d_a), no bias. Float input that is
+        mostly zeros (spike counts) goes through `elmnet.ops.spike_matmul`: exact, the
+        dense product when more than `elmnet.ops.SPIKE_MAX_DENSITY` of it is nonzero.
 
         Args:
             x: (T, B, d_src) float input, or (T, B) integer tokens (one-hot of value
@@ -233,9 +236,10 @@ class ELMBank(nn.Module):
         """
         matrix = self.feedforward_matrix()
         if x.is_floating_point():
-            # One GEMM over all (step, sample) rows: a time-major view of batch-first input
-            # would make matmul run T separate matrix-vector products.
-            rows = x.reshape(-1, x.shape[-1]) @ matrix.to(x.dtype)
+            # One product over all (step, sample) rows: a time-major view of batch-first
+            # input would make matmul run T separate matrix-vector products. Spike input
+            # (SHD: ≈2 % nonzero) sums only over its nonzeros; denser input takes the GEMM.
+            rows = spike_matmul(x.reshape(-1, x.shape[-1]), matrix.to(x.dtype))
             return rows.view(x.shape[0], x.shape[1], matrix.shape[1])
         drive = F.embedding(x, matrix) * token_scale
         return drive if keep is None else drive * keep
