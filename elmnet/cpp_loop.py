@@ -115,7 +115,8 @@ def _build():
     lib.elm_args_size.restype = ctypes.c_int64
     if lib.elm_args_size() != ctypes.sizeof(_Args):
         raise RuntimeError("ElmArgs in recurrence.cpp and _Args in cpp_loop.py differ")
-    for name in ("elm_forward_f32", "elm_forward_f64", "elm_backward_f32", "elm_backward_f64"):
+    loops = ("forward", "bank_forward", "backward", "bank_backward")
+    for name in (f"elm_{loop}_{suffix}" for loop in loops for suffix in ("f32", "f64")):
         getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
         getattr(lib, name).restype = None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
@@ -130,6 +131,7 @@ def _build():
         for suffix in suffixes:
             function = getattr(lib, f"{name}_{suffix}")
             function.argtypes, function.restype = argtypes, restype
+    lib.elm_tanh_f32.argtypes, lib.elm_tanh_f32.restype = [i64, ptr, ptr], None
     return lib
 
 
@@ -242,7 +244,8 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
             drop=None if drop is None else drop.contiguous(), highpass0=highpass.contiguous(),
             output0=output.contiguous(), outputs=outputs, highpasses=hps,
         )  # fmt: skip
-    call.run("forward", pre.dtype)
+    # A bank (several neurons or feedback) has its own loop, tuned for its shapes.
+    call.run("bank_forward" if n > 1 or fb is not None else "forward", pre.dtype)
 
 
 def backward_loop(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedback, proposals):
@@ -284,11 +287,20 @@ def backward_loop(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedbac
             grad_y=grad_y, grad_r=grad_r, grad_branches=grad_branches, carry_out=carry_out,
             carry_highpass=carry_highpass,
         )  # fmt: skip
-    call.run("backward", memories.dtype)
+    call.run("bank_backward" if n > 1 or spec.feedback else "backward", memories.dtype)
     if spec.feedback:
         return (grad_z, grad_acts, grad_m_total, carry, grad_y, grad_r, grad_branches,
                 carry_out, carry_highpass)  # fmt: skip
     return grad_z, grad_acts, grad_m_total, carry
+
+
+def tanh_f32(x: torch.Tensor) -> torch.Tensor:
+    """tanh of a float32 CPU tensor as the C++ forward loop computes the memory proposal
+    in float32 (a vectorisable approximation, within 3 ulp); for its accuracy test."""
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    extension().elm_tanh_f32(x.numel(), _ptr(x), _ptr(y))
+    return y
 
 
 def _ptr(x: torch.Tensor | None) -> int | None:

@@ -108,6 +108,46 @@ inline T sigma_slope(T a, int64_t act) {
   }
 }
 
+// tanh for the memory proposal. float64 keeps libm's std::tanh (exact to rounding);
+// float32 uses `tanh_f32`, written so that g++ vectorises the loop it sits in (libm's
+// scalar tanhf cost ~40 % of a forward step at batch 64): branch-free arithmetic only.
+// tanh|x| = −E / (2 + E) with E = expm1(−2|x|) ∈ (−1, 0]. expm1(y) = 2^k (p(r) + 1) − 1 with
+// k = round(y / ln 2), r = y − k ln 2 ∈ [−ln2/2, ln2/2] (ln 2 split in two parts so that r
+// is exact to float rounding) and p(r) = expm1(r) as its Taylor polynomial to r⁷ (error
+// below 3e-9 for |r| ≤ 0.35, under float's 6e-8 rounding). For k = 0 (|x| < 0.17) E = p(r)
+// has no cancellation, so small x keep full relative accuracy. |x| is clamped at 9, where
+// tanh is 1 to float precision. Measured against float64 tanh: at most 3 ulp
+// (tests/test_recurrence_cpp.py).
+inline float tanh_f32(float x) {
+  const float ax = std::fmin(std::fabs(x), 9.0f);
+  const float y = -2.0f * ax;
+  const float kf = std::floor(y * 1.44269504088896341f + 0.5f);
+  const float r = (y - kf * 0.693145751953125f) - kf * 1.428606765330187e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r;
+  // 2^k from its exponent bits; k ∈ [−26, 0], always a normal float.
+  const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
+  float two_k;
+  std::memcpy(&two_k, &bits, sizeof two_k);
+  const float e = two_k * p + (two_k - 1.0f);
+  return std::copysign(-e / (2.0f + e), x);
+}
+
+template <typename T>
+inline T proposal(T z) {
+  if constexpr (sizeof(T) == 4) {
+    return tanh_f32(z);
+  } else {
+    return std::tanh(z);
+  }
+}
+
 // The per-step products are (B × I) · (I × J) with I, J ≤ a few dozen: too small for a
 // BLAS call to pay off, too large to leave to a naive loop. `tile` keeps an S × W block of
 // the output in registers (S samples × W columns, W a power of two so that the inner
@@ -257,6 +297,151 @@ void forward(const ElmArgs& s) {
   }
 }
 
+// Yᵀ += Mᵀ Xᵀ in batch-inner layout: Yᵀ (n_out × bp), Xᵀ (n_in × bp), M (n_in × n_out)
+// row-major, bp a whole number of 64-byte vectors. Each output element is a vector of
+// samples, so every multiply-add is a full-width FMA whatever n_in and n_out are (the
+// row layout of `add_mat_mat` leaves lanes idle when n_out = 10 or 5): J outputs of one
+// vector of samples stay in registers while the inputs stream past, each x vector loaded
+// once for J FMAs. Sums run in input order, as `add_mat_mat`'s do.
+template <typename T, int J>
+inline void tile_t(T* __restrict y, const T* __restrict x, const T* __restrict m,
+                   int64_t n_in, int64_t n_out, int64_t bp) {
+  typedef T V __attribute__((vector_size(64)));
+  V acc[J];
+  for (int r = 0; r < J; ++r) std::memcpy(&acc[r], y + r * bp, sizeof(V));
+  for (int64_t i = 0; i < n_in; ++i) {
+    V xv;
+    std::memcpy(&xv, x + i * bp, sizeof(V));
+    const T* mi = m + i * n_out;
+    for (int r = 0; r < J; ++r) acc[r] += xv * mi[r];
+  }
+  for (int r = 0; r < J; ++r) std::memcpy(y + r * bp, &acc[r], sizeof(V));
+}
+
+template <typename T, int J>
+inline void outputs_t(T* y, const T* x, const T* m, int64_t n_in, int64_t n_out, int64_t bp,
+                      int64_t j) {
+  for (; j + J <= n_out; j += J) tile_t<T, J>(y + j * bp, x, m + j, n_in, n_out, bp);
+  if constexpr (J > 1) outputs_t<T, J / 2>(y, x, m, n_in, n_out, bp, j);
+}
+
+template <typename T>
+void add_mat_mat_t(T* y, const T* x, const T* m, int64_t n_in, int64_t n_out, int64_t bp) {
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  for (int64_t b = 0; b < bp; b += kLanes) outputs_t<T, 8>(y + b, x + b, m, n_in, n_out, bp, 0);
+}
+
+// `forward` for a bank of neurons (the ELM Network's layers, N > 1 or with feedback):
+// the same loop, kept apart so that it can be tuned for the bank's shapes (many small
+// neurons, d_m ≈ 5) without touching the single neuron's; float32 proposals through
+// `tanh_f32`.
+template <typename T>
+void bank_forward(const ElmArgs& s) {
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act, d_tree = s.d_tree;
+  const int64_t d_a = s.widths[0], nb = n * batch;
+  const bool keep = s.acts != nullptr;
+  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
+  std::vector<T> a_buf(batch * widest), h_buf(batch * widest);
+
+  const T* pre = in<T>(s.pre);
+  const T* u = in<T>(s.u);
+  const T* kappa = in<T>(s.kappa);
+  const T* gain = in<T>(s.gain);
+  T* memories = out<T>(s.memories);
+  T* mlp_out = out<T>(s.mlp_out);
+
+  const bool fb = s.feedback != 0;
+  const T* values = in<T>(s.values);
+  const T* drop = in<T>(s.drop);
+  T* outputs = out<T>(s.outputs);
+  T* highpasses = out<T>(s.highpasses);
+  const T leak_r = T(1.0 - s.kappa_r);
+  // Batch-inner buffers, each row padded to bp samples (zeros past the batch): the
+  // recurrent sums and the first layer's products run on whole vectors of samples.
+  const int64_t lanes = 64 / sizeof(T), bp = (batch + lanes - 1) / lanes * lanes;
+  std::vector<T> q(fb ? n * bp : 0, T(0)), c(fb ? n * d_tree * bp : 0, T(0));
+  std::vector<T> a_t(d_a * bp), m_t(d_m * bp, T(0));
+
+  for (int64_t t = 0; t < n_steps; ++t) {
+    if (fb) {
+      // q_t = D_t ⊙ o_{t−1}, then the branch sums c_t = S q_t as (N·d_tree, B): every
+      // neuron's step needs all of them, so they come first.
+      const T* o_prev = t == 0 ? in<T>(s.output0) : outputs + (t - 1) * nb;
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t i = k * batch + b;
+          q[k * bp + b] = drop ? drop[t * nb + i] * o_prev[i] : o_prev[i];
+        }
+      for (int64_t r = 0; r < n * d_tree; ++r) {
+        T* __restrict cr = c.data() + r * bp;
+        for (int64_t b = 0; b < bp; ++b) cr[b] = T(0);
+        for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
+          const T v = values[e];
+          const T* __restrict qs = q.data() + static_cast<int64_t>(s.col[e]) * bp;
+          for (int64_t b = 0; b < bp; ++b) cr[b] += v * qs[b];
+        }
+      }
+    }
+    // One neuron's whole batch at a time: its rows (t, k, 0…B−1) are contiguous in every
+    // (T, N, B, ·) and (N, B, ·) tensor, so each stage is a (B × width) matrix.
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t rows = (t * n + k) * batch;  // first row of (t, k) in (T, N, B, ·)
+      const int64_t states = k * batch;          // first row of k in (N, B, ·)
+      const T* m_prev = t == 0 ? in<T>(s.memory) + states * d_m
+                               : memories + ((t - 1) * n + k) * batch * d_m;
+      // a⁰ = pre_t + m_{t−1} U [+ c_t W_b], written where it is kept.
+      T* a = n_layers == 0 ? mlp_out + rows * d_m
+                           : (keep ? out<T>(s.acts[0]) + rows * d_a : a_buf.data());
+      // Here as aᵀ = Uᵀ m_{t−1}ᵀ [+ W_bᵀ c_t] on whole vectors of samples, then a = pre + a.
+      for (int64_t j = 0; j < d_m; ++j)
+        for (int64_t b = 0; b < batch; ++b) m_t[j * bp + b] = m_prev[b * d_m + j];
+      std::fill(a_t.begin(), a_t.end(), T(0));
+      add_mat_mat_t(a_t.data(), m_t.data(), u + k * d_m * d_a, d_m, d_a, bp);
+      if (fb)
+        add_mat_mat_t(a_t.data(), c.data() + k * d_tree * bp,
+                      in<T>(s.w_branch) + k * d_tree * d_a, d_tree, d_a, bp);
+      const T* p_k = pre + rows * d_a;
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t j = 0; j < d_a; ++j) a[b * d_a + j] = p_k[b * d_a + j] + a_t[j * bp + b];
+      // h = σ(a), a ← h V + v through the layers; the last gives z_t.
+      for (int64_t l = 0; l < n_layers; ++l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+        for (int64_t i = 0; i < batch * w_in; ++i) h_buf[i] = sigma(a[i], act);
+        T* next = l == n_layers - 1
+                      ? mlp_out + rows * d_m
+                      : (keep ? out<T>(s.acts[l + 1]) + rows * w_out : a_buf.data());
+        copy(next, in<T>(s.biases[l]) + states * w_out, batch * w_out);
+        add_mat_mat(next, h_buf.data(), in<T>(s.weights[l]) + k * w_in * w_out, batch, w_in,
+                    w_out);
+        a = next;
+      }
+      const T* z = a;
+      // m_t = κ ⊙ m_{t−1} + g ⊙ tanh(z_t)
+      T* m = memories + rows * d_m;
+      const T* kap = kappa + states * d_m;
+      const T* gn = gain + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j)
+        m[j] = kap[j] * m_prev[j] + gn[j] * proposal(z[j]);
+      if (fb) {
+        // r_t = m_t · w_y, r̄_t = r̄_{t−1} + (1 − κ_r)(r_t − r̄_{t−1}), o_t = relu(r − r̄ + β)
+        const T* wy = in<T>(s.w_y) + k * d_m;
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t state = states + b;
+          T r = T(0);
+          for (int64_t j = 0; j < d_m; ++j) r += m[b * d_m + j] * wy[j];
+          const T hp_prev =
+              t == 0 ? in<T>(s.highpass0)[state] : highpasses[(t - 1) * nb + state];
+          const T hp = hp_prev + leak_r * (r - hp_prev);
+          highpasses[t * nb + state] = hp;
+          const T o = r - hp + in<T>(s.beta)[k];
+          outputs[t * nb + state] = o > T(0) ? o : T(0);
+        }
+      }
+    }
+  }
+}
+
 template <typename T>
 void backward(const ElmArgs& s) {
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
@@ -344,6 +529,118 @@ void backward(const ElmArgs& s) {
         T* dst = grad_branches + (t * n + k) * d_tree * batch;
         for (int64_t j = 0; j < d_tree; ++j)
           for (int64_t b = 0; b < batch; ++b) dst[j * batch + b] = dc_rows[b * d_tree + j];
+      }
+    }
+    if (fb) {
+      // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, scattered along the forward CSR rows (one
+      // thread, so no two rows race for a source).
+      for (int64_t i = 0; i < nb; ++i) carry_out[i] = T(0);
+      const T* dc = grad_branches + t * n * d_tree * batch;
+      for (int64_t r = 0; r < n * d_tree; ++r) {
+        const T* dcr = dc + r * batch;
+        for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
+          const T v = values[e];
+          T* dst = carry_out + static_cast<int64_t>(s.col[e]) * batch;
+          for (int64_t b = 0; b < batch; ++b) dst[b] += v * dcr[b];
+        }
+      }
+      if (drop)
+        for (int64_t i = 0; i < nb; ++i) carry_out[i] *= drop[t * nb + i];
+    }
+  }
+}
+
+// `backward` for a bank (see `bank_forward`): ∂L/∂c_t computed batch-inner.
+template <typename T>
+void bank_backward(const ElmArgs& s) {
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act, d_tree = s.d_tree;
+  const int64_t d_a = s.widths[0], nb = n * batch;
+  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
+  std::vector<T> dh(batch * widest);
+
+  const T* u_t = in<T>(s.u);
+  const T* kappa = in<T>(s.kappa);
+  const T* gain = in<T>(s.gain);
+  const T* proposals = in<T>(s.proposals);
+  const T* grad_memories = in<T>(s.grad_memories);
+  const T* grad_mlp_out = in<T>(s.grad_mlp_out);
+  T* grad_z = out<T>(s.grad_z);
+  T* grad_m_total = out<T>(s.grad_m_total);
+  T* carry = out<T>(s.carry);
+
+  const bool fb = s.feedback != 0;
+  const T* values = in<T>(s.values);
+  const T* drop = in<T>(s.drop);
+  const T* outputs = in<T>(s.outputs);
+  const T* grad_outputs = in<T>(s.grad_outputs);
+  const T* grad_highpasses = in<T>(s.grad_highpasses);
+  T* grad_y = out<T>(s.grad_y);
+  T* grad_r = out<T>(s.grad_r);
+  T* grad_branches = out<T>(s.grad_branches);
+  T* carry_out = out<T>(s.carry_out);
+  T* carry_hp = out<T>(s.carry_highpass);
+  const T keep_r = T(s.kappa_r), leak_r = T(1.0 - s.kappa_r);
+  const int64_t lanes = 64 / sizeof(T), bp = (batch + lanes - 1) / lanes * lanes;
+  std::vector<T> da_t(fb ? d_a * bp : 0, T(0)), dc_t(fb ? d_tree * bp : 0);
+
+  for (int64_t t = n_steps - 1; t >= 0; --t) {
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t rows = (t * n + k) * batch;
+      const int64_t states = k * batch;
+      T* cr = carry + states * d_m;
+      // ∂L/∂m_t: from outside, from step t+1 (the carry) and, with feedback, through o_t.
+      T* g = grad_m_total + rows * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j)
+        g[j] = grad_memories ? grad_memories[rows * d_m + j] + cr[j] : cr[j];
+      if (fb) {
+        const T* wy = in<T>(s.w_y) + k * d_m;
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t state = states + b, i = t * nb + state;
+          const T go = grad_outputs ? grad_outputs[i] + carry_out[state] : carry_out[state];
+          const T dy = outputs[i] > T(0) ? go : T(0);
+          grad_y[i] = dy;
+          T gh = carry_hp[state] - dy;
+          if (grad_highpasses) gh += grad_highpasses[i];
+          const T dr = dy + leak_r * gh;
+          grad_r[i] = dr;
+          carry_hp[state] = keep_r * gh;
+          for (int64_t j = 0; j < d_m; ++j) g[b * d_m + j] += dr * wy[j];
+        }
+      }
+      // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
+      T* dz = grad_z + rows * d_m;
+      const T* p = proposals + rows * d_m;
+      const T* gn = gain + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j) {
+        dz[j] = g[j] * (gn[j] * (T(1) - p[j] * p[j]));
+        if (grad_mlp_out) dz[j] += grad_mlp_out[rows * d_m + j];
+      }
+      // Down the layers: dh = da Vᵀ, then da = dh ⊙ σ'(a) at the layer's input.
+      const T* da = dz;
+      for (int64_t l = n_layers - 1; l >= 0; --l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+        std::fill(dh.begin(), dh.begin() + batch * w_in, T(0));
+        add_mat_mat(dh.data(), da, in<T>(s.weights[l]) + k * w_out * w_in, batch, w_out, w_in);
+        T* da_in = out<T>(s.grad_acts[l]) + rows * w_in;
+        const T* a = in<T>(s.acts[l]) + rows * w_in;
+        for (int64_t i = 0; i < batch * w_in; ++i) da_in[i] = dh[i] * sigma_slope(a[i], act);
+        da = da_in;
+      }
+      // ∂L/∂m_{t−1} = ∂L/∂m_t ⊙ κ + ∂L/∂a⁰ Uᵀ
+      const T* kap = kappa + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j) cr[j] = g[j] * kap[j];
+      add_mat_mat(cr, da, u_t + k * d_a * d_m, batch, d_a, d_m);
+      if (fb) {
+        // ∂L/∂c_t = ∂L/∂a⁰ W_bᵀ, stored (T, N, d_tree, B): computed batch-inner
+        // (`add_mat_mat_t`), the layout it is stored in.
+        for (int64_t b = 0; b < batch; ++b)
+          for (int64_t i = 0; i < d_a; ++i) da_t[i * bp + b] = da[b * d_a + i];
+        std::fill(dc_t.begin(), dc_t.end(), T(0));
+        add_mat_mat_t(dc_t.data(), da_t.data(), in<T>(s.w_branch) + k * d_a * d_tree, d_a,
+                      d_tree, bp);
+        T* dst = grad_branches + (t * n + k) * d_tree * batch;
+        for (int64_t j = 0; j < d_tree; ++j) copy(dst + j * batch, &dc_t[j * bp], batch);
       }
     }
     if (fb) {
@@ -519,8 +816,16 @@ void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const X* x,
 extern "C" {
 // The layout check: cpp_loop compares this with ctypes.sizeof of its mirror.
 int64_t elm_args_size() { return sizeof(ElmArgs); }
+// The float32 proposal's tanh over n values, for its accuracy test.
+void elm_tanh_f32(int64_t n, const float* x, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = tanh_f32(x[i]);
+}
 void elm_forward_f32(const ElmArgs* s) { forward<float>(*s); }
 void elm_forward_f64(const ElmArgs* s) { forward<double>(*s); }
+void elm_bank_forward_f32(const ElmArgs* s) { bank_forward<float>(*s); }
+void elm_bank_forward_f64(const ElmArgs* s) { bank_forward<double>(*s); }
+void elm_bank_backward_f32(const ElmArgs* s) { bank_backward<float>(*s); }
+void elm_bank_backward_f64(const ElmArgs* s) { bank_backward<double>(*s); }
 void elm_backward_f32(const ElmArgs* s) { backward<float>(*s); }
 void elm_backward_f64(const ElmArgs* s) { backward<double>(*s); }
 
