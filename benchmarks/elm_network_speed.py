@@ -25,9 +25,11 @@ same logits before timing). The methods are timed taking turns
 Roofline (`benchmarks.roofline`): FLOPs per step and sample of the matrix products
 (the recurrent synapses' sparse product is left out: 1 % of the FLOPs for SHD-Adding,
 14 % for Enwik8), the FLOP/s
-reached, the FLOP/s torch.matmul reaches on the same products alone, and, with two or
-more batch sizes, the fixed cost per time step (intercept of time per step against
-batch size).
+reached, the FLOP/s torch.matmul reaches on the same products alone ("% fwd", "% train":
+the method's FLOP/s as a share of it), and, with two or more batch sizes, the fixed cost
+per time step (intercept of time per step against batch size). With spike input the cpp
+rows take the spike product (`elmnet.ops.spike_matmul`): their FLOPs and their matmul
+reference count its multiply-adds (nonzeros × N·d_a), the eager rows the dense product's.
 """
 
 import argparse

@@ -125,6 +125,8 @@ def _build():
         "elm_trace_backward": (None, [i64] * 3 + [ptr] * 7),
         "elm_spike_product": (i64, [i64] * 3 + [ptr] * 5 + [i64]),
         "elm_spike_product_grad": (None, [i64] * 3 + [ptr] * 5),
+        "elm_bank_pre": (None, [i64] * 4 + [ptr] * 3),
+        "elm_bank_pre_grad": (None, [i64] * 4 + [ptr] * 3),
     }
     for name, (restype, argtypes) in signatures.items():
         suffixes = ("f32", "f64", "f32_i8", "f64_i8") if "spike" in name else ("f32", "f64")
@@ -407,6 +409,39 @@ class _SpikeProduct(torch.autograd.Function):
                     _ptr(grad_m),
                 )  # fmt: skip
         return grad_x, grad_m, None
+
+
+class _BankPre(torch.autograd.Function):
+    """(T, B, N, d_a) drive → (T, N, B, d_a) pre-activation plus bias (see `bank_pre`)."""
+
+    @staticmethod
+    def forward(ctx, drive, bias):
+        steps, batch, n, d_a = drive.shape
+        drive, bias = drive.contiguous(), bias.contiguous()
+        out = drive.new_empty(steps, n, batch, d_a)
+        _typed("elm_bank_pre", drive.dtype)(
+            steps, batch, n, d_a, _ptr(drive), _ptr(bias), _ptr(out)
+        )
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        steps, n, batch, d_a = grad.shape
+        grad = grad.contiguous()
+        grad_drive = grad.new_empty(steps, batch, n, d_a) if ctx.needs_input_grad[0] else None
+        grad_bias = grad.new_empty(n, d_a) if ctx.needs_input_grad[1] else None
+        _typed("elm_bank_pre_grad", grad.dtype)(
+            steps, batch, n, d_a, _ptr(grad), _ptr(grad_drive), _ptr(grad_bias)
+        )
+        return grad_drive, grad_bias
+
+
+def bank_pre(drive: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """drive (T, B, N, d_a) with its B and N axes swapped, plus bias (N, d_a) of drive's
+    dtype, as one C++ pass (forward and backward): (T, N, B, d_a) contiguous, the layout
+    the bank's time loop reads. float32/float64 CPU tensors."""
+    return _BankPre.apply(drive, bias)
 
 
 def spike_product(x: torch.Tensor, m: torch.Tensor, max_density: float) -> torch.Tensor:

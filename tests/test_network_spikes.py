@@ -122,3 +122,25 @@ def test_float32_proposal_tanh_within_3_ulp():
     err = (got - want).abs() / ulp
     assert err.max() <= 3, f"max error {err.max():.2f} ulp at x = {x[err.argmax()]}"
     assert torch.equal(torch.signbit(got), torch.signbit(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_bank_pre_is_the_swap_plus_bias(dtype):
+    """`cpp_loop.bank_pre` against the permuted sum it replaces: equal to the last bit
+    (one addition per entry), and its gradients against autograd's of that sum."""
+    assert cpp_loop.extension() is not None, cpp_loop.build_error()
+    g = torch.Generator().manual_seed(12)
+    drive = torch.randn(7, 3, 5, 4, generator=g, dtype=torch.float64).to(dtype)
+    bias = torch.randn(5, 4, generator=g, dtype=torch.float64).to(dtype)
+    grad = torch.randn(7, 5, 3, 4, generator=g, dtype=torch.float64).to(dtype)
+    results = []
+    for fn in (cpp_loop.bank_pre, lambda d, b: d.transpose(1, 2) + b.unsqueeze(1)):
+        d, b = drive.clone().requires_grad_(), bias.clone().requires_grad_()
+        out = fn(d, b)
+        out.backward(grad)
+        results.append((out.detach(), d.grad, b.grad))
+    (out, grad_d, grad_b), (want, want_d, want_b) = results
+    assert out.is_contiguous() and out.shape == (7, 5, 3, 4)
+    assert torch.equal(out, want) and torch.equal(grad_d, want_d)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(grad_b, want_b, rtol=tol, atol=tol)
