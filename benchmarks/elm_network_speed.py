@@ -25,9 +25,11 @@ same logits before timing). The methods are timed taking turns
 Roofline (`benchmarks.roofline`): FLOPs per step and sample of the matrix products
 (the recurrent synapses' sparse product is left out: 1 % of the FLOPs for SHD-Adding,
 14 % for Enwik8), the FLOP/s
-reached, the FLOP/s torch.matmul reaches on the same products alone, and, with two or
-more batch sizes, the fixed cost per time step (intercept of time per step against
-batch size).
+reached, the FLOP/s torch.matmul reaches on the same products alone ("% fwd", "% train":
+the method's FLOP/s as a share of it), and, with two or more batch sizes, the fixed cost
+per time step (intercept of time per step against batch size). With spike input the cpp
+rows take the spike product (`elmnet.ops.spike_matmul`): their FLOPs and their matmul
+reference count its multiply-adds (nonzeros × N·d_a), the eager rows the dense product's.
 """
 
 import argparse
@@ -44,7 +46,13 @@ from elmbridge.training import resolve_device
 from elmnet import fused
 from elmnet.config import ELMNetworkConfig
 from elmnet.network import ELMNetwork
-from elmnet.ops import TANH_GAIN, TANH_SLOPE, decay, memory_update_coefficients
+from elmnet.ops import (
+    SPIKE_MAX_DENSITY,
+    TANH_GAIN,
+    TANH_SLOPE,
+    decay,
+    memory_update_coefficients,
+)
 from elmnet.params import network_parameters
 from elmnet.recurrence import use_backend
 
@@ -94,11 +102,17 @@ def training_step(forward, net, x, y, optimizer) -> None:
     optimizer.step()
 
 
-def forward_products(config, batch: int, n_steps: int, tokens: bool) -> list[roofline.Product]:
-    """The dense matrix products of one forward pass of the network."""
+def forward_products(
+    config, batch: int, n_steps: int, tokens: bool, nonzeros: int | None = None
+) -> list[roofline.Product]:
+    """The matrix products of one forward pass of the network; with `nonzeros` (the
+    input's nonzero count) the input product is counted as the spike product runs it, one
+    N·d_a-wide multiply-add per nonzero, else as the dense product."""
     c, rows = config, batch * n_steps
     d_a, d_r = c.d_mlp or c.d_m, c.readout_d_m
     products = [] if tokens else [roofline.Product(1, 1, rows, c.d_in, c.N * d_a)]
+    if nonzeros is not None:
+        products = [roofline.Product(1, 1, nonzeros, 1, c.N * d_a)]
     products += [
         roofline.Product(n_steps, c.N, batch, c.d_m, d_a),  # memory → first layer
         roofline.Product(n_steps, c.N, batch, c.d_tree, d_a),  # recurrent branches → first
@@ -183,13 +197,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     with use_backend("cpp"):
                         compiled = hand_written_logits(net, x)
                 torch.testing.assert_close(compiled, ours, rtol=1e-4, atol=1e-5)
-            products = forward_products(config, batch, n_steps, not x.is_floating_point())
+            tokens = not x.is_floating_point()
+            products = forward_products(config, batch, n_steps, tokens)
             flops = roofline.total_flops(products)
             reference = roofline.matmul_reference(products, device, torch.float32, args.repeats)
+            # Spike input: the cpp rows run the spike product (`spike_matmul`), so their
+            # FLOPs and matmul reference count its multiply-adds, not the dense product's.
+            nonzeros = None if tokens else int(torch.count_nonzero(x))
+            spiking = nonzeros is not None and nonzeros <= SPIKE_MAX_DENSITY * x.numel()
+            spike_flops, spike_reference = flops, reference
+            if spiking:
+                spike_products = forward_products(config, batch, n_steps, tokens, nonzeros)
+                spike_flops = roofline.total_flops(spike_products)
+                spike_reference = roofline.matmul_reference(
+                    spike_products, device, torch.float32, args.repeats
+                )
             row = {"task": task, "config": name, "N": config.N, "d_m": config.d_m,
                    "k_c": config.k_c, "P": network_parameters(config).total, "T": n_steps,
                    "batch": batch, "flops_per_step": flops / (batch * n_steps),
-                   "matmul_gflops": roofline.gflops(flops, reference.cost(device))}  # fmt: skip
+                   "matmul_gflops": roofline.gflops(flops, reference.cost(device)),
+                   "spike_flops_per_step": spike_flops / (batch * n_steps),
+                   "spike_matmul_gflops": roofline.gflops(
+                       spike_flops, spike_reference.cost(device))}  # fmt: skip
             calls = {}
             for method, backend, forward in methods:
                 optimizer = optim(net.parameters(), lr=1e-4)
@@ -200,18 +229,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         backend, functools.partial(forward, net, x), inference=True
                     )
             timings = roofline.time_interleaved(calls, device, args.repeats)
-            for method, _, _ in methods:
+            for method, backend, _ in methods:
+                done = spike_flops if backend == "cpp" else flops
+                matmul = row["spike_matmul_gflops" if backend == "cpp" else "matmul_gflops"]
+                row[f"{method} matmul GFLOP/s"] = matmul
                 train = timings[method, "train"]
                 row[method] = batch * n_steps / train.wall
                 row[f"{method} per CPU-s"] = batch * n_steps / train.cpu
                 row[f"{method} s"] = train.cost(device)
-                row[f"{method} GFLOP/s"] = roofline.gflops(3 * flops, train.cost(device))
+                row[f"{method} GFLOP/s"] = roofline.gflops(3 * done, train.cost(device))
                 if method != "autograd loop":
                     fwd = timings[method, "forward"]
                     row[f"{method} forward"] = batch * n_steps / fwd.wall
                     row[f"{method} forward per CPU-s"] = batch * n_steps / fwd.cpu
                     row[f"{method} forward s"] = fwd.cost(device)
-                    row[f"{method} forward GFLOP/s"] = roofline.gflops(flops, fwd.cost(device))
+                    row[f"{method} forward GFLOP/s"] = roofline.gflops(done, fwd.cost(device))
             rows.append(row)
     report(rows, args, device, batches, no_fused, no_cpp)
     return rows
@@ -240,6 +272,7 @@ def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
     header = f"{'config':<11}{'N':>5}{'d_m':>4}{'k_c':>5}{'P':>11}{'T':>6}{'batch':>6}  "
     header += f"{'method':<14}{'forward':>10}{'per CPU-s':>10}{'GFLOP/s':>8}"
     header += f"{'training':>10}{'per CPU-s':>10}{'GFLOP/s':>8}{'matmul GFLOP/s':>15}"
+    header += f"{'% fwd':>7}{'% train':>8}"
     print(header)
     for r in rows:
         for m in methods:
@@ -251,19 +284,29 @@ def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
             else:
                 line += f"{'-':>10}{'':>10}{'':>8}"
             line += f"{r[m]:>10,.0f}{r[f'{m} per CPU-s']:>10,.0f}{r[f'{m} GFLOP/s']:>8.2f}"
-            line += f"{r['matmul_gflops']:>15.2f}"
+            matmul = r[f"{m} matmul GFLOP/s"]
+            line += f"{matmul:>15.2f}"
+            if f"{m} forward" in r:
+                line += f"{100 * r[f'{m} forward GFLOP/s'] / matmul:>7.1f}"
+            else:
+                line += f"{'-':>7}"
+            line += f"{100 * r[f'{m} GFLOP/s'] / matmul:>8.1f}"
             print(line)
     for r in rows:
         line = f"{r['config']} batch {r['batch']}: {r['flops_per_step']:,.0f} FLOPs per step "
         line += "and sample (forward; training 3×)"
+        if r["spike_flops_per_step"] != r["flops_per_step"]:
+            line += f", cpp with the spike product {r['spike_flops_per_step']:,.0f}"
         if "autograd loop" in r:
             line += f"; hand-written/autograd {r['hand-written'] / r['autograd loop']:.1f}×"
         if "fused" in r:
             line += (f"; fused/eager {r['fused forward'] / r['hand-written forward']:.2f}× "
                      f"forward, {r['fused'] / r['hand-written']:.2f}× training")  # fmt: skip
         if "cpp loops" in r:
-            line += (f"; cpp/eager {r['cpp loops forward'] / r['hand-written forward']:.2f}× "
-                     f"forward, {r['cpp loops'] / r['hand-written']:.2f}× training")  # fmt: skip
+            # Per CPU-s: on a shared machine the wall clock also counts others' turns.
+            fwd = r["cpp loops forward per CPU-s"] / r["hand-written forward per CPU-s"]
+            train = r["cpp loops per CPU-s"] / r["hand-written per CPU-s"]
+            line += f"; cpp/eager per CPU-s {fwd:.2f}× forward, {train:.2f}× training"
         print(line)
     if no_fused:
         print(f"fused kernels: not run ({no_fused})")

@@ -115,7 +115,8 @@ def _build():
     lib.elm_args_size.restype = ctypes.c_int64
     if lib.elm_args_size() != ctypes.sizeof(_Args):
         raise RuntimeError("ElmArgs in recurrence.cpp and _Args in cpp_loop.py differ")
-    for name in ("elm_forward_f32", "elm_forward_f64", "elm_backward_f32", "elm_backward_f64"):
+    loops = ("forward", "bank_forward", "backward", "bank_backward")
+    for name in (f"elm_{loop}_{suffix}" for loop in loops for suffix in ("f32", "f64")):
         getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
         getattr(lib, name).restype = None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
@@ -124,6 +125,8 @@ def _build():
         "elm_trace_backward": (None, [i64] * 3 + [ptr] * 7),
         "elm_spike_product": (i64, [i64] * 3 + [ptr] * 5 + [i64]),
         "elm_spike_product_grad": (None, [i64] * 3 + [ptr] * 5),
+        "elm_bank_pre": (None, [i64] * 4 + [ptr] * 3),
+        "elm_bank_pre_grad": (None, [i64] * 4 + [ptr] * 3),
     }
     lib.elm_tanh_f32.argtypes, lib.elm_tanh_f32.restype = [i64, ptr, ptr], None
     for name, (restype, argtypes) in signatures.items():
@@ -243,7 +246,9 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
             drop=None if drop is None else drop.contiguous(), highpass0=highpass.contiguous(),
             output0=output.contiguous(), outputs=outputs, highpasses=hps,
         )  # fmt: skip
-    call.run("forward", pre.dtype)
+    # With feedback (the network's recurrent layer) the bank loop, tuned for its shapes;
+    # without, the register-tiled loop for any N (elm_forward_* picks it).
+    call.run("bank_forward" if fb is not None else "forward", pre.dtype)
 
 
 def backward_loop(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedback, proposals):
@@ -285,11 +290,21 @@ def backward_loop(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedbac
             grad_y=grad_y, grad_r=grad_r, grad_branches=grad_branches, carry_out=carry_out,
             carry_highpass=carry_highpass,
         )  # fmt: skip
-    call.run("backward", memories.dtype)
+    call.run("bank_backward" if spec.feedback else "backward", memories.dtype)
     if spec.feedback:
         return (grad_z, grad_acts, grad_m_total, carry, grad_y, grad_r, grad_branches,
                 carry_out, carry_highpass)  # fmt: skip
     return grad_z, grad_acts, grad_m_total, carry
+
+
+def tanh_f32(x: torch.Tensor) -> torch.Tensor:
+    """tanh of a float32 CPU tensor as the C++ loops (with and without feedback) compute
+    the memory proposal in float32 (`tanh_vec`, a vectorised approximation within 3 ulp);
+    for its accuracy test."""
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    extension().elm_tanh_f32(x.numel(), _ptr(x), _ptr(y))
+    return y
 
 
 def _ptr(x: torch.Tensor | None) -> int | None:
@@ -396,6 +411,39 @@ class _SpikeProduct(torch.autograd.Function):
                     _ptr(grad_m),
                 )  # fmt: skip
         return grad_x, grad_m, None
+
+
+class _BankPre(torch.autograd.Function):
+    """(T, B, N, d_a) drive → (T, N, B, d_a) pre-activation plus bias (see `bank_pre`)."""
+
+    @staticmethod
+    def forward(ctx, drive, bias):
+        steps, batch, n, d_a = drive.shape
+        drive, bias = drive.contiguous(), bias.contiguous()
+        out = drive.new_empty(steps, n, batch, d_a)
+        _typed("elm_bank_pre", drive.dtype)(
+            steps, batch, n, d_a, _ptr(drive), _ptr(bias), _ptr(out)
+        )
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        steps, n, batch, d_a = grad.shape
+        grad = grad.contiguous()
+        grad_drive = grad.new_empty(steps, batch, n, d_a) if ctx.needs_input_grad[0] else None
+        grad_bias = grad.new_empty(n, d_a) if ctx.needs_input_grad[1] else None
+        _typed("elm_bank_pre_grad", grad.dtype)(
+            steps, batch, n, d_a, _ptr(grad), _ptr(grad_drive), _ptr(grad_bias)
+        )
+        return grad_drive, grad_bias
+
+
+def bank_pre(drive: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """drive (T, B, N, d_a) with its B and N axes swapped, plus bias (N, d_a) of drive's
+    dtype, as one C++ pass (forward and backward): (T, N, B, d_a) contiguous, the layout
+    the bank's time loop reads. float32/float64 CPU tensors."""
+    return _BankPre.apply(drive, bias)
 
 
 def spike_product(x: torch.Tensor, m: torch.Tensor, max_density: float) -> torch.Tensor:

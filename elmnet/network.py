@@ -41,7 +41,9 @@ which is linear in it; its last value joins the state).
 
 Performance design: everything linear in the inputs is computed for the whole sequence at
 once: the input synapses and the branch half of the first MLP layer collapse into one
-(d_in × N·d_mlp) matrix, applied as a single matmul (a row lookup for tokens). Only the
+(d_in × N·d_mlp) matrix, applied as a single product (a row lookup for tokens; for spike
+input, SHD's ≈2 % nonzero bins, a sum over the nonzeros only, `elmnet.ops.spike_matmul`,
+exact, the dense GEMM when the input is denser). Only the
 recurrent synapses (a fixed sparse gather from the previous step's outputs: a CSR matrix
 of N·d_tree rows whose column indices are the gathered sources, never a dense N × N
 matrix) and the nonlinear memory step run inside the time loop, in
@@ -56,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elmbridge.errors import UserError
+from elmnet import cpp_loop
 from elmnet.config import ELMNetworkConfig
 from elmnet.ops import (
     TANH_GAIN,
@@ -64,13 +67,20 @@ from elmnet.ops import (
     exp_trace,
     initial_theta_m,
     memory_update_coefficients,
+    spike_matmul,
     theta_to_tau,
 )
 from elmnet.params import (
     NetworkParameterCount,
     network_parameters,
 )
-from elmnet.recurrence import BankRecurrence, Feedback, SparsePattern, bank_recurrence
+from elmnet.recurrence import (
+    BankRecurrence,
+    Feedback,
+    SparsePattern,
+    bank_recurrence,
+    cpp_chosen,
+)
 from elmnet.recurrence import sparse_pattern as make_sparse_pattern
 
 
@@ -224,7 +234,9 @@ class ELMBank(nn.Module):
         self, x: torch.Tensor, token_scale: float = 1.0, keep: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The feed-forward input through the synapses and the first layer's branch
-        weights, for all steps at once: (T, B, N·d_a), no bias.
+        weights, for all steps at once: (T, B, N·d_a), no bias. Float input that is
+        mostly zeros (spike counts) goes through `elmnet.ops.spike_matmul`: exact, the
+        dense product when more than `elmnet.ops.SPIKE_MAX_DENSITY` of it is nonzero.
 
         Args:
             x: (T, B, d_src) float input, or (T, B) integer tokens (one-hot of value
@@ -233,9 +245,10 @@ class ELMBank(nn.Module):
         """
         matrix = self.feedforward_matrix()
         if x.is_floating_point():
-            # One GEMM over all (step, sample) rows: a time-major view of batch-first input
-            # would make matmul run T separate matrix-vector products.
-            rows = x.reshape(-1, x.shape[-1]) @ matrix.to(x.dtype)
+            # One product over all (step, sample) rows: a time-major view of batch-first
+            # input would make matmul run T separate matrix-vector products. Spike input
+            # (SHD: ≈2 % nonzero) sums only over its nonzeros; denser input takes the GEMM.
+            rows = spike_matmul(x.reshape(-1, x.shape[-1]), matrix.to(x.dtype))
             return rows.view(x.shape[0], x.shape[1], matrix.shape[1])
         drive = F.embedding(x, matrix) * token_scale
         return drive if keep is None else drive * keep
@@ -243,8 +256,11 @@ class ELMBank(nn.Module):
     def add_bias(self, drive: torch.Tensor) -> torch.Tensor:
         """(T, N, B, d_a) pre-activation from `input_drive`'s (T, B, N·d_a)."""
         n_steps, batch = drive.shape[:2]
-        drive = drive.view(n_steps, batch, self.n, self.w_first.shape[-1]).transpose(1, 2)
-        return (drive + self.b_first.unsqueeze(1).to(drive.dtype)).contiguous()
+        drive = drive.view(n_steps, batch, self.n, self.w_first.shape[-1])
+        bias = self.b_first.to(drive.dtype)
+        if cpp_chosen(drive):  # one C++ pass: ATen's permuted copy is several times slower
+            return cpp_loop.bank_pre(drive, bias)
+        return (drive.transpose(1, 2) + bias.unsqueeze(1)).contiguous()
 
     def feedforward(
         self, x: torch.Tensor, token_scale: float = 1.0, keep: torch.Tensor | None = None

@@ -162,210 +162,6 @@ inline T* out(void* p) {
   return static_cast<T*>(p);
 }
 
-template <typename T>
-void forward(const ElmArgs& s) {
-  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
-  const int64_t n_layers = s.n_layers, act = s.act, d_tree = s.d_tree;
-  const int64_t d_a = s.widths[0], nb = n * batch;
-  const bool keep = s.acts != nullptr;
-  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
-  std::vector<T> a_buf(batch * widest), h_buf(batch * widest);
-
-  const T* pre = in<T>(s.pre);
-  const T* u = in<T>(s.u);
-  const T* kappa = in<T>(s.kappa);
-  const T* gain = in<T>(s.gain);
-  T* memories = out<T>(s.memories);
-  T* mlp_out = out<T>(s.mlp_out);
-
-  const bool fb = s.feedback != 0;
-  const T* values = in<T>(s.values);
-  const T* drop = in<T>(s.drop);
-  T* outputs = out<T>(s.outputs);
-  T* highpasses = out<T>(s.highpasses);
-  const T leak_r = T(1.0 - s.kappa_r);
-  std::vector<T> q(fb ? nb : 0), c(fb ? n * d_tree * batch : 0), c_rows(fb ? batch * d_tree : 0);
-
-  for (int64_t t = 0; t < n_steps; ++t) {
-    if (fb) {
-      // q_t = D_t ⊙ o_{t−1}, then the branch sums c_t = S q_t as (N·d_tree, B): every
-      // neuron's step needs all of them, so they come first.
-      const T* o_prev = t == 0 ? in<T>(s.output0) : outputs + (t - 1) * nb;
-      for (int64_t i = 0; i < nb; ++i) q[i] = drop ? drop[t * nb + i] * o_prev[i] : o_prev[i];
-      for (int64_t r = 0; r < n * d_tree; ++r) {
-        T* cr = c.data() + r * batch;
-        for (int64_t b = 0; b < batch; ++b) cr[b] = T(0);
-        for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
-          const T v = values[e];
-          const T* qs = q.data() + static_cast<int64_t>(s.col[e]) * batch;
-          for (int64_t b = 0; b < batch; ++b) cr[b] += v * qs[b];
-        }
-      }
-    }
-    // One neuron's whole batch at a time: its rows (t, k, 0…B−1) are contiguous in every
-    // (T, N, B, ·) and (N, B, ·) tensor, so each stage is a (B × width) matrix.
-    for (int64_t k = 0; k < n; ++k) {
-      const int64_t rows = (t * n + k) * batch;  // first row of (t, k) in (T, N, B, ·)
-      const int64_t states = k * batch;          // first row of k in (N, B, ·)
-      const T* m_prev = t == 0 ? in<T>(s.memory) + states * d_m
-                               : memories + ((t - 1) * n + k) * batch * d_m;
-      // a⁰ = pre_t + m_{t−1} U [+ c_t W_b], written where it is kept.
-      T* a = n_layers == 0 ? mlp_out + rows * d_m
-                           : (keep ? out<T>(s.acts[0]) + rows * d_a : a_buf.data());
-      copy(a, pre + rows * d_a, batch * d_a);
-      add_mat_mat(a, m_prev, u + k * d_m * d_a, batch, d_m, d_a);
-      if (fb) {
-        for (int64_t j = 0; j < d_tree; ++j)
-          for (int64_t b = 0; b < batch; ++b)
-            c_rows[b * d_tree + j] = c[(k * d_tree + j) * batch + b];
-        add_mat_mat(a, c_rows.data(), in<T>(s.w_branch) + k * d_tree * d_a, batch, d_tree, d_a);
-      }
-      // h = σ(a), a ← h V + v through the layers; the last gives z_t.
-      for (int64_t l = 0; l < n_layers; ++l) {
-        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-        for (int64_t i = 0; i < batch * w_in; ++i) h_buf[i] = sigma(a[i], act);
-        T* next = l == n_layers - 1
-                      ? mlp_out + rows * d_m
-                      : (keep ? out<T>(s.acts[l + 1]) + rows * w_out : a_buf.data());
-        copy(next, in<T>(s.biases[l]) + states * w_out, batch * w_out);
-        add_mat_mat(next, h_buf.data(), in<T>(s.weights[l]) + k * w_in * w_out, batch, w_in,
-                    w_out);
-        a = next;
-      }
-      const T* z = a;
-      // m_t = κ ⊙ m_{t−1} + g ⊙ tanh(z_t)
-      T* m = memories + rows * d_m;
-      const T* kap = kappa + states * d_m;
-      const T* gn = gain + states * d_m;
-      for (int64_t j = 0; j < batch * d_m; ++j)
-        m[j] = kap[j] * m_prev[j] + gn[j] * std::tanh(z[j]);
-      if (fb) {
-        // r_t = m_t · w_y, r̄_t = r̄_{t−1} + (1 − κ_r)(r_t − r̄_{t−1}), o_t = relu(r − r̄ + β)
-        const T* wy = in<T>(s.w_y) + k * d_m;
-        for (int64_t b = 0; b < batch; ++b) {
-          const int64_t state = states + b;
-          T r = T(0);
-          for (int64_t j = 0; j < d_m; ++j) r += m[b * d_m + j] * wy[j];
-          const T hp_prev =
-              t == 0 ? in<T>(s.highpass0)[state] : highpasses[(t - 1) * nb + state];
-          const T hp = hp_prev + leak_r * (r - hp_prev);
-          highpasses[t * nb + state] = hp;
-          const T o = r - hp + in<T>(s.beta)[k];
-          outputs[t * nb + state] = o > T(0) ? o : T(0);
-        }
-      }
-    }
-  }
-}
-
-template <typename T>
-void backward(const ElmArgs& s) {
-  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
-  const int64_t n_layers = s.n_layers, act = s.act, d_tree = s.d_tree;
-  const int64_t d_a = s.widths[0], nb = n * batch;
-  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
-  std::vector<T> dh(batch * widest);
-
-  const T* u_t = in<T>(s.u);
-  const T* kappa = in<T>(s.kappa);
-  const T* gain = in<T>(s.gain);
-  const T* proposals = in<T>(s.proposals);
-  const T* grad_memories = in<T>(s.grad_memories);
-  const T* grad_mlp_out = in<T>(s.grad_mlp_out);
-  T* grad_z = out<T>(s.grad_z);
-  T* grad_m_total = out<T>(s.grad_m_total);
-  T* carry = out<T>(s.carry);
-
-  const bool fb = s.feedback != 0;
-  const T* values = in<T>(s.values);
-  const T* drop = in<T>(s.drop);
-  const T* outputs = in<T>(s.outputs);
-  const T* grad_outputs = in<T>(s.grad_outputs);
-  const T* grad_highpasses = in<T>(s.grad_highpasses);
-  T* grad_y = out<T>(s.grad_y);
-  T* grad_r = out<T>(s.grad_r);
-  T* grad_branches = out<T>(s.grad_branches);
-  T* carry_out = out<T>(s.carry_out);
-  T* carry_hp = out<T>(s.carry_highpass);
-  const T keep_r = T(s.kappa_r), leak_r = T(1.0 - s.kappa_r);
-  std::vector<T> dc_rows(fb ? batch * d_tree : 0);
-
-  for (int64_t t = n_steps - 1; t >= 0; --t) {
-    for (int64_t k = 0; k < n; ++k) {
-      const int64_t rows = (t * n + k) * batch;
-      const int64_t states = k * batch;
-      T* cr = carry + states * d_m;
-      // ∂L/∂m_t: from outside, from step t+1 (the carry) and, with feedback, through o_t.
-      T* g = grad_m_total + rows * d_m;
-      for (int64_t j = 0; j < batch * d_m; ++j)
-        g[j] = grad_memories ? grad_memories[rows * d_m + j] + cr[j] : cr[j];
-      if (fb) {
-        const T* wy = in<T>(s.w_y) + k * d_m;
-        for (int64_t b = 0; b < batch; ++b) {
-          const int64_t state = states + b, i = t * nb + state;
-          const T go = grad_outputs ? grad_outputs[i] + carry_out[state] : carry_out[state];
-          const T dy = outputs[i] > T(0) ? go : T(0);
-          grad_y[i] = dy;
-          T gh = carry_hp[state] - dy;
-          if (grad_highpasses) gh += grad_highpasses[i];
-          const T dr = dy + leak_r * gh;
-          grad_r[i] = dr;
-          carry_hp[state] = keep_r * gh;
-          for (int64_t j = 0; j < d_m; ++j) g[b * d_m + j] += dr * wy[j];
-        }
-      }
-      // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
-      T* dz = grad_z + rows * d_m;
-      const T* p = proposals + rows * d_m;
-      const T* gn = gain + states * d_m;
-      for (int64_t j = 0; j < batch * d_m; ++j) {
-        dz[j] = g[j] * (gn[j] * (T(1) - p[j] * p[j]));
-        if (grad_mlp_out) dz[j] += grad_mlp_out[rows * d_m + j];
-      }
-      // Down the layers: dh = da Vᵀ, then da = dh ⊙ σ'(a) at the layer's input.
-      const T* da = dz;
-      for (int64_t l = n_layers - 1; l >= 0; --l) {
-        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-        std::fill(dh.begin(), dh.begin() + batch * w_in, T(0));
-        add_mat_mat(dh.data(), da, in<T>(s.weights[l]) + k * w_out * w_in, batch, w_out, w_in);
-        T* da_in = out<T>(s.grad_acts[l]) + rows * w_in;
-        const T* a = in<T>(s.acts[l]) + rows * w_in;
-        for (int64_t i = 0; i < batch * w_in; ++i) da_in[i] = dh[i] * sigma_slope(a[i], act);
-        da = da_in;
-      }
-      // ∂L/∂m_{t−1} = ∂L/∂m_t ⊙ κ + ∂L/∂a⁰ Uᵀ
-      const T* kap = kappa + states * d_m;
-      for (int64_t j = 0; j < batch * d_m; ++j) cr[j] = g[j] * kap[j];
-      add_mat_mat(cr, da, u_t + k * d_a * d_m, batch, d_a, d_m);
-      if (fb) {
-        // ∂L/∂c_t = ∂L/∂a⁰ W_bᵀ, stored (T, N, d_tree, B)
-        std::fill(dc_rows.begin(), dc_rows.end(), T(0));
-        add_mat_mat(dc_rows.data(), da, in<T>(s.w_branch) + k * d_a * d_tree, batch, d_a,
-                    d_tree);
-        T* dst = grad_branches + (t * n + k) * d_tree * batch;
-        for (int64_t j = 0; j < d_tree; ++j)
-          for (int64_t b = 0; b < batch; ++b) dst[j * batch + b] = dc_rows[b * d_tree + j];
-      }
-    }
-    if (fb) {
-      // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, scattered along the forward CSR rows (one
-      // thread, so no two rows race for a source).
-      for (int64_t i = 0; i < nb; ++i) carry_out[i] = T(0);
-      const T* dc = grad_branches + t * n * d_tree * batch;
-      for (int64_t r = 0; r < n * d_tree; ++r) {
-        const T* dcr = dc + r * batch;
-        for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
-          const T v = values[e];
-          T* dst = carry_out + static_cast<int64_t>(s.col[e]) * batch;
-          for (int64_t b = 0; b < batch; ++b) dst[b] += v * dcr[b];
-        }
-      }
-      if (drop)
-        for (int64_t i = 0; i < nb; ++i) carry_out[i] *= drop[t * nb + i];
-    }
-  }
-}
-
 // ---- The recurrence without feedback (a neuron, or a bank without recurrent synapses) ----
 //
 // The per-step products here are (B × I) · (I × J) with J the next layer's width (d_a 40,
@@ -720,6 +516,330 @@ void plain_backward(const ElmArgs& s) {
   }
 }
 
+// h = σ(a) and da = dh ⊙ σ'(a) over `count` values, the activation chosen once outside
+// the loop: a switch inside it (as in `sigma`) keeps g++ from vectorising, and in the bank
+// loops, whose layers are narrow, that scalar loop took a third of the time.
+template <typename T>
+void apply_sigma(T* __restrict h, const T* __restrict a, int64_t count, int64_t act) {
+  switch (act) {
+    case kRelu:
+      for (int64_t i = 0; i < count; ++i) h[i] = a[i] > T(0) ? a[i] : T(0);
+      break;
+    case kRelu2:
+      for (int64_t i = 0; i < count; ++i) h[i] = a[i] > T(0) ? a[i] * a[i] : T(0);
+      break;
+    default:
+      for (int64_t i = 0; i < count; ++i) h[i] = sigma(a[i], act);
+  }
+}
+
+template <typename T>
+void apply_sigma_slope(T* __restrict da, const T* __restrict dh, const T* __restrict a,
+                       int64_t count, int64_t act) {
+  switch (act) {
+    case kRelu:
+      for (int64_t i = 0; i < count; ++i) da[i] = a[i] > T(0) ? dh[i] : T(0);
+      break;
+    case kRelu2:
+      for (int64_t i = 0; i < count; ++i) da[i] = a[i] > T(0) ? dh[i] * (T(2) * a[i]) : T(0);
+      break;
+    default:
+      for (int64_t i = 0; i < count; ++i) da[i] = dh[i] * sigma_slope(a[i], act);
+  }
+}
+
+// Yᵀ += Mᵀ Xᵀ in batch-inner layout: Yᵀ (n_out × bp), Xᵀ (n_in × bp), M (n_in × n_out)
+// row-major, bp a whole number of 64-byte vectors. Each output element is a vector of
+// samples, so every multiply-add is a full-width FMA whatever n_in and n_out are (the
+// row layout of `add_mat_mat` leaves lanes idle when n_out = 10 or 5): J outputs of one
+// vector of samples stay in registers while the inputs stream past, each x vector loaded
+// once for J FMAs. Sums run in input order, as `add_mat_mat`'s do.
+template <typename T, int J>
+inline void tile_t(T* __restrict y, const T* __restrict x, const T* __restrict m,
+                   int64_t n_in, int64_t n_out, int64_t bp) {
+  typedef T V __attribute__((vector_size(64)));
+  V acc[J];
+  for (int r = 0; r < J; ++r) std::memcpy(&acc[r], y + r * bp, sizeof(V));
+  for (int64_t i = 0; i < n_in; ++i) {
+    V xv;
+    std::memcpy(&xv, x + i * bp, sizeof(V));
+    const T* mi = m + i * n_out;
+    for (int r = 0; r < J; ++r) acc[r] += xv * mi[r];
+  }
+  for (int r = 0; r < J; ++r) std::memcpy(y + r * bp, &acc[r], sizeof(V));
+}
+
+template <typename T, int J>
+inline void outputs_t(T* y, const T* x, const T* m, int64_t n_in, int64_t n_out, int64_t bp,
+                      int64_t j) {
+  for (; j + J <= n_out; j += J) tile_t<T, J>(y + j * bp, x, m + j, n_in, n_out, bp);
+  if constexpr (J > 1) outputs_t<T, J / 2>(y, x, m, n_in, n_out, bp, j);
+}
+
+template <typename T>
+void add_mat_mat_t(T* y, const T* x, const T* m, int64_t n_in, int64_t n_out, int64_t bp) {
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  for (int64_t b = 0; b < bp; b += kLanes) outputs_t<T, 8>(y + b, x + b, m, n_in, n_out, bp, 0);
+}
+
+// The forward loop with feedback (the ELM Network's recurrent layer: many small neurons,
+// d_m ≈ 5, and the recurrent synapses), tuned for those shapes apart from `plain_forward`;
+// float32 proposals through the same `tanh_vec` (`tanh_all`).
+template <typename T>
+void bank_forward(const ElmArgs& s) {
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act, d_tree = s.d_tree;
+  const int64_t d_a = s.widths[0], nb = n * batch;
+  const bool keep = s.acts != nullptr;
+  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
+  std::vector<T> a_buf(batch * widest), h_buf(batch * widest), th(batch * d_m);
+
+  const T* pre = in<T>(s.pre);
+  const T* u = in<T>(s.u);
+  const T* kappa = in<T>(s.kappa);
+  const T* gain = in<T>(s.gain);
+  T* memories = out<T>(s.memories);
+  T* mlp_out = out<T>(s.mlp_out);
+
+  const bool fb = s.feedback != 0;
+  const T* values = in<T>(s.values);
+  const T* drop = in<T>(s.drop);
+  T* outputs = out<T>(s.outputs);
+  T* highpasses = out<T>(s.highpasses);
+  const T leak_r = T(1.0 - s.kappa_r);
+  // Batch-inner buffers, each row padded to bp samples (zeros past the batch): the
+  // recurrent sums and the first layer's products run on whole vectors of samples.
+  const int64_t lanes = 64 / sizeof(T), bp = (batch + lanes - 1) / lanes * lanes;
+  std::vector<T> q(fb ? n * bp : 0, T(0)), c(fb ? n * d_tree * bp : 0, T(0));
+  std::vector<T> a_t(d_a * bp), m_t(d_m * bp, T(0));
+
+  for (int64_t t = 0; t < n_steps; ++t) {
+    if (fb) {
+      // q_t = D_t ⊙ o_{t−1}, then the branch sums c_t = S q_t as (N·d_tree, B): every
+      // neuron's step needs all of them, so they come first.
+      const T* o_prev = t == 0 ? in<T>(s.output0) : outputs + (t - 1) * nb;
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t i = k * batch + b;
+          q[k * bp + b] = drop ? drop[t * nb + i] * o_prev[i] : o_prev[i];
+        }
+      for (int64_t r = 0; r < n * d_tree; ++r) {
+        T* __restrict cr = c.data() + r * bp;
+        for (int64_t b = 0; b < bp; ++b) cr[b] = T(0);
+        for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
+          const T v = values[e];
+          const T* __restrict qs = q.data() + static_cast<int64_t>(s.col[e]) * bp;
+          for (int64_t b = 0; b < bp; ++b) cr[b] += v * qs[b];
+        }
+      }
+    }
+    // One neuron's whole batch at a time: its rows (t, k, 0…B−1) are contiguous in every
+    // (T, N, B, ·) and (N, B, ·) tensor, so each stage is a (B × width) matrix.
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t rows = (t * n + k) * batch;  // first row of (t, k) in (T, N, B, ·)
+      const int64_t states = k * batch;          // first row of k in (N, B, ·)
+      const T* m_prev = t == 0 ? in<T>(s.memory) + states * d_m
+                               : memories + ((t - 1) * n + k) * batch * d_m;
+      // a⁰ = pre_t + m_{t−1} U [+ c_t W_b], written where it is kept.
+      T* a = n_layers == 0 ? mlp_out + rows * d_m
+                           : (keep ? out<T>(s.acts[0]) + rows * d_a : a_buf.data());
+      // Here as aᵀ = Uᵀ m_{t−1}ᵀ [+ W_bᵀ c_t] on whole vectors of samples, then a = pre + a.
+      for (int64_t j = 0; j < d_m; ++j)
+        for (int64_t b = 0; b < batch; ++b) m_t[j * bp + b] = m_prev[b * d_m + j];
+      std::fill(a_t.begin(), a_t.end(), T(0));
+      add_mat_mat_t(a_t.data(), m_t.data(), u + k * d_m * d_a, d_m, d_a, bp);
+      if (fb)
+        add_mat_mat_t(a_t.data(), c.data() + k * d_tree * bp,
+                      in<T>(s.w_branch) + k * d_tree * d_a, d_tree, d_a, bp);
+      const T* p_k = pre + rows * d_a;
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t j = 0; j < d_a; ++j) a[b * d_a + j] = p_k[b * d_a + j] + a_t[j * bp + b];
+      // h = σ(a), a ← h V + v through the layers; the last gives z_t.
+      for (int64_t l = 0; l < n_layers; ++l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+        apply_sigma(h_buf.data(), a, batch * w_in, act);
+        T* next = l == n_layers - 1
+                      ? mlp_out + rows * d_m
+                      : (keep ? out<T>(s.acts[l + 1]) + rows * w_out : a_buf.data());
+        copy(next, in<T>(s.biases[l]) + states * w_out, batch * w_out);
+        add_mat_mat(next, h_buf.data(), in<T>(s.weights[l]) + k * w_in * w_out, batch, w_in,
+                    w_out);
+        a = next;
+      }
+      const T* z = a;
+      // m_t = κ ⊙ m_{t−1} + g ⊙ tanh(z_t)
+      T* m = memories + rows * d_m;
+      const T* kap = kappa + states * d_m;
+      const T* gn = gain + states * d_m;
+      tanh_all(th.data(), z, batch * d_m);
+      for (int64_t j = 0; j < batch * d_m; ++j) m[j] = kap[j] * m_prev[j] + gn[j] * th[j];
+      if (fb) {
+        // r_t = m_t · w_y, r̄_t = r̄_{t−1} + (1 − κ_r)(r_t − r̄_{t−1}), o_t = relu(r − r̄ + β)
+        const T* wy = in<T>(s.w_y) + k * d_m;
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t state = states + b;
+          T r = T(0);
+          for (int64_t j = 0; j < d_m; ++j) r += m[b * d_m + j] * wy[j];
+          const T hp_prev =
+              t == 0 ? in<T>(s.highpass0)[state] : highpasses[(t - 1) * nb + state];
+          const T hp = hp_prev + leak_r * (r - hp_prev);
+          highpasses[t * nb + state] = hp;
+          const T o = r - hp + in<T>(s.beta)[k];
+          outputs[t * nb + state] = o > T(0) ? o : T(0);
+        }
+      }
+    }
+  }
+}
+
+// The reverse-time loop of `bank_forward`: ∂L/∂c_t computed batch-inner.
+template <typename T>
+void bank_backward(const ElmArgs& s) {
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act, d_tree = s.d_tree;
+  const int64_t d_a = s.widths[0], nb = n * batch;
+  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
+  std::vector<T> dh(batch * widest);
+
+  const T* u_t = in<T>(s.u);
+  const T* kappa = in<T>(s.kappa);
+  const T* gain = in<T>(s.gain);
+  const T* proposals = in<T>(s.proposals);
+  const T* grad_memories = in<T>(s.grad_memories);
+  const T* grad_mlp_out = in<T>(s.grad_mlp_out);
+  T* grad_z = out<T>(s.grad_z);
+  T* grad_m_total = out<T>(s.grad_m_total);
+  T* carry = out<T>(s.carry);
+
+  const bool fb = s.feedback != 0;
+  const T* values = in<T>(s.values);
+  const T* drop = in<T>(s.drop);
+  const T* outputs = in<T>(s.outputs);
+  const T* grad_outputs = in<T>(s.grad_outputs);
+  const T* grad_highpasses = in<T>(s.grad_highpasses);
+  T* grad_y = out<T>(s.grad_y);
+  T* grad_r = out<T>(s.grad_r);
+  T* grad_branches = out<T>(s.grad_branches);
+  T* carry_out = out<T>(s.carry_out);
+  T* carry_hp = out<T>(s.carry_highpass);
+  const T keep_r = T(s.kappa_r), leak_r = T(1.0 - s.kappa_r);
+  const int64_t lanes = 64 / sizeof(T), bp = (batch + lanes - 1) / lanes * lanes;
+  std::vector<T> da_t(fb ? d_a * bp : 0, T(0)), dc_t(fb ? d_tree * bp : 0);
+
+  for (int64_t t = n_steps - 1; t >= 0; --t) {
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t rows = (t * n + k) * batch;
+      const int64_t states = k * batch;
+      T* cr = carry + states * d_m;
+      // ∂L/∂m_t: from outside, from step t+1 (the carry) and, with feedback, through o_t.
+      T* g = grad_m_total + rows * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j)
+        g[j] = grad_memories ? grad_memories[rows * d_m + j] + cr[j] : cr[j];
+      if (fb) {
+        const T* wy = in<T>(s.w_y) + k * d_m;
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t state = states + b, i = t * nb + state;
+          const T go = grad_outputs ? grad_outputs[i] + carry_out[state] : carry_out[state];
+          const T dy = outputs[i] > T(0) ? go : T(0);
+          grad_y[i] = dy;
+          T gh = carry_hp[state] - dy;
+          if (grad_highpasses) gh += grad_highpasses[i];
+          const T dr = dy + leak_r * gh;
+          grad_r[i] = dr;
+          carry_hp[state] = keep_r * gh;
+          for (int64_t j = 0; j < d_m; ++j) g[b * d_m + j] += dr * wy[j];
+        }
+      }
+      // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
+      T* dz = grad_z + rows * d_m;
+      const T* p = proposals + rows * d_m;
+      const T* gn = gain + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j) {
+        dz[j] = g[j] * (gn[j] * (T(1) - p[j] * p[j]));
+        if (grad_mlp_out) dz[j] += grad_mlp_out[rows * d_m + j];
+      }
+      // Down the layers: dh = da Vᵀ, then da = dh ⊙ σ'(a) at the layer's input.
+      const T* da = dz;
+      for (int64_t l = n_layers - 1; l >= 0; --l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+        std::fill(dh.begin(), dh.begin() + batch * w_in, T(0));
+        add_mat_mat(dh.data(), da, in<T>(s.weights[l]) + k * w_out * w_in, batch, w_out, w_in);
+        T* da_in = out<T>(s.grad_acts[l]) + rows * w_in;
+        const T* a = in<T>(s.acts[l]) + rows * w_in;
+        apply_sigma_slope(da_in, dh.data(), a, batch * w_in, act);
+        da = da_in;
+      }
+      // ∂L/∂m_{t−1} = ∂L/∂m_t ⊙ κ + ∂L/∂a⁰ Uᵀ
+      const T* kap = kappa + states * d_m;
+      for (int64_t j = 0; j < batch * d_m; ++j) cr[j] = g[j] * kap[j];
+      add_mat_mat(cr, da, u_t + k * d_a * d_m, batch, d_a, d_m);
+      if (fb) {
+        // ∂L/∂c_t = ∂L/∂a⁰ W_bᵀ, stored (T, N, d_tree, B): computed batch-inner
+        // (`add_mat_mat_t`), the layout it is stored in.
+        for (int64_t b = 0; b < batch; ++b)
+          for (int64_t i = 0; i < d_a; ++i) da_t[i * bp + b] = da[b * d_a + i];
+        std::fill(dc_t.begin(), dc_t.end(), T(0));
+        add_mat_mat_t(dc_t.data(), da_t.data(), in<T>(s.w_branch) + k * d_a * d_tree, d_a,
+                      d_tree, bp);
+        T* dst = grad_branches + (t * n + k) * d_tree * batch;
+        for (int64_t j = 0; j < d_tree; ++j) copy(dst + j * batch, &dc_t[j * bp], batch);
+      }
+    }
+    if (fb) {
+      // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, scattered along the forward CSR rows (one
+      // thread, so no two rows race for a source).
+      for (int64_t i = 0; i < nb; ++i) carry_out[i] = T(0);
+      const T* dc = grad_branches + t * n * d_tree * batch;
+      for (int64_t r = 0; r < n * d_tree; ++r) {
+        const T* dcr = dc + r * batch;
+        for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
+          const T v = values[e];
+          T* dst = carry_out + static_cast<int64_t>(s.col[e]) * batch;
+          for (int64_t b = 0; b < batch; ++b) dst[b] += v * dcr[b];
+        }
+      }
+      if (drop)
+        for (int64_t i = 0; i < nb; ++i) carry_out[i] *= drop[t * nb + i];
+    }
+  }
+}
+
+// The bank's pre-activation from its input drive: out (T, N, B, d_a) = drive (T, B, N, d_a)
+// with the B and N axes swapped, plus bias (N, d_a). One pass over contiguous d_a-wide
+// rows; ATen's general permuted copy of the same (inner extent d_a ≈ 10) runs several
+// times slower.
+template <typename T>
+void bank_pre(int64_t steps, int64_t batch, int64_t n, int64_t d_a, const T* drive,
+              const T* bias, T* out) {
+  for (int64_t t = 0; t < steps; ++t)
+    for (int64_t k = 0; k < n; ++k) {
+      const T* __restrict bk = bias + k * d_a;
+      for (int64_t b = 0; b < batch; ++b) {
+        const T* __restrict src = drive + ((t * batch + b) * n + k) * d_a;
+        T* __restrict dst = out + ((t * n + k) * batch + b) * d_a;
+        for (int64_t j = 0; j < d_a; ++j) dst[j] = src[j] + bk[j];
+      }
+    }
+}
+
+// Its gradient: grad_drive (T, B, N, d_a) = grad (T, N, B, d_a) swapped back, grad_bias
+// (N, d_a) = its sum over T and B (either may be null: not wanted).
+template <typename T>
+void bank_pre_grad(int64_t steps, int64_t batch, int64_t n, int64_t d_a, const T* grad,
+                   T* grad_drive, T* grad_bias) {
+  if (grad_bias) std::fill(grad_bias, grad_bias + n * d_a, T(0));
+  for (int64_t t = 0; t < steps; ++t)
+    for (int64_t k = 0; k < n; ++k) {
+      T* __restrict gb = grad_bias ? grad_bias + k * d_a : nullptr;
+      for (int64_t b = 0; b < batch; ++b) {
+        const T* __restrict src = grad + ((t * n + k) * batch + b) * d_a;
+        if (grad_drive) copy(grad_drive + ((t * batch + b) * n + k) * d_a, src, d_a);
+        if (gb)
+          for (int64_t j = 0; j < d_a; ++j) gb[j] += src[j];
+      }
+    }
+}
+
 // The leaky trace b_t = κ ⊙ b_{t−1} + u_t over (B, T, C), one sequence at a time: one
 // pass over the data where the parallel scan makes ⌈log₂ T⌉ passes with copies.
 template <typename T>
@@ -956,21 +1076,26 @@ void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const X* x,
 extern "C" {
 // The layout check: cpp_loop compares this with ctypes.sizeof of its mirror.
 int64_t elm_args_size() { return sizeof(ElmArgs); }
-// Without feedback the register-tiled loops of `plain_forward` and `plain_backward`.
+// Without feedback (a neuron, or a bank without recurrent synapses, any N) the
+// register-tiled loops of `plain_forward`/`plain_backward`; with feedback the bank loops.
 void elm_forward_f32(const ElmArgs* s) {
-  s->feedback ? forward<float>(*s) : plain_forward<float>(*s);
+  s->feedback ? bank_forward<float>(*s) : plain_forward<float>(*s);
 }
 void elm_forward_f64(const ElmArgs* s) {
-  s->feedback ? forward<double>(*s) : plain_forward<double>(*s);
+  s->feedback ? bank_forward<double>(*s) : plain_forward<double>(*s);
 }
 void elm_backward_f32(const ElmArgs* s) {
-  s->feedback ? backward<float>(*s) : plain_backward<float>(*s);
+  s->feedback ? bank_backward<float>(*s) : plain_backward<float>(*s);
 }
 void elm_backward_f64(const ElmArgs* s) {
-  s->feedback ? backward<double>(*s) : plain_backward<double>(*s);
+  s->feedback ? bank_backward<double>(*s) : plain_backward<double>(*s);
 }
+void elm_bank_forward_f32(const ElmArgs* s) { bank_forward<float>(*s); }
+void elm_bank_forward_f64(const ElmArgs* s) { bank_forward<double>(*s); }
+void elm_bank_backward_f32(const ElmArgs* s) { bank_backward<float>(*s); }
+void elm_bank_backward_f64(const ElmArgs* s) { bank_backward<double>(*s); }
 
-// The float32 tanh of the recurrence, exposed for its accuracy test.
+// The float32 tanh of the recurrence (both loops), exposed for its accuracy test.
 void elm_tanh_f32(int64_t n, const float* x, float* y) { tanh_all<float>(y, x, n); }
 
 #define ELM_TRACE(T, SUFFIX)                                                                 \
@@ -984,6 +1109,18 @@ void elm_tanh_f32(int64_t n, const float* x, float* y) { tanh_all<float>(y, x, n
     trace_backward<T>(batch, steps, channels, grad_b, kappa, b, init, grad_u, grad_init,     \
                       grad_kappa);                                                           \
   }
+#define ELM_BANK_PRE(T, SUFFIX)                                                              \
+  void elm_bank_pre_##SUFFIX(int64_t steps, int64_t batch, int64_t n, int64_t d_a,          \
+                             const T* drive, const T* bias, T* out) {                        \
+    bank_pre<T>(steps, batch, n, d_a, drive, bias, out);                                     \
+  }                                                                                          \
+  void elm_bank_pre_grad_##SUFFIX(int64_t steps, int64_t batch, int64_t n, int64_t d_a,     \
+                                  const T* grad, T* grad_drive, T* grad_bias) {              \
+    bank_pre_grad<T>(steps, batch, n, d_a, grad, grad_drive, grad_bias);                     \
+  }
+ELM_BANK_PRE(float, f32)
+ELM_BANK_PRE(double, f64)
+#undef ELM_BANK_PRE
 // SUFFIX names M's type, then X's where it differs (i8: int8 input).
 #define ELM_SPIKES(T, X, SUFFIX)                                                             \
   int64_t elm_spike_product_##SUFFIX(int64_t rows, int64_t n_in, int64_t n_out, const X* x, \
