@@ -2,6 +2,7 @@
 
 import gc
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The C++ loops need a compiler; CI installs g++ (.ci/run), elsewhere their tests skip.
+NO_COMPILER = shutil.which("c++") is None and shutil.which("g++") is None
+
+
+@pytest.fixture(scope="session")
+def cpp_extension():
+    """The C++ loops, built once per session into the toolkit cache (a failed build fails
+    the test with the build's error, rather than silently testing the eager fallback)."""
+    from elmnet import cpp_loop
+
+    ext = cpp_loop.extension()
+    assert ext is not None, cpp_loop.build_error()
+    return ext

@@ -13,7 +13,6 @@ min of wall clock on a 2-core machine busy with other work) into the toolkit's c
 later session loads it without compiling. Skipped only where no C++ compiler exists.
 """
 
-import shutil
 import warnings
 
 import pytest
@@ -31,21 +30,14 @@ from elmnet.recurrence import (
     use_backend,
 )
 from elmnet.reference import reference_forward
+from tests.conftest import NO_COMPILER
 from tests.test_elm_neuron import CONFIGS, module_params, randomise
 
-NO_COMPILER = shutil.which("c++") is None and shutil.which("g++") is None
 pytestmark = [
-    pytest.mark.usefixtures("one_torch_thread", "extension"),
+    pytest.mark.usefixtures("one_torch_thread", "cpp_extension"),
     pytest.mark.skipif(NO_COMPILER, reason="no C++ compiler (c++ or g++) on PATH"),
 ]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
-
-
-@pytest.fixture(scope="module")
-def extension():
-    ext = cpp_loop.extension()
-    assert ext is not None, cpp_loop.build_error()
-    return ext
 
 
 def assert_close(actual, expected, dtype):

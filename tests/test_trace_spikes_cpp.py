@@ -9,8 +9,6 @@ The extension is compiled once per session into the toolkit's cache (see
 tests/test_recurrence_cpp.py); skipped only where no C++ compiler exists.
 """
 
-import shutil
-
 import pytest
 import torch
 
@@ -20,21 +18,14 @@ from elmnet.cpp_loop import _ptr, _typed
 from elmnet.neuron import ELMNeuron
 from elmnet.ops import SPIKE_MAX_DENSITY, exp_trace, spike_matmul
 from elmnet.recurrence import use_backend
+from tests.conftest import NO_COMPILER
 from tests.test_elm_neuron import randomise
 
-NO_COMPILER = shutil.which("c++") is None and shutil.which("g++") is None
 pytestmark = [
-    pytest.mark.usefixtures("one_torch_thread", "extension"),
+    pytest.mark.usefixtures("one_torch_thread", "cpp_extension"),
     pytest.mark.skipif(NO_COMPILER, reason="no C++ compiler (c++ or g++) on PATH"),
 ]
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
-
-
-@pytest.fixture(scope="module")
-def extension():
-    ext = cpp_loop.extension()
-    assert ext is not None, cpp_loop.build_error()
-    return ext
 
 
 def close(actual, expected):

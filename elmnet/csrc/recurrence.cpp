@@ -246,7 +246,8 @@ void panel_product(T* y, int64_t ld_y, const T* x, int64_t ld_x, const T* m, int
 
 inline int64_t vectors_for(int64_t width, int64_t lanes) { return (width + lanes - 1) / lanes; }
 
-// h = σ(a) over n entries, the activation chosen once per call rather than per entry.
+// h = σ(a) over n entries, the activation chosen once per call rather than per entry: a
+// switch inside the loop (as in `sigma`) keeps g++ from vectorising it.
 template <typename T>
 void activate(T* __restrict h, const T* __restrict a, int64_t n, int64_t act) {
   switch (act) {
@@ -414,6 +415,10 @@ void plain_forward(const ElmArgs& s) {
 template <typename T>
 void times_slope(T* __restrict out, const T* __restrict dh, int64_t ld_dh, const T* __restrict a,
                  int64_t rows, int64_t width, int64_t act) {
+  if (ld_dh == width) {  // unpadded: one flat loop, which vectorises however narrow the rows
+    width *= rows;
+    rows = 1;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     T* o = out + r * width;
     const T* d = dh + r * ld_dh;
@@ -513,38 +518,6 @@ void plain_backward(const ElmArgs& s) {
       for (int64_t b = 0; b < batch; ++b)
         std::memcpy(cr + b * d_m, carry_pad.data() + b * ldm, d_m * sizeof(T));
     }
-  }
-}
-
-// h = σ(a) and da = dh ⊙ σ'(a) over `count` values, the activation chosen once outside
-// the loop: a switch inside it (as in `sigma`) keeps g++ from vectorising, and in the bank
-// loops, whose layers are narrow, that scalar loop took a third of the time.
-template <typename T>
-void apply_sigma(T* __restrict h, const T* __restrict a, int64_t count, int64_t act) {
-  switch (act) {
-    case kRelu:
-      for (int64_t i = 0; i < count; ++i) h[i] = a[i] > T(0) ? a[i] : T(0);
-      break;
-    case kRelu2:
-      for (int64_t i = 0; i < count; ++i) h[i] = a[i] > T(0) ? a[i] * a[i] : T(0);
-      break;
-    default:
-      for (int64_t i = 0; i < count; ++i) h[i] = sigma(a[i], act);
-  }
-}
-
-template <typename T>
-void apply_sigma_slope(T* __restrict da, const T* __restrict dh, const T* __restrict a,
-                       int64_t count, int64_t act) {
-  switch (act) {
-    case kRelu:
-      for (int64_t i = 0; i < count; ++i) da[i] = a[i] > T(0) ? dh[i] : T(0);
-      break;
-    case kRelu2:
-      for (int64_t i = 0; i < count; ++i) da[i] = a[i] > T(0) ? dh[i] * (T(2) * a[i]) : T(0);
-      break;
-    default:
-      for (int64_t i = 0; i < count; ++i) da[i] = dh[i] * sigma_slope(a[i], act);
   }
 }
 
@@ -657,7 +630,7 @@ void bank_forward(const ElmArgs& s) {
       // h = σ(a), a ← h V + v through the layers; the last gives z_t.
       for (int64_t l = 0; l < n_layers; ++l) {
         const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-        apply_sigma(h_buf.data(), a, batch * w_in, act);
+        activate(h_buf.data(), a, batch * w_in, act);
         T* next = l == n_layers - 1
                       ? mlp_out + rows * d_m
                       : (keep ? out<T>(s.acts[l + 1]) + rows * w_out : a_buf.data());
@@ -766,7 +739,7 @@ void bank_backward(const ElmArgs& s) {
         add_mat_mat(dh.data(), da, in<T>(s.weights[l]) + k * w_out * w_in, batch, w_out, w_in);
         T* da_in = out<T>(s.grad_acts[l]) + rows * w_in;
         const T* a = in<T>(s.acts[l]) + rows * w_in;
-        apply_sigma_slope(da_in, dh.data(), a, batch * w_in, act);
+        times_slope(da_in, dh.data(), w_in, a, batch, w_in, act);
         da = da_in;
       }
       // ∂L/∂m_{t−1} = ∂L/∂m_t ⊙ κ + ∂L/∂a⁰ Uᵀ
