@@ -3,12 +3,15 @@
 Data generation in this toolkit (NEURON simulations, cochlea conversions) is a set of
 independent, seeded jobs whose results a single writer stores as they arrive. This
 module runs such job sets on a local process pool, an existing Dask scheduler, or
-in-process for debugging, and yields results in completion order.
+in-process for debugging, and yields results in completion order. A local cluster that
+has lost every worker process stops the map with a one-line error rather than waiting
+forever (`WORKERLESS_TIMEOUT_S`).
 """
 
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -19,6 +22,12 @@ from elmbridge.errors import UserError
 SYNCHRONOUS = "synchronous"
 # Schemes whose addresses are host:port (the others, e.g. inproc://, are opaque to us).
 _HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+# A local cluster whose worker processes are all gone (killed from outside, or by the
+# kernel for memory) does not start new ones: its jobs would wait forever. After this
+# long without a worker the map stops with an error instead (the jobs already stored
+# stay stored; the commands resume). Checked every POLL_S while no job finishes.
+WORKERLESS_TIMEOUT_S = 120.0
+POLL_S = 5.0
 
 
 def check_scheduler_address(address: str | None) -> None:
@@ -122,6 +131,8 @@ def map_unordered(
     desc: str,
     total: int | None = None,
     max_in_flight: int | None = None,
+    workerless_timeout_s: float = WORKERLESS_TIMEOUT_S,
+    poll_s: float = POLL_S,
 ) -> Iterator[tuple[Any, Any]]:
     """Apply `fn` to each job and yield `(job, result)` pairs as they finish.
 
@@ -136,6 +147,9 @@ def map_unordered(
         desc: label of the progress bar.
         total: number of jobs, for the progress bar. When given, `jobs` is consumed
             lazily (only `max_in_flight` job descriptions exist at a time).
+        workerless_timeout_s: on a local cluster, stop with a `UserError` after this many
+            seconds with no worker process left (checked every `poll_s` seconds while no
+            job finishes).
     """
     if total is None:
         jobs = list(jobs)
@@ -147,7 +161,7 @@ def map_unordered(
                 bar.update()
                 yield job, result
             return
-        from dask.distributed import as_completed
+        from dask.distributed import wait
 
         n_threads = sum(client.nthreads().values()) or 1
         limit = max_in_flight or 2 * n_threads
@@ -158,25 +172,44 @@ def map_unordered(
             job = next(pending, _DONE)
             if job is _DONE:
                 return False
-            future = client.submit(fn, job, pure=False)
-            futures[future.key] = job
-            queue.add(future)
+            futures[client.submit(fn, job, pure=False)] = job
             return True
 
-        queue = as_completed()
         for _ in range(limit):
             if not submit_next():
                 break
+        # Only a cluster this process made is watched: the workers of an external
+        # scheduler may leave and join (adaptive clusters scale to zero) by design.
+        watch = getattr(client, "cluster", None) is not None
+        workerless_since = None
         try:
-            for future in queue:
-                result = future.result()
-                job = futures.pop(future.key)
-                future.release()
-                bar.update()
-                yield job, result
-                submit_next()
+            while futures:
+                try:
+                    done = wait(list(futures), timeout=poll_s, return_when="FIRST_COMPLETED").done
+                except TimeoutError:  # no job finished within poll_s
+                    done = set()
+                if not done:
+                    if watch and not client.scheduler_info().get("workers"):
+                        workerless_since = workerless_since or time.monotonic()
+                        if time.monotonic() - workerless_since > workerless_timeout_s:
+                            raise UserError(
+                                f"{desc}: every worker process of the local Dask cluster is "
+                                f"gone (killed, or out of memory) and none came back in "
+                                f"{workerless_timeout_s:g} s; the finished jobs are kept: run "
+                                "the same command again to continue"
+                            )
+                    else:
+                        workerless_since = None
+                    continue
+                for future in done:
+                    result = future.result()
+                    job = futures.pop(future)
+                    future.release()
+                    bar.update()
+                    yield job, result
+                    submit_next()
         finally:
-            for future in list(queue.futures):
+            for future in list(futures):
                 future.cancel()
 
 

@@ -82,3 +82,26 @@ def test_parallel_map_bad_scheduler_is_clear():
         dask_client("tcp://127.0.0.1:9", connect_timeout_s=1),
     ):
         pass
+
+
+def _slow_square(x):
+    import time
+
+    time.sleep(0.5)
+    return x * x
+
+
+def test_parallel_map_stops_when_the_local_cluster_loses_every_worker():
+    """A local cluster whose workers are all gone never gets new ones: the map stops with
+    a one-line error after the stated time instead of waiting forever."""
+    from elmbridge.parallel import dask_client, map_unordered
+
+    with dask_client(None, n_workers=1, processes=False) as client:
+        results = map_unordered(_slow_square, range(6), client=client, desc="squares",
+                                max_in_flight=2, workerless_timeout_s=1.0, poll_s=0.2)  # fmt: skip
+        first = next(results)
+        assert first[1] == first[0] ** 2
+        client.cluster.scale(0)  # every worker leaves, as if killed
+        with pytest.raises(UserError, match="squares: every worker process") as err:
+            list(results)
+        assert "\n" not in str(err.value)
