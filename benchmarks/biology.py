@@ -475,18 +475,18 @@ def check_study_args(args: argparse.Namespace, name: str) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def study_parser(prog: str, doc: str, presets, name: str, stores_help: str):
+    """The command line the study commands share (biology, efficiency): --preset, --out,
+    --stores, --seed, --device, --scheduler and --dry-run; checked by `check_study_args`."""
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.biology",
-        description=__doc__.split("\n")[0],
+        prog=prog,
+        description=doc.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Presets: " + ", ".join(PRESETS) + " (sizes and cost: the module docstring).",
+        epilog="Presets: " + ", ".join(presets) + " (sizes and cost: the module docstring).",
     )
-    parser.add_argument("--preset", default="cpu", choices=list(PRESETS))
-    parser.add_argument("--out", type=Path, help="results folder (default runs/biology_<preset>)")
-    parser.add_argument(
-        "--stores", type=Path, help="folder of existing stores <cell>.zarr (default: make them)"
-    )
+    parser.add_argument("--preset", default="cpu", choices=list(presets))
+    parser.add_argument("--out", type=Path, help=f"results folder (default runs/{name}_<preset>)")
+    parser.add_argument("--stores", type=Path, help=stores_help)
     parser.add_argument("--seed", type=int, default=0, help="seed of every fit (default 0)")
     parser.add_argument("--device", help="cpu, cuda, … (default: cuda when present)")
     parser.add_argument(
@@ -495,6 +495,14 @@ def main(argv: list[str] | None = None) -> None:
         "one point per core) or a Dask scheduler address",
     )
     parser.add_argument("--dry-run", action="store_true", help="list the points and stop")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = study_parser(
+        "python -m benchmarks.biology", __doc__, PRESETS, "biology",
+        "folder of existing stores <cell>.zarr (default: make them)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     out = check_study_args(args, "biology")

@@ -66,14 +66,13 @@ training, ``<cell>_test.zarr`` for test) in about a minute, warm-starting from `
 out); its numbers mean nothing, it exercises every table and figure.
 """
 
-import argparse
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.biology import check_study_args, run_fits, unique_points
+from benchmarks.biology import check_study_args, run_fits, study_parser, unique_points
 from elmbridge import sweep
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
@@ -428,33 +427,14 @@ def write_outputs(out: Path, rows, outcomes, stores, preset, args) -> list[dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.surrogate_efficiency",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Presets: " + ", ".join(PRESETS) + " (sizes and cost: the module docstring).",
-    )
-    parser.add_argument("--preset", default="cpu", choices=list(PRESETS))
-    parser.add_argument(
-        "--out", type=Path, help="results folder (default runs/efficiency_<preset>)"
-    )
-    parser.add_argument(
-        "--stores",
-        type=Path,
-        help="folder of existing stores <cell>_<ms>ms.zarr and <cell>_test.zarr (default: "
-        "the cached default stores, made when missing)",
-    )
+    parser = study_parser(
+        "python -m benchmarks.surrogate_efficiency", __doc__, PRESETS, "efficiency",
+        "folder of existing stores <cell>_<ms>ms.zarr and <cell>_test.zarr (default: the "
+        "cached default stores, made when missing)",
+    )  # fmt: skip
     parser.add_argument(
         "--init", help="source of the warm starts (default: the preset's, num_memory_20 for cpu)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of every fit (default 0)")
-    parser.add_argument("--device", help="cpu, cuda, … (default: cuda when present)")
-    parser.add_argument(
-        "--scheduler",
-        help="in this process one after another (default), 'local' (a Dask LocalCluster, "
-        "one point per core) or a Dask scheduler address",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="list the points and stop")
     parser.add_argument(
         "--report-only",
         action="store_true",
