@@ -188,12 +188,16 @@ class ELMBank(nn.Module):
         neuron, branch = slot // k_c, (slot % k_c) // self.d_brch
         flat = source.flatten()
         ff = flat < self.d_src
+        # Feed-forward slots, in the order of the entry (channel, neuron) of the composed
+        # input matrix they add to (sorted, so that building the matrix writes it in
+        # order: twice as fast for SHD-Adding), with the row (neuron, branch) of the first
+        # layer's branch weights each scales.
+        target = flat[ff] * n + neuron[ff]
+        order = torch.argsort(target, stable=True)
         indices = {
-            # Feed-forward slots: the entry (channel, neuron) of the composed input matrix
-            # and the row (neuron, branch) of the first layer's branch weights they scale.
-            "ff_slot": slot[ff],
-            "ff_row": (neuron * self.d_tree + branch)[ff],
-            "ff_target": flat[ff] * n + neuron[ff],
+            "ff_slot": slot[ff][order],
+            "ff_row": (neuron * self.d_tree + branch)[ff][order],
+            "ff_target": target[order],
             "rec_slot": slot[~ff],
         }
         pattern = make_sparse_pattern(
@@ -216,13 +220,35 @@ class ELMBank(nn.Module):
         """(d_m,) memory time constants, in steps of Δt's unit."""
         return theta_to_tau(self.theta_m, self.tau_min, self.tau_max)
 
+    def _derived(self, name: str, compute):
+        """compute() (a tensor derived from this bank's weights), kept between calls while
+        gradients are off (inference, evaluation) and none of the bank's parameters or
+        buffers has changed since: an in-place change (an optimiser step, load_state_dict)
+        bumps a tensor's version counter, a new tensor (`.to`) has another address. With
+        gradients on, computed every call: it is part of the graph."""
+        if torch.is_grad_enabled():
+            return compute()
+        key = tuple(
+            (t.data_ptr(), t._version, t.dtype, t.device)
+            for t in (*self._parameters.values(), *self._buffers.values())
+            if t is not None
+        )
+        cache = self.__dict__.setdefault("_derived_cache", {})
+        if name not in cache or cache[name][0] != key:
+            cache[name] = (key, compute())
+        return cache[name][1]
+
     def feedforward_matrix(self) -> torch.Tensor:
         """(d_src, N·d_a): input channel → first-layer pre-activation of every neuron.
 
         Input synapses, their branch sums and the first layer's branch half are all
         linear, so they compose into one matrix: entry (i, n) is
         Σ_{slots k of n reading i} scale · w_k · W_first[n, branch(k)].
+        Kept between calls while gradients are off (`_derived`).
         """
+        return self._derived("feedforward_matrix", self._feedforward_matrix)
+
+    def _feedforward_matrix(self) -> torch.Tensor:
         n, d_a = self.n, self.w_first.shape[-1]
         weight = self.input_scale * self.w_s.flatten()[self.ff_slot]
         w_branch = self.w_first[:, : self.d_tree].reshape(n * self.d_tree, d_a)
@@ -252,6 +278,13 @@ class ELMBank(nn.Module):
             return rows.view(x.shape[0], x.shape[1], matrix.shape[1])
         drive = F.embedding(x, matrix) * token_scale
         return drive if keep is None else drive * keep
+
+    def _recurrent_values(self) -> torch.Tensor:
+        """The recurrent synapses' weights (scale included) summed per entry of the
+        sparse pattern (slots of one branch reading the same source share an entry)."""
+        return self.w_s.new_zeros(self.rec_col.numel()).index_add(
+            0, self.rec_slot_entry, self.input_scale * self.w_s.flatten()[self.rec_slot]
+        )
 
     def add_bias(self, drive: torch.Tensor) -> torch.Tensor:
         """(T, N, B, d_a) pre-activation from `input_drive`'s (T, B, N·d_a)."""
@@ -298,23 +331,18 @@ class ELMBank(nn.Module):
         """The keyword arguments of `bank_recurrence` for `run` (same arguments), with
         κ_m and the gain per neuron, (N, 1, d_m), so that banks can be concatenated
         along the neuron axis (`elmnet.packed`)."""
-        kappa_m, gain = memory_update_coefficients(self.tau_m, self.dt, self.lam, self.dynamics)
-        u = self.w_first[:, self.d_tree :] * kappa_m.unsqueeze(-1)
-        gain = TANH_GAIN * gain
-        if self.d_mlp:
-            layers = [(TANH_SLOPE * self.w_last, TANH_SLOPE * self.b_last.unsqueeze(1))]
-        else:  # linear MLP: the first layer is the last, the 2/3 goes on it
-            pre, u, layers = TANH_SLOPE * pre, TANH_SLOPE * u, []
+        kappa_m, gain, u, layers, values, w_branch = self._derived(
+            "recurrence_weights", self._recurrence_weights
+        )
+        if not self.d_mlp:  # linear MLP: the first layer is the last, the 2/3 goes on it
+            pre = TANH_SLOPE * pre
         feedback = None
         if self.recurrent:
-            values = self.w_s.new_zeros(self.rec_col.numel()).index_add(
-                0, self.rec_slot_entry, self.input_scale * self.w_s.flatten()[self.rec_slot]
-            )
             feedback = Feedback(
                 values=values,
                 pattern=self.pattern,
                 d_tree=self.d_tree,
-                w_branch=self.w_first[:, : self.d_tree],
+                w_branch=w_branch,
                 w_y=self.w_y,
                 beta=self.beta,
                 kappa_r=decay(self.tau_r, self.dt),
@@ -328,6 +356,24 @@ class ELMBank(nn.Module):
             kappa=kappa_m.expand(per_neuron), gain=gain.expand(per_neuron), layers=layers,
             feedback=feedback,
         )  # fmt: skip
+
+    def _recurrence_weights(self) -> tuple:
+        """What `recurrence_inputs` derives from the weights alone: κ_m (d_m,), the gain
+        (d_m,) with tanh's 1.7159 in it, U = W_first's memory half scaled by κ_m, the
+        layers after the first with the 2/3 in them, and for a recurrent bank the
+        recurrent synapse values and the first layer's branch half (contiguous: the C++
+        loop reads it as is)."""
+        kappa_m, gain = memory_update_coefficients(self.tau_m, self.dt, self.lam, self.dynamics)
+        u = self.w_first[:, self.d_tree :] * kappa_m.unsqueeze(-1)
+        if self.d_mlp:
+            layers = [(TANH_SLOPE * self.w_last, TANH_SLOPE * self.b_last.unsqueeze(1))]
+        else:
+            u, layers = TANH_SLOPE * u, []
+        values = w_branch = None
+        if self.recurrent:
+            values = self._recurrent_values()
+            w_branch = self.w_first[:, : self.d_tree].contiguous()
+        return kappa_m, TANH_GAIN * gain, u, layers, values, w_branch
 
 
 class ELMNetwork(nn.Module):

@@ -128,7 +128,6 @@ class _Recurrence(torch.autograd.Function):
                 2 * spec.n_layers :
             ]
             output0 = out
-            synapses = _csr(crow, col, values, (n * spec.d_tree, n))
             if not spec.fused:
                 outputs, highpasses = new(n_steps, n, batch), new(n_steps, n, batch)
         if spec.fused:
@@ -148,6 +147,7 @@ class _Recurrence(torch.autograd.Function):
             cpp_loop.forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories,
                                   mlp_out, fb)  # fmt: skip
         elif spec.feedback:
+            synapses = _csr(crow, col, values, (n * spec.d_tree, n))
             outputs, highpasses = _eager_forward(
                 spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out,
                 (synapses, w_branch, w_y, beta, drop, highpass, out, outputs, highpasses),

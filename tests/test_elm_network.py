@@ -311,6 +311,37 @@ def test_state_dict_round_trip():
     torch.testing.assert_close(other.eval()(x)[0], net.eval()(x)[0], rtol=0, atol=0)
 
 
+def test_weights_kept_between_calls_follow_every_change():
+    """Without gradients the bank keeps what it derives from its weights (the composed
+    input matrix, the recurrent synapse values, U, the gains) between calls; an optimiser
+    step, an in-place edit, a state-dict load or a dtype change must each be seen."""
+    config = tiny()
+    net = randomise(ELMNetwork(config).double().eval(), seed=13)
+    x = torch.rand(2, 15, 5, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    with torch.no_grad():
+        first = net(x)[0]
+        torch.testing.assert_close(first, reference_forward(net, x), rtol=1e-10, atol=1e-10)
+        net.hidden.w_s.mul_(1.5)  # every derived tensor of the hidden bank depends on w_s
+        net.hidden.w_first.add_(0.1)
+    with torch.inference_mode():
+        changed = net(x)[0]
+    assert not torch.allclose(changed, first)
+    torch.testing.assert_close(changed, reference_forward(net, x), rtol=1e-10, atol=1e-10)
+    # An optimiser step with gradients on, then inference again.
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.5)
+    net(x)[0].square().sum().backward()
+    optimiser.step()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[0], reference_forward(net, x), rtol=1e-10, atol=1e-10)
+        other = randomise(ELMNetwork(config).double(), seed=15)
+        net.load_state_dict(other.state_dict())
+        torch.testing.assert_close(net(x)[0], reference_forward(net, x), rtol=1e-10, atol=1e-10)
+        net.float()
+        y = net(x.float())[0]
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), reference_forward(net, x), rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------
 # Errors
 
