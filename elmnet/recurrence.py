@@ -31,8 +31,8 @@ Three implementations of the time loops share everything else (the saved tensors
 the weight gradients after the loop), chosen per call (`use_backend`: "auto", "eager",
 "triton", "cpp"): the eager loops here, on CUDA the fused Triton kernels of
 `elmnet.fused`, and on the CPU the C++ loops of `elmnet.cpp_loop` (compiled on first use;
-"auto" takes them up to batch 32 with feedback, 128 without, and falls back to eager with
-one warning when they cannot be built). The eager loop's cost per step is mostly fixed (a
+"auto" takes them up to batch 128, and falls back to eager with one warning when they
+cannot be built). The eager loop's cost per step is mostly fixed (a
 dozen small ops, each a few µs of dispatch and tiny-matrix overhead on CPU), which is why
 both sequences and scratch buffers are preallocated and results are written in place, and
 why the C++ loops, one call for all steps, are the CPU default up to those batches; beyond
@@ -429,9 +429,9 @@ _warned: set[str] = set()
 def use_backend(name: str):
     """Within the block, run every recurrence on `name`'s time loop: "auto" (the Triton
     kernels for CUDA tensors when triton imports, the C++ loops for CPU tensors up to
-    batch `CPP_AUTO_MAX_BATCH` (`CPP_AUTO_MAX_BATCH_PLAIN` without feedback) when they
-    build, else eager), "eager", "triton" (the kernels or a `UserError` saying why not; on
-    CPU only under TRITON_INTERPRET=1) or "cpp" (the C++ loops or a `UserError`)."""
+    batch `CPP_AUTO_MAX_BATCH` when they build, else eager), "eager", "triton" (the
+    kernels or a `UserError` saying why not; on CPU only under TRITON_INTERPRET=1) or
+    "cpp" (the C++ loops or a `UserError`)."""
     if name not in BACKENDS:
         raise UserError(f"unknown recurrence backend {name!r}; choose one of {list(BACKENDS)}")
     old, _backend["name"] = _backend["name"], name
@@ -456,16 +456,14 @@ def _use_fused(spec: _Spec, pre, kappa, gain, layers) -> bool:
     return False
 
 
-# "auto" takes the C++ loops up to this batch: they step one sample's small products at
-# a time, so at large batch the eager loop's batched BLAS products win (measured on the
-# NeuronIO neuron, 1 thread: 3.4× faster at batch 8, 0.34× at batch 128 for the
-# recurrence alone; the network about even at 32).
-CPP_AUTO_MAX_BATCH = 32
-# Without feedback (a neuron; the network's readout) the C++ loop runs register-tiled
-# products and a vectorised tanh: measured faster than eager at batch 8, 32 and 128 on the
-# NeuronIO neuron, 1 thread (forward 14×, 4.9×, 1.9×; fwd+bwd 6.3×, 2.5×, 1.07×). Larger
-# batches are unmeasured and stay with the eager loop's BLAS products.
-CPP_AUTO_MAX_BATCH_PLAIN = 128
+# "auto" takes the C++ loops up to this batch, with and without feedback. Measured per
+# CPU-second, 1 thread, shared machine: without feedback (a neuron; the network's
+# readout) faster than eager at batch 8, 32 and 128 on the NeuronIO neuron (forward 14×,
+# 4.9×, 1.9×; fwd+bwd 6.3×, 2.5×, 1.07×); with feedback (the network) at batch 64 and
+# 128 on SHD-Adding (forward 1.69×, 1.42×; training 1.30×, 1.20×), on the small sweep
+# config (1.71×, 1.51×; 1.73×, 1.44×) and at 64 on Enwik8 (1.19×, 1.18×). Larger
+# batches are unmeasured and stay with the eager loop's batched BLAS products.
+CPP_AUTO_MAX_BATCH = 128
 
 
 def cpp_chosen(x: torch.Tensor, activation: str = "identity") -> bool:
@@ -490,8 +488,7 @@ def cpp_chosen(x: torch.Tensor, activation: str = "identity") -> bool:
 
 
 def _use_cpp(spec: _Spec, pre) -> bool:
-    limit = CPP_AUTO_MAX_BATCH if spec.feedback else CPP_AUTO_MAX_BATCH_PLAIN
-    if _backend["name"] == "auto" and pre.shape[2] > limit:
+    if _backend["name"] == "auto" and pre.shape[2] > CPP_AUTO_MAX_BATCH:
         return False
     return cpp_chosen(pre, spec.activation)
 

@@ -24,7 +24,7 @@ from elmnet.config import ELMConfig
 from elmnet.network import ELMNetwork, ELMNetworkConfig, ELMNetworkState
 from elmnet.neuron import ELMNeuron
 from elmnet.recurrence import (
-    CPP_AUTO_MAX_BATCH_PLAIN,
+    CPP_AUTO_MAX_BATCH,
     bank_recurrence,
     memory_recurrence,
     use_backend,
@@ -316,8 +316,8 @@ def test_eager_is_forced_and_auto_picks_cpp(monkeypatch):
     monkeypatch.setattr(cpp_loop, "forward_loop", refuse)
     with use_backend("eager"):
         fn(**inputs)
-    # Above CPP_AUTO_MAX_BATCH_PLAIN "auto" stays on the eager loop's batched products.
-    big = neuron_inputs(CPP_AUTO_MAX_BATCH_PLAIN + 1, 3, 3, 2, 0, torch.float64)
+    # Above CPP_AUTO_MAX_BATCH "auto" stays on the eager loop's batched products.
+    big = neuron_inputs(CPP_AUTO_MAX_BATCH + 1, 3, 3, 2, 0, torch.float64)
     with use_backend("auto"):
         fn(**big)
 
