@@ -107,8 +107,15 @@ class NetworkOutput(NamedTuple):
     logits: torch.Tensor  # (B, T, n_out)
     state: ELMNetworkState
     activity: torch.Tensor  # (T, N, B) hidden outputs o_t
-    mlp_out: tuple[torch.Tensor, ...]  # MLP outputs (before the 2/3 and tanh), per layer
+    # 2/3 · the MLP outputs (as the recurrence computes them), per layer: dividing here
+    # would be one more pass over (T, N, B, d_m), hundreds of MB for Enwik8
+    scaled_mlp_out: tuple[torch.Tensor, ...]
     memory: torch.Tensor  # (T, N, B, d_m) hidden memories m_t
+
+    @property
+    def mlp_out(self) -> tuple[torch.Tensor, ...]:
+        """MLP outputs (before the 2/3 and tanh), per layer: (T, N, B, d_m) each."""
+        return tuple(z / TANH_SLOPE for z in self.scaled_mlp_out)
 
 
 def _uniform(generator: torch.Generator, shape: tuple[int, ...], bound: float) -> nn.Parameter:
@@ -285,6 +292,37 @@ class ELMBank(nn.Module):
         return self.w_s.new_zeros(self.rec_col.numel()).index_add(
             0, self.rec_slot_entry, self.input_scale * self.w_s.flatten()[self.rec_slot]
         )
+
+    def token_pre(
+        self, tokens: torch.Tensor, token_scale: float, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`feedforward` for integer tokens: (T, N, B, d_a), bias included, as one row
+        gather from the table token_scale · (composed input matrix) [+ bias] laid out
+        (token, neuron) × d_a, written in the recurrence's layout. For Enwik8 at batch 64
+        this is a third of the time of the lookup, scaling and transpose it replaces: pre
+        is hundreds of MB there, and every pass over it costs.
+
+        Args:
+            tokens: (T, B) integer tokens in [0, d_src).
+            token_scale: the one-hot value.
+            keep: (T, B, 1) dropout factor per token, or None.
+        """
+        n_steps, batch = tokens.shape
+        n, d_a = self.n, self.w_first.shape[-1]
+
+        def table(bias: bool) -> torch.Tensor:
+            scaled = token_scale * self.feedforward_matrix().view(self.d_src, n, d_a)
+            return (scaled + self.b_first if bias else scaled).view(self.d_src * n, d_a)
+
+        neuron = torch.arange(n, device=tokens.device).view(1, n, 1)
+        rows = (tokens.unsqueeze(1) * n + neuron).flatten()
+        if keep is None:  # every row gets the bias once: it can live in the table
+            rows_of = self._derived(f"token_table_{token_scale!r}", lambda: table(True))
+            return rows_of.index_select(0, rows).view(n_steps, n, batch, d_a)
+        pre = table(False).index_select(0, rows).view(n_steps, n, batch, d_a)
+        # In place: index_select's backward needs neither its output nor the factors.
+        pre.mul_(keep.view(n_steps, 1, batch, 1))
+        return pre.add_(self.b_first.unsqueeze(1))
 
     def add_bias(self, drive: torch.Tensor) -> torch.Tensor:
         """(T, N, B, d_a) pre-activation from `input_drive`'s (T, B, N·d_a)."""
@@ -469,26 +507,28 @@ class ELMNetwork(nn.Module):
             state = state._replace(trace=self.initial_state(batch, x).trace)
         time_major = x.transpose(0, 1)
         dropping = self.training and c.dropout_in > 0
+        keep = None
         if x.is_floating_point():
             if dropping:
                 time_major = F.dropout(time_major, c.dropout_in, True)
-            drive = self.hidden.input_drive(time_major)
+        elif dropping:
+            keep = F.dropout(
+                self.hidden.w_s.new_ones(n_steps, batch, 1, device=x.device), c.dropout_in
+            )
+        if c.tau_b is None and not x.is_floating_point():
+            pre = self.hidden.token_pre(time_major, c.token_scale, keep)
         else:
-            keep = None
-            if dropping:
-                keep = F.dropout(
-                    self.hidden.w_s.new_ones(n_steps, batch, 1, device=x.device), c.dropout_in
-                )
             drive = self.hidden.input_drive(time_major, c.token_scale, keep)
-        if c.tau_b is not None:
-            # The trace is linear, so filtering the branch input and then applying the
-            # first layer's branch weights equals filtering their product, which is what
-            # `drive` already holds: one scan over (T, B, N·d_a).
-            init = state.trace.flatten(1).to(drive.dtype)
-            drive = exp_trace(drive.transpose(0, 1), decay(c.tau_b, c.dt), init).transpose(0, 1)
-            if n_steps:  # the state handed on carries the trace after the last step
-                state = state._replace(trace=drive[-1].view(batch, c.N, -1))
-        pre = self.hidden.add_bias(drive)
+            if c.tau_b is not None:
+                # The trace is linear, so filtering the branch input and then applying the
+                # first layer's branch weights equals filtering their product, which is
+                # what `drive` already holds: one scan over (T, B, N·d_a).
+                init = state.trace.flatten(1).to(drive.dtype)
+                drive = exp_trace(drive.transpose(0, 1), decay(c.tau_b, c.dt), init)
+                drive = drive.transpose(0, 1)
+                if n_steps:  # the state handed on carries the trace after the last step
+                    state = state._replace(trace=drive[-1].view(batch, c.N, -1))
+            pre = self.hidden.add_bias(drive)
         drop = None
         if self.training and c.dropout_rec > 0:
             drop = F.dropout(pre.new_ones(n_steps, c.N, batch), c.dropout_rec)
@@ -529,7 +569,7 @@ class ELMNetwork(nn.Module):
             logits,
             new_state,
             hidden.outputs,
-            (hidden.mlp_out / TANH_SLOPE, readout.mlp_out / TANH_SLOPE),
+            (hidden.mlp_out, readout.mlp_out),
             hidden.memories,
         )
 
@@ -557,7 +597,7 @@ def regularisation(out: NetworkOutput, activity: float = 0.0, mlp_output: float 
     if activity:
         loss = loss + activity * out.activity.square().mean()
     if mlp_output:
-        total = sum(z.square().sum() for z in out.mlp_out)
-        count = sum(z.numel() for z in out.mlp_out)
+        total = sum(z.square().sum() for z in out.scaled_mlp_out) / TANH_SLOPE**2
+        count = sum(z.numel() for z in out.scaled_mlp_out)
         loss = loss + mlp_output * total / max(count, 1)
     return loss

@@ -311,6 +311,35 @@ def test_state_dict_round_trip():
     torch.testing.assert_close(other.eval()(x)[0], net.eval()(x)[0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dropped", [False, True])
+def test_token_pre_is_the_one_hot_product(dropped):
+    """The token path's row gather against the dense one-hot product of the composed input
+    matrix (float64), with and without a per-token dropout factor, values and gradients
+    (through the gather against through the dense product)."""
+    config = tiny(d_in=7, token_scale=3.0)
+    bank = randomise(ELMNetwork(config).double(), seed=16).hidden
+    g = torch.Generator().manual_seed(17)
+    tokens = torch.randint(7, (6, 4), generator=g)  # (T, B)
+    keep = None
+    if dropped:
+        keep = (torch.rand(6, 4, 1, generator=g, dtype=torch.float64) > 0.3) / 0.7
+    pre = bank.token_pre(tokens, 3.0, keep)
+    one_hot = torch.nn.functional.one_hot(tokens, 7).double() * 3.0
+    if dropped:
+        one_hot = one_hot * keep
+    drive = (one_hot @ bank.feedforward_matrix()).view(6, 4, config.N, -1)
+    expected = drive.transpose(1, 2) + bank.b_first.unsqueeze(1)
+    assert pre.shape == (6, config.N, 4, config.d_mlp)
+    torch.testing.assert_close(pre, expected, rtol=1e-12, atol=1e-12)
+    weights = (bank.w_s, bank.w_first, bank.b_first)
+    probe = torch.rand(pre.shape, generator=g, dtype=torch.float64)
+    ours = torch.autograd.grad((pre * probe).sum(), weights)
+    theirs = torch.autograd.grad((expected * probe).sum(), weights)
+    for a, b in zip(ours, theirs, strict=True):
+        assert b.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_weights_kept_between_calls_follow_every_change():
     """Without gradients the bank keeps what it derives from its weights (the composed
     input matrix, the recurrent synapse values, U, the gains) between calls; an optimiser
