@@ -918,9 +918,11 @@ inline uint64_t nonzero_mask_head(const X* p, int64_t count) {
 // (rows + 1), col) for the backward pass; when there are more than `capacity`, the
 // product stops and −1 is returned (the caller then takes the dense product: X was not
 // sparse enough for this to pay).
-// Rows of n_out values padded to a whole number of 64-byte vectors: the per-nonzero
-// multiply-add then runs without a scalar remainder loop (13 of the 45 branches of the
-// NeuronIO neuron would otherwise go one at a time, the larger part of the cost).
+// M is read in place when n_out is a whole number of 64-byte vectors (240 and 960 floats,
+// the ELM Network's N · d_a). Otherwise it is copied once per call into rows padded to whole
+// vectors: the per-nonzero multiply-add then runs without a scalar remainder loop (13 of
+// the 45 branches of the NeuronIO neuron would otherwise go one at a time, the larger
+// part of the cost).
 template <typename T>
 inline int64_t padded(int64_t n_out) {
   constexpr int64_t kLanes = 64 / sizeof(T);
@@ -950,40 +952,41 @@ inline int64_t append_positions(int32_t* col, uint64_t mask, int64_t i, int64_t 
 #endif
 }
 
-// acc (P vectors) = Σ_e x[col_e] · M_padded[col_e] over one row's nonzeros, the sum held in
-// registers (the memory accumulator it replaces waited on a store per nonzero).
-template <typename T, typename X, int P>
-inline void sum_rows(T* out, const T* mp, const X* xr, const int32_t* cols, int64_t count) {
+// out[:P·lanes] = Σ_e v_e · M[col_e, :P·lanes] over one row's nonzeros (M's rows ld apart),
+// the sum held in registers (a memory accumulator waited on a store per nonzero).
+template <typename T, int P>
+inline void sum_rows(T* out, const T* m, int64_t ld, const T* vals, const int32_t* cols,
+                     int64_t count) {
   using V = Vec<T>;
   constexpr int64_t L = kVecLanes<T>;
   V acc[P] = {};
   for (int64_t e = 0; e < count; ++e) {
-    const int64_t j = cols[e];
-    const V v = V{} + static_cast<T>(xr[j]);
+    const T* mj = m + cols[e] * ld;
+    const V v = V{} + vals[e];
     for (int p = 0; p < P; ++p) {
       V w;
-      std::memcpy(&w, mp + (j * P + p) * L, sizeof(V));
+      std::memcpy(&w, mj + p * L, sizeof(V));
       acc[p] += v * w;
     }
   }
   for (int p = 0; p < P; ++p) std::memcpy(out + p * L, &acc[p], sizeof(V));
 }
 
-template <typename T, typename X>
-void sum_rows_any(T* out, const T* mp, int64_t width, const X* xr, const int32_t* cols,
-                  int64_t count) {
-  switch (width / kVecLanes<T>) {
-    case 1: sum_rows<T, X, 1>(out, mp, xr, cols, count); return;
-    case 2: sum_rows<T, X, 2>(out, mp, xr, cols, count); return;
-    case 3: sum_rows<T, X, 3>(out, mp, xr, cols, count); return;
-    case 4: sum_rows<T, X, 4>(out, mp, xr, cols, count); return;
-  }
-  for (int64_t k = 0; k < width; ++k) out[k] = T(0);
-  for (int64_t e = 0; e < count; ++e) {
-    const int64_t j = cols[e];
-    const T v = static_cast<T>(xr[j]);
-    const T* __restrict mj = mp + j * width;
-    for (int64_t k = 0; k < width; ++k) out[k] += v * mj[k];
+// Wider rows go in column chunks of at most 4 vectors, each a pass over the row's nonzero
+// list (kept in L1): every output element is still summed over the nonzeros in order.
+template <typename T>
+void sum_rows_any(T* out, const T* m, int64_t ld, int64_t vectors, const T* vals,
+                  const int32_t* cols, int64_t count) {
+  constexpr int64_t L = kVecLanes<T>;
+  for (int64_t p = 0; p < vectors; p += 4) {
+    T* o = out + p * L;
+    const T* mp = m + p * L;
+    switch (std::min<int64_t>(4, vectors - p)) {
+      case 1: sum_rows<T, 1>(o, mp, ld, vals, cols, count); break;
+      case 2: sum_rows<T, 2>(o, mp, ld, vals, cols, count); break;
+      case 3: sum_rows<T, 3>(o, mp, ld, vals, cols, count); break;
+      default: sum_rows<T, 4>(o, mp, ld, vals, cols, count); break;
+    }
   }
 }
 
@@ -993,9 +996,17 @@ int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const X* x, con
   constexpr int64_t kBlock = 64 / sizeof(X);
   constexpr int64_t kRoom = kBlock + 16;  // what one block's append may write
   const int64_t width = padded<T>(n_out);
-  std::vector<T> mp(n_in * width, T(0)), acc(width);
-  for (int64_t j = 0; j < n_in; ++j)
-    std::memcpy(&mp[j * width], m + j * n_out, n_out * sizeof(T));
+  const bool in_place = width == n_out;
+  std::vector<T> mp, acc;
+  if (!in_place) {
+    mp.assign(n_in * width, T(0));
+    acc.resize(width);
+    for (int64_t j = 0; j < n_in; ++j)
+      std::memcpy(&mp[j * width], m + j * n_out, n_out * sizeof(T));
+  }
+  const T* src = in_place ? m : mp.data();
+  // The row's nonzero values in M's type: gathered and converted once, not once per chunk.
+  std::vector<T> vals(n_in);
   // Where col lacks the room for an unchecked append, positions go one at a time, so the
   // product stops at exactly `capacity` nonzeros as before.
   std::vector<int32_t> spare(kRoom);
@@ -1016,32 +1027,48 @@ int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const X* x, con
         nnz += count;
       }
     }
-    sum_rows_any(acc.data(), mp.data(), width, xr, col + first, nnz - first);
-    std::memcpy(y + r * n_out, acc.data(), n_out * sizeof(T));
+    const int32_t* cols = col + first;
+    const int64_t count = nnz - first;
+    for (int64_t e = 0; e < count; ++e) vals[e] = static_cast<T>(xr[cols[e]]);
+    T* yr = in_place ? y + r * n_out : acc.data();
+    sum_rows_any(yr, src, width, width / kVecLanes<T>, vals.data(), cols, count);
+    if (!in_place) std::memcpy(y + r * n_out, acc.data(), n_out * sizeof(T));
     crow[r + 1] = nnz;
   }
   return nnz;
 }
 
-// ∂L/∂M = Xᵀ G over the nonzeros `spike_product` recorded, into grad_m (n_in × n_out).
+// ∂L/∂M = Xᵀ G over the nonzeros `spike_product` recorded, into grad_m (n_in × n_out):
+// each nonzero adds v · G[r] to the row of its column, in row order. The accumulator is
+// grad_m itself when n_out is a whole number of vectors, else rows padded as in the
+// forward pass (then copied out).
 template <typename T, typename X>
 void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const X* x,
                         const int64_t* crow, const int32_t* col, const T* g, T* grad_m) {
   const int64_t width = padded<T>(n_out);
-  std::vector<T> gp(n_in * width, T(0)), row(width, T(0));
+  const bool in_place = width == n_out;
+  std::vector<T> gp, row;
+  if (in_place) {
+    std::fill(grad_m, grad_m + n_in * n_out, T(0));
+  } else {
+    gp.assign(n_in * width, T(0));
+    row.assign(width, T(0));
+  }
+  T* const acc = in_place ? grad_m : gp.data();
   for (int64_t r = 0; r < rows; ++r) {
     if (crow[r] == crow[r + 1]) continue;
-    std::memcpy(row.data(), g + r * n_out, n_out * sizeof(T));
-    const T* __restrict gr = row.data();
+    if (!in_place) std::memcpy(row.data(), g + r * n_out, n_out * sizeof(T));
+    const T* __restrict gr = in_place ? g + r * n_out : row.data();
     for (int64_t e = crow[r]; e < crow[r + 1]; ++e) {
       const int64_t j = col[e];
       const T v = static_cast<T>(x[r * n_in + j]);
-      T* __restrict dst = gp.data() + j * width;
+      T* __restrict dst = acc + j * width;
       for (int64_t k = 0; k < width; ++k) dst[k] += v * gr[k];
     }
   }
-  for (int64_t j = 0; j < n_in; ++j)
-    std::memcpy(grad_m + j * n_out, &gp[j * width], n_out * sizeof(T));
+  if (!in_place)
+    for (int64_t j = 0; j < n_in; ++j)
+      std::memcpy(grad_m + j * n_out, &gp[j * width], n_out * sizeof(T));
 }
 
 }  // namespace
