@@ -279,9 +279,10 @@ def test_spike_product_stops_past_exactly_its_capacity(x_dtype):
 @pytest.mark.parametrize("x_dtype", ["float", torch.int8], ids=["float", "int8"])
 @pytest.mark.parametrize("n_out", [240, 960, 1000, 13, 16, 80])
 def test_spike_product_wide_rows_match_dense(dtype, x_dtype, n_out):
-    """Rows wider than one register chunk (4 vectors): the ELM Network's N · d_a (240, 960:
-    whole vectors, M read in place), widths with a partial last vector (1000, 13: M padded),
-    and exact chunk boundaries (16 floats: one vector; 80: five, a chunk and one more).
+    """Rows wider than one register chunk (4 vectors forward, 8 for ∂/∂m): the ELM Network's
+    N · d_a (240, 960: whole vectors, M read in place), widths with a partial last float32
+    vector (1000, 13: M padded, G's last vector read partly), and chunk boundaries (16
+    floats: one float32 vector; 80: five, a chunk and one more; float64 has half the lanes).
     Output and ∂/∂m against the dense product in float64; float64 within 1e-10, float32
     within `TOL` (≤ 40 nonzeros per row and per column, one rounding per term)."""
     rows, n_in = 70, 300
