@@ -273,3 +273,34 @@ def test_spike_product_stops_past_exactly_its_capacity(x_dtype):
             assert torch.equal(col[:nnz].long(), cols_of)
             assert torch.equal(crow.diff(), torch.bincount(rows_of, minlength=rows))
             close(y, x.double() @ m.double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("x_dtype", ["float", torch.int8], ids=["float", "int8"])
+@pytest.mark.parametrize("n_out", [240, 960, 1000, 13, 16, 80])
+def test_spike_product_wide_rows_match_dense(dtype, x_dtype, n_out):
+    """Rows wider than one register chunk (4 vectors forward, 8 for ∂/∂m): the ELM Network's
+    N · d_a (240, 960: whole vectors, M read in place), widths with a partial last float32
+    vector (1000, 13: M padded, G's last vector read partly), and chunk boundaries (16
+    floats: one float32 vector; 80: five, a chunk and one more; float64 has half the lanes).
+    Output and ∂/∂m against the dense product in float64; float64 within 1e-10, float32
+    within `TOL` (≤ 40 nonzeros per row and per column, one rounding per term)."""
+    rows, n_in = 70, 300
+    x = spikes(rows, n_in, 0.05, torch.float64, seed=10, values="signs")
+    x[3] *= 2  # a spike count above one
+    x[5] = 0  # a row without spikes: zeros out, nothing added to ∂/∂m
+    g = torch.Generator().manual_seed(11)
+    m = torch.randn(n_in, n_out, generator=g, dtype=torch.float64)
+    proj = torch.randn(rows, n_out, generator=g, dtype=torch.float64)
+    md = m.clone().requires_grad_()
+    expected = x @ md
+    (expected * proj).sum().backward()
+    ms = m.to(dtype).clone().requires_grad_()
+    y = cpp_loop.spike_product(x.to(dtype if x_dtype == "float" else x_dtype), ms, 1.0)
+    (y * proj.to(dtype)).sum().backward()
+    assert y.dtype == dtype and ms.grad.dtype == dtype
+    tol = 1e-10 if dtype == torch.float64 else TOL[dtype]
+    for actual, wanted in ((y.detach(), expected.detach()), (ms.grad, md.grad)):
+        scale = max(wanted.abs().max().item(), 1.0)
+        torch.testing.assert_close(actual, wanted.to(dtype), rtol=tol, atol=tol * scale)
+    assert torch.all(y[5] == 0)

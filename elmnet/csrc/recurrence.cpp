@@ -948,9 +948,11 @@ inline uint64_t nonzero_mask_head(const X* p, int64_t count) {
 // (rows + 1), col) for the backward pass; when there are more than `capacity`, the
 // product stops and −1 is returned (the caller then takes the dense product: X was not
 // sparse enough for this to pay).
-// Rows of n_out values padded to a whole number of 64-byte vectors: the per-nonzero
-// multiply-add then runs without a scalar remainder loop (13 of the 45 branches of the
-// NeuronIO neuron would otherwise go one at a time, the larger part of the cost).
+// M is read in place when n_out is a whole number of 64-byte vectors (240 and 960 floats,
+// the ELM Network's N · d_a). Otherwise it is copied once per call into rows padded to whole
+// vectors: the per-nonzero multiply-add then runs without a scalar remainder loop (13 of
+// the 45 branches of the NeuronIO neuron would otherwise go one at a time, the larger
+// part of the cost).
 template <typename T>
 inline int64_t padded(int64_t n_out) {
   constexpr int64_t kLanes = 64 / sizeof(T);
@@ -980,40 +982,41 @@ inline int64_t append_positions(int32_t* col, uint64_t mask, int64_t i, int64_t 
 #endif
 }
 
-// acc (P vectors) = Σ_e x[col_e] · M_padded[col_e] over one row's nonzeros, the sum held in
-// registers (the memory accumulator it replaces waited on a store per nonzero).
-template <typename T, typename X, int P>
-inline void sum_rows(T* out, const T* mp, const X* xr, const int32_t* cols, int64_t count) {
+// out[:P·lanes] = Σ_e v_e · M[col_e, :P·lanes] over one row's nonzeros (M's rows ld apart),
+// the sum held in registers (a memory accumulator waited on a store per nonzero).
+template <typename T, int P>
+inline void sum_rows(T* out, const T* m, int64_t ld, const T* vals, const int32_t* cols,
+                     int64_t count) {
   using V = Vec<T>;
   constexpr int64_t L = kVecLanes<T>;
   V acc[P] = {};
   for (int64_t e = 0; e < count; ++e) {
-    const int64_t j = cols[e];
-    const V v = V{} + static_cast<T>(xr[j]);
+    const T* mj = m + cols[e] * ld;
+    const V v = V{} + vals[e];
     for (int p = 0; p < P; ++p) {
       V w;
-      std::memcpy(&w, mp + (j * P + p) * L, sizeof(V));
+      std::memcpy(&w, mj + p * L, sizeof(V));
       acc[p] += v * w;
     }
   }
   for (int p = 0; p < P; ++p) std::memcpy(out + p * L, &acc[p], sizeof(V));
 }
 
-template <typename T, typename X>
-void sum_rows_any(T* out, const T* mp, int64_t width, const X* xr, const int32_t* cols,
-                  int64_t count) {
-  switch (width / kVecLanes<T>) {
-    case 1: sum_rows<T, X, 1>(out, mp, xr, cols, count); return;
-    case 2: sum_rows<T, X, 2>(out, mp, xr, cols, count); return;
-    case 3: sum_rows<T, X, 3>(out, mp, xr, cols, count); return;
-    case 4: sum_rows<T, X, 4>(out, mp, xr, cols, count); return;
-  }
-  for (int64_t k = 0; k < width; ++k) out[k] = T(0);
-  for (int64_t e = 0; e < count; ++e) {
-    const int64_t j = cols[e];
-    const T v = static_cast<T>(xr[j]);
-    const T* __restrict mj = mp + j * width;
-    for (int64_t k = 0; k < width; ++k) out[k] += v * mj[k];
+// Wider rows go in column chunks of at most 4 vectors, each a pass over the row's nonzero
+// list (kept in L1): every output element is still summed over the nonzeros in order.
+template <typename T>
+void sum_rows_any(T* out, const T* m, int64_t ld, int64_t vectors, const T* vals,
+                  const int32_t* cols, int64_t count) {
+  constexpr int64_t L = kVecLanes<T>;
+  for (int64_t p = 0; p < vectors; p += 4) {
+    T* o = out + p * L;
+    const T* mp = m + p * L;
+    switch (std::min<int64_t>(4, vectors - p)) {
+      case 1: sum_rows<T, 1>(o, mp, ld, vals, cols, count); break;
+      case 2: sum_rows<T, 2>(o, mp, ld, vals, cols, count); break;
+      case 3: sum_rows<T, 3>(o, mp, ld, vals, cols, count); break;
+      default: sum_rows<T, 4>(o, mp, ld, vals, cols, count); break;
+    }
   }
 }
 
@@ -1023,9 +1026,17 @@ int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const X* x, con
   constexpr int64_t kBlock = 64 / sizeof(X);
   constexpr int64_t kRoom = kBlock + 16;  // what one block's append may write
   const int64_t width = padded<T>(n_out);
-  std::vector<T> mp(n_in * width, T(0)), acc(width);
-  for (int64_t j = 0; j < n_in; ++j)
-    std::memcpy(&mp[j * width], m + j * n_out, n_out * sizeof(T));
+  const bool in_place = width == n_out;
+  std::vector<T> mp, acc;
+  if (!in_place) {
+    mp.assign(n_in * width, T(0));
+    acc.resize(width);
+    for (int64_t j = 0; j < n_in; ++j)
+      std::memcpy(&mp[j * width], m + j * n_out, n_out * sizeof(T));
+  }
+  const T* src = in_place ? m : mp.data();
+  // The row's nonzero values in M's type: gathered and converted once, not once per chunk.
+  std::vector<T> vals(n_in);
   // Where col lacks the room for an unchecked append, positions go one at a time, so the
   // product stops at exactly `capacity` nonzeros as before.
   std::vector<int32_t> spare(kRoom);
@@ -1046,32 +1057,91 @@ int64_t spike_product(int64_t rows, int64_t n_in, int64_t n_out, const X* x, con
         nnz += count;
       }
     }
-    sum_rows_any(acc.data(), mp.data(), width, xr, col + first, nnz - first);
-    std::memcpy(y + r * n_out, acc.data(), n_out * sizeof(T));
+    const int32_t* cols = col + first;
+    const int64_t count = nnz - first;
+    for (int64_t e = 0; e < count; ++e) vals[e] = static_cast<T>(xr[cols[e]]);
+    T* yr = in_place ? y + r * n_out : acc.data();
+    sum_rows_any(yr, src, width, width / kVecLanes<T>, vals.data(), cols, count);
+    if (!in_place) std::memcpy(y + r * n_out, acc.data(), n_out * sizeof(T));
     crow[r + 1] = nnz;
   }
   return nnz;
 }
 
-// ∂L/∂M = Xᵀ G over the nonzeros `spike_product` recorded, into grad_m (n_in × n_out).
+// acc[col_e, :P·lanes] += v_e · G[r, :P·lanes] for every nonzero e of every row r in order,
+// the row's P vectors of G loaded once into registers; the last vector holds `tail` valid
+// lanes (zeros after), so G is never copied into padded rows.
+template <typename T, int P>
+void scatter_chunk(T* acc, int64_t ld_acc, const T* g, int64_t ld_g, int64_t tail,
+                   int64_t rows, const int64_t* crow, const int32_t* col, const T* vals) {
+  using V = Vec<T>;
+  constexpr int64_t L = kVecLanes<T>;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (crow[r] == crow[r + 1]) continue;
+    V w[P];
+    for (int p = 0; p < P - 1; ++p) std::memcpy(&w[p], g + r * ld_g + p * L, sizeof(V));
+    w[P - 1] = V{};
+    std::memcpy(&w[P - 1], g + r * ld_g + (P - 1) * L, tail * sizeof(T));
+    for (int64_t e = crow[r]; e < crow[r + 1]; ++e) {
+      T* dst = acc + col[e] * ld_acc;
+      const V v = V{} + vals[e];
+      for (int p = 0; p < P; ++p) {
+        V a;
+        std::memcpy(&a, dst + p * L, sizeof(V));
+        a += v * w[p];
+        std::memcpy(dst + p * L, &a, sizeof(V));
+      }
+    }
+  }
+}
+
+template <typename T>
+void scatter_any(int64_t vectors, T* acc, int64_t ld_acc, const T* g, int64_t ld_g,
+                 int64_t tail, int64_t rows, const int64_t* crow, const int32_t* col,
+                 const T* vals) {
+  switch (vectors) {
+#define ELM_SCATTER_CASE(P) \
+  case P: scatter_chunk<T, P>(acc, ld_acc, g, ld_g, tail, rows, crow, col, vals); return;
+    ELM_SCATTER_CASE(1) ELM_SCATTER_CASE(2) ELM_SCATTER_CASE(3) ELM_SCATTER_CASE(4)
+    ELM_SCATTER_CASE(5) ELM_SCATTER_CASE(6) ELM_SCATTER_CASE(7) ELM_SCATTER_CASE(8)
+#undef ELM_SCATTER_CASE
+  }
+}
+
+// ∂L/∂M = Xᵀ G over the nonzeros `spike_product` recorded, into grad_m (n_in × n_out):
+// each nonzero adds v · G[r] to the row of its column, rows in order. One pass per column
+// chunk of ≤ 8 vectors, the row's part of G held in registers across its nonzeros; a
+// pass scatters into n_in × 8 vectors of the accumulator (360 kB for 700 float inputs),
+// which stays in L2 however wide M is (all of it, 2.7 MB at n_out 960, did not). The
+// accumulator is grad_m itself when n_out is a whole number of vectors, else rows padded
+// as in the forward pass (then copied out); G is read in place either way.
 template <typename T, typename X>
 void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const X* x,
                         const int64_t* crow, const int32_t* col, const T* g, T* grad_m) {
+  constexpr int64_t L = kVecLanes<T>;
   const int64_t width = padded<T>(n_out);
-  std::vector<T> gp(n_in * width, T(0)), row(width, T(0));
-  for (int64_t r = 0; r < rows; ++r) {
-    if (crow[r] == crow[r + 1]) continue;
-    std::memcpy(row.data(), g + r * n_out, n_out * sizeof(T));
-    const T* __restrict gr = row.data();
-    for (int64_t e = crow[r]; e < crow[r + 1]; ++e) {
-      const int64_t j = col[e];
-      const T v = static_cast<T>(x[r * n_in + j]);
-      T* __restrict dst = gp.data() + j * width;
-      for (int64_t k = 0; k < width; ++k) dst[k] += v * gr[k];
-    }
+  const bool in_place = width == n_out;
+  std::vector<T> gp;
+  if (in_place) {
+    std::fill(grad_m, grad_m + n_in * n_out, T(0));
+  } else {
+    gp.assign(n_in * width, T(0));
   }
-  for (int64_t j = 0; j < n_in; ++j)
-    std::memcpy(grad_m + j * n_out, &gp[j * width], n_out * sizeof(T));
+  T* const acc = in_place ? grad_m : gp.data();
+  // The nonzeros' values in M's type, read once rather than once per chunk.
+  const int64_t nnz = crow[rows];
+  std::vector<T> vals(nnz);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t e = crow[r]; e < crow[r + 1]; ++e)
+      vals[e] = static_cast<T>(x[r * n_in + col[e]]);
+  for (int64_t c = 0; c < width; c += 8 * L) {
+    const int64_t vectors = std::min<int64_t>(8, (width - c) / L);
+    const int64_t tail = std::min<int64_t>(L, n_out - (c + (vectors - 1) * L));
+    scatter_any(vectors, acc + c, width, g + c, n_out, tail, rows, crow, col, vals.data());
+  }
+  if (!in_place)
+    for (int64_t j = 0; j < n_in; ++j)
+      std::memcpy(grad_m + j * n_out, &gp[j * width], n_out * sizeof(T));
 }
 
 }  // namespace
