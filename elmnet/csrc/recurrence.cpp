@@ -665,6 +665,309 @@ void bank_forward(const ElmArgs& s) {
   }
 }
 
+// ---- The bank's forward loop in inference at small batch: neurons across the lanes ----
+//
+// `bank_forward` puts samples in the vector lanes: at batch 1–8 most lanes of every
+// vector are padding, and each neuron's step is many short loops over its own small
+// weights. With nothing kept for a backward pass (acts null) all neurons run the same
+// program on their own weights, so here L consecutive neurons (16 float32, 8 float64) form
+// one group that shares every vector: the weights are re-laid out once per call so that
+// entry (i, j) of a group's L neurons is one contiguous vector, and each stage of the step
+// (the products, σ, tanh, the memory update, readout, high-pass and ReLU) is one
+// full-width operation per entry. Groups are the outer loop and samples the inner one, so
+// a group's weights (≈25 KB at the SHD-Adding sizes) stay in L1 across the samples.
+//
+// The recurrent branch sums c[n, j] = Σ_s S[(n, j), s] q[s] are gathers of q per lane: for
+// each (group, branch) the entries of its L rows, in CSR order, padded to the longest row
+// with zero weights that read a zero slot, are K index vectors and K value vectors. Each
+// output element is summed in the order `bank_forward` uses (m U, then c W_b, then pre;
+// the bias, then the products, in later layers), so float64 stays within rounding of it
+// and of the eager path. pre is read and every result written in the (T, N, B, ·) layouts
+// through strided gathers and scatters of one group's lanes (masked in the tail group).
+
+// y[l] = x[l · stride] for lanes l < live, 0 beyond; idx holds l · stride.
+template <typename T>
+inline Vec<T> gather_lanes(const T* x, const int32_t* idx, int64_t live) {
+  constexpr int64_t L = kVecLanes<T>;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    const __mmask16 mask = live >= L ? __mmask16(0xFFFF) : __mmask16((1u << live) - 1);
+    const __m512i vi = _mm512_loadu_si512(idx);
+    return __builtin_bit_cast(Vec<T>, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, vi,
+                                                               x, sizeof(float)));
+  } else {
+    const __mmask8 mask = live >= L ? __mmask8(0xFF) : __mmask8((1u << live) - 1);
+    const __m256i vi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx));
+    return __builtin_bit_cast(Vec<T>, _mm512_mask_i32gather_pd(_mm512_setzero_pd(), mask, vi,
+                                                               x, sizeof(double)));
+  }
+#else
+  Vec<T> v{};
+  for (int64_t l = 0; l < live; ++l) v[l] = x[idx[l]];
+  return v;
+#endif
+}
+
+// x[idx[l]] = v[l] for lanes l < live.
+template <typename T>
+inline void scatter_lanes(T* x, const int32_t* idx, Vec<T> v, int64_t live) {
+  constexpr int64_t L = kVecLanes<T>;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    const __mmask16 mask = live >= L ? __mmask16(0xFFFF) : __mmask16((1u << live) - 1);
+    _mm512_mask_i32scatter_ps(x, mask, _mm512_loadu_si512(idx), __builtin_bit_cast(__m512, v),
+                              sizeof(float));
+  } else {
+    const __mmask8 mask = live >= L ? __mmask8(0xFF) : __mmask8((1u << live) - 1);
+    _mm512_mask_i32scatter_pd(x, mask,
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)),
+                              __builtin_bit_cast(__m512d, v), sizeof(double));
+  }
+#else
+  for (int64_t l = 0; l < live; ++l) x[idx[l]] = v[l];
+#endif
+}
+
+template <typename T>
+inline Vec<T> load_vec(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store_vec(T* p, Vec<T> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// Y[j] += Σ_i X[i] ⊙ W[i, j] for J outputs, every operand a vector of L lanes: W is
+// (n_in, n_out, L), X (n_in, L), Y (J, L). The J accumulators stay in registers while the
+// inputs stream past; each lane's sum runs in input order.
+template <typename T, int J>
+inline void lane_tile(T* __restrict y, const T* __restrict x, const T* __restrict w,
+                      int64_t n_in, int64_t n_out) {
+  constexpr int64_t L = kVecLanes<T>;
+  Vec<T> acc[J];
+  for (int r = 0; r < J; ++r) acc[r] = load_vec(y + r * L);
+  for (int64_t i = 0; i < n_in; ++i) {
+    const Vec<T> xv = load_vec(x + i * L);
+    const T* wi = w + i * n_out * L;
+    for (int r = 0; r < J; ++r) acc[r] += xv * load_vec(wi + r * L);
+  }
+  for (int r = 0; r < J; ++r) store_vec(y + r * L, acc[r]);
+}
+
+template <typename T, int J>
+inline void lane_outputs(T* y, const T* x, const T* w, int64_t n_in, int64_t n_out, int64_t j) {
+  constexpr int64_t L = kVecLanes<T>;
+  for (; j + J <= n_out; j += J) lane_tile<T, J>(y + j * L, x, w + j * L, n_in, n_out);
+  if constexpr (J > 1) lane_outputs<T, J / 2>(y, x, w, n_in, n_out, j);
+}
+
+// A zero-filled buffer whose data starts on a 64-byte boundary, so that the lane vectors
+// never straddle cache lines.
+template <typename T>
+struct LaneBuffer {
+  std::vector<T> raw;
+  T* p;
+  explicit LaneBuffer(int64_t size) : raw(size + kVecLanes<T>, T(0)) {
+    const auto address = reinterpret_cast<uintptr_t>(raw.data());
+    p = raw.data() + ((64 - address % 64) % 64) / sizeof(T);
+  }
+};
+
+// (N, rows, cols) per-neuron weights → (groups, rows, cols, L), neuron g·L + l in lane l;
+// lanes past N stay zero.
+template <typename T>
+void to_lanes(T* dst, const T* src, int64_t n, int64_t rows, int64_t cols, int64_t dst_rows,
+              int64_t row0) {
+  constexpr int64_t L = kVecLanes<T>;
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t g = k / L, l = k % L;
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j)
+        dst[((g * dst_rows + row0 + i) * cols + j) * L + l] = src[(k * rows + i) * cols + j];
+  }
+}
+
+// (N, B, width) → (groups, B, width, L).
+template <typename T>
+void states_to_lanes(T* dst, const T* src, int64_t n, int64_t batch, int64_t width) {
+  to_lanes(dst, src, n, batch * width, 1, batch * width, 0);
+}
+
+template <typename T>
+void bank_forward_lanes(const ElmArgs& s) {
+  constexpr int64_t L = kVecLanes<T>;
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act;
+  const bool fb = s.feedback != 0;
+  const int64_t d_tree = fb ? s.d_tree : 0, d_a = s.widths[0];
+  const int64_t groups = (n + L - 1) / L, np = groups * L;
+  const int64_t d_in = d_m + d_tree;  // inputs of the first layer: m_{t−1}, then c_t
+  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
+
+  // Weights and per-state coefficients in lane layout.
+  LaneBuffer<T> w_first(groups * d_in * d_a * L);
+  to_lanes(w_first.p, in<T>(s.u), n, d_m, d_a, d_in, 0);
+  if (fb) to_lanes(w_first.p, in<T>(s.w_branch), n, d_tree, d_a, d_in, d_m);
+  std::vector<LaneBuffer<T>> w_layer, b_layer;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+    w_layer.emplace_back(groups * w_in * w_out * L);
+    to_lanes(w_layer.back().p, in<T>(s.weights[l]), n, w_in, w_out, w_in, 0);
+    b_layer.emplace_back(groups * batch * w_out * L);
+    states_to_lanes(b_layer.back().p, in<T>(s.biases[l]), n, batch, w_out);
+  }
+  LaneBuffer<T> kappa(groups * batch * d_m * L), gain(groups * batch * d_m * L);
+  states_to_lanes(kappa.p, in<T>(s.kappa), n, batch, d_m);
+  states_to_lanes(gain.p, in<T>(s.gain), n, batch, d_m);
+  LaneBuffer<T> memory(groups * batch * d_m * L);
+  states_to_lanes(memory.p, in<T>(s.memory), n, batch, d_m);
+  LaneBuffer<T> w_y(groups * d_m * L), beta(np);
+  // Output state per sample as (B, N padded): the gathers index it by neuron.
+  LaneBuffer<T> highpass(batch * np), output(batch * np);
+  if (fb) {
+    to_lanes(w_y.p, in<T>(s.w_y), n, d_m, 1, d_m, 0);
+    std::copy(in<T>(s.beta), in<T>(s.beta) + n, beta.p);
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t b = 0; b < batch; ++b) {
+        highpass.p[b * np + k] = in<T>(s.highpass0)[k * batch + b];
+        output.p[b * np + k] = in<T>(s.output0)[k * batch + b];
+      }
+  }
+
+  // The gather lists: per (group, branch) `count` entries of L indices and L values.
+  const int64_t q_stride = np + L;  // q of one sample, then a zero slot at index np
+  std::vector<int64_t> first(groups * d_tree + 1, 0);
+  std::vector<int32_t> index;
+  std::vector<T> value;
+  if (fb) {
+    const T* values = in<T>(s.values);
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t j = 0; j < d_tree; ++j) {
+        int64_t count = 0;
+        for (int64_t l = 0; l < L && g * L + l < n && values; ++l) {
+          const int64_t row = (g * L + l) * d_tree + j;
+          count = std::max<int64_t>(count, s.crow[row + 1] - s.crow[row]);
+        }
+        const int64_t start = static_cast<int64_t>(index.size());
+        index.resize(start + count * L, static_cast<int32_t>(np));
+        value.resize(start + count * L, T(0));
+        for (int64_t l = 0; l < L && g * L + l < n && values; ++l) {
+          const int64_t row = (g * L + l) * d_tree + j;
+          for (int32_t e = s.crow[row]; e < s.crow[row + 1]; ++e) {
+            const int64_t slot = start + (e - s.crow[row]) * L + l;
+            index[slot] = s.col[e];
+            value[slot] = values[e];
+          }
+        }
+        first[g * d_tree + j + 1] = start + count * L;
+      }
+  }
+  LaneBuffer<T> q(fb ? batch * q_stride : 0);
+
+  // Lane offsets of one group in the (·, N, B, width) layouts: l · B · width.
+  std::vector<int32_t> step_a(L), step_m(L), step_1(L);
+  for (int64_t l = 0; l < L; ++l) {
+    step_a[l] = static_cast<int32_t>(l * batch * d_a);
+    step_m[l] = static_cast<int32_t>(l * batch * d_m);
+    step_1[l] = static_cast<int32_t>(l * batch);
+  }
+  LaneBuffer<T> x(std::max(d_in, widest) * L), a(widest * L), h(widest * L), th(d_m * L);
+
+  const T* pre = in<T>(s.pre);
+  const T* drop = in<T>(s.drop);
+  T* memories = out<T>(s.memories);
+  T* mlp_out = out<T>(s.mlp_out);
+  T* outputs = out<T>(s.outputs);
+  T* highpasses = out<T>(s.highpasses);
+  const T leak_r = T(1.0 - s.kappa_r);
+
+  for (int64_t t = 0; t < n_steps; ++t) {
+    if (fb)  // q_t = D_t ⊙ o_{t−1}, for every sample before any neuron of step t runs
+      for (int64_t b = 0; b < batch; ++b) {
+        T* qb = q.p + b * q_stride;
+        const T* ob = output.p + b * np;
+        if (drop)
+          for (int64_t k = 0; k < n; ++k) qb[k] = drop[(t * n + k) * batch + b] * ob[k];
+        else
+          std::copy(ob, ob + n, qb);
+      }
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t live = std::min(L, n - g * L);
+      const T* w1 = w_first.p + g * d_in * d_a * L;
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t rows = (t * n + g * L) * batch + b;  // row of lane 0 in (T, N, B, ·)
+        T* m = memory.p + (g * batch + b) * d_m * L;
+        // The first layer's inputs: m_{t−1}, then the branch sums c_t.
+        std::copy(m, m + d_m * L, x.p);
+        if (fb) {
+          const T* qb = q.p + b * q_stride;
+          for (int64_t j = 0; j < d_tree; ++j) {
+            Vec<T> c{};
+            for (int64_t e = first[g * d_tree + j]; e < first[g * d_tree + j + 1]; e += L)
+              c += load_vec(value.data() + e) * gather_lanes(qb, index.data() + e, L);
+            store_vec(x.p + (d_m + j) * L, c);
+          }
+        }
+        // a⁰ = (m_{t−1} U + c_t W_b) + pre_t
+        std::fill(a.p, a.p + d_a * L, T(0));
+        lane_outputs<T, 8>(a.p, x.p, w1, d_in, d_a, 0);
+        for (int64_t j = 0; j < d_a; ++j)
+          store_vec(a.p + j * L, load_vec(a.p + j * L) +
+                                     gather_lanes(pre + rows * d_a + j, step_a.data(), live));
+        // h = σ(a), a ← v + h V through the layers; the last gives z_t.
+        for (int64_t l = 0; l < n_layers; ++l) {
+          const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+          activate(h.p, a.p, w_in * L, act);
+          std::copy_n(b_layer[l].p + (g * batch + b) * w_out * L, w_out * L, a.p);
+          lane_outputs<T, 8>(a.p, h.p, w_layer[l].p + g * w_in * w_out * L, w_in, w_out, 0);
+        }
+        // m_t = κ ⊙ m_{t−1} + g ⊙ tanh(z_t)
+        tanh_all(th.p, a.p, d_m * L);
+        const T* kap = kappa.p + (g * batch + b) * d_m * L;
+        const T* gn = gain.p + (g * batch + b) * d_m * L;
+        for (int64_t j = 0; j < d_m * L; ++j) m[j] = kap[j] * x.p[j] + gn[j] * th.p[j];
+        for (int64_t j = 0; j < d_m; ++j) {
+          scatter_lanes(mlp_out + rows * d_m + j, step_m.data(), load_vec(a.p + j * L), live);
+          scatter_lanes(memories + rows * d_m + j, step_m.data(), load_vec(m + j * L), live);
+        }
+        if (fb) {
+          // r_t = m_t · w_y, r̄_t = r̄_{t−1} + (1 − κ_r)(r_t − r̄_{t−1}), o_t = relu(r − r̄ + β)
+          Vec<T> r{};
+          for (int64_t j = 0; j < d_m; ++j)
+            r += load_vec(m + j * L) * load_vec(w_y.p + (g * d_m + j) * L);
+          T* hp_b = highpass.p + b * np + g * L;
+          T* o_b = output.p + b * np + g * L;
+          const Vec<T> hp_prev = load_vec(hp_b);
+          const Vec<T> hp = hp_prev + leak_r * (r - hp_prev);
+          const Vec<T> o = r - hp + load_vec(beta.p + g * L);
+          const Vec<T> relu = o > T(0) ? o : Vec<T>{};
+          store_vec(hp_b, hp);
+          store_vec(o_b, relu);
+          scatter_lanes(highpasses + rows, step_1.data(), hp, live);
+          scatter_lanes(outputs + rows, step_1.data(), relu, live);
+        }
+      }
+    }
+  }
+}
+
+// Up to this batch, forward passes that keep nothing for a backward pass run
+// `bank_forward_lanes`: its cost grows with the batch (one sample at a time), the
+// batch-inner loop's stays nearly flat up to a vector of samples. Measured (1 thread): see
+// kLanesMaxBatch's use in elmnet/cpp_loop.py's docstring.
+constexpr int64_t kLanesMaxBatch = 8;
+
+template <typename T>
+void bank_forward_any(const ElmArgs& s) {
+  if (s.acts == nullptr && s.batch <= kLanesMaxBatch)
+    bank_forward_lanes<T>(s);
+  else
+    bank_forward<T>(s);
+}
+
 // The reverse-time loop of `bank_forward`: ∂L/∂c_t computed batch-inner.
 template <typename T>
 void bank_backward(const ElmArgs& s) {
@@ -1052,10 +1355,10 @@ int64_t elm_args_size() { return sizeof(ElmArgs); }
 // Without feedback (a neuron, or a bank without recurrent synapses, any N) the
 // register-tiled loops of `plain_forward`/`plain_backward`; with feedback the bank loops.
 void elm_forward_f32(const ElmArgs* s) {
-  s->feedback ? bank_forward<float>(*s) : plain_forward<float>(*s);
+  s->feedback ? bank_forward_any<float>(*s) : plain_forward<float>(*s);
 }
 void elm_forward_f64(const ElmArgs* s) {
-  s->feedback ? bank_forward<double>(*s) : plain_forward<double>(*s);
+  s->feedback ? bank_forward_any<double>(*s) : plain_forward<double>(*s);
 }
 void elm_backward_f32(const ElmArgs* s) {
   s->feedback ? bank_backward<float>(*s) : plain_backward<float>(*s);
@@ -1063,8 +1366,14 @@ void elm_backward_f32(const ElmArgs* s) {
 void elm_backward_f64(const ElmArgs* s) {
   s->feedback ? bank_backward<double>(*s) : plain_backward<double>(*s);
 }
-void elm_bank_forward_f32(const ElmArgs* s) { bank_forward<float>(*s); }
-void elm_bank_forward_f64(const ElmArgs* s) { bank_forward<double>(*s); }
+void elm_bank_forward_f32(const ElmArgs* s) { bank_forward_any<float>(*s); }
+void elm_bank_forward_f64(const ElmArgs* s) { bank_forward_any<double>(*s); }
+// Each of the two forward loops with feedback regardless of batch, for tests and timings
+// (the lanes loop only without acts).
+void elm_bank_forward_lanes_f32(const ElmArgs* s) { bank_forward_lanes<float>(*s); }
+void elm_bank_forward_lanes_f64(const ElmArgs* s) { bank_forward_lanes<double>(*s); }
+void elm_bank_forward_batch_inner_f32(const ElmArgs* s) { bank_forward<float>(*s); }
+void elm_bank_forward_batch_inner_f64(const ElmArgs* s) { bank_forward<double>(*s); }
 void elm_bank_backward_f32(const ElmArgs* s) { bank_backward<float>(*s); }
 void elm_bank_backward_f64(const ElmArgs* s) { bank_backward<double>(*s); }
 
