@@ -249,8 +249,10 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
             drop=None if drop is None else drop.contiguous(), highpass0=highpass.contiguous(),
             output0=output.contiguous(), outputs=outputs, highpasses=hps,
         )  # fmt: skip
-    # With feedback (the network's recurrent layer) the bank loop, tuned for its shapes;
-    # without, the register-tiled loop for any N (elm_forward_* picks it).
+    # With feedback (the network's recurrent layer) the bank loops, tuned for its shapes:
+    # in inference (no acts) at batch up to half a vector the loop with neurons across the
+    # vector lanes, else the batch-inner one (the C++ side picks); without feedback, the
+    # register-tiled loop for any N (elm_forward_* picks it).
     call.run("bank_forward" if fb is not None else "forward", pre.dtype)
 
 

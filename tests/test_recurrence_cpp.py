@@ -446,7 +446,8 @@ def cast_inputs(inputs, dtype):
 def test_bank_lanes_forward_matches_eager(dtype, loop, n, d_m, widths, batch, dropout,
                                          monkeypatch):  # fmt: skip
     """Inference (no backward kept) at small batch: the loop with neurons across the
-    vector lanes (16 float32, 8 float64: N 20 and 37 leave a tail group, 16 none) against
+    vector lanes (16 float32, 8 float64: N 20 and 37 leave a tail group, 16 none; chosen
+    by the C++ side up to batch 8 in float32, 4 in float64, or forced) against
     the eager loop in the same dtype (TOL) and, for float32, against the eager loop in
     float64 (1e-4 of the largest entry: float32 rounding through 12 steps). One, two and
     no MLP hidden layers, with and without a recurrent dropout mask."""
@@ -464,12 +465,23 @@ def test_bank_lanes_forward_matches_eager(dtype, loop, n, d_m, widths, batch, dr
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_network_inference_matches_eager(dtype):
+def test_network_inference_matches_eager(dtype, monkeypatch):
     """A whole ELM Network forward in inference at batch 2 (the hidden bank on the lanes
     loop: N 21 is a full group and a tail in float32, three groups in float64) against
-    the eager path: logits and every state."""
+    the eager path: logits and every state. The hidden bank's loop is called without
+    activations to keep (what selects the lanes loop), although its parameters need
+    grad."""
     net = tiny_network(dtype, N=21, d_m=3, d_mlp=5, d_tree=4, d_brch=3, rho=0.5).eval()
     x = torch.rand(2, 15, 5, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    kept = []
+    run = cpp_loop._Call.run
+
+    def record(self, direction, dtype):
+        if direction == "bank_forward":
+            kept.append(self.args.acts)
+        run(self, direction, dtype)
+
+    monkeypatch.setattr(cpp_loop._Call, "run", record)
     results = {}
     for backend in ("eager", "cpp"):
         with torch.inference_mode(), use_backend(backend):
@@ -479,3 +491,4 @@ def test_network_inference_matches_eager(dtype):
         assert_close(a, e, dtype)
     activity = results["eager"][1]
     assert (activity > 0).any() and (activity == 0).any()
+    assert kept == [None]  # one hidden-bank call, no activations kept
