@@ -679,7 +679,7 @@ void bank_forward(const ElmArgs& s) {
 //
 // The recurrent branch sums c[n, j] = Σ_s S[(n, j), s] q[s] are gathers of q per lane: for
 // each (group, branch) the entries of its L rows, in CSR order, padded to the longest row
-// with zero weights that read a zero slot, are K index vectors and K value vectors. Each
+// with masked-off lanes, are K index vectors and K value vectors (`branch_sums`). Each
 // output element is summed in the order `bank_forward` uses (m U, then c W_b, then pre;
 // the bias, then the products, in later layers), so float64 stays within rounding of it
 // and of the eager path. pre is read and every result written in the (T, N, B, ·) layouts
