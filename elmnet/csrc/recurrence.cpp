@@ -688,8 +688,8 @@ void bank_forward(const ElmArgs& s) {
 // y[l] = x[l · stride] for lanes l < live, 0 beyond; idx holds l · stride.
 template <typename T>
 inline Vec<T> gather_lanes(const T* x, const int32_t* idx, int64_t live) {
-  constexpr int64_t L = kVecLanes<T>;
 #if defined(__AVX512F__)
+  constexpr int64_t L = kVecLanes<T>;
   if constexpr (std::is_same_v<T, float>) {
     const __mmask16 mask = live >= L ? __mmask16(0xFFFF) : __mmask16((1u << live) - 1);
     const __m512i vi = _mm512_loadu_si512(idx);
@@ -711,8 +711,8 @@ inline Vec<T> gather_lanes(const T* x, const int32_t* idx, int64_t live) {
 // x[idx[l]] = v[l] for lanes l < live.
 template <typename T>
 inline void scatter_lanes(T* x, const int32_t* idx, Vec<T> v, int64_t live) {
-  constexpr int64_t L = kVecLanes<T>;
 #if defined(__AVX512F__)
+  constexpr int64_t L = kVecLanes<T>;
   if constexpr (std::is_same_v<T, float>) {
     const __mmask16 mask = live >= L ? __mmask16(0xFFFF) : __mmask16((1u << live) - 1);
     _mm512_mask_i32scatter_ps(x, mask, _mm512_loadu_si512(idx), __builtin_bit_cast(__m512, v),
@@ -845,7 +845,8 @@ void branch_sums(T* c_out, const T* q, const int32_t* index, const T* value,
           r = __builtin_bit_cast(Vec<T>, _mm512_mask_i32gather_pd(_mm512_setzero_pd(), M(m[0]),
                                                                   vi32, q, sizeof(double)));
         } else {
-          const __m512i vi = _mm512_cvtepi32_epi64(vi32);
+          // The zero-masked form: the plain one trips a false uninitialised warning in GCC 12.
+          const __m512i vi = _mm512_maskz_cvtepi32_epi64(__mmask8(0xFF), vi32);
           __m512d v = _mm512_permutex2var_pd(__builtin_bit_cast(__m512d, lo[0]), vi,
                                              __builtin_bit_cast(__m512d, hi[0]));
           for (int p = 1; p < P; ++p)
