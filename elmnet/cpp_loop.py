@@ -115,7 +115,10 @@ def _build():
     lib.elm_args_size.restype = ctypes.c_int64
     if lib.elm_args_size() != ctypes.sizeof(_Args):
         raise RuntimeError("ElmArgs in recurrence.cpp and _Args in cpp_loop.py differ")
-    loops = ("forward", "bank_forward", "backward", "bank_backward")
+    # bank_forward dispatches between the last two (a batch threshold); each alone is for
+    # tests and timings.
+    loops = ["forward", "bank_forward", "backward", "bank_backward"]
+    loops += ["bank_forward_lanes", "bank_forward_batch_inner"]
     for name in (f"elm_{loop}_{suffix}" for loop in loops for suffix in ("f32", "f64")):
         getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
         getattr(lib, name).restype = None
@@ -246,8 +249,10 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
             drop=None if drop is None else drop.contiguous(), highpass0=highpass.contiguous(),
             output0=output.contiguous(), outputs=outputs, highpasses=hps,
         )  # fmt: skip
-    # With feedback (the network's recurrent layer) the bank loop, tuned for its shapes;
-    # without, the register-tiled loop for any N (elm_forward_* picks it).
+    # With feedback (the network's recurrent layer) the bank loops, tuned for its shapes:
+    # in inference (no acts) at batch up to half a vector the loop with neurons across the
+    # vector lanes, else the batch-inner one (the C++ side picks); without feedback, the
+    # register-tiled loop for any N (elm_forward_* picks it).
     call.run("bank_forward" if fb is not None else "forward", pre.dtype)
 
 

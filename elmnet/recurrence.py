@@ -538,6 +538,12 @@ def bank_recurrence(
         return x.to(dtype) if x is not None and x.is_floating_point() else x
 
     tensors = [cast(x) for x in tensors]
+    if not torch.is_grad_enabled():
+        # Without grad mode (inference, no_grad) nothing is kept for a backward pass, but
+        # autograd.Function still reports parameters as needing grad (w_y and β reach it
+        # as they are); detached, the forward keeps no activations (the C++ loops then
+        # take their inference loop).
+        tensors = [x.detach() if isinstance(x, torch.Tensor) else x for x in tensors]
     if _use_fused(spec, tensors[0], tensors[3], tensors[4], layers):
         spec = dataclasses.replace(spec, fused=True)
     elif _use_cpp(spec, tensors[0]):

@@ -25,8 +25,10 @@ from elmnet.network import ELMNetwork, ELMNetworkConfig, ELMNetworkState
 from elmnet.neuron import ELMNeuron
 from elmnet.recurrence import (
     CPP_AUTO_MAX_BATCH,
+    Feedback,
     bank_recurrence,
     memory_recurrence,
+    sparse_pattern,
     use_backend,
 )
 from elmnet.reference import reference_forward
@@ -354,3 +356,139 @@ def test_build_is_cached_under_the_toolkit_cache():
 
     folder = cache_dir("torch_extensions", cpp_loop.build_key())
     assert list(folder.glob("*.so")), f"no compiled module in {folder}"
+
+
+# ---- The bank's forward loop in inference at small batch, neurons across the lanes ----
+
+
+def lanes_inputs(n, d_m, widths, batch, dropout, dtype, n_steps=12, d_tree=4, seed=0):
+    """`bank_recurrence` keyword arguments for a recurrent bank of n neurons: widths are
+    the MLP's hidden widths (() for a linear MLP), two synapse slots per branch drawn
+    with replacement (repeated sources and rows of different lengths), β spread so that
+    the ReLUs switch."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+    d_a = widths[0] if widths else d_m
+    rows = torch.randint(n * d_tree, (2 * n * d_tree,), generator=g)
+    cols = torch.randint(n, (2 * n * d_tree,), generator=g)
+    pattern = sparse_pattern(rows, cols, n * d_tree, n)
+    outs = [*widths[1:], d_m] if widths else []
+    layers = [
+        (randn(n, w_in, w_out, scale=0.5), randn(n, 1, w_out, scale=0.3))
+        for w_in, w_out in zip(widths, outs, strict=True)
+    ]
+    drop = (rand(n_steps, n, batch) < 0.7).to(dtype) / 0.7 if dropout else None
+    return dict(
+        activation="relu",
+        pre=randn(n_steps, n, batch, d_a),
+        memory=randn(n, batch, d_m),
+        u=randn(n, d_m, d_a, scale=0.5),
+        kappa=rand(n, 1, d_m),
+        gain=rand(n, 1, d_m) + 0.5,
+        layers=layers,
+        feedback=Feedback(
+            values=randn(pattern.col.numel(), scale=0.7), pattern=pattern, d_tree=d_tree,
+            w_branch=randn(n, d_tree, d_a, scale=0.5), w_y=randn(n, d_m),
+            beta=rand(n) - 0.3, kappa_r=0.8, drop=drop, highpass=randn(n, batch, scale=0.3),
+            output=rand(n, batch),
+        ),
+    )  # fmt: skip
+
+
+def bank_outputs(inputs, backend, loop=None, monkeypatch=None):
+    """(memories, mlp_out, outputs, highpasses) in inference on `backend`; loop names a
+    C++ forward loop to force in place of the dispatching one."""
+    if loop is not None:
+        run = cpp_loop._Call.run
+        monkeypatch.setattr(
+            cpp_loop._Call, "run",
+            lambda self, direction, dtype: run(
+                self, loop if direction == "bank_forward" else direction, dtype
+            ),
+        )  # fmt: skip
+    with torch.inference_mode(), use_backend(backend):
+        result = bank_recurrence(**inputs)
+    if loop is not None:
+        monkeypatch.undo()
+    return tuple(result)
+
+
+def cast_inputs(inputs, dtype):
+    def cast(x):
+        return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+    fb = inputs["feedback"]
+    return {
+        **{k: cast(v) for k, v in inputs.items() if k not in ("layers", "feedback")},
+        "layers": [(cast(w), cast(b)) for w, b in inputs["layers"]],
+        "feedback": fb._replace(**{k: cast(v) for k, v in fb._asdict().items()}),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("loop", [None, "bank_forward_lanes"], ids=["dispatch", "forced"])
+@pytest.mark.parametrize(
+    "n, d_m, widths, batch, dropout",
+    [
+        (20, 3, (10,), 1, False),
+        (37, 5, (10,), 3, True),
+        (20, 5, (), 8, True),
+        (37, 3, (6, 7), 3, False),
+        (16, 5, (10,), 2, True),
+    ],
+)
+def test_bank_lanes_forward_matches_eager(dtype, loop, n, d_m, widths, batch, dropout,
+                                         monkeypatch):  # fmt: skip
+    """Inference (no backward kept) at small batch: the loop with neurons across the
+    vector lanes (16 float32, 8 float64: N 20 and 37 leave a tail group, 16 none; chosen
+    by the C++ side up to batch 8 in float32, 4 in float64, or forced) against
+    the eager loop in the same dtype (TOL) and, for float32, against the eager loop in
+    float64 (1e-4 of the largest entry: float32 rounding through 12 steps). One, two and
+    no MLP hidden layers, with and without a recurrent dropout mask."""
+    inputs = lanes_inputs(n, d_m, widths, batch, dropout, dtype)
+    actual = bank_outputs(inputs, "cpp", loop, monkeypatch)
+    expected = bank_outputs(inputs, "eager")
+    for a, e in zip(actual, expected, strict=True):
+        assert a.shape == e.shape and a.is_contiguous()
+        assert_close(a, e, dtype)
+    assert (expected[2] > 0).any() and (expected[2] == 0).any()  # ReLUs on and off
+    if dtype == torch.float32:
+        exact = bank_outputs(cast_inputs(inputs, torch.float64), "eager")
+        for a, e in zip(actual, exact, strict=True):
+            assert_close(a.double(), e, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_network_inference_matches_eager(dtype, monkeypatch):
+    """A whole ELM Network forward in inference at batch 2 (the hidden bank on the lanes
+    loop: N 21 is a full group and a tail in float32, three groups in float64) against
+    the eager path: logits and every state. The hidden bank's loop is called without
+    activations to keep (what selects the lanes loop), although its parameters need
+    grad."""
+    net = tiny_network(dtype, N=21, d_m=3, d_mlp=5, d_tree=4, d_brch=3, rho=0.5).eval()
+    x = torch.rand(2, 15, 5, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    kept = []
+    run = cpp_loop._Call.run
+
+    def record(self, direction, dtype):
+        if direction == "bank_forward":
+            kept.append(self.args.acts)
+        run(self, direction, dtype)
+
+    monkeypatch.setattr(cpp_loop._Call, "run", record)
+    results = {}
+    for backend in ("eager", "cpp"):
+        with torch.inference_mode(), use_backend(backend):
+            out = net.run((x * 0.4).to(dtype))
+        results[backend] = (out.logits, out.activity, out.memory, *out.mlp_out, *out.state)
+    for a, e in zip(results["cpp"], results["eager"], strict=True):
+        assert_close(a, e, dtype)
+    activity = results["eager"][1]
+    assert (activity > 0).any() and (activity == 0).any()
+    assert kept == [None]  # one hidden-bank call, no activations kept
