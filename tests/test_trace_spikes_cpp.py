@@ -108,6 +108,18 @@ def test_trace_without_kappa_gradient_keeps_no_trace_copy():
     close(init.grad, ir.grad)
 
 
+def dense_product_case(x, n_out, seed):
+    """A float64 weight m (n_in × n_out) and projection, and the dense product x @ m with
+    ∂/∂m of (x @ m · proj).sum() in md.grad: the reference of the spike product."""
+    g = torch.Generator().manual_seed(seed)
+    m = torch.randn(x.shape[1], n_out, generator=g, dtype=torch.float64)
+    proj = torch.randn(x.shape[0], n_out, generator=g, dtype=torch.float64)
+    md = m.clone().requires_grad_()
+    expected = x.double() @ md
+    (expected * proj).sum().backward()
+    return m, proj, expected, md
+
+
 def spikes(rows, n_in, density, dtype, seed=0, values="signs"):
     g = torch.Generator().manual_seed(seed)
     mask = torch.rand(rows, n_in, generator=g) < density
@@ -215,12 +227,7 @@ def test_spike_product_reads_int8_and_bool(dtype, x_dtype, n_in):
     x = spikes(rows, n_in, 0.02, torch.float64, seed=6)
     if x_dtype == torch.bool:
         x = x.abs()
-    g = torch.Generator().manual_seed(7)
-    m = torch.randn(n_in, n_out, generator=g, dtype=torch.float64)
-    proj = torch.randn(rows, n_out, generator=g, dtype=torch.float64)
-    md = m.clone().requires_grad_()
-    expected = x @ md
-    (expected * proj).sum().backward()
+    m, proj, expected, md = dense_product_case(x, n_out, seed=7)
     for max_density in (1.0, 0.001):
         ms = m.to(dtype).clone().requires_grad_()
         y = cpp_loop.spike_product(x.to(x_dtype), ms, max_density)
@@ -289,12 +296,7 @@ def test_spike_product_wide_rows_match_dense(dtype, x_dtype, n_out):
     x = spikes(rows, n_in, 0.05, torch.float64, seed=10, values="signs")
     x[3] *= 2  # a spike count above one
     x[5] = 0  # a row without spikes: zeros out, nothing added to ∂/∂m
-    g = torch.Generator().manual_seed(11)
-    m = torch.randn(n_in, n_out, generator=g, dtype=torch.float64)
-    proj = torch.randn(rows, n_out, generator=g, dtype=torch.float64)
-    md = m.clone().requires_grad_()
-    expected = x @ md
-    (expected * proj).sum().backward()
+    m, proj, expected, md = dense_product_case(x, n_out, seed=11)
     ms = m.to(dtype).clone().requires_grad_()
     y = cpp_loop.spike_product(x.to(dtype if x_dtype == "float" else x_dtype), ms, 1.0)
     (y * proj.to(dtype)).sum().backward()
