@@ -363,7 +363,12 @@ def plot_seconds(table: list[dict[str, Any]], path: Path) -> None:
                                         color=f"C{k}", label=label)  # fmt: skip
         axes[0, col].set(title=cell, ylabel="test spike AUC")
         axes[1, col].set(xlabel="simulated seconds of training data", ylabel="test soma RMSE (mV)")
-        ticks = sorted({r["train_seconds"] for r in mine})
+        # One tick per amount of data: 3 s and 6 s simulations give 99 and 102 s for the
+        # same 100 s, whose labels would overprint each other.
+        ticks: list[float] = []
+        for t in sorted({r["train_seconds"] for r in mine}):
+            if not ticks or t > 1.1 * ticks[-1]:
+                ticks.append(t)
         for ax in axes[:, col]:
             ax.set_xscale("log")
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])

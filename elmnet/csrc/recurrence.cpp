@@ -1081,12 +1081,22 @@ void bank_forward_lanes(const ElmArgs& s) {
 // SHD-Adding (N 96) float32 batch 1: 8 vs 52, 8: 53 vs 68, 16: 88 vs 92; float64 batch 4:
 // 65 vs 132, 8: 134 vs 117; the small sweep bank (N 24) float32 batch 8: 12 vs 19, 16: 20 vs
 // 23; float64 batch 4: 16 vs 18, 8: 29 vs 28.
+// Past 8 vectors of neurons (float32 N > 128, float64 N > 64) the branch sums take
+// hardware gathers and the lanes loop wins only at the smallest batches: the Enwik8 bank
+// (N 742, d_m 20) float32, per step, lanes vs batch-inner: batch 1 856 vs 1653 µs, 2 1172
+// vs 1709, 4 1744 vs 1754, 8 2901 vs 2027 (1 thread, quiet machine). There the limit is a
+// quarter of the above.
 template <typename T>
 constexpr int64_t kLanesMaxBatch = kVecLanes<T> / 2;
 
 template <typename T>
+inline int64_t lanes_max_batch(int64_t n) {
+  return n <= 8 * kVecLanes<T> ? kLanesMaxBatch<T> : kLanesMaxBatch<T> / 4;
+}
+
+template <typename T>
 void bank_forward_any(const ElmArgs& s) {
-  if (s.acts == nullptr && s.batch <= kLanesMaxBatch<T>)
+  if (s.acts == nullptr && s.batch <= lanes_max_batch<T>(s.n))
     bank_forward_lanes<T>(s);
   else
     bank_forward<T>(s);
