@@ -441,13 +441,15 @@ def cast_inputs(inputs, dtype):
         (20, 5, (), 8, True),
         (37, 3, (6, 7), 3, False),
         (16, 5, (10,), 2, True),
+        (140, 3, (6,), 2, True),  # past 8 vectors of neurons: hardware gathers
     ],
 )
 def test_bank_lanes_forward_matches_eager(dtype, loop, n, d_m, widths, batch, dropout,
                                          monkeypatch):  # fmt: skip
     """Inference (no backward kept) at small batch: the loop with neurons across the
-    vector lanes (16 float32, 8 float64: N 20 and 37 leave a tail group, 16 none; chosen
-    by the C++ side up to batch 8 in float32, 4 in float64, or forced) against
+    vector lanes (16 float32, 8 float64: N 20 and 37 leave a tail group, 16 none; N 140
+    takes the hardware-gathered branch sums; chosen by the C++ side up to batch 8 in
+    float32, 4 in float64 (a quarter of that past 8 vectors of neurons), or forced) against
     the eager loop in the same dtype (TOL) and, for float32, against the eager loop in
     float64 (1e-4 of the largest entry: float32 rounding through 12 steps). One, two and
     no MLP hidden layers, with and without a recurrent dropout mask."""

@@ -450,6 +450,20 @@ std::vector<T> padded_panels(const T* w, int64_t n, int64_t rows, int64_t cols, 
   return panel;
 }
 
+// The tensors both reverse-time loops (plain and bank) read and write besides their own.
+template <typename T>
+struct BackwardIO {
+  const T *kappa, *gain, *proposals, *grad_memories, *grad_mlp_out;
+  T *grad_z, *grad_m_total, *carry;
+};
+
+template <typename T>
+BackwardIO<T> backward_io(const ElmArgs& s) {
+  return {in<T>(s.kappa),         in<T>(s.gain),   in<T>(s.proposals),
+          in<T>(s.grad_memories), in<T>(s.grad_mlp_out), out<T>(s.grad_z),
+          out<T>(s.grad_m_total), out<T>(s.carry)};
+}
+
 // The reverse-time loop of `plain_forward`, with the same padded register-tiled products
 // (the weights arrive transposed: layer l as (N, out, in), U as Uᵀ (N, d_a, d_m)).
 template <typename T>
@@ -469,14 +483,8 @@ void plain_backward(const ElmArgs& s) {
   const std::vector<T> u_panel = padded_panels(in<T>(s.u), n, d_a, d_m, vm);
   std::vector<T> dh(batch * widest), carry_pad(batch * ldm);
 
-  const T* kappa = in<T>(s.kappa);
-  const T* gain = in<T>(s.gain);
-  const T* proposals = in<T>(s.proposals);
-  const T* grad_memories = in<T>(s.grad_memories);
-  const T* grad_mlp_out = in<T>(s.grad_mlp_out);
-  T* grad_z = out<T>(s.grad_z);
-  T* grad_m_total = out<T>(s.grad_m_total);
-  T* carry = out<T>(s.carry);
+  const auto [kappa, gain, proposals, grad_memories, grad_mlp_out, grad_z, grad_m_total,
+              carry] = backward_io<T>(s);
 
   for (int64_t t = n_steps - 1; t >= 0; --t) {
     for (int64_t k = 0; k < n; ++k) {
@@ -830,6 +838,62 @@ void states_to_lanes(T* dst, const T* src, int64_t n, int64_t batch, int64_t wid
 // source lies in that pair.
 constexpr int64_t kMaskWords = 4;
 
+#if defined(__AVX512F__)
+// The AVX-512 operations of `branch_sums`, one name each for float32 (16 lanes, mask 16
+// bits) and float64 (8 lanes: int32 indices widened to 64 bits), so that its loop is
+// written once.
+inline __m512i lane_index(const int32_t* p, float) { return _mm512_loadu_si512(p); }
+inline __m512i lane_index(const int32_t* p, double) {
+  // The zero-masked form: the plain one trips a false uninitialised warning in GCC 12.
+  return _mm512_maskz_cvtepi32_epi64(
+      __mmask8(0xFF), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline Vec<float> gather_lanes(__mmask16 m, const int32_t* index, const float* q) {
+  return __builtin_bit_cast(
+      Vec<float>, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, _mm512_loadu_si512(index),
+                                           q, sizeof(float)));
+}
+inline Vec<double> gather_lanes(__mmask8 m, const int32_t* index, const double* q) {
+  return __builtin_bit_cast(
+      Vec<double>,
+      _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m,
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index)), q,
+                               sizeof(double)));
+}
+inline Vec<float> permute2(Vec<float> lo, __m512i index, Vec<float> hi) {
+  return __builtin_bit_cast(
+      Vec<float>, _mm512_permutex2var_ps(__builtin_bit_cast(__m512, lo), index,
+                                         __builtin_bit_cast(__m512, hi)));
+}
+inline Vec<double> permute2(Vec<double> lo, __m512i index, Vec<double> hi) {
+  return __builtin_bit_cast(
+      Vec<double>, _mm512_permutex2var_pd(__builtin_bit_cast(__m512d, lo), index,
+                                          __builtin_bit_cast(__m512d, hi)));
+}
+// b where m is set, else a.
+inline Vec<float> blend(__mmask16 m, Vec<float> a, Vec<float> b) {
+  return __builtin_bit_cast(Vec<float>, _mm512_mask_mov_ps(__builtin_bit_cast(__m512, a), m,
+                                                           __builtin_bit_cast(__m512, b)));
+}
+inline Vec<double> blend(__mmask8 m, Vec<double> a, Vec<double> b) {
+  return __builtin_bit_cast(Vec<double>, _mm512_mask_mov_pd(__builtin_bit_cast(__m512d, a), m,
+                                                            __builtin_bit_cast(__m512d, b)));
+}
+// a · b + c where m is set, else c (one rounding).
+inline Vec<float> fmadd_masked(Vec<float> a, Vec<float> b, Vec<float> c, __mmask16 m) {
+  return __builtin_bit_cast(
+      Vec<float>, _mm512_mask3_fmadd_ps(__builtin_bit_cast(__m512, a),
+                                        __builtin_bit_cast(__m512, b),
+                                        __builtin_bit_cast(__m512, c), m));
+}
+inline Vec<double> fmadd_masked(Vec<double> a, Vec<double> b, Vec<double> c, __mmask8 m) {
+  return __builtin_bit_cast(
+      Vec<double>, _mm512_mask3_fmadd_pd(__builtin_bit_cast(__m512d, a),
+                                         __builtin_bit_cast(__m512d, b),
+                                         __builtin_bit_cast(__m512d, c), m));
+}
+#endif
+
 // c[j] = Σ_e value_e ⊙ q[index_e] over the entries [first[j], first[j + 1]) of each
 // branch j, in entry order per lane (lanes with a clear live bit add nothing). P > 0: q
 // (P pairs of vectors, 2·L·P ≥ N) is held in registers and each entry picks its lanes with
@@ -851,46 +915,14 @@ void branch_sums(T* c_out, const T* q, const int32_t* index, const T* value,
     for (int64_t e = first[j]; e < first[j + 1]; e += L) {
       const uint32_t* m = masks + (e / L) * kMaskWords;
       Vec<T> r;
-      if constexpr (std::is_same_v<T, float>) {
-        const __m512i vi = _mm512_loadu_si512(index + e);
-        if constexpr (P == 0) {
-          r = __builtin_bit_cast(Vec<T>, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), M(m[0]),
-                                                                  vi, q, sizeof(float)));
-        } else {
-          __m512 v = _mm512_permutex2var_ps(__builtin_bit_cast(__m512, lo[0]), vi,
-                                            __builtin_bit_cast(__m512, hi[0]));
-          for (int p = 1; p < P; ++p)
-            v = _mm512_mask_mov_ps(v, M(m[p]),
-                                   _mm512_permutex2var_ps(__builtin_bit_cast(__m512, lo[p]), vi,
-                                                          __builtin_bit_cast(__m512, hi[p])));
-          r = __builtin_bit_cast(Vec<T>, v);
-        }
-        r = __builtin_bit_cast(Vec<T>, _mm512_mask3_fmadd_ps(
-                                           __builtin_bit_cast(__m512, load_vec(value + e)),
-                                           __builtin_bit_cast(__m512, r),
-                                           __builtin_bit_cast(__m512, c), M(m[0])));
+      if constexpr (P == 0) {
+        r = gather_lanes(M(m[0]), index + e, q);
       } else {
-        const __m256i vi32 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index + e));
-        if constexpr (P == 0) {
-          r = __builtin_bit_cast(Vec<T>, _mm512_mask_i32gather_pd(_mm512_setzero_pd(), M(m[0]),
-                                                                  vi32, q, sizeof(double)));
-        } else {
-          // The zero-masked form: the plain one trips a false uninitialised warning in GCC 12.
-          const __m512i vi = _mm512_maskz_cvtepi32_epi64(__mmask8(0xFF), vi32);
-          __m512d v = _mm512_permutex2var_pd(__builtin_bit_cast(__m512d, lo[0]), vi,
-                                             __builtin_bit_cast(__m512d, hi[0]));
-          for (int p = 1; p < P; ++p)
-            v = _mm512_mask_mov_pd(v, M(m[p]),
-                                   _mm512_permutex2var_pd(__builtin_bit_cast(__m512d, lo[p]), vi,
-                                                          __builtin_bit_cast(__m512d, hi[p])));
-          r = __builtin_bit_cast(Vec<T>, v);
-        }
-        r = __builtin_bit_cast(Vec<T>, _mm512_mask3_fmadd_pd(
-                                           __builtin_bit_cast(__m512d, load_vec(value + e)),
-                                           __builtin_bit_cast(__m512d, r),
-                                           __builtin_bit_cast(__m512d, c), M(m[0])));
+        const __m512i vi = lane_index(index + e, T{});
+        r = permute2(lo[0], vi, hi[0]);
+        for (int p = 1; p < P; ++p) r = blend(M(m[p]), r, permute2(lo[p], vi, hi[p]));
       }
-      c = r;
+      c = fmadd_masked(load_vec(value + e), r, c, M(m[0]));
     }
     store_vec(c_out + j * L, c);
   }
@@ -1112,14 +1144,8 @@ void bank_backward(const ElmArgs& s) {
   std::vector<T> dh(batch * widest);
 
   const T* u_t = in<T>(s.u);
-  const T* kappa = in<T>(s.kappa);
-  const T* gain = in<T>(s.gain);
-  const T* proposals = in<T>(s.proposals);
-  const T* grad_memories = in<T>(s.grad_memories);
-  const T* grad_mlp_out = in<T>(s.grad_mlp_out);
-  T* grad_z = out<T>(s.grad_z);
-  T* grad_m_total = out<T>(s.grad_m_total);
-  T* carry = out<T>(s.carry);
+  const auto [kappa, gain, proposals, grad_memories, grad_mlp_out, grad_z, grad_m_total,
+              carry] = backward_io<T>(s);
 
   const bool fb = s.feedback != 0;
   const T* values = in<T>(s.values);
