@@ -249,10 +249,10 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
             drop=None if drop is None else drop.contiguous(), highpass0=highpass.contiguous(),
             output0=output.contiguous(), outputs=outputs, highpasses=hps,
         )  # fmt: skip
-    # With feedback (the network's recurrent layer) the bank loops, tuned for its shapes:
-    # in inference (no acts) at batch up to half a vector the loop with neurons across the
-    # vector lanes, else the batch-inner one (the C++ side picks); without feedback, the
-    # register-tiled loop for any N (elm_forward_* picks it).
+    # The C++ side picks the loop: at batch up to half a vector, the one with neurons
+    # across the vector lanes for a bank (with feedback, the network's recurrent layer; or
+    # without, its readout); else, with feedback the batch-inner bank loop, without (and
+    # for a single neuron) the register-tiled one.
     call.run("bank_forward" if fb is not None else "forward", pre.dtype)
 
 

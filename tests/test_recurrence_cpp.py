@@ -131,25 +131,35 @@ def test_wide_neuron_matches_eager(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_bank_without_feedback_matches_eager(dtype):
-    """N neurons with a linear MLP (the network's readout), a per-batch decay and both
-    outputs (memories and MLP outputs) feeding the loss."""
+@pytest.mark.parametrize(
+    "n, batch, hidden", [(4, 3, 0), (19, 3, 0), (19, 9, 0), (21, 2, 6)]
+)  # fmt: skip
+def test_bank_without_feedback_matches_eager(dtype, n, batch, hidden):
+    """N neurons with a linear MLP (the network's readout) or one hidden layer, a
+    per-batch decay and both outputs (memories and MLP outputs) feeding the loss. From
+    half a vector of neurons (8 float32, 4 float64) at up to half a vector of samples the
+    C++ side takes the loop with neurons across the lanes (N 19 and 21; also N 4 in
+    float64), else the register-tiled one (N 4 in float32, batch 9)."""
     g = torch.Generator().manual_seed(3)
-    n, batch, n_steps, d_m = 4, 3, 9, 3
+    n_steps, d_m = 9, 3
+    d_a = hidden or d_m
 
     def rand(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
 
     inputs = dict(
-        pre=rand(n_steps, n, batch, d_m),
+        pre=rand(n_steps, n, batch, d_a),
         memory=rand(n, batch, d_m),
-        u=0.5 * rand(n, d_m, d_m),
+        u=0.5 * rand(n, d_m, d_a),
         kappa=torch.rand(n, batch, d_m, generator=g, dtype=torch.float64).to(dtype),
         gain=torch.rand(d_m, generator=g, dtype=torch.float64).to(dtype),
     )
+    if hidden:
+        inputs.update(w=0.5 * rand(n, hidden, d_m), b=0.3 * rand(n, 1, d_m))
 
-    def fn(**kw):
-        result = bank_recurrence("identity", layers=[], **kw)
+    def fn(w=None, b=None, **kw):
+        layers = [] if w is None else [(w, b)]
+        result = bank_recurrence("relu" if hidden else "identity", layers=layers, **kw)
         return result.memories, result.mlp_out
 
     check_both(fn, inputs, dtype)
@@ -401,17 +411,22 @@ def lanes_inputs(n, d_m, widths, batch, dropout, dtype, n_steps=12, d_tree=4, se
     )  # fmt: skip
 
 
+def force_forward_loop(monkeypatch, loop):
+    """Make the C++ side run `loop` in place of its dispatching bank forward loop."""
+    run = cpp_loop._Call.run
+    monkeypatch.setattr(
+        cpp_loop._Call, "run",
+        lambda self, direction, dtype: run(
+            self, loop if direction == "bank_forward" else direction, dtype
+        ),
+    )  # fmt: skip
+
+
 def bank_outputs(inputs, backend, loop=None, monkeypatch=None):
     """(memories, mlp_out, outputs, highpasses) in inference on `backend`; loop names a
     C++ forward loop to force in place of the dispatching one."""
     if loop is not None:
-        run = cpp_loop._Call.run
-        monkeypatch.setattr(
-            cpp_loop._Call, "run",
-            lambda self, direction, dtype: run(
-                self, loop if direction == "bank_forward" else direction, dtype
-            ),
-        )  # fmt: skip
+        force_forward_loop(monkeypatch, loop)
     with torch.inference_mode(), use_backend(backend):
         result = bank_recurrence(**inputs)
     if loop is not None:
@@ -464,6 +479,57 @@ def test_bank_lanes_forward_matches_eager(dtype, loop, n, d_m, widths, batch, dr
         exact = bank_outputs(cast_inputs(inputs, torch.float64), "eager")
         for a, e in zip(actual, exact, strict=True):
             assert_close(a.double(), e, torch.float32)
+
+
+def lanes_leaves(inputs):
+    """Copies of `lanes_inputs`' floating tensors as leaves that need grad, and the
+    keyword arguments of `bank_recurrence` built on them."""
+    fb = inputs["feedback"]
+
+    def leaf(x):
+        return x.detach().clone().requires_grad_()
+
+    leaves = {k: leaf(inputs[k]) for k in ("pre", "memory", "u", "kappa", "gain")}
+    for i, (w, b) in enumerate(inputs["layers"]):
+        leaves |= {f"w{i}": leaf(w), f"b{i}": leaf(b)}
+    fb_names = ("values", "w_branch", "w_y", "beta", "highpass", "output")
+    leaves |= {k: leaf(getattr(fb, k)) for k in fb_names}
+    kwargs = {k: leaves[k] for k in ("pre", "memory", "u", "kappa", "gain")}
+    kwargs["activation"] = inputs["activation"]
+    kwargs["layers"] = [(leaves[f"w{i}"], leaves[f"b{i}"]) for i in range(len(inputs["layers"]))]
+    kwargs["feedback"] = fb._replace(**{k: leaves[k] for k in fb_names})
+    return leaves, kwargs
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize(
+    "n, d_m, widths, batch, dropout",
+    [(20, 3, (10,), 1, False), (37, 5, (6, 7), 3, True), (20, 5, (), 8, True)],
+)
+def test_bank_lanes_forward_keeps_activations(dtype, n, d_m, widths, batch, dropout,
+                                              monkeypatch):  # fmt: skip
+    """Training at small batch: the lanes loop (forced) also writes the pre-activations
+    the backward pass reads. Outputs and the gradients of every input (through the C++
+    backward) against the eager loop in float64."""
+    inputs = lanes_inputs(n, d_m, widths, batch, dropout, dtype)
+    results = {}
+    for backend, case in (("eager", cast_inputs(inputs, torch.float64)), ("cpp", inputs)):
+        leaves, kwargs = lanes_leaves(case)
+        if backend == "cpp":
+            force_forward_loop(monkeypatch, "bank_forward_lanes")
+        with use_backend(backend):
+            result = bank_recurrence(**kwargs)
+        monkeypatch.undo()
+        g = torch.Generator().manual_seed(5)
+        proj = [torch.randn(y.shape, generator=g, dtype=torch.float64) for y in result]
+        sum((y.double() * p).sum() for y, p in zip(result, proj, strict=True)).backward()
+        results[backend] = [y.detach() for y in result], {k: v.grad for k, v in leaves.items()}
+    (y_c, g_c), (y_e, g_e) = results["cpp"], results["eager"]
+    for a, e in zip(y_c, y_e, strict=True):
+        assert_close(a.double(), e, dtype)
+    for name, e in g_e.items():
+        assert g_c[name] is not None, name
+        assert_close(g_c[name].double(), e, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])

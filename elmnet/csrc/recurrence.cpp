@@ -703,12 +703,12 @@ void bank_forward(const ElmArgs& s) {
   }
 }
 
-// ---- The bank's forward loop in inference at small batch: neurons across the lanes ----
+// ---- The bank's forward loop at small batch: neurons across the lanes ----
 //
 // `bank_forward` puts samples in the vector lanes: at batch 1–8 most lanes of every
 // vector are padding, and each neuron's step is many short loops over its own small
-// weights. With nothing kept for a backward pass (acts null) all neurons run the same
-// program on their own weights, so here L consecutive neurons (16 float32, 8 float64) form
+// weights. All neurons run the same program on their own weights, so here L consecutive
+// neurons (16 float32, 8 float64) form
 // one group that shares every vector: the weights are re-laid out once per call so that
 // entry (i, j) of a group's L neurons is one contiguous vector, and each stage of the step
 // (the products, σ, tanh, the memory update, readout, high-pass and ReLU) is one
@@ -721,7 +721,10 @@ void bank_forward(const ElmArgs& s) {
 // output element is summed in the order `bank_forward` uses (m U, then c W_b, then pre;
 // the bias, then the products, in later layers), so float64 stays within rounding of it
 // and of the eager path. pre is read and every result written in the (T, N, B, ·) layouts
-// through strided gathers and scatters of one group's lanes (masked in the tail group).
+// through strided gathers and scatters of one group's lanes (masked in the tail group),
+// the pre-activations a^l too when the backward pass needs them (acts not null).
+// Without feedback (d_tree 0) the same loop serves a bank of plain neurons (the network's
+// readout).
 
 // y[l] = x[l · stride] for lanes l < live, 0 beyond; idx holds l · stride.
 template <typename T>
@@ -944,7 +947,7 @@ void bank_forward_lanes(const ElmArgs& s) {
   constexpr int64_t L = kVecLanes<T>;
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
   const int64_t n_layers = s.n_layers, act = s.act;
-  const bool fb = s.feedback != 0;
+  const bool fb = s.feedback != 0, acts_kept = s.acts != nullptr;
   const int64_t d_tree = fb ? s.d_tree : 0, d_a = s.widths[0];
   const int64_t groups = (n + L - 1) / L, np = groups * L;
   const int64_t d_in = d_m + d_tree;  // inputs of the first layer: m_{t−1}, then c_t
@@ -1025,12 +1028,16 @@ void bank_forward_lanes(const ElmArgs& s) {
   if (pairs == 4) sums = branch_sums<T, 4>;
   LaneBuffer<T> q(fb ? batch * q_stride : 0);
 
-  // Lane offsets of one group in the (·, N, B, width) layouts: l · B · width.
+  // Lane offsets of one group in the (·, N, B, width) layouts: l · B · width; step_w[l]
+  // for the pre-activations a^l kept for the backward pass (acts, width widths[l]).
   std::vector<int32_t> step_a(L), step_m(L), step_1(L);
+  std::vector<std::vector<int32_t>> step_w(acts_kept ? n_layers : 0, std::vector<int32_t>(L));
   for (int64_t l = 0; l < L; ++l) {
     step_a[l] = static_cast<int32_t>(l * batch * d_a);
     step_m[l] = static_cast<int32_t>(l * batch * d_m);
     step_1[l] = static_cast<int32_t>(l * batch);
+    for (size_t k = 0; k < step_w.size(); ++k)
+      step_w[k][l] = static_cast<int32_t>(l * batch * s.widths[k]);
   }
   LaneBuffer<T> x(std::max(d_in, widest) * L), a(widest * L), h(widest * L), th(d_m * L);
 
@@ -1072,6 +1079,10 @@ void bank_forward_lanes(const ElmArgs& s) {
         // h = σ(a), a ← v + h V through the layers; the last gives z_t.
         for (int64_t l = 0; l < n_layers; ++l) {
           const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+          if (acts_kept)  // a^l, where the backward pass reads it
+            for (int64_t j = 0; j < w_in; ++j)
+              scatter_lanes(out<T>(s.acts[l]) + rows * w_in + j, step_w[l].data(),
+                            load_vec(a.p + j * L), live);
           activate(h.p, a.p, w_in * L, act);
           std::copy_n(b_layer[l].p + (g * batch + b) * w_out * L, w_out * L, a.p);
           lane_outputs<T, 8>(a.p, h.p, w_layer[l].p + g * w_in * w_out * L, w_in, w_out, 0);
@@ -1106,8 +1117,8 @@ void bank_forward_lanes(const ElmArgs& s) {
   }
 }
 
-// Up to half a vector of samples (batch 8 in float32, 4 in float64), forward passes that
-// keep nothing for a backward pass run `bank_forward_lanes`: its cost grows with the batch
+// Up to half a vector of samples (batch 8 in float32, 4 in float64), forward passes run
+// `bank_forward_lanes`: its cost grows with the batch
 // (one sample at a time), the batch-inner loop's stays nearly flat up to a vector of
 // samples. Measured per step (1 thread, shared 2-core machine; lanes vs batch-inner, µs):
 // SHD-Adding (N 96) float32 batch 1: 8 vs 52, 8: 53 vs 68, 16: 88 vs 92; float64 batch 4:
@@ -1128,10 +1139,25 @@ inline int64_t lanes_max_batch(int64_t n) {
 
 template <typename T>
 void bank_forward_any(const ElmArgs& s) {
-  if (s.acts == nullptr && s.batch <= lanes_max_batch<T>(s.n))
+  if (s.batch <= lanes_max_batch<T>(s.n))
     bank_forward_lanes<T>(s);
   else
     bank_forward<T>(s);
+}
+
+// Without feedback: a bank of at least half a vector of neurons (the network's readout) at
+// up to half a vector of samples takes the lanes loop (no branch sums, so no hardware
+// gathers at any N); a single neuron (the NeuronIO surrogate) keeps the register-tiled
+// `plain_forward`, which fills the lanes with samples. Per step, float32, 1 thread, lanes vs
+// plain (µs, including the call's fixed cost over 100 steps): the SHD-Adding readout (N 19,
+// d_m 3, linear) batch 1 0.8 vs 1.9, 8 1.9 vs 3.0, 16 3.4 vs 3.3; the Enwik8 readout
+// (N 256) batch 1 2.2 vs 16.6, 8 10.5 vs 24.9, 16 21.8 vs 29.3.
+template <typename T>
+void plain_forward_any(const ElmArgs& s) {
+  if (s.n >= kVecLanes<T> / 2 && s.batch <= kLanesMaxBatch<T>)
+    bank_forward_lanes<T>(s);
+  else
+    plain_forward<T>(s);
 }
 
 // The reverse-time loop of `bank_forward`: ∂L/∂c_t computed batch-inner.
@@ -1582,13 +1608,13 @@ void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const X* x,
 extern "C" {
 // The layout check: cpp_loop compares this with ctypes.sizeof of its mirror.
 int64_t elm_args_size() { return sizeof(ElmArgs); }
-// Without feedback (a neuron, or a bank without recurrent synapses, any N) the
-// register-tiled loops of `plain_forward`/`plain_backward`; with feedback the bank loops.
+// Without feedback (a neuron, or a bank without recurrent synapses) `plain_forward_any`
+// and `plain_backward`; with feedback the bank loops.
 void elm_forward_f32(const ElmArgs* s) {
-  s->feedback ? bank_forward_any<float>(*s) : plain_forward<float>(*s);
+  s->feedback ? bank_forward_any<float>(*s) : plain_forward_any<float>(*s);
 }
 void elm_forward_f64(const ElmArgs* s) {
-  s->feedback ? bank_forward_any<double>(*s) : plain_forward<double>(*s);
+  s->feedback ? bank_forward_any<double>(*s) : plain_forward_any<double>(*s);
 }
 void elm_backward_f32(const ElmArgs* s) {
   s->feedback ? bank_backward<float>(*s) : plain_backward<float>(*s);
