@@ -170,15 +170,22 @@ class _Call:
                           **sizes)  # fmt: skip
 
     def set(self, **tensors):
+        args, keep = self.args, self.keep
         for name, x in tensors.items():
             if x is None:
                 continue
             if isinstance(x, (list, tuple)):
                 array = (ctypes.c_void_p * max(1, len(x)))(*(self._hold(t) for t in x))
-                self.keep.append(array)
-                setattr(self.args, name, ctypes.cast(array, ctypes.c_void_p))
-            else:
-                setattr(self.args, name, self._hold(x))
+                keep.append(array)
+                setattr(args, name, ctypes.addressof(array))
+            elif isinstance(x, ctypes.Array):  # already a C array (the widths)
+                keep.append(x)
+                setattr(args, name, ctypes.addressof(x))
+            else:  # _hold, inlined: a small network's call sets a score of these
+                if not x.is_contiguous():
+                    raise ValueError("the C++ loops take contiguous tensors only")
+                keep.append(x)
+                setattr(args, name, x.data_ptr())
 
     def _hold(self, x: torch.Tensor) -> int:
         if not x.is_contiguous():
@@ -217,8 +224,9 @@ def _per_state(x: torch.Tensor, n: int, batch: int, width: int) -> torch.Tensor:
     return torch.broadcast_to(x, (n, batch, width)).contiguous()
 
 
-def _widths(d_a: int, weights, d_m: int) -> torch.Tensor:
-    return torch.tensor([d_a, *(w.shape[-1] for w in weights[:-1]), d_m], dtype=torch.int64)
+def _widths(d_a: int, weights, d_m: int) -> ctypes.Array:
+    widths = [d_a, *(w.shape[-1] for w in weights[:-1]), d_m]
+    return (ctypes.c_int64 * len(widths))(*widths)
 
 
 def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out, fb=None):

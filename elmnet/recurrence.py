@@ -40,7 +40,6 @@ them the eager loop's batched BLAS products may be faster per sample (unmeasured
 """
 
 import contextlib
-import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -110,50 +109,66 @@ class _Spec:
     cpp: bool = False  # run the time loops in C++ (elmnet.cpp_loop)
 
 
+def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest):
+    """The forward time loops on the backend `spec` names: (memories, mlp_out, outputs,
+    highpasses, acts), the feedback pair None without feedback, acts (the pre-activations
+    the backward pass reads) only when `keep`."""
+    flat_layers = rest[: 2 * spec.n_layers]
+    layers = list(zip(flat_layers[0::2], flat_layers[1::2], strict=True))
+    n_steps, n, batch, _ = pre.shape
+    new = pre.new_empty
+    outputs = highpasses = None
+    if not spec.fused:
+        acts = [new(n_steps, n, batch, w.shape[1]) for w, _ in layers] if keep else []
+        memories = new(n_steps, n, batch, memory.shape[-1])
+        mlp_out = new(n_steps, n, batch, memory.shape[-1])
+    if spec.feedback:
+        (values, crow, col, _, _, _, w_branch, w_y, beta, drop, highpass, out) = rest[
+            2 * spec.n_layers :
+        ]
+        if not spec.fused:
+            outputs, highpasses = new(n_steps, n, batch), new(n_steps, n, batch)
+    if spec.fused:
+        fb = None
+        if spec.feedback:
+            fb = (values, crow, col, w_branch, w_y, beta, drop, highpass, out)
+        memories, mlp_out, acts, outputs, highpasses = fused.forward_loop(
+            spec, pre, memory, u, kappa, gain, layers, fb
+        )
+        if not keep:
+            acts = []
+    elif spec.cpp:
+        fb = None
+        if spec.feedback:
+            fb = (values, crow, col, w_branch, w_y, beta, drop, highpass, out, outputs,
+                  highpasses)  # fmt: skip
+        cpp_loop.forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories,
+                              mlp_out, fb)  # fmt: skip
+    elif spec.feedback:
+        synapses = _csr(crow, col, values, (n * spec.d_tree, n))
+        _eager_forward(
+            spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out,
+            (synapses, w_branch, w_y, beta, drop, highpass, out, outputs, highpasses),
+        )  # fmt: skip
+    else:
+        _eager_forward(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out)
+    return memories, mlp_out, outputs, highpasses, acts
+
+
 class _Recurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec: _Spec, pre, memory, u, kappa, gain, *rest):
         flat_layers = rest[: 2 * spec.n_layers]
         layers = list(zip(flat_layers[0::2], flat_layers[1::2], strict=True))
-        n_steps, n, batch, _ = pre.shape
         # In inference nothing needs to be kept for a backward pass.
         keep = any(ctx.needs_input_grad)
-        new = pre.new_empty
-        if not spec.fused:
-            acts = [new(n_steps, n, batch, w.shape[1]) for w, _ in layers] if keep else []
-            memories = new(n_steps, n, batch, memory.shape[-1])
-            mlp_out = new(n_steps, n, batch, memory.shape[-1])
+        memories, mlp_out, outputs, highpasses, acts = _forward(
+            spec, keep, pre, memory, u, kappa, gain, *rest
+        )
         if spec.feedback:
-            (values, crow, col, _, _, _, w_branch, w_y, beta, drop, highpass, out) = rest[
+            (values, crow, col, _, _, _, w_branch, w_y, beta, drop, _, output0) = rest[
                 2 * spec.n_layers :
             ]
-            output0 = out
-            if not spec.fused:
-                outputs, highpasses = new(n_steps, n, batch), new(n_steps, n, batch)
-        if spec.fused:
-            fb = None
-            if spec.feedback:
-                fb = (values, crow, col, w_branch, w_y, beta, drop, highpass, out)
-            memories, mlp_out, acts, outputs, highpasses = fused.forward_loop(
-                spec, pre, memory, u, kappa, gain, layers, fb
-            )
-            if not keep:
-                acts = []
-        elif spec.cpp:
-            fb = None
-            if spec.feedback:
-                fb = (values, crow, col, w_branch, w_y, beta, drop, highpass, out, outputs,
-                      highpasses)  # fmt: skip
-            cpp_loop.forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories,
-                                  mlp_out, fb)  # fmt: skip
-        elif spec.feedback:
-            synapses = _csr(crow, col, values, (n * spec.d_tree, n))
-            outputs, highpasses = _eager_forward(
-                spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out,
-                (synapses, w_branch, w_y, beta, drop, highpass, out, outputs, highpasses),
-            )  # fmt: skip
-        else:
-            _eager_forward(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out)
         ctx.spec = spec
         # Outputs nobody used get None, not zeros, in the backward pass.
         ctx.set_materialize_grads(False)
@@ -526,32 +541,33 @@ def bank_recurrence(
         feedback: the recurrent synapses and output of a network layer, or None.
     """
     dtype = _compute_dtype(pre.dtype)
-    spec = _Spec(activation, len(layers))
     tensors = [pre, memory, u, kappa, gain, *(x for layer in layers for x in layer)]
+    fb_spec = ()
     if feedback is not None:
         fb, p = feedback, feedback.pattern
-        spec = _Spec(activation, len(layers), True, float(fb.kappa_r), fb.d_tree)
+        fb_spec = (True, float(fb.kappa_r), fb.d_tree)
         tensors += [fb.values, p.crow, p.col, p.crow_t, p.col_t, p.perm_t, fb.w_branch]
         tensors += [fb.w_y, fb.beta, fb.drop, fb.highpass, fb.output]
-
-    def cast(x):
-        return x.to(dtype) if x is not None and x.is_floating_point() else x
-
-    tensors = [cast(x) for x in tensors]
-    if not torch.is_grad_enabled():
-        # Without grad mode (inference, no_grad) nothing is kept for a backward pass, but
-        # autograd.Function still reports parameters as needing grad (w_y and β reach it
-        # as they are); detached, the forward keeps no activations (the C++ loops then
-        # take their inference loop).
-        tensors = [x.detach() if isinstance(x, torch.Tensor) else x for x in tensors]
+    if any(x is not None and x.is_floating_point() and x.dtype != dtype for x in tensors):
+        tensors = [x.to(dtype) if x is not None and x.is_floating_point() else x for x in tensors]
+    spec = _Spec(activation, len(layers), *fb_spec)
     if _use_fused(spec, tensors[0], tensors[3], tensors[4], layers):
-        spec = dataclasses.replace(spec, fused=True)
+        spec = _Spec(activation, len(layers), *fb_spec, fused=True)
     elif _use_cpp(spec, tensors[0]):
-        spec = dataclasses.replace(spec, cpp=True)
-    with torch.autocast(device_type=pre.device.type, enabled=False):
-        result = _Recurrence.apply(spec, *tensors)
+        spec = _Spec(activation, len(layers), *fb_spec, cpp=True)
+    # Under autocast the recurrence's own ops (the eager loop) must not downcast.
+    autocast = torch.is_autocast_enabled(pre.device.type)
+    with torch.autocast(pre.device.type, enabled=False) if autocast else contextlib.nullcontext():
+        if torch.is_grad_enabled():
+            result = _Recurrence.apply(spec, *tensors)
+        else:
+            # Without grad mode (inference, no_grad) nothing is kept for a backward pass:
+            # the loops run directly, without the autograd function (whose bookkeeping
+            # over a score of arguments is a good part of a small network's call; it would
+            # also report parameters as needing grad, and keep activations for them).
+            *result, _ = _forward(spec, False, *tensors)
     if feedback is None:
-        return BankRecurrence(*result, None, None)
+        return BankRecurrence(*result[:2], None, None)
     return BankRecurrence(*result)
 
 
