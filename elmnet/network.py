@@ -257,6 +257,12 @@ class ELMBank(nn.Module):
 
     def _feedforward_matrix(self) -> torch.Tensor:
         n, d_a = self.n, self.w_first.shape[-1]
+        if cpp_chosen(self.w_first) and self.w_s.dtype == self.w_first.dtype:
+            matrix = cpp_loop.feedforward_matrix(
+                self.w_s, self.w_first, self.ff_slot, self.ff_row, self.ff_target, self.d_tree,
+                self.d_src * n, self.input_scale,
+            )  # fmt: skip
+            return matrix.view(self.d_src, n * d_a)
         weight = self.input_scale * self.w_s.flatten()[self.ff_slot]
         w_branch = self.w_first[:, : self.d_tree].reshape(n * self.d_tree, d_a)
         rows = weight.unsqueeze(-1) * w_branch[self.ff_row]

@@ -126,3 +126,36 @@ def test_bank_pre_is_the_swap_plus_bias(dtype):
     assert torch.equal(out, want) and torch.equal(grad_d, want_d)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(grad_b, want_b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_feedforward_matrix_in_cpp(dtype):
+    """The hidden bank's composed input matrix (`cpp_loop.feedforward_matrix` under the C++
+    backend) against a float64 loop over the synapse slots, and its gradients in w_s and
+    W_first against autograd through the eager construction (index_add), for a bank with
+    recurrent slots (which add nothing here) and sources drawn twice for one branch."""
+    net = randomise(ELMNetwork(tiny(d_in=6, N=5, d_tree=3, d_brch=4, rho=0.3)).double(), seed=2)
+    bank = net.hidden.to(dtype)
+    n, d_a, d_tree, d_brch = bank.n, bank.w_first.shape[-1], bank.d_tree, bank.d_brch
+    want = torch.zeros(bank.d_src, n * d_a, dtype=torch.float64)
+    for k in range(n):
+        for slot in range(d_tree * d_brch):
+            source = int(bank.source[k, slot])
+            if source < bank.d_src:
+                w = bank.input_scale * bank.w_s[k, slot].double()
+                want[source, k * d_a : (k + 1) * d_a] += (
+                    w * bank.w_first[k, slot // d_brch].double()
+                )
+    assert bank.source.ge(bank.d_src).any()  # some slots are recurrent
+    grad = torch.randn(want.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    results = {}
+    for backend in ("cpp", "eager"):
+        bank.zero_grad(set_to_none=True)
+        with use_backend(backend):
+            matrix = bank.feedforward_matrix()
+        (matrix * grad.to(dtype)).sum().backward()
+        results[backend] = (matrix.detach(), bank.w_s.grad, bank.w_first.grad)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results["cpp"][0].double(), want, **tol)
+    for actual, expected in zip(results["cpp"][1:], results["eager"][1:], strict=True):
+        torch.testing.assert_close(actual, expected, **tol)

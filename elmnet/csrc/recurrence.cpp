@@ -1302,6 +1302,54 @@ void bank_pre_grad(int64_t steps, int64_t batch, int64_t n, int64_t d_a, const T
     }
 }
 
+// The composed input matrix of a bank (elmnet.network.ELMBank.feedforward_matrix): every
+// feed-forward synapse slot k adds (scale · w_s[slot_k]) · W_first[row_k] to the matrix row
+// target_k (channel · N + neuron), row_k = neuron · d_tree + branch naming a row of the
+// first layer's branch half (W_first is (N, fan_in, d_a), the branch rows first). The
+// slots come sorted by target, so each row is summed in slot order, as ATen's index_add
+// sums them. One pass where the autograd graph of the same made a dozen ops each way (a
+// tenth of a small network's training step).
+template <typename T>
+void ff_matrix(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in, int64_t n_rows,
+               const int64_t* slot, const int64_t* row, const int64_t* target, const T* w_s,
+               const T* w_first, T scale, T* matrix) {
+  std::fill(matrix, matrix + n_rows * d_a, T(0));
+  for (int64_t k = 0; k < n_slots; ++k) {
+    const T w = scale * w_s[slot[k]];
+    const T* __restrict src = w_first + ((row[k] / d_tree) * fan_in + row[k] % d_tree) * d_a;
+    T* __restrict dst = matrix + target[k] * d_a;
+    for (int64_t j = 0; j < d_a; ++j) dst[j] += w * src[j];
+  }
+}
+
+// Its gradient from G = ∂L/∂matrix: ∂L/∂w_s[slot_k] = scale · G[target_k] · W_first[row_k]
+// and ∂L/∂W_first[row_k] += (scale · w_s[slot_k]) · G[target_k], into grad_w_s (n_weights,
+// zero at the slots not listed: the recurrent ones) and grad_w_first (n_first, zero in the
+// memory half); either may be null (not wanted).
+template <typename T>
+void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in,
+                    int64_t n_weights, int64_t n_first, const int64_t* slot, const int64_t* row,
+                    const int64_t* target, const T* w_s, const T* w_first, T scale, const T* g,
+                    T* grad_w_s, T* grad_w_first) {
+  if (grad_w_s) std::fill(grad_w_s, grad_w_s + n_weights, T(0));
+  if (grad_w_first) std::fill(grad_w_first, grad_w_first + n_first, T(0));
+  for (int64_t k = 0; k < n_slots; ++k) {
+    const int64_t offset = ((row[k] / d_tree) * fan_in + row[k] % d_tree) * d_a;
+    const T* __restrict gk = g + target[k] * d_a;
+    if (grad_w_s) {
+      const T* __restrict src = w_first + offset;
+      T dot = T(0);
+      for (int64_t j = 0; j < d_a; ++j) dot += gk[j] * src[j];
+      grad_w_s[slot[k]] = scale * dot;
+    }
+    if (grad_w_first) {
+      const T w = scale * w_s[slot[k]];
+      T* __restrict dst = grad_w_first + offset;
+      for (int64_t j = 0; j < d_a; ++j) dst[j] += w * gk[j];
+    }
+  }
+}
+
 // The leaky trace b_t = κ ⊙ b_{t−1} + u_t over (B, T, C), one sequence at a time: one
 // pass over the data where the parallel scan makes ⌈log₂ T⌉ passes with copies.
 template <typename T>
@@ -1659,6 +1707,25 @@ void elm_tanh_f32(int64_t n, const float* x, float* y) { tanh_all<float>(y, x, n
 ELM_BANK_PRE(float, f32)
 ELM_BANK_PRE(double, f64)
 #undef ELM_BANK_PRE
+#define ELM_FF_MATRIX(T, SUFFIX)                                                             \
+  void elm_ff_matrix_##SUFFIX(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in, \
+                              int64_t n_rows, const int64_t* slot, const int64_t* row,       \
+                              const int64_t* target, const T* w_s, const T* w_first,         \
+                              double scale, T* matrix) {                                     \
+    ff_matrix<T>(n_slots, d_a, d_tree, fan_in, n_rows, slot, row, target, w_s, w_first,      \
+                 T(scale), matrix);                                                          \
+  }                                                                                          \
+  void elm_ff_matrix_grad_##SUFFIX(int64_t n_slots, int64_t d_a, int64_t d_tree,            \
+                                   int64_t fan_in, int64_t n_weights, int64_t n_first,       \
+                                   const int64_t* slot, const int64_t* row,                  \
+                                   const int64_t* target, const T* w_s, const T* w_first,    \
+                                   double scale, const T* g, T* grad_w_s, T* grad_w_first) { \
+    ff_matrix_grad<T>(n_slots, d_a, d_tree, fan_in, n_weights, n_first, slot, row, target,  \
+                      w_s, w_first, T(scale), g, grad_w_s, grad_w_first);                    \
+  }
+ELM_FF_MATRIX(float, f32)
+ELM_FF_MATRIX(double, f64)
+#undef ELM_FF_MATRIX
 // SUFFIX names M's type, then X's where it differs (i8: int8 input).
 #define ELM_SPIKES(T, X, SUFFIX)                                                             \
   int64_t elm_spike_product_##SUFFIX(int64_t rows, int64_t n_in, int64_t n_out, const X* x, \
