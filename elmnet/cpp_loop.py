@@ -134,6 +134,10 @@ def _build():
         "elm_ff_matrix_grad": (None, [i64] * 6 + [ptr] * 5 + [ctypes.c_double] + [ptr] * 3),
     }
     lib.elm_tanh_f32.argtypes, lib.elm_tanh_f32.restype = [i64, ptr, ptr], None
+    for suffix in ("f32", "f64"):
+        function = getattr(lib, f"elm_weight_grads_{suffix}")
+        function.argtypes = [ctypes.POINTER(_Args), ctypes.POINTER(_Grads)]
+        function.restype = None
     for name, (restype, argtypes) in signatures.items():
         suffixes = ("f32", "f64", "f32_i8", "f64_i8") if "spike" in name else ("f32", "f64")
         for suffix in suffixes:
@@ -158,6 +162,18 @@ class _Args(ctypes.Structure):
         *((name, ctypes.c_int64) for name in _SIZES),
         ("kappa_r", ctypes.c_double),
         *((name, ctypes.c_void_p) for name in _POINTERS),
+    ]
+
+
+class _Grads(ctypes.Structure):
+    """Mirror of `ElmGrads` in recurrence.cpp (same order)."""
+
+    _fields_ = [
+        (name, ctypes.c_void_p)
+        for name in (
+            "grad_u grad_kappa grad_gain grad_weights grad_biases grad_values grad_w_branch "
+            "grad_w_y grad_beta"
+        ).split()
     ]
 
 
@@ -310,6 +326,68 @@ def backward_loop(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedbac
         return (grad_z, grad_acts, grad_m_total, carry, grad_y, grad_r, grad_branches,
                 carry_out, carry_highpass)  # fmt: skip
     return grad_z, grad_acts, grad_m_total, carry
+
+
+def weight_grads(spec, saved_tensors, shapes, proposals, grad_z, grad_acts, grad_m_total,
+                 carry, grad_y=None, grad_r=None, grad_branches=None, carry_out=None,
+                 carry_highpass=None):  # fmt: skip
+    """`elmnet.recurrence._weight_grads` (same arguments, `shapes` its ctx.shapes; same
+    results) with the weight gradients summed in one C++ pass over the steps."""
+    n_layers = spec.n_layers
+    memory, _, _, _, memories, _, *rest = saved_tensors
+    acts = rest[:n_layers]
+    n_steps, n, batch, d_m = memories.shape
+    d_a = (grad_acts[0] if n_layers else grad_z).shape[-1]
+    kappa_shape, gain_shape, *bias_shapes = shapes
+    widths = [d_a, *(a.shape[-1] for a in acts[1:]), d_m]
+    new = memories.new_empty
+    grad_u, grad_kappa, grad_gain = new(n, d_m, d_a), new(n, batch, d_m), new(n, batch, d_m)
+    grad_weights = [new(n, widths[i], widths[i + 1]) for i in range(n_layers)]
+    grad_biases = [new(n, batch, widths[i + 1]) for i in range(n_layers)]
+    call = _Call(spec, n_steps=n_steps, n=n, batch=batch, d_m=d_m, n_layers=n_layers)
+    call.set(
+        widths=(ctypes.c_int64 * len(widths))(*widths), memory=memory.contiguous(),
+        memories=memories, proposals=proposals, grad_m_total=grad_m_total, grad_z=grad_z,
+        acts=[a.contiguous() for a in acts] or None, grad_acts=grad_acts or None,
+    )  # fmt: skip
+    grads = _Call(spec, n_steps=0, n=0, batch=0, d_m=0, n_layers=0)  # keeps the outputs alive
+    out = _Grads()
+    for name, x in (("grad_u", grad_u), ("grad_kappa", grad_kappa), ("grad_gain", grad_gain)):
+        setattr(out, name, x.data_ptr())
+    for name, xs in (("grad_weights", grad_weights), ("grad_biases", grad_biases)):
+        array = (ctypes.c_void_p * max(1, len(xs)))(*(x.data_ptr() for x in xs))
+        grads.keep.append(array)
+        setattr(out, name, ctypes.addressof(array))
+    if spec.feedback:
+        values, crow, col, *_, w_branch, w_y, drop, outputs, output0 = rest[2 * n_layers :]
+        grad_values = torch.empty_like(values)
+        grad_w_branch, grad_w_y = torch.empty_like(w_branch), torch.empty_like(w_y)
+        grad_beta = new(n, batch)
+        call.set(
+            values=values.contiguous(), crow=crow.to(torch.int32).contiguous(),
+            col=col.to(torch.int32).contiguous(), drop=None if drop is None else drop.contiguous(),
+            outputs=outputs.contiguous(), output0=output0.contiguous(),
+            grad_branches=grad_branches, grad_r=grad_r, grad_y=grad_y,
+        )  # fmt: skip
+        for name, x in (("grad_values", grad_values), ("grad_w_branch", grad_w_branch),
+                        ("grad_w_y", grad_w_y), ("grad_beta", grad_beta)):  # fmt: skip
+            setattr(out, name, x.data_ptr())
+    suffix = "f64" if memories.dtype == torch.float64 else "f32"
+    getattr(extension(), f"elm_weight_grads_{suffix}")(ctypes.byref(call.args), ctypes.byref(out))
+    result = [
+        grad_acts[0] if n_layers else grad_z,
+        carry,
+        grad_u,
+        grad_kappa.sum_to_size(kappa_shape),
+        grad_gain.sum_to_size(gain_shape),
+    ]
+    for layer in range(n_layers):
+        result += [grad_weights[layer], grad_biases[layer].sum_to_size(bias_shapes[layer])]
+    if spec.feedback:
+        grad_beta = grad_beta.sum(1).sum_to_size(bias_shapes[-1])
+        result += [grad_values, None, None, None, None, None, grad_w_branch, grad_w_y,
+                   grad_beta, None, carry_highpass, carry_out]  # fmt: skip
+    return (None, *result)
 
 
 def tanh_f32(x: torch.Tensor) -> torch.Tensor:

@@ -210,10 +210,24 @@ class _Recurrence(torch.autograd.Function):
             )
             if spec.feedback:
                 grad_y, grad_r, grad_branches, carry_out, carry_highpass = fb_grads
+        fb_grads = (
+            (grad_y, grad_r, grad_branches, carry_out, carry_highpass) if spec.feedback else ()
+        )
+        if spec.cpp and memories.shape[2] <= CPP_WEIGHT_GRADS_MAX_BATCH:
+            return cpp_loop.weight_grads(
+                spec, ctx.saved_tensors, ctx.shapes, proposals, grad_z, grad_acts, grad_m_total,
+                carry, *fb_grads,
+            )  # fmt: skip
         return _weight_grads(
             ctx, spec, ctx.saved_tensors, proposals, grad_z, grad_acts, grad_m_total, carry,
-            *((grad_y, grad_r, grad_branches, carry_out, carry_highpass) if spec.feedback else ()),
+            *fb_grads,
         )  # fmt: skip
+
+
+# Up to this batch the C++ loops' weight gradients are summed in C++ (one call) rather than
+# by `_weight_grads`' batched products (a score of ATen ops, whose dispatch is most of a
+# small network's backward pass; at large batch their BLAS products win).
+CPP_WEIGHT_GRADS_MAX_BATCH = 16
 
 
 def _activation(name: str):

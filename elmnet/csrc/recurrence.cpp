@@ -79,6 +79,21 @@ struct ElmArgs {
   void* carry_out;         // (N, B), zero on entry; ∂L/∂o_{−1} on return
   void* carry_highpass;    // (N, B), zero on entry; ∂L/∂r̄_{−1} on return
 };
+
+// Where `elm_weight_grads_*` writes the weight gradients; mirrored by elmnet/cpp_loop.py
+// (_Grads). Per-state gradients are summed over steps only (the caller reduces them to the
+// coefficient's shape).
+struct ElmGrads {
+  void* grad_u;               // (N, d_m, d_a)
+  void* grad_kappa;           // (N, B, d_m)
+  void* grad_gain;            // (N, B, d_m)
+  void* const* grad_weights;  // (N, in, out) per layer
+  void* const* grad_biases;   // (N, B, out) per layer
+  void* grad_values;          // (nnz,)   feedback only, as the four below
+  void* grad_w_branch;        // (N, d_tree, d_a)
+  void* grad_w_y;             // (N, d_m)
+  void* grad_beta;            // (N, B)
+};
 }
 
 namespace {
@@ -1350,6 +1365,125 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
   }
 }
 
+// The weight gradients of the recurrence from its reverse-time loop's per-step gradients
+// (elmnet.recurrence._weight_grads, which does the same with a score of ATen ops: at small
+// batch their dispatch, not their arithmetic, was most of a small network's backward
+// pass). Every sum runs over steps, then samples, in order; per neuron:
+//   ∂L/∂U = Σ m_{t−1}ᵀ ∂L/∂a⁰_t;  ∂L/∂κ, ∂L/∂g per state (N, B, d_m) = Σ_t ∂L/∂m_t ⊙ m_{t−1},
+//   ⊙ tanh z_t;  ∂L/∂V_l = Σ σ(a^l)ᵀ ∂L/∂a^{l+1} (the last: ∂L/∂z), ∂L/∂v_l per state;
+// with feedback (q_t = D_t ⊙ o_{t−1}, c_t = S q_t rebuilt step by step, not stored):
+//   ∂L/∂S_e = Σ ∂L/∂c_t[row_e] q_t[col_e],  ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t,
+//   ∂L/∂w_y = Σ ∂L/∂r_t m_t,  ∂L/∂β per state = Σ_t ∂L/∂o-through-ReLU (grad_y).
+template <typename T>
+void weight_grads(const ElmArgs& s, const ElmGrads& g) {
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act, d_a = s.widths[0];
+  const T* memory = in<T>(s.memory);
+  const T* memories = in<T>(s.memories);
+  const T* proposals = in<T>(s.proposals);
+  const T* grad_m_total = in<T>(s.grad_m_total);
+  const T* grad_z = in<T>(s.grad_z);
+  const T* grad_pre = n_layers ? in<T>(s.grad_acts[0]) : grad_z;
+
+  T* gu = out<T>(g.grad_u);
+  T* gk = out<T>(g.grad_kappa);
+  T* gg = out<T>(g.grad_gain);
+  std::fill(gu, gu + n * d_m * d_a, T(0));
+  std::fill(gk, gk + n * batch * d_m, T(0));
+  std::fill(gg, gg + n * batch * d_m, T(0));
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t t = 0; t < n_steps; ++t)
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t row = (t * n + k) * batch + b, state = k * batch + b;
+        const T* prev = t == 0 ? memory + state * d_m : memories + (row - n * batch) * d_m;
+        const T* __restrict dp = grad_pre + row * d_a;
+        const T* gm = grad_m_total + row * d_m;
+        const T* p = proposals + row * d_m;
+        for (int64_t i = 0; i < d_m; ++i) {
+          const T x = prev[i];
+          T* __restrict dst = gu + (k * d_m + i) * d_a;
+          for (int64_t j = 0; j < d_a; ++j) dst[j] += x * dp[j];
+          gk[state * d_m + i] += gm[i] * x;
+          gg[state * d_m + i] += gm[i] * p[i];
+        }
+      }
+  for (int64_t l = 0; l < n_layers; ++l) {
+    const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+    const T* a = in<T>(s.acts[l]);
+    const T* go = l + 1 < n_layers ? in<T>(s.grad_acts[l + 1]) : grad_z;
+    T* gw = out<T>(g.grad_weights[l]);
+    T* gb = out<T>(g.grad_biases[l]);
+    std::fill(gw, gw + n * w_in * w_out, T(0));
+    std::fill(gb, gb + n * batch * w_out, T(0));
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t t = 0; t < n_steps; ++t)
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t row = (t * n + k) * batch + b, state = k * batch + b;
+          const T* __restrict dy = go + row * w_out;
+          for (int64_t i = 0; i < w_in; ++i) {
+            const T h = sigma(a[row * w_in + i], act);
+            T* __restrict dst = gw + (k * w_in + i) * w_out;
+            for (int64_t j = 0; j < w_out; ++j) dst[j] += h * dy[j];
+          }
+          for (int64_t j = 0; j < w_out; ++j) gb[state * w_out + j] += dy[j];
+        }
+  }
+  if (!s.feedback) return;
+
+  const int64_t d_tree = s.d_tree, nb = n * batch;
+  const T* values = in<T>(s.values);
+  const T* drop = in<T>(s.drop);
+  const T* outputs = in<T>(s.outputs);
+  const T* output0 = in<T>(s.output0);
+  const T* grad_branches = in<T>(s.grad_branches);
+  const T* grad_r = in<T>(s.grad_r);
+  const T* grad_y = in<T>(s.grad_y);
+  T* gv = out<T>(g.grad_values);
+  T* gwb = out<T>(g.grad_w_branch);
+  T* gwy = out<T>(g.grad_w_y);
+  T* gbeta = out<T>(g.grad_beta);
+  const int64_t nnz = values ? s.crow[n * d_tree] : 0;
+  std::fill(gv, gv + nnz, T(0));
+  std::fill(gwb, gwb + n * d_tree * d_a, T(0));
+  std::fill(gwy, gwy + n * d_m, T(0));
+  std::fill(gbeta, gbeta + nb, T(0));
+  std::vector<T> q(nb), c(n * d_tree * batch);
+  for (int64_t t = 0; t < n_steps; ++t) {
+    for (int64_t i = 0; i < nb; ++i) {
+      const T o = t == 0 ? output0[i] : outputs[(t - 1) * nb + i];
+      q[i] = drop ? drop[t * nb + i] * o : o;
+    }
+    const T* dc = grad_branches + t * n * d_tree * batch;
+    std::fill(c.begin(), c.end(), T(0));
+    for (int64_t r = 0; r < n * d_tree && values; ++r) {
+      T* cr = &c[r * batch];
+      for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
+        const T* qs = &q[static_cast<int64_t>(s.col[e]) * batch];
+        T acc = T(0);
+        for (int64_t b = 0; b < batch; ++b) {
+          cr[b] += values[e] * qs[b];
+          acc += dc[r * batch + b] * qs[b];
+        }
+        gv[e] += acc;
+      }
+    }
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t j = 0; j < d_tree; ++j)
+        for (int64_t b = 0; b < batch; ++b) {
+          const T x = c[(k * d_tree + j) * batch + b];
+          const T* __restrict dp = grad_pre + ((t * n + k) * batch + b) * d_a;
+          T* __restrict dst = gwb + (k * d_tree + j) * d_a;
+          for (int64_t i = 0; i < d_a; ++i) dst[i] += x * dp[i];
+        }
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t row = (t * n + k) * batch + b;
+        for (int64_t i = 0; i < d_m; ++i) gwy[k * d_m + i] += grad_r[row] * memories[row * d_m + i];
+        gbeta[k * batch + b] += grad_y[row];
+      }
+  }
+}
+
 // The leaky trace b_t = κ ⊙ b_{t−1} + u_t over (B, T, C), one sequence at a time: one
 // pass over the data where the parallel scan makes ⌈log₂ T⌉ passes with copies.
 template <typename T>
@@ -1680,6 +1814,9 @@ void elm_bank_forward_batch_inner_f32(const ElmArgs* s) { bank_forward<float>(*s
 void elm_bank_forward_batch_inner_f64(const ElmArgs* s) { bank_forward<double>(*s); }
 void elm_bank_backward_f32(const ElmArgs* s) { bank_backward<float>(*s); }
 void elm_bank_backward_f64(const ElmArgs* s) { bank_backward<double>(*s); }
+
+void elm_weight_grads_f32(const ElmArgs* s, const ElmGrads* g) { weight_grads<float>(*s, *g); }
+void elm_weight_grads_f64(const ElmArgs* s, const ElmGrads* g) { weight_grads<double>(*s, *g); }
 
 // The float32 tanh of the recurrence (both loops), exposed for its accuracy test.
 void elm_tanh_f32(int64_t n, const float* x, float* y) { tanh_all<float>(y, x, n); }
