@@ -1365,48 +1365,103 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
   }
 }
 
+// The first `count` (≤ one vector) values from p, zeros after, without reading past them.
+template <typename T>
+inline Vec<T> load_head(const T* p, int64_t count) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    return (Vec<T>)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1), p);
+  else
+    return (Vec<T>)_mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << count) - 1), p);
+#else
+  Vec<T> v{};
+  std::memcpy(&v, p, count * sizeof(T));
+  return v;
+#endif
+}
+
+// out (p × q, row-major) += Σ_{t < n_steps, b < batch} σ(x_{t,b})ᵀ y_{t,b}, x_{t,b} = xrow(t, b)
+// (p values) and y_{t,b} = yrow(t, b) (q values); σ is `act` (< 0: none). Register tiles of
+// H ≤ 8 rows of out by one vector of columns, so each (t, b) costs H multiply-adds with
+// no memory accumulator to wait on; every element is summed over t, then b, in order.
+template <typename T, int H, typename XRow, typename YRow>
+void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int64_t batch,
+                int64_t act, XRow xrow, YRow yrow) {
+  const int64_t w = std::min(kVecLanes<T>, q - j0);
+  Vec<T> acc[H];
+  for (int h = 0; h < H; ++h) acc[h] = load_head(out + (i0 + h) * q + j0, w);
+  for (int64_t t = 0; t < n_steps; ++t)
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* x = xrow(t, b) + i0;
+      const Vec<T> y = load_head(yrow(t, b) + j0, w);
+      for (int h = 0; h < H; ++h) acc[h] += (act < 0 ? x[h] : sigma(x[h], act)) * y;
+    }
+  for (int h = 0; h < H; ++h) std::memcpy(out + (i0 + h) * q + j0, &acc[h], w * sizeof(T));
+}
+
+template <typename T, typename XRow, typename YRow>
+void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, int64_t act,
+               XRow xrow, YRow yrow) {
+  for (int64_t j0 = 0; j0 < q; j0 += kVecLanes<T>)
+    for (int64_t i0 = 0; i0 < p; i0 += 8) {
+      switch (std::min<int64_t>(8, p - i0)) {
+#define ELM_OUTER_CASE(H) \
+  case H: outer_tile<T, H>(out, q, i0, j0, n_steps, batch, act, xrow, yrow); break;
+        ELM_OUTER_CASE(1) ELM_OUTER_CASE(2) ELM_OUTER_CASE(3) ELM_OUTER_CASE(4)
+        ELM_OUTER_CASE(5) ELM_OUTER_CASE(6) ELM_OUTER_CASE(7) ELM_OUTER_CASE(8)
+#undef ELM_OUTER_CASE
+      }
+    }
+}
+
 // The weight gradients of the recurrence from its reverse-time loop's per-step gradients
 // (elmnet.recurrence._weight_grads, which does the same with a score of ATen ops: at small
 // batch their dispatch, not their arithmetic, was most of a small network's backward
 // pass). Every sum runs over steps, then samples, in order; per neuron:
 //   ∂L/∂U = Σ m_{t−1}ᵀ ∂L/∂a⁰_t;  ∂L/∂κ, ∂L/∂g per state (N, B, d_m) = Σ_t ∂L/∂m_t ⊙ m_{t−1},
 //   ⊙ tanh z_t;  ∂L/∂V_l = Σ σ(a^l)ᵀ ∂L/∂a^{l+1} (the last: ∂L/∂z), ∂L/∂v_l per state;
-// with feedback (q_t = D_t ⊙ o_{t−1}, c_t = S q_t rebuilt step by step, not stored):
+// with feedback (q_t = D_t ⊙ o_{t−1}, c_t = S q_t rebuilt a chunk of steps at a time):
 //   ∂L/∂S_e = Σ ∂L/∂c_t[row_e] q_t[col_e],  ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t,
 //   ∂L/∂w_y = Σ ∂L/∂r_t m_t,  ∂L/∂β per state = Σ_t ∂L/∂o-through-ReLU (grad_y).
 template <typename T>
 void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
-  const int64_t n_layers = s.n_layers, act = s.act, d_a = s.widths[0];
+  const int64_t n_layers = s.n_layers, act = s.act, d_a = s.widths[0], nb = n * batch;
   const T* memory = in<T>(s.memory);
   const T* memories = in<T>(s.memories);
   const T* proposals = in<T>(s.proposals);
   const T* grad_m_total = in<T>(s.grad_m_total);
   const T* grad_z = in<T>(s.grad_z);
   const T* grad_pre = n_layers ? in<T>(s.grad_acts[0]) : grad_z;
+  // Row (t, k, b) of a (T, N, B, width) tensor.
+  auto row = [=](int64_t t, int64_t k, int64_t b) { return (t * n + k) * batch + b; };
 
   T* gu = out<T>(g.grad_u);
   T* gk = out<T>(g.grad_kappa);
   T* gg = out<T>(g.grad_gain);
   std::fill(gu, gu + n * d_m * d_a, T(0));
-  std::fill(gk, gk + n * batch * d_m, T(0));
-  std::fill(gg, gg + n * batch * d_m, T(0));
-  for (int64_t k = 0; k < n; ++k)
-    for (int64_t t = 0; t < n_steps; ++t)
-      for (int64_t b = 0; b < batch; ++b) {
-        const int64_t row = (t * n + k) * batch + b, state = k * batch + b;
-        const T* prev = t == 0 ? memory + state * d_m : memories + (row - n * batch) * d_m;
-        const T* __restrict dp = grad_pre + row * d_a;
-        const T* gm = grad_m_total + row * d_m;
-        const T* p = proposals + row * d_m;
+  std::fill(gk, gk + nb * d_m, T(0));
+  std::fill(gg, gg + nb * d_m, T(0));
+  for (int64_t k = 0; k < n; ++k) {
+    auto prev = [=](int64_t t, int64_t b) {
+      return t == 0 ? memory + (k * batch + b) * d_m : memories + row(t - 1, k, b) * d_m;
+    };
+    outer_sum(gu + k * d_m * d_a, d_m, d_a, n_steps, batch, -1, prev,
+              [=](int64_t t, int64_t b) { return grad_pre + row(t, k, b) * d_a; });
+    for (int64_t b = 0; b < batch; ++b) {
+      T* gkb = gk + (k * batch + b) * d_m;
+      T* ggb = gg + (k * batch + b) * d_m;
+      for (int64_t t = 0; t < n_steps; ++t) {
+        const T* gm = grad_m_total + row(t, k, b) * d_m;
+        const T* pr = proposals + row(t, k, b) * d_m;
+        const T* m = prev(t, b);
         for (int64_t i = 0; i < d_m; ++i) {
-          const T x = prev[i];
-          T* __restrict dst = gu + (k * d_m + i) * d_a;
-          for (int64_t j = 0; j < d_a; ++j) dst[j] += x * dp[j];
-          gk[state * d_m + i] += gm[i] * x;
-          gg[state * d_m + i] += gm[i] * p[i];
+          gkb[i] += gm[i] * m[i];
+          ggb[i] += gm[i] * pr[i];
         }
       }
+    }
+  }
   for (int64_t l = 0; l < n_layers; ++l) {
     const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
     const T* a = in<T>(s.acts[l]);
@@ -1414,23 +1469,19 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
     T* gw = out<T>(g.grad_weights[l]);
     T* gb = out<T>(g.grad_biases[l]);
     std::fill(gw, gw + n * w_in * w_out, T(0));
-    std::fill(gb, gb + n * batch * w_out, T(0));
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t t = 0; t < n_steps; ++t)
-        for (int64_t b = 0; b < batch; ++b) {
-          const int64_t row = (t * n + k) * batch + b, state = k * batch + b;
-          const T* __restrict dy = go + row * w_out;
-          for (int64_t i = 0; i < w_in; ++i) {
-            const T h = sigma(a[row * w_in + i], act);
-            T* __restrict dst = gw + (k * w_in + i) * w_out;
-            for (int64_t j = 0; j < w_out; ++j) dst[j] += h * dy[j];
-          }
-          for (int64_t j = 0; j < w_out; ++j) gb[state * w_out + j] += dy[j];
-        }
+    std::fill(gb, gb + nb * w_out, T(0));
+    for (int64_t k = 0; k < n; ++k) {
+      outer_sum(gw + k * w_in * w_out, w_in, w_out, n_steps, batch, act,
+                [=](int64_t t, int64_t b) { return a + row(t, k, b) * w_in; },
+                [=](int64_t t, int64_t b) { return go + row(t, k, b) * w_out; });
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t t = 0; t < n_steps; ++t)
+          for (int64_t j = 0; j < w_out; ++j) gb[(k * batch + b) * w_out + j] += go[row(t, k, b) * w_out + j];
+    }
   }
   if (!s.feedback) return;
 
-  const int64_t d_tree = s.d_tree, nb = n * batch;
+  const int64_t d_tree = s.d_tree;
   const T* values = in<T>(s.values);
   const T* drop = in<T>(s.drop);
   const T* outputs = in<T>(s.outputs);
@@ -1447,41 +1498,50 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   std::fill(gwb, gwb + n * d_tree * d_a, T(0));
   std::fill(gwy, gwy + n * d_m, T(0));
   std::fill(gbeta, gbeta + nb, T(0));
-  std::vector<T> q(nb), c(n * d_tree * batch);
-  for (int64_t t = 0; t < n_steps; ++t) {
-    for (int64_t i = 0; i < nb; ++i) {
-      const T o = t == 0 ? output0[i] : outputs[(t - 1) * nb + i];
-      q[i] = drop ? drop[t * nb + i] * o : o;
+  // Each entry's row (neuron, branch), so that the loop over entries has no branch per row.
+  std::vector<int32_t> entry_k(nnz), entry_j(nnz);
+  for (int64_t r = 0; r < n * d_tree && nnz; ++r)
+    for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
+      entry_k[e] = static_cast<int32_t>(r / d_tree);
+      entry_j[e] = static_cast<int32_t>(r % d_tree);
     }
-    const T* dc = grad_branches + t * n * d_tree * batch;
+  // c_t for a chunk of steps as (step, neuron, sample, branch): rows of d_tree values.
+  constexpr int64_t kChunk = 32;
+  std::vector<T> q(nb), c(kChunk * nb * d_tree);
+  for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
+    const int64_t steps = std::min(kChunk, n_steps - t0);
     std::fill(c.begin(), c.end(), T(0));
-    for (int64_t r = 0; r < n * d_tree && values; ++r) {
-      T* cr = &c[r * batch];
-      for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
+    for (int64_t t = t0; t < t0 + steps; ++t) {
+      for (int64_t i = 0; i < nb; ++i) {
+        const T o = t == 0 ? output0[i] : outputs[(t - 1) * nb + i];
+        q[i] = drop ? drop[t * nb + i] * o : o;
+      }
+      const T* dc = grad_branches + t * n * d_tree * batch;
+      T* ct = c.data() + (t - t0) * nb * d_tree;
+      for (int64_t e = 0; e < nnz; ++e) {
+        const int64_t k = entry_k[e], j = entry_j[e];
         const T* qs = &q[static_cast<int64_t>(s.col[e]) * batch];
-        T acc = T(0);
+        const T* dcr = dc + (k * d_tree + j) * batch;
+        T sum = T(0);
         for (int64_t b = 0; b < batch; ++b) {
-          cr[b] += values[e] * qs[b];
-          acc += dc[r * batch + b] * qs[b];
+          ct[(k * batch + b) * d_tree + j] += values[e] * qs[b];
+          sum += dcr[b] * qs[b];
         }
-        gv[e] += acc;
+        gv[e] += sum;
       }
     }
     for (int64_t k = 0; k < n; ++k)
-      for (int64_t j = 0; j < d_tree; ++j)
-        for (int64_t b = 0; b < batch; ++b) {
-          const T x = c[(k * d_tree + j) * batch + b];
-          const T* __restrict dp = grad_pre + ((t * n + k) * batch + b) * d_a;
-          T* __restrict dst = gwb + (k * d_tree + j) * d_a;
-          for (int64_t i = 0; i < d_a; ++i) dst[i] += x * dp[i];
-        }
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t b = 0; b < batch; ++b) {
-        const int64_t row = (t * n + k) * batch + b;
-        for (int64_t i = 0; i < d_m; ++i) gwy[k * d_m + i] += grad_r[row] * memories[row * d_m + i];
-        gbeta[k * batch + b] += grad_y[row];
-      }
+      outer_sum(gwb + k * d_tree * d_a, d_tree, d_a, steps, batch, -1,
+                [=, &c](int64_t t, int64_t b) { return c.data() + (t * nb + k * batch + b) * d_tree; },
+                [=](int64_t t, int64_t b) { return grad_pre + row(t0 + t, k, b) * d_a; });
   }
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t t = 0; t < n_steps; ++t) {
+        const int64_t r = row(t, k, b);
+        for (int64_t i = 0; i < d_m; ++i) gwy[k * d_m + i] += grad_r[r] * memories[r * d_m + i];
+        gbeta[k * batch + b] += grad_y[r];
+      }
 }
 
 // The leaky trace b_t = κ ⊙ b_{t−1} + u_t over (B, T, C), one sequence at a time: one
