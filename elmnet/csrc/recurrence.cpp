@@ -1365,6 +1365,18 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
   }
 }
 
+// σ without a data-dependent branch (a ReLU's sign test mispredicts at random when the
+// values are a layer's pre-activations); the same values as `sigma`.
+template <typename T>
+inline T sigma_flat(T a, int64_t act) {
+  const T r = std::max(a, T(0));
+  switch (act) {
+    case kRelu: return r;
+    case kRelu2: return r * r;
+    default: return sigma(a, act);
+  }
+}
+
 // The first `count` (≤ one vector) values from p, zeros after, without reading past them.
 template <typename T>
 inline Vec<T> load_head(const T* p, int64_t count) {
@@ -1380,33 +1392,50 @@ inline Vec<T> load_head(const T* p, int64_t count) {
 #endif
 }
 
+// v's first `count` (≤ one vector) values to p, nothing past them (a masked store: the
+// vector never goes through memory, so a tile's accumulators stay in registers).
+template <typename T>
+inline void store_head(T* p, Vec<T> v, int64_t count) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << count) - 1), (__m512)v);
+  else
+    _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << count) - 1), (__m512d)v);
+#else
+  for (int64_t i = 0; i < count; ++i) p[i] = v[i];
+#endif
+}
+
 // out (p × q, row-major) += Σ_{t < n_steps, b < batch} σ(x_{t,b})ᵀ y_{t,b}, x_{t,b} = xrow(t, b)
-// (p values) and y_{t,b} = yrow(t, b) (q values); σ is `act` (< 0: none). Register tiles of
+// (p values, `xs` apart) and y_{t,b} = yrow(t, b) (q values); σ is `act` (< 0: none). Register tiles of
 // H ≤ 8 rows of out by one vector of columns, so each (t, b) costs H multiply-adds with
 // no memory accumulator to wait on; every element is summed over t, then b, in order.
 template <typename T, int H, typename XRow, typename YRow>
 void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int64_t batch,
-                int64_t act, XRow xrow, YRow yrow) {
+                int64_t act, XRow xrow, int64_t xs, YRow yrow) {
   const int64_t w = std::min(kVecLanes<T>, q - j0);
   Vec<T> acc[H];
   for (int h = 0; h < H; ++h) acc[h] = load_head(out + (i0 + h) * q + j0, w);
   for (int64_t t = 0; t < n_steps; ++t)
     for (int64_t b = 0; b < batch; ++b) {
-      const T* x = xrow(t, b) + i0;
+      const T* x = xrow(t, b) + i0 * xs;
       const Vec<T> y = load_head(yrow(t, b) + j0, w);
-      for (int h = 0; h < H; ++h) acc[h] += (act < 0 ? x[h] : sigma(x[h], act)) * y;
+      for (int h = 0; h < H; ++h) {
+        const T xh = x[h * xs];
+        acc[h] += (act < 0 ? xh : sigma_flat(xh, act)) * y;
+      }
     }
-  for (int h = 0; h < H; ++h) std::memcpy(out + (i0 + h) * q + j0, &acc[h], w * sizeof(T));
+  for (int h = 0; h < H; ++h) store_head(out + (i0 + h) * q + j0, acc[h], w);
 }
 
 template <typename T, typename XRow, typename YRow>
 void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, int64_t act,
-               XRow xrow, YRow yrow) {
+               XRow xrow, int64_t xs, YRow yrow) {
   for (int64_t j0 = 0; j0 < q; j0 += kVecLanes<T>)
     for (int64_t i0 = 0; i0 < p; i0 += 8) {
       switch (std::min<int64_t>(8, p - i0)) {
 #define ELM_OUTER_CASE(H) \
-  case H: outer_tile<T, H>(out, q, i0, j0, n_steps, batch, act, xrow, yrow); break;
+  case H: outer_tile<T, H>(out, q, i0, j0, n_steps, batch, act, xrow, xs, yrow); break;
         ELM_OUTER_CASE(1) ELM_OUTER_CASE(2) ELM_OUTER_CASE(3) ELM_OUTER_CASE(4)
         ELM_OUTER_CASE(5) ELM_OUTER_CASE(6) ELM_OUTER_CASE(7) ELM_OUTER_CASE(8)
 #undef ELM_OUTER_CASE
@@ -1446,20 +1475,17 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
     auto prev = [=](int64_t t, int64_t b) {
       return t == 0 ? memory + (k * batch + b) * d_m : memories + row(t - 1, k, b) * d_m;
     };
-    outer_sum(gu + k * d_m * d_a, d_m, d_a, n_steps, batch, -1, prev,
+    outer_sum(gu + k * d_m * d_a, d_m, d_a, n_steps, batch, -1, prev, 1,
               [=](int64_t t, int64_t b) { return grad_pre + row(t, k, b) * d_a; });
-    for (int64_t b = 0; b < batch; ++b) {
-      T* gkb = gk + (k * batch + b) * d_m;
-      T* ggb = gg + (k * batch + b) * d_m;
-      for (int64_t t = 0; t < n_steps; ++t) {
-        const T* gm = grad_m_total + row(t, k, b) * d_m;
-        const T* pr = proposals + row(t, k, b) * d_m;
-        const T* m = prev(t, b);
-        for (int64_t i = 0; i < d_m; ++i) {
-          gkb[i] += gm[i] * m[i];
-          ggb[i] += gm[i] * pr[i];
-        }
-      }
+  }
+  // Per-state sums: step t's (N, B, ·) block is contiguous in every operand.
+  for (int64_t t = 0; t < n_steps; ++t) {
+    const T* __restrict gm = grad_m_total + t * nb * d_m;
+    const T* __restrict pr = proposals + t * nb * d_m;
+    const T* __restrict m = t == 0 ? memory : memories + (t - 1) * nb * d_m;
+    for (int64_t i = 0; i < nb * d_m; ++i) {
+      gk[i] += gm[i] * m[i];
+      gg[i] += gm[i] * pr[i];
     }
   }
   for (int64_t l = 0; l < n_layers; ++l) {
@@ -1472,11 +1498,12 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
     std::fill(gb, gb + nb * w_out, T(0));
     for (int64_t k = 0; k < n; ++k) {
       outer_sum(gw + k * w_in * w_out, w_in, w_out, n_steps, batch, act,
-                [=](int64_t t, int64_t b) { return a + row(t, k, b) * w_in; },
+                [=](int64_t t, int64_t b) { return a + row(t, k, b) * w_in; }, 1,
                 [=](int64_t t, int64_t b) { return go + row(t, k, b) * w_out; });
-      for (int64_t b = 0; b < batch; ++b)
-        for (int64_t t = 0; t < n_steps; ++t)
-          for (int64_t j = 0; j < w_out; ++j) gb[(k * batch + b) * w_out + j] += go[row(t, k, b) * w_out + j];
+    }
+    for (int64_t t = 0; t < n_steps; ++t) {
+      const T* __restrict dy = go + t * nb * w_out;
+      for (int64_t i = 0; i < nb * w_out; ++i) gb[i] += dy[i];
     }
   }
   if (!s.feedback) return;
@@ -1498,14 +1525,12 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   std::fill(gwb, gwb + n * d_tree * d_a, T(0));
   std::fill(gwy, gwy + n * d_m, T(0));
   std::fill(gbeta, gbeta + nb, T(0));
-  // Each entry's row (neuron, branch), so that the loop over entries has no branch per row.
-  std::vector<int32_t> entry_k(nnz), entry_j(nnz);
+  // Each entry's row, so that the loop over entries has no branch per row.
+  std::vector<int32_t> entry_row(nnz);
   for (int64_t r = 0; r < n * d_tree && nnz; ++r)
-    for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
-      entry_k[e] = static_cast<int32_t>(r / d_tree);
-      entry_j[e] = static_cast<int32_t>(r % d_tree);
-    }
-  // c_t for a chunk of steps as (step, neuron, sample, branch): rows of d_tree values.
+    for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) entry_row[e] = static_cast<int32_t>(r);
+  // c_t for a chunk of steps in S's row layout (step, neuron, branch, sample): the sums
+  // run over contiguous samples, and ∂L/∂W_b's reads a row's d_tree values B apart.
   constexpr int64_t kChunk = 32;
   std::vector<T> q(nb), c(kChunk * nb * d_tree);
   for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
@@ -1517,14 +1542,16 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
         q[i] = drop ? drop[t * nb + i] * o : o;
       }
       const T* dc = grad_branches + t * n * d_tree * batch;
-      T* ct = c.data() + (t - t0) * nb * d_tree;
+      T* c_rows = c.data() + (t - t0) * nb * d_tree;
       for (int64_t e = 0; e < nnz; ++e) {
-        const int64_t k = entry_k[e], j = entry_j[e];
-        const T* qs = &q[static_cast<int64_t>(s.col[e]) * batch];
-        const T* dcr = dc + (k * d_tree + j) * batch;
+        const int64_t r = entry_row[e];
+        const T* __restrict qs = &q[static_cast<int64_t>(s.col[e]) * batch];
+        const T* __restrict dcr = dc + r * batch;
+        T* __restrict cr = &c_rows[r * batch];
+        const T v = values[e];
         T sum = T(0);
         for (int64_t b = 0; b < batch; ++b) {
-          ct[(k * batch + b) * d_tree + j] += values[e] * qs[b];
+          cr[b] += v * qs[b];
           sum += dcr[b] * qs[b];
         }
         gv[e] += sum;
@@ -1532,16 +1559,19 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
     }
     for (int64_t k = 0; k < n; ++k)
       outer_sum(gwb + k * d_tree * d_a, d_tree, d_a, steps, batch, -1,
-                [=, &c](int64_t t, int64_t b) { return c.data() + (t * nb + k * batch + b) * d_tree; },
+                [=, &c](int64_t t, int64_t b) { return c.data() + (t * n + k) * d_tree * batch + b; },
+                batch,
                 [=](int64_t t, int64_t b) { return grad_pre + row(t0 + t, k, b) * d_a; });
   }
-  for (int64_t k = 0; k < n; ++k)
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t t = 0; t < n_steps; ++t) {
+  for (int64_t t = 0; t < n_steps; ++t) {
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t b = 0; b < batch; ++b) {
         const int64_t r = row(t, k, b);
         for (int64_t i = 0; i < d_m; ++i) gwy[k * d_m + i] += grad_r[r] * memories[r * d_m + i];
-        gbeta[k * batch + b] += grad_y[r];
       }
+    const T* __restrict dy = grad_y + t * nb;
+    for (int64_t i = 0; i < nb; ++i) gbeta[i] += dy[i];
+  }
 }
 
 // The leaky trace b_t = κ ⊙ b_{t−1} + u_t over (B, T, C), one sequence at a time: one
