@@ -119,6 +119,7 @@ def _build():
     # tests and timings.
     loops = ["forward", "bank_forward", "backward", "bank_backward"]
     loops += ["bank_forward_lanes", "bank_forward_batch_inner"]
+    loops += ["bank_backward_lanes", "bank_backward_batch_inner"]
     for name in (f"elm_{loop}_{suffix}" for loop in loops for suffix in ("f32", "f64")):
         getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
         getattr(lib, name).restype = None
