@@ -115,10 +115,12 @@ def _build():
     lib.elm_args_size.restype = ctypes.c_int64
     if lib.elm_args_size() != ctypes.sizeof(_Args):
         raise RuntimeError("ElmArgs in recurrence.cpp and _Args in cpp_loop.py differ")
-    # bank_forward dispatches between the last two (a batch threshold); each alone is for
-    # tests and timings.
+    # bank_forward dispatches between the two loops named after it, backward and
+    # bank_backward between the last two (batch thresholds); each alone is for tests and
+    # timings.
     loops = ["forward", "bank_forward", "backward", "bank_backward"]
     loops += ["bank_forward_lanes", "bank_forward_batch_inner"]
+    loops += ["bank_backward_lanes", "bank_backward_batch_inner"]
     for name in (f"elm_{loop}_{suffix}" for loop in loops for suffix in ("f32", "f64")):
         getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
         getattr(lib, name).restype = None

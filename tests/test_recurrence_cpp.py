@@ -442,7 +442,7 @@ def cast_inputs(inputs, dtype):
     return {
         **{k: cast(v) for k, v in inputs.items() if k not in ("layers", "feedback")},
         "layers": [(cast(w), cast(b)) for w, b in inputs["layers"]],
-        "feedback": fb._replace(**{k: cast(v) for k, v in fb._asdict().items()}),
+        "feedback": fb and fb._replace(**{k: cast(v) for k, v in fb._asdict().items()}),
     }
 
 
@@ -560,3 +560,132 @@ def test_network_inference_matches_eager(dtype, monkeypatch):
     activity = results["eager"][1]
     assert (activity > 0).any() and (activity == 0).any()
     assert kept == [None]  # one hidden-bank call, no activations kept
+
+
+# ---- The bank's reverse-time loop at small batch, neurons across the lanes ----
+
+
+def force_backward(monkeypatch, loop):
+    """Every C++ reverse-time call runs `loop` (an exported loop name) in place of the
+    dispatching one; returns the list of (direction, N, batch) of those calls."""
+    calls = []
+    run = cpp_loop._Call.run
+
+    def forced(self, direction, dtype):
+        if direction in ("backward", "bank_backward"):
+            calls.append((direction, self.args.n, self.args.batch))
+            direction = loop or direction
+        run(self, direction, dtype)
+
+    monkeypatch.setattr(cpp_loop._Call, "run", forced)
+    return calls
+
+
+def bank_leaves(inputs):
+    """`bank_recurrence` keyword arguments with every floating tensor a fresh leaf (the
+    dropout mask excepted: it is not a parameter)."""
+
+    def leaf(x):
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            return x.detach().clone().requires_grad_()
+        return x
+
+    kw = {k: leaf(v) for k, v in inputs.items() if k not in ("layers", "feedback")}
+    kw["layers"] = [(leaf(w), leaf(b)) for w, b in inputs["layers"]]
+    fb = inputs["feedback"]
+    if fb is not None:
+        fb = fb._replace(**{k: leaf(v) for k, v in fb._asdict().items() if k != "drop"})
+    kw["feedback"] = fb
+    return kw
+
+
+def bank_gradients(inputs, backend, loss_terms):
+    """Gradients of every floating input of `bank_recurrence` (by name) for a random
+    projection of the outputs named in loss_terms, on `backend`."""
+    kw = bank_leaves(inputs)
+    with use_backend(backend):
+        result = bank_recurrence(**kw)
+    g = torch.Generator().manual_seed(5)
+    loss = 0
+    for name in loss_terms:
+        y = getattr(result, name)
+        loss = loss + (y * torch.randn(y.shape, generator=g, dtype=torch.float64).to(y.dtype)).sum()
+    loss.backward()
+    leaves = {k: v for k, v in kw.items() if isinstance(v, torch.Tensor)}
+    for i, (w, b) in enumerate(kw["layers"]):
+        leaves.update({f"w{i}": w, f"b{i}": b})
+    if kw["feedback"] is not None:
+        fb = kw["feedback"]._asdict()
+        leaves.update({f"fb.{k}": v for k, v in fb.items() if k != "drop" and
+                       isinstance(v, torch.Tensor) and v.is_floating_point()})  # fmt: skip
+    return {k: v.grad for k, v in leaves.items() if v.is_floating_point()}
+
+
+# Outputs feeding the loss: (a) memories only (no gradient of mlp_out, outputs or high-passes
+# from outside), (b) all of them, (c) no memories (grad_memories null).
+LOSSES = {
+    "memories": ("memories",),
+    "all": ("memories", "mlp_out", "outputs", "highpass"),
+    "no-memories": ("mlp_out", "outputs"),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("loop", ["bank_backward_lanes", "bank_backward_batch_inner"],
+                         ids=["lanes", "batch-inner"])  # fmt: skip
+@pytest.mark.parametrize(
+    "n, d_m, widths, batch, dropout, feedback, loss",
+    [
+        (20, 3, (10,), 1, False, True, "memories"),
+        (37, 5, (10,), 3, True, True, "all"),
+        (20, 5, (), 8, True, True, "no-memories"),
+        (37, 3, (6, 7), 3, False, True, "all"),
+        (140, 3, (6,), 2, True, True, "all"),  # past 8 vectors of neurons in both dtypes
+        (19, 3, (), 1, False, False, "all"),  # the network's readout
+        (37, 5, (10,), 8, False, False, "memories"),
+        (20, 3, (), 3, False, False, "no-memories"),
+    ],
+)
+def test_bank_backward_matches_eager(dtype, loop, n, d_m, widths, batch, dropout, feedback,
+                                     loss, monkeypatch):  # fmt: skip
+    """The reverse-time loops forced (the lanes loop, 16 float32 / 8 float64 neurons per
+    group: N 19, 20 and 37 leave a tail group; and the batch-inner or row-tiled loop it
+    replaces at small batch), with and without feedback, against the eager backward in
+    float64: the gradient of every input and weight, float64 within TOL and float32
+    within 1e-4 of the largest entry (float32 rounding through 12 steps)."""
+    inputs = lanes_inputs(n, d_m, widths, batch, dropout, dtype)
+    if not feedback:
+        inputs["feedback"] = None
+    terms = [t for t in LOSSES[loss] if feedback or t in ("memories", "mlp_out")]
+    expected = bank_gradients(cast_inputs(inputs, torch.float64), "eager", terms)
+    calls = force_backward(monkeypatch, loop)
+    actual = bank_gradients(inputs, "cpp", terms)
+    assert calls == [("bank_backward" if feedback else "backward", n, batch)]
+    assert actual.keys() == expected.keys()
+    for name, e in expected.items():
+        assert actual[name] is not None, name
+        assert_close(actual[name].double(), e, dtype)
+
+
+def test_network_training_step_matches_eager(monkeypatch):
+    """A whole ELM Network training step in float64 at batch 2 with recurrent dropout:
+    both banks' reverse-time loops as dispatched (the lanes loop: the hidden bank at batch
+    ≤ 8, the readout of 10 neurons at N ≥ 4) against the eager path, every parameter's
+    gradient."""
+    net = tiny_network(torch.float64, N=21, d_m=3, d_mlp=5, d_tree=4, d_brch=3, rho=0.5,
+                       n_out=10, dropout_rec=0.3).train()  # fmt: skip
+    x = torch.rand(2, 15, 5, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    calls = force_backward(monkeypatch, None)
+    grads = {}
+    for backend in ("eager", "cpp"):
+        net.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # the same dropout masks on both paths
+        with use_backend(backend):
+            out = net.run(x * 0.4)
+        gen = torch.Generator().manual_seed(5)
+        loss = (out.logits * torch.randn(out.logits.shape, generator=gen).double()).sum()
+        (loss + out.activity.square().sum()).backward()
+        grads[backend] = {name: p.grad.clone() for name, p in net.named_parameters()}
+    assert sorted(calls) == [("backward", 10, 2), ("bank_backward", 21, 2)]
+    for name, expected in grads["eager"].items():
+        assert_close(grads["cpp"][name], expected, torch.float64)

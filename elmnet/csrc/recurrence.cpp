@@ -1281,6 +1281,318 @@ void bank_backward(const ElmArgs& s) {
   }
 }
 
+// ---- The bank's reverse-time loop at small batch: neurons across the lanes ----
+//
+// `bank_backward` and `plain_backward` put samples in the vector lanes (or loop over one
+// neuron's rows): at batch 1–8 most lanes idle and each neuron's step is many tiny loops.
+// Here, as in `bank_forward_lanes`, L consecutive neurons form one group sharing every
+// vector, weights re-laid out once per call, every per-neuron stage of the step one
+// full-width operation per entry, groups outer and samples inner. Each output element
+// is summed in the order `bank_backward` uses (g κ, then the products over their inputs in
+// order; the sources of ∂L/∂o_{t−1} by ascending branch row), so float64 stays within
+// rounding of it and of the eager path.
+//
+// ∂L/∂o_{t−1}[s] = D_t[s] Σ_{(n, j)} S[(n, j), s] ∂L/∂c_t[n, j] reads every neuron's
+// branch gradients of step t, so it runs after all groups of the step, as a gather per
+// source (the transposed CSR built here, lists padded per group of L sources like the
+// forward's branch sums: `branch_sums` with hardware gathers), never a scatter whose lanes
+// could collide on one source.
+
+// The gather lists of `branch_sums` for a CSR matrix's rows taken L at a time: list (g, j)
+// holds, in lane l, the entries of row (g·L + l)·width + j in order (none past n·width
+// rows), padded to the longest of its L rows with masked-off lanes (index 0, value 0).
+// index[e] is where entry e reads its source in the gathered vector.
+template <typename T>
+struct GatherLists {
+  std::vector<int64_t> first;  // (groups · width + 1,) where each list starts
+  std::vector<int32_t> index;
+  std::vector<T> value;
+  std::vector<uint32_t> masks;  // kMaskWords per entry (see `branch_sums`)
+};
+
+template <typename T>
+GatherLists<T> gather_lists(int64_t n, int64_t width, const int32_t* crow, const int32_t* index,
+                            const T* value) {
+  constexpr int64_t L = kVecLanes<T>;
+  const int64_t groups = (n + L - 1) / L;
+  GatherLists<T> lists;
+  lists.first.assign(groups * width + 1, 0);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t j = 0; j < width; ++j) {
+      const int64_t live = value ? std::min(L, n - g * L) : 0;
+      int64_t count = 0;
+      for (int64_t l = 0; l < live; ++l) {
+        const int64_t row = (g * L + l) * width + j;
+        count = std::max<int64_t>(count, crow[row + 1] - crow[row]);
+      }
+      const int64_t start = static_cast<int64_t>(lists.index.size());
+      lists.index.resize(start + count * L, 0);
+      lists.value.resize(start + count * L, T(0));
+      lists.masks.resize((start / L + count) * kMaskWords, 0);
+      for (int64_t l = 0; l < live; ++l) {
+        const int64_t row = (g * L + l) * width + j;
+        for (int32_t e = crow[row]; e < crow[row + 1]; ++e) {
+          const int64_t entry = start / L + (e - crow[row]);
+          lists.index[entry * L + l] = index[e];
+          lists.value[entry * L + l] = value[e];
+          uint32_t* m = lists.masks.data() + entry * kMaskWords;
+          m[0] |= 1u << l;
+          const int64_t pair = index[e] / (2 * L);
+          if (pair > 0 && pair < kMaskWords) m[pair] |= 1u << l;
+        }
+      }
+      lists.first[g * width + j + 1] = start + count * L;
+    }
+  return lists;
+}
+
+// p[l] = v[l] for lanes l < count (a masked store: a memcpy of a variable length went
+// through the stack byte-wise).
+template <typename T>
+inline void store_head(T* p, Vec<T> v, int64_t count) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    _mm512_mask_storeu_ps(p, __mmask16((1u << count) - 1), __builtin_bit_cast(__m512, v));
+  else
+    _mm512_mask_storeu_pd(p, __mmask8((1u << count) - 1), __builtin_bit_cast(__m512d, v));
+#else
+  for (int64_t l = 0; l < count; ++l) p[l] = v[l];
+#endif
+}
+
+// Lane offsets l · stride of one group's neurons in a (·, N, B, width) layout.
+template <typename T>
+std::vector<int32_t> lane_steps(int64_t stride) {
+  std::vector<int32_t> steps(kVecLanes<T>);
+  for (int64_t l = 0; l < kVecLanes<T>; ++l) steps[l] = static_cast<int32_t>(l * stride);
+  return steps;
+}
+
+// (groups, B, width, L) → (N, B, width): the inverse of `states_to_lanes`.
+template <typename T>
+void states_from_lanes(T* dst, const T* src, int64_t n, int64_t batch, int64_t width) {
+  constexpr int64_t L = kVecLanes<T>;
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t i = 0; i < batch * width; ++i)
+      dst[k * batch * width + i] = src[((k / L) * batch * width + i) * L + k % L];
+}
+
+template <typename T>
+void bank_backward_lanes(const ElmArgs& s) {
+  using V = Vec<T>;
+  constexpr int64_t L = kVecLanes<T>;
+  const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
+  const int64_t n_layers = s.n_layers, act = s.act;
+  const bool fb = s.feedback != 0;
+  const int64_t d_tree = fb ? s.d_tree : 0, d_a = s.widths[0];
+  const int64_t groups = (n + L - 1) / L, np = groups * L;
+  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
+
+  // The transposed weights in lane layout: Uᵀ (groups, d_a, d_m, L), W_bᵀ (groups, d_a,
+  // d_tree, L), Vᵀ per layer (groups, out, in, L); per-state coefficients and the carried
+  // gradients (groups, B, width, L).
+  LaneBuffer<T> u_t(groups * d_a * d_m * L), wb_t(groups * d_a * d_tree * L);
+  to_lanes(u_t.p, in<T>(s.u), n, d_a, d_m, d_a, 0);
+  if (fb) to_lanes(wb_t.p, in<T>(s.w_branch), n, d_a, d_tree, d_a, 0);
+  std::vector<LaneBuffer<T>> w_layer;
+  std::vector<std::vector<int32_t>> step_act;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+    w_layer.emplace_back(groups * w_out * w_in * L);
+    to_lanes(w_layer.back().p, in<T>(s.weights[l]), n, w_out, w_in, w_out, 0);
+    step_act.push_back(lane_steps<T>(batch * w_in));
+  }
+  const int64_t states = groups * batch * d_m * L;
+  LaneBuffer<T> kappa(states), gain(states), carry(states);
+  states_to_lanes(kappa.p, in<T>(s.kappa), n, batch, d_m);
+  states_to_lanes(gain.p, in<T>(s.gain), n, batch, d_m);
+  states_to_lanes(carry.p, in<T>(s.carry), n, batch, d_m);
+  LaneBuffer<T> w_y(groups * d_m * L), carry_hp(groups * batch * L);
+  // ∂L/∂o per sample as (B, N padded), and this step's ∂L/∂c per sample as (B, groups,
+  // d_tree, L): the gathers index them by neuron and by (neuron, branch).
+  LaneBuffer<T> carry_out(batch * np);
+  const int64_t dc_stride = groups * d_tree * L;
+  LaneBuffer<T> dc(fb ? batch * dc_stride : 0);
+  GatherLists<T> sources;
+  if (fb) {
+    to_lanes(w_y.p, in<T>(s.w_y), n, d_m, 1, d_m, 0);
+    states_to_lanes(carry_hp.p, in<T>(s.carry_highpass), n, batch, 1);
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t b = 0; b < batch; ++b)
+        carry_out.p[b * np + k] = in<T>(s.carry_out)[k * batch + b];
+    // Sᵀ in CSR form, rows = sources, each row's entries by ascending branch row (the
+    // order in which `bank_backward` adds them), indexing dc's lane layout.
+    const T* values = in<T>(s.values);
+    const int64_t rows = n * d_tree, nnz = values ? s.crow[rows] : 0;
+    std::vector<int32_t> crow_t(n + 1, 0), index_t(nnz);
+    std::vector<T> value_t(nnz);
+    for (int64_t e = 0; e < nnz; ++e) ++crow_t[s.col[e] + 1];
+    for (int64_t k = 0; k < n; ++k) crow_t[k + 1] += crow_t[k];
+    std::vector<int32_t> next(crow_t.begin(), crow_t.end() - 1);
+    for (int64_t r = 0; r < rows && values; ++r) {
+      const int64_t k = r / d_tree, j = r % d_tree;
+      for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
+        const int32_t at = next[s.col[e]]++;
+        index_t[at] = static_cast<int32_t>(((k / L) * d_tree + j) * L + k % L);
+        value_t[at] = values[e];
+      }
+    }
+    sources = gather_lists(n, 1, crow_t.data(), index_t.data(), values ? value_t.data() : nullptr);
+  }
+
+  const std::vector<int32_t> step_m = lane_steps<T>(batch * d_m), step_1 = lane_steps<T>(batch),
+                             step_l = lane_steps<T>(L);
+  LaneBuffer<T> grad(d_m * L), da(widest * L), dh(widest * L), a(widest * L);
+
+  const auto [kappa_in, gain_in, proposals, grad_memories, grad_mlp_out, grad_z, grad_m_total,
+              carry_in] = backward_io<T>(s);
+  const T* drop = in<T>(s.drop);
+  const T* outputs = in<T>(s.outputs);
+  const T* grad_outputs = in<T>(s.grad_outputs);
+  const T* grad_highpasses = in<T>(s.grad_highpasses);
+  T* grad_y = out<T>(s.grad_y);
+  T* grad_r = out<T>(s.grad_r);
+  T* grad_branches = out<T>(s.grad_branches);
+  const T keep_r = T(s.kappa_r), leak_r = T(1.0 - s.kappa_r);
+
+  for (int64_t t = n_steps - 1; t >= 0; --t) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t live = std::min(L, n - g * L);
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t rows = (t * n + g * L) * batch + b;  // row of lane 0 in (T, N, B, ·)
+        const int64_t state = (g * batch + b) * L;
+        T* cr = carry.p + state * d_m;
+        // ∂L/∂m_t: from outside, from step t+1 (the carry) and, with feedback, through o_t.
+        for (int64_t j = 0; j < d_m; ++j) {
+          V v = load_vec(cr + j * L);
+          if (grad_memories)
+            v = gather_lanes(grad_memories + rows * d_m + j, step_m.data(), live) + v;
+          store_vec(grad.p + j * L, v);
+        }
+        if (fb) {
+          const V co = load_vec(carry_out.p + b * np + g * L);
+          const V go =
+              grad_outputs ? gather_lanes(grad_outputs + rows, step_1.data(), live) + co : co;
+          const V o = gather_lanes(outputs + rows, step_1.data(), live);
+          const V dy = o > T(0) ? go : V{};
+          V gh = load_vec(carry_hp.p + state) - dy;
+          if (grad_highpasses) gh += gather_lanes(grad_highpasses + rows, step_1.data(), live);
+          const V dr = dy + leak_r * gh;
+          scatter_lanes(grad_y + rows, step_1.data(), dy, live);
+          scatter_lanes(grad_r + rows, step_1.data(), dr, live);
+          store_vec(carry_hp.p + state, keep_r * gh);
+          for (int64_t j = 0; j < d_m; ++j)
+            store_vec(grad.p + j * L,
+                      load_vec(grad.p + j * L) + dr * load_vec(w_y.p + (g * d_m + j) * L));
+        }
+        // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
+        const T* gn = gain.p + state * d_m;
+        for (int64_t j = 0; j < d_m; ++j) {
+          const V gj = load_vec(grad.p + j * L);
+          scatter_lanes(grad_m_total + rows * d_m + j, step_m.data(), gj, live);
+          const V p = gather_lanes(proposals + rows * d_m + j, step_m.data(), live);
+          V dz = gj * (load_vec(gn + j * L) * (T(1) - p * p));
+          if (grad_mlp_out) dz += gather_lanes(grad_mlp_out + rows * d_m + j, step_m.data(), live);
+          store_vec(da.p + j * L, dz);
+          scatter_lanes(grad_z + rows * d_m + j, step_m.data(), dz, live);
+        }
+        // Down the layers: dh = da Vᵀ, then da = dh ⊙ σ'(a) at the layer's input.
+        for (int64_t l = n_layers - 1; l >= 0; --l) {
+          const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+          std::fill(dh.p, dh.p + w_in * L, T(0));
+          lane_outputs<T, 8>(dh.p, da.p, w_layer[l].p + g * w_out * w_in * L, w_out, w_in, 0);
+          const T* acts = in<T>(s.acts[l]) + rows * w_in;
+          for (int64_t i = 0; i < w_in; ++i)
+            store_vec(a.p + i * L, gather_lanes(acts + i, step_act[l].data(), live));
+          times_slope(da.p, dh.p, w_in * L, a.p, 1, w_in * L, act);
+          T* grad_act = out<T>(s.grad_acts[l]) + rows * w_in;
+          for (int64_t i = 0; i < w_in; ++i)
+            scatter_lanes(grad_act + i, step_act[l].data(), load_vec(da.p + i * L), live);
+        }
+        // ∂L/∂m_{t−1} = ∂L/∂m_t ⊙ κ + ∂L/∂a⁰ Uᵀ
+        const T* kap = kappa.p + state * d_m;
+        for (int64_t j = 0; j < d_m; ++j)
+          store_vec(cr + j * L, load_vec(grad.p + j * L) * load_vec(kap + j * L));
+        lane_outputs<T, 8>(cr, da.p, u_t.p + g * d_a * d_m * L, d_a, d_m, 0);
+        if (fb) {
+          // ∂L/∂c_t = ∂L/∂a⁰ W_bᵀ, for the gather and the store below.
+          T* dcb = dc.p + b * dc_stride + g * d_tree * L;
+          std::fill(dcb, dcb + d_tree * L, T(0));
+          lane_outputs<T, 8>(dcb, da.p, wb_t.p + g * d_a * d_tree * L, d_a, d_tree, 0);
+        }
+      }
+    }
+    if (fb) {
+      // ∂L/∂c_t stored (T, N, d_tree, B) once per step, in the order it is written: a
+      // scatter per (group, sample, branch) cost a quarter of the loop at batch 8 (each
+      // touching L cache lines).
+      T* dst = grad_branches + t * n * d_tree * batch;
+      for (int64_t k = 0; k < n; ++k) {
+        const T* src = dc.p + (k / L) * d_tree * L + k % L;
+        if (batch == 1) {  // a neuron's branches are contiguous: L of them per gather
+          for (int64_t j = 0; j < d_tree; j += L) {
+            const int64_t count = std::min(L, d_tree - j);
+            store_head(dst + k * d_tree + j, gather_lanes(src + j * L, step_l.data(), count),
+                       count);
+          }
+          continue;
+        }
+        for (int64_t j = 0; j < d_tree; ++j)
+          for (int64_t b = 0; b < batch; ++b)
+            dst[(k * d_tree + j) * batch + b] = src[b * dc_stride + j * L];
+      }
+    }
+    if (fb)  // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, a gather per group of L sources
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t g = 0; g < groups; ++g) {
+          T* co = carry_out.p + b * np + g * L;
+          branch_sums<T, 0>(co, dc.p + b * dc_stride, sources.index.data(),
+                            sources.value.data(), sources.masks.data(),
+                            sources.first.data() + g, 1);
+          if (drop)
+            store_vec(co, load_vec(co) * gather_lanes(drop + (t * n + g * L) * batch + b,
+                                                      step_1.data(), std::min(L, n - g * L)));
+        }
+  }
+  states_from_lanes(carry_in, carry.p, n, batch, d_m);
+  if (fb) {
+    states_from_lanes(out<T>(s.carry_highpass), carry_hp.p, n, batch, 1);
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t b = 0; b < batch; ++b)
+        out<T>(s.carry_out)[k * batch + b] = carry_out.p[b * np + k];
+  }
+}
+
+// Which reverse-time loop runs. The lanes loop's cost grows with the batch (one sample at
+// a time); the batch-inner one's stays nearly flat up to a vector of samples. Measured per
+// step (the loop alone, 1 thread, shared 2-core machine; lanes vs batch-inner, µs): the
+// small sweep bank (N 24, d_m 5) float32 batch 1: 1.8 vs 8.0, 8: 13.5 vs 13.8, 16: 25.5 vs
+// 21.0; float64 8: 15.0 vs 16.6, 16: 29.5 vs 29.7; SHD-Adding (N 96) float32 1: 7.8 vs 39,
+// 8: 60 vs 87, 16: 115 vs 102; float64 8: 82 vs 87, 16: 169 vs 154; Enwik8 (N 742, d_m 20)
+// float32 1: 1270 vs 1680, 4: 2447 vs 3161, 8: 4061 vs 2618. So with feedback up to batch
+// 8, a quarter of that past 128 neurons. Without feedback (the network's readout: N 19,
+// d_m 3, a linear MLP) the lanes loop beat `plain_backward` at every batch measured, 1 to
+// 64 (0.2 vs 0.6 µs at 1, 11.7 vs 14.2 at 64, float32), but only once a group's lanes are
+// at least half full; a lone neuron (the NeuronIO neuron, N = 1) keeps `plain_backward`.
+constexpr int64_t kLanesBackwardMaxBatch = 8;
+constexpr int64_t kLanesPlainMaxBatch = 64;
+
+template <typename T>
+inline bool backward_on_lanes(const ElmArgs& s) {
+  if (!s.feedback) return s.n >= kVecLanes<T> / 2 && s.batch <= kLanesPlainMaxBatch;
+  return s.batch <= (s.n <= 128 ? kLanesBackwardMaxBatch : kLanesBackwardMaxBatch / 2);
+}
+
+template <typename T>
+void backward_any(const ElmArgs& s) {
+  if (backward_on_lanes<T>(s))
+    bank_backward_lanes<T>(s);
+  else if (s.feedback)
+    bank_backward<T>(s);
+  else
+    plain_backward<T>(s);
+}
+
 // The bank's pre-activation from its input drive: out (T, N, B, d_a) = drive (T, B, N, d_a)
 // with the B and N axes swapped, plus bias (N, d_a). One pass over contiguous d_a-wide
 // rows; ATen's general permuted copy of the same (inner extent d_a ≈ 10) runs several
@@ -1888,12 +2200,8 @@ void elm_forward_f32(const ElmArgs* s) {
 void elm_forward_f64(const ElmArgs* s) {
   s->feedback ? bank_forward_any<double>(*s) : plain_forward_any<double>(*s);
 }
-void elm_backward_f32(const ElmArgs* s) {
-  s->feedback ? bank_backward<float>(*s) : plain_backward<float>(*s);
-}
-void elm_backward_f64(const ElmArgs* s) {
-  s->feedback ? bank_backward<double>(*s) : plain_backward<double>(*s);
-}
+void elm_backward_f32(const ElmArgs* s) { backward_any<float>(*s); }
+void elm_backward_f64(const ElmArgs* s) { backward_any<double>(*s); }
 void elm_bank_forward_f32(const ElmArgs* s) { bank_forward_any<float>(*s); }
 void elm_bank_forward_f64(const ElmArgs* s) { bank_forward_any<double>(*s); }
 // Each of the two forward loops with feedback regardless of batch, for tests and timings
@@ -1902,8 +2210,17 @@ void elm_bank_forward_lanes_f32(const ElmArgs* s) { bank_forward_lanes<float>(*s
 void elm_bank_forward_lanes_f64(const ElmArgs* s) { bank_forward_lanes<double>(*s); }
 void elm_bank_forward_batch_inner_f32(const ElmArgs* s) { bank_forward<float>(*s); }
 void elm_bank_forward_batch_inner_f64(const ElmArgs* s) { bank_forward<double>(*s); }
-void elm_bank_backward_f32(const ElmArgs* s) { bank_backward<float>(*s); }
-void elm_bank_backward_f64(const ElmArgs* s) { bank_backward<double>(*s); }
+void elm_bank_backward_f32(const ElmArgs* s) { backward_any<float>(*s); }
+void elm_bank_backward_f64(const ElmArgs* s) { backward_any<double>(*s); }
+// Each reverse-time loop regardless of batch and N, for tests and timings.
+void elm_bank_backward_lanes_f32(const ElmArgs* s) { bank_backward_lanes<float>(*s); }
+void elm_bank_backward_lanes_f64(const ElmArgs* s) { bank_backward_lanes<double>(*s); }
+void elm_bank_backward_batch_inner_f32(const ElmArgs* s) {
+  s->feedback ? bank_backward<float>(*s) : plain_backward<float>(*s);
+}
+void elm_bank_backward_batch_inner_f64(const ElmArgs* s) {
+  s->feedback ? bank_backward<double>(*s) : plain_backward<double>(*s);
+}
 
 void elm_weight_grads_f32(const ElmArgs* s, const ElmGrads* g) { weight_grads<float>(*s, *g); }
 void elm_weight_grads_f64(const ElmArgs* s, const ElmGrads* g) { weight_grads<double>(*s, *g); }
