@@ -1704,20 +1704,6 @@ inline Vec<T> load_head(const T* p, int64_t count) {
 #endif
 }
 
-// v's first `count` (≤ one vector) values to p, nothing past them (a masked store: the
-// vector never goes through memory, so a tile's accumulators stay in registers).
-template <typename T>
-inline void store_head(T* p, Vec<T> v, int64_t count) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>)
-    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << count) - 1), (__m512)v);
-  else
-    _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << count) - 1), (__m512d)v);
-#else
-  for (int64_t i = 0; i < count; ++i) p[i] = v[i];
-#endif
-}
-
 // out (p × q, row-major) += Σ_{t < n_steps, b < batch} σ(x_{t,b})ᵀ y_{t,b}, x_{t,b} = xrow(t, b)
 // (p values, `xs` apart) and y_{t,b} = yrow(t, b) (q values); σ is `act` (< 0: none). Register tiles of
 // H ≤ 8 rows of out by one vector of columns, so each (t, b) costs H multiply-adds with
