@@ -153,7 +153,7 @@ _POINTERS = (
     "widths kappa gain u weights acts pre memory biases memories mlp_out proposals "
     "grad_memories grad_mlp_out grad_z grad_acts grad_m_total carry values crow col w_branch "
     "w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses grad_y "
-    "grad_r grad_branches carry_out carry_highpass"
+    "grad_r grad_branches carry_out carry_highpass tokens"
 ).split()
 
 
@@ -249,18 +249,26 @@ def _widths(d_a: int, weights, d_m: int) -> ctypes.Array:
     return (ctypes.c_int64 * len(widths))(*widths)
 
 
-def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out, fb=None):
+def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out, fb=None,
+                 tokens=None):  # fmt: skip
     """The forward time loop in C++, filling `acts` (when non-empty), `memories` and
     `mlp_out` in place, as `elmnet.recurrence._eager_forward` does.
 
     fb: None or (values, crow, col, w_branch, w_y, beta, drop, highpass, output,
-    outputs, highpasses), the last two filled in place.
+    outputs, highpasses), the last two filled in place. tokens: None, or (with fb) the
+    `elmnet.recurrence.TokenRows` the loop reads pre from, `pre` then giving only the
+    shape.
     """
     n_steps, n, batch, d_a = pre.shape
     d_m = memory.shape[-1]
     weights = [w.contiguous() for w, _ in layers]
     biases = [_per_state(b, n, batch, w.shape[-1]) for w, b in layers]
     call = _Call(spec, n_steps=n_steps, n=n, batch=batch, d_m=d_m, n_layers=len(layers))
+    if tokens is not None:
+        if fb is None:
+            raise ValueError("token rows are read in place by the bank loops only")
+        pre = tokens.table.contiguous()
+        call.set(tokens=tokens.tokens.to(torch.int64).contiguous())
     call.set(
         widths=_widths(d_a, weights, d_m), pre=pre.contiguous(), memory=memory.contiguous(),
         u=u.contiguous(), kappa=_per_state(kappa, n, batch, d_m),

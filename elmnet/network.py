@@ -78,6 +78,7 @@ from elmnet.recurrence import (
     BankRecurrence,
     Feedback,
     SparsePattern,
+    TokenRows,
     bank_recurrence,
     cpp_chosen,
 )
@@ -300,18 +301,25 @@ class ELMBank(nn.Module):
         )
 
     def token_pre(
-        self, tokens: torch.Tensor, token_scale: float, keep: torch.Tensor | None = None
-    ) -> torch.Tensor:
+        self,
+        tokens: torch.Tensor,
+        token_scale: float,
+        keep: torch.Tensor | None = None,
+        lazy: bool = False,
+    ) -> "torch.Tensor | TokenRows":
         """`feedforward` for integer tokens: (T, N, B, d_a), bias included, as one row
         gather from the table token_scale · (composed input matrix) [+ bias] laid out
         (token, neuron) × d_a, written in the recurrence's layout. For Enwik8 at batch 64
         this is a third of the time of the lookup, scaling and transpose it replaces: pre
-        is hundreds of MB there, and every pass over it costs.
+        is hundreds of MB there, and every pass over it costs. With `lazy` (and no
+        dropout) the table and the tokens, `TokenRows`, which `bank_recurrence` gathers
+        only where it must (the C++ loops read it in place in inference).
 
         Args:
             tokens: (T, B) integer tokens in [0, d_src).
             token_scale: the one-hot value.
             keep: (T, B, 1) dropout factor per token, or None.
+            lazy: return `TokenRows` when keep is None.
         """
         n_steps, batch = tokens.shape
         n, d_a = self.n, self.w_first.shape[-1]
@@ -320,12 +328,11 @@ class ELMBank(nn.Module):
             scaled = token_scale * self.feedforward_matrix().view(self.d_src, n, d_a)
             return (scaled + self.b_first if bias else scaled).view(self.d_src * n, d_a)
 
-        neuron = torch.arange(n, device=tokens.device).view(1, n, 1)
-        rows = (tokens.unsqueeze(1) * n + neuron).flatten()
         if keep is None:  # every row gets the bias once: it can live in the table
             rows_of = self._derived(f"token_table_{token_scale!r}", lambda: table(True))
-            return rows_of.index_select(0, rows).view(n_steps, n, batch, d_a)
-        pre = table(False).index_select(0, rows).view(n_steps, n, batch, d_a)
+            token_rows = TokenRows(rows_of, tokens)
+            return token_rows if lazy else token_rows.rows(n)
+        pre = TokenRows(table(False), tokens).rows(n)
         # In place: index_select's backward needs neither its output nor the factors.
         pre.mul_(keep.view(n_steps, 1, batch, 1))
         return pre.add_(self.b_first.unsqueeze(1))
@@ -379,7 +386,10 @@ class ELMBank(nn.Module):
             "recurrence_weights", self._recurrence_weights
         )
         if not self.d_mlp:  # linear MLP: the first layer is the last, the 2/3 goes on it
-            pre = TANH_SLOPE * pre
+            if isinstance(pre, TokenRows):
+                pre = pre._replace(table=TANH_SLOPE * pre.table)
+            else:
+                pre = TANH_SLOPE * pre
         feedback = None
         if self.recurrent:
             feedback = Feedback(
@@ -494,16 +504,17 @@ class ELMNetwork(nn.Module):
 
     def run(self, x: torch.Tensor, state: ELMNetworkState | None = None) -> NetworkOutput:
         """Forward pass returning logits, state and the hidden activity for regularisers."""
-        hidden_inputs, state = self.hidden_inputs(x, state)
+        hidden_inputs, state = self.hidden_inputs(x, state, lazy=True)
         hidden = self.hidden.run(**hidden_inputs)
         readout = self.readout.run(**self.readout_inputs(hidden.outputs, state))
         return self.finish(hidden, readout, state)
 
     def hidden_inputs(
-        self, x: torch.Tensor, state: ELMNetworkState | None = None
+        self, x: torch.Tensor, state: ELMNetworkState | None = None, lazy: bool = False
     ) -> tuple[dict[str, torch.Tensor | None], ELMNetworkState]:
         """The hidden bank's `run` arguments for input `x`, dropout drawn (the global
-        RNG, in training), and the state (zeros when None)."""
+        RNG, in training), and the state (zeros when None). With `lazy`, token input
+        without dropout comes as `TokenRows` (see `ELMBank.token_pre`)."""
         c = self.config
         self._check_input(x)
         batch, n_steps = x.shape[:2]
@@ -522,7 +533,7 @@ class ELMNetwork(nn.Module):
                 self.hidden.w_s.new_ones(n_steps, batch, 1, device=x.device), c.dropout_in
             )
         if c.tau_b is None and not x.is_floating_point():
-            pre = self.hidden.token_pre(time_major, c.token_scale, keep)
+            pre = self.hidden.token_pre(time_major, c.token_scale, keep, lazy)
         else:
             drive = self.hidden.input_drive(time_major, c.token_scale, keep)
             if c.tau_b is not None:
@@ -537,7 +548,8 @@ class ELMNetwork(nn.Module):
             pre = self.hidden.add_bias(drive)
         drop = None
         if self.training and c.dropout_rec > 0:
-            drop = F.dropout(pre.new_ones(n_steps, c.N, batch), c.dropout_rec)
+            drop = F.dropout(x.new_ones(n_steps, c.N, batch, dtype=state.memory.dtype),
+                             c.dropout_rec)  # fmt: skip
         # The recurrence wants neuron-major state, contiguous for the sparse products.
         inputs = dict(
             pre=pre,

@@ -109,10 +109,11 @@ class _Spec:
     cpp: bool = False  # run the time loops in C++ (elmnet.cpp_loop)
 
 
-def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest):
+def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest, tokens=None):
     """The forward time loops on the backend `spec` names: (memories, mlp_out, outputs,
     highpasses, acts), the feedback pair None without feedback, acts (the pre-activations
-    the backward pass reads) only when `keep`."""
+    the backward pass reads) only when `keep`. tokens: a `TokenRows` whose table the C++
+    loops read in place (then `pre` is its placeholder), or None."""
     flat_layers = rest[: 2 * spec.n_layers]
     layers = list(zip(flat_layers[0::2], flat_layers[1::2], strict=True))
     n_steps, n, batch, _ = pre.shape
@@ -143,7 +144,7 @@ def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest):
             fb = (values, crow, col, w_branch, w_y, beta, drop, highpass, out, outputs,
                   highpasses)  # fmt: skip
         cpp_loop.forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories,
-                              mlp_out, fb)  # fmt: skip
+                              mlp_out, fb, tokens)  # fmt: skip
     elif spec.feedback:
         synapses = _csr(crow, col, values, (n * spec.d_tree, n))
         _eager_forward(
@@ -440,6 +441,33 @@ class Feedback(NamedTuple):
     output: torch.Tensor
 
 
+class TokenRows(NamedTuple):
+    """A bank's pre-activation for token input, as `bank_recurrence`'s `pre`: row
+    token · N + k of `table` (tokens · N, d_a) is neuron k's pre-activation for that token
+    (bias included), and step t of sample b reads token `tokens[t, b]` ((T, B) int64).
+    The C++ loops with feedback read the table in place when nothing is kept for a
+    backward pass (for Enwik8 at batch 64 the (T, N, B, d_a) copy is hundreds of MB);
+    everything else takes `rows`."""
+
+    table: torch.Tensor
+    tokens: torch.Tensor
+
+    def rows(self, n: int) -> torch.Tensor:
+        """The (T, N, B, d_a) pre-activation: one row gather from the table."""
+        n_steps, batch = self.tokens.shape
+        neuron = torch.arange(n, device=self.tokens.device).view(1, n, 1)
+        index = (self.tokens.unsqueeze(1) * n + neuron).flatten()
+        return self.table.index_select(0, index).view(n_steps, n, batch, -1)
+
+    def placeholder(self, n: int) -> torch.Tensor:
+        """A (T, N, B, d_a) view of the table with the shape, dtype and device of `rows`
+        (step and sample strides 0; its values are not the rows'): what the code around
+        the loops reads of `pre`."""
+        n_steps, batch = self.tokens.shape
+        d_a = self.table.shape[-1]
+        return self.table.as_strided((n_steps, n, batch, d_a), (0, d_a, 0, 1))
+
+
 class BankRecurrence(NamedTuple):
     """What `bank_recurrence` returns, all (T, N, B, ·)."""
 
@@ -544,7 +572,7 @@ def bank_recurrence(
     Args:
         activation: MLP activation name (relu, silu, relu2, identity).
         pre: (T, N, B, d_a) first-layer pre-activation from the feed-forward input, bias
-            included.
+            included; or, for token input, its `TokenRows`.
         memory: (N, B, d_m) memory before the first step.
         u: (N, d_m, d_a) memory-to-first-layer weight, decay already folded in.
         kappa: memory decay per step, broadcastable to (N, B, d_m).
@@ -554,6 +582,9 @@ def bank_recurrence(
             linear MLP (then `pre` and `u` carry the 2/3).
         feedback: the recurrent synapses and output of a network layer, or None.
     """
+    token_rows = pre if isinstance(pre, TokenRows) else None
+    if token_rows is not None:
+        pre = token_rows.placeholder(memory.shape[0])
     dtype = _compute_dtype(pre.dtype)
     tensors = [pre, memory, u, kappa, gain, *(x for layer in layers for x in layer)]
     fb_spec = ()
@@ -562,13 +593,18 @@ def bank_recurrence(
         fb_spec = (True, float(fb.kappa_r), fb.d_tree)
         tensors += [fb.values, p.crow, p.col, p.crow_t, p.col_t, p.perm_t, fb.w_branch]
         tensors += [fb.w_y, fb.beta, fb.drop, fb.highpass, fb.output]
-    if any(x is not None and x.is_floating_point() and x.dtype != dtype for x in tensors):
-        tensors = [x.to(dtype) if x is not None and x.is_floating_point() else x for x in tensors]
     spec = _Spec(activation, len(layers), *fb_spec)
     if _use_fused(spec, tensors[0], tensors[3], tensors[4], layers):
         spec = _Spec(activation, len(layers), *fb_spec, fused=True)
     elif _use_cpp(spec, tensors[0]):
         spec = _Spec(activation, len(layers), *fb_spec, cpp=True)
+    if token_rows is not None and not (spec.cpp and spec.feedback and not torch.is_grad_enabled()):
+        tensors[0], token_rows = token_rows.rows(memory.shape[0]), None
+    if any(x is not None and x.is_floating_point() and x.dtype != dtype for x in tensors):
+        if token_rows is not None:  # the table read in place must be in the loops' dtype
+            token_rows = token_rows._replace(table=token_rows.table.to(dtype))
+            tensors[0] = token_rows.placeholder(memory.shape[0])
+        tensors = [x.to(dtype) if x is not None and x.is_floating_point() else x for x in tensors]
     # Under autocast the recurrence's own ops (the eager loop) must not downcast.
     autocast = torch.is_autocast_enabled(pre.device.type)
     with torch.autocast(pre.device.type, enabled=False) if autocast else contextlib.nullcontext():
@@ -579,7 +615,7 @@ def bank_recurrence(
             # the loops run directly, without the autograd function (whose bookkeeping
             # over a score of arguments is a good part of a small network's call; it would
             # also report parameters as needing grad, and keep activations for them).
-            *result, _ = _forward(spec, False, *tensors)
+            *result, _ = _forward(spec, False, *tensors, tokens=token_rows)
     if feedback is None:
         return BankRecurrence(*result[:2], None, None)
     return BankRecurrence(*result)

@@ -78,6 +78,10 @@ struct ElmArgs {
   void* grad_branches;     // (T, N, d_tree, B)
   void* carry_out;         // (N, B), zero on entry; ∂L/∂o_{−1} on return
   void* carry_highpass;    // (N, B), zero on entry; ∂L/∂r̄_{−1} on return
+  // Token input (the bank loops' forward): null, or (T, B) token ids, and then `pre` is
+  // the table (tokens · N, d_a) whose row token · N + k is neuron k's pre-activation for
+  // that token, read in place of a (T, N, B, d_a) copy of its rows.
+  const int64_t* tokens;
 };
 
 // Where `elm_weight_grads_*` writes the weight gradients; mirrored by elmnet/cpp_loop.py
@@ -677,9 +681,11 @@ void bank_forward(const ElmArgs& s) {
       if (fb)
         add_mat_mat_t(a_t.data(), c.data() + k * d_tree * bp,
                       in<T>(s.w_branch) + k * d_tree * d_a, d_tree, d_a, bp);
-      const T* p_k = pre + rows * d_a;
-      for (int64_t b = 0; b < batch; ++b)
-        for (int64_t j = 0; j < d_a; ++j) a[b * d_a + j] = p_k[b * d_a + j] + a_t[j * bp + b];
+      for (int64_t b = 0; b < batch; ++b) {
+        const T* p = s.tokens ? pre + (s.tokens[t * batch + b] * n + k) * d_a
+                              : pre + (rows + b) * d_a;
+        for (int64_t j = 0; j < d_a; ++j) a[b * d_a + j] = p[j] + a_t[j * bp + b];
+      }
       // h = σ(a), a ← h V + v through the layers; the last gives z_t.
       for (int64_t l = 0; l < n_layers; ++l) {
         const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
@@ -1045,10 +1051,11 @@ void bank_forward_lanes(const ElmArgs& s) {
 
   // Lane offsets of one group in the (·, N, B, width) layouts: l · B · width; step_w[l]
   // for the pre-activations a^l kept for the backward pass (acts, width widths[l]).
+  // With token input a group's rows of the table are consecutive: lanes d_a apart.
   std::vector<int32_t> step_a(L), step_m(L), step_1(L);
   std::vector<std::vector<int32_t>> step_w(acts_kept ? n_layers : 0, std::vector<int32_t>(L));
   for (int64_t l = 0; l < L; ++l) {
-    step_a[l] = static_cast<int32_t>(l * batch * d_a);
+    step_a[l] = static_cast<int32_t>(s.tokens ? l * d_a : l * batch * d_a);
     step_m[l] = static_cast<int32_t>(l * batch * d_m);
     step_1[l] = static_cast<int32_t>(l * batch);
     for (size_t k = 0; k < step_w.size(); ++k)
@@ -1088,9 +1095,11 @@ void bank_forward_lanes(const ElmArgs& s) {
         // a⁰ = (m_{t−1} U + c_t W_b) + pre_t
         std::fill(a.p, a.p + d_a * L, T(0));
         lane_outputs<T, 8>(a.p, x.p, w1, d_in, d_a, 0);
+        const T* pre_g = s.tokens ? pre + (s.tokens[t * batch + b] * n + g * L) * d_a
+                                  : pre + rows * d_a;
         for (int64_t j = 0; j < d_a; ++j)
-          store_vec(a.p + j * L, load_vec(a.p + j * L) +
-                                     gather_lanes(pre + rows * d_a + j, step_a.data(), live));
+          store_vec(a.p + j * L,
+                    load_vec(a.p + j * L) + gather_lanes(pre_g + j, step_a.data(), live));
         // h = σ(a), a ← v + h V through the layers; the last gives z_t.
         for (int64_t l = 0; l < n_layers; ++l) {
           const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
