@@ -214,7 +214,10 @@ class _Recurrence(torch.autograd.Function):
         fb_grads = (
             (grad_y, grad_r, grad_branches, carry_out, carry_highpass) if spec.feedback else ()
         )
-        if spec.cpp and memories.shape[2] <= CPP_WEIGHT_GRADS_MAX_BATCH:
+        if spec.cpp:
+            # One C++ pass, not `_weight_grads`' score of ATen ops: at small batch their
+            # dispatch was most of a small network's backward pass, and at batch 64 their
+            # layout copies took SHD-Adding's training step twice as long (0.5 vs 1.0 s).
             return cpp_loop.weight_grads(
                 spec, ctx.saved_tensors, ctx.shapes, proposals, grad_z, grad_acts, grad_m_total,
                 carry, *fb_grads,
@@ -223,12 +226,6 @@ class _Recurrence(torch.autograd.Function):
             ctx, spec, ctx.saved_tensors, proposals, grad_z, grad_acts, grad_m_total, carry,
             *fb_grads,
         )  # fmt: skip
-
-
-# Up to this batch the C++ loops' weight gradients are summed in C++ (one call) rather than
-# by `_weight_grads`' batched products (a score of ATen ops, whose dispatch is most of a
-# small network's backward pass; at large batch their BLAS products win).
-CPP_WEIGHT_GRADS_MAX_BATCH = 16
 
 
 def _activation(name: str):

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from elmbridge.errors import UserError
-from elmnet import cpp_loop, recurrence
+from elmnet import cpp_loop
 from elmnet.config import ELMConfig
 from elmnet.network import ELMNetwork, ELMNetworkConfig, ELMNetworkState
 from elmnet.neuron import ELMNeuron
@@ -633,7 +633,6 @@ LOSSES = {
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("loop", ["bank_backward_lanes", "bank_backward_batch_inner"],
                          ids=["lanes", "batch-inner"])  # fmt: skip
-@pytest.mark.parametrize("weights", ["cpp", "aten"])
 @pytest.mark.parametrize(
     "n, d_m, widths, batch, dropout, feedback, loss",
     [
@@ -645,19 +644,19 @@ LOSSES = {
         (19, 3, (), 1, False, False, "all"),  # the network's readout
         (37, 5, (10,), 8, False, False, "memories"),
         (20, 3, (), 3, False, False, "no-memories"),
+        (21, 5, (10,), 20, True, True, "all"),
     ],
 )
-def test_bank_backward_matches_eager(dtype, loop, weights, n, d_m, widths, batch, dropout,
-                                     feedback, loss, monkeypatch):  # fmt: skip
+def test_bank_backward_matches_eager(dtype, loop, n, d_m, widths, batch, dropout, feedback,
+                                     loss, monkeypatch):  # fmt: skip
     """The reverse-time loops forced (the lanes loop, 16 float32 / 8 float64 neurons per
     group: N 19, 20 and 37 leave a tail group; and the batch-inner or row-tiled loop it
     replaces at small batch), with and without feedback, and the weight gradients after
-    them summed in C++ (`cpp_loop.weight_grads`, chosen up to batch 16) or by the batched
-    ATen products of larger batches, against the eager backward in float64: the gradient
-    of every input and weight, float64 within TOL and float32 within 1e-4 of the largest
-    entry (float32 rounding through 12 steps)."""
-    if weights == "aten":
-        monkeypatch.setattr(recurrence, "CPP_WEIGHT_GRADS_MAX_BATCH", 0)
+    them (`cpp_loop.weight_grads`), against the eager backward in float64 (its weight
+    gradients from batched ATen products): the gradient of every input and weight, float64
+    within TOL and float32 within 1e-4 of the largest entry (float32 rounding through 12
+    steps). Batch 20: the batch-inner loop, and in the weight gradients more samples than
+    a vector holds in float64."""
     inputs = lanes_inputs(n, d_m, widths, batch, dropout, dtype)
     if not feedback:
         inputs["feedback"] = None

@@ -1837,8 +1837,9 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   for (int64_t r = 0; r < n * d_tree && nnz; ++r)
     for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) entry_row[e] = static_cast<int32_t>(r);
   // c_t for a chunk of steps in S's row layout (step, neuron, branch, sample): the sums
-  // run over contiguous samples, and ∂L/∂W_b's reads a row's d_tree values B apart.
-  constexpr int64_t kChunk = 32;
+  // run over contiguous samples, and ∂L/∂W_b's reads a row's d_tree values B apart. Up to
+  // 32 steps, and ≈ 8 MB (one step of Enwik8's bank at batch 64 is 10 MB).
+  const int64_t kChunk = std::clamp<int64_t>((int64_t(8) << 20) / (sizeof(T) * nb * d_tree), 1, 32);
   std::vector<T> q(nb), c(kChunk * nb * d_tree);
   for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
     const int64_t steps = std::min(kChunk, n_steps - t0);
