@@ -3,7 +3,7 @@
 `elmnet.recurrence` runs its time loops eagerly (a dozen small ATen ops per step), on
 CUDA through the Triton kernels of `elmnet.fused`, or on the CPU through the C++ loops
 of ``elmnet/csrc/recurrence.cpp`` that this module builds (`extension`), checks
-(`why_not`) and calls (`forward_loop`, `backward_loop`), and the two other C++ loops of
+(`why_not`) and calls (`forward_loop`, `backward`), and the two other C++ loops of
 the same library: the leaky trace (`trace`) and the spike-input product
 (`spike_product`), each an autograd function with its backward pass in C++. The C++
 time loops fill exactly the sequences the eager loops fill, so the saved tensors and the
@@ -292,9 +292,13 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
     call.run("bank_forward" if fb is not None else "forward", pre.dtype)
 
 
-def backward_loop(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedback, proposals):
-    """The reverse-time loop in C++; same arguments and results as
-    `elmnet.recurrence._eager_backward`."""
+def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feedback, proposals):
+    """The reverse-time loop and then the weight gradients in C++, on one set of
+    arguments: what `elmnet.recurrence._Recurrence.backward` returns (`shapes` its
+    ctx.shapes), as `_eager_backward` and `_weight_grads` compute it. The weight gradients
+    are one pass over the steps (`weight_grads` in recurrence.cpp), not a score of ATen ops:
+    at small batch their dispatch was most of a small network's backward pass, and at batch
+    64 their layout copies made SHD-Adding's training step twice as long (1.0 vs 0.5 s)."""
     n_layers = spec.n_layers
     memory, u, kappa, gain, memories, mlp_out, *rest = saved_tensors
     acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
@@ -316,9 +320,10 @@ def backward_loop(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedbac
         acts=[a.contiguous() for a in acts] or None, proposals=proposals.contiguous(),
         grad_memories=maybe(grad_memories), grad_mlp_out=maybe(grad_mlp_out), grad_z=grad_z,
         grad_acts=grad_acts or None, grad_m_total=grad_m_total, carry=carry,
+        memory=memory.contiguous(), memories=memories.contiguous(),
     )  # fmt: skip
     if spec.feedback:
-        values, crow, col, _, _, _, w_branch, w_y, drop, outputs = rest[2 * n_layers : -1]
+        values, crow, col, _, _, _, w_branch, w_y, drop, outputs, output0 = rest[2 * n_layers :]
         grad_outputs, grad_highpasses = grad_feedback
         grad_y, grad_r = torch.empty_like(outputs), torch.empty_like(outputs)
         grad_branches = outputs.new_empty(n_steps, n, spec.d_tree, batch)
@@ -329,59 +334,28 @@ def backward_loop(spec, saved_tensors, grad_memories, grad_mlp_out, grad_feedbac
             w_y=w_y.contiguous(), drop=maybe(drop), outputs=outputs.contiguous(),
             grad_outputs=maybe(grad_outputs), grad_highpasses=maybe(grad_highpasses),
             grad_y=grad_y, grad_r=grad_r, grad_branches=grad_branches, carry_out=carry_out,
-            carry_highpass=carry_highpass,
+            carry_highpass=carry_highpass, output0=output0.contiguous(),
         )  # fmt: skip
     call.run("bank_backward" if spec.feedback else "backward", memories.dtype)
-    if spec.feedback:
-        return (grad_z, grad_acts, grad_m_total, carry, grad_y, grad_r, grad_branches,
-                carry_out, carry_highpass)  # fmt: skip
-    return grad_z, grad_acts, grad_m_total, carry
 
-
-def weight_grads(spec, saved_tensors, shapes, proposals, grad_z, grad_acts, grad_m_total,
-                 carry, grad_y=None, grad_r=None, grad_branches=None, carry_out=None,
-                 carry_highpass=None):  # fmt: skip
-    """`elmnet.recurrence._weight_grads` (same arguments, `shapes` its ctx.shapes; same
-    results) with the weight gradients summed in one C++ pass over the steps."""
-    n_layers = spec.n_layers
-    memory, _, _, _, memories, _, *rest = saved_tensors
-    acts = rest[:n_layers]
-    n_steps, n, batch, d_m = memories.shape
-    d_a = (grad_acts[0] if n_layers else grad_z).shape[-1]
+    # The weight gradients, from the per-step gradients just filled.
     kappa_shape, gain_shape, *bias_shapes = shapes
-    widths = [d_a, *(a.shape[-1] for a in acts[1:]), d_m]
     new = memories.new_empty
     grad_u, grad_kappa, grad_gain = new(n, d_m, d_a), new(n, batch, d_m), new(n, batch, d_m)
+    widths = [w.shape[1] for w in weights] + [d_m]  # each layer's input, then d_m
     grad_weights = [new(n, widths[i], widths[i + 1]) for i in range(n_layers)]
     grad_biases = [new(n, batch, widths[i + 1]) for i in range(n_layers)]
-    call = _Call(spec, n_steps=n_steps, n=n, batch=batch, d_m=d_m, n_layers=n_layers)
-    call.set(
-        widths=(ctypes.c_int64 * len(widths))(*widths), memory=memory.contiguous(),
-        memories=memories, proposals=proposals, grad_m_total=grad_m_total, grad_z=grad_z,
-        acts=[a.contiguous() for a in acts] or None, grad_acts=grad_acts or None,
-    )  # fmt: skip
-    grads = _Call(spec, n_steps=0, n=0, batch=0, d_m=0, n_layers=0)  # keeps the outputs alive
-    out = _Grads()
-    for name, x in (("grad_u", grad_u), ("grad_kappa", grad_kappa), ("grad_gain", grad_gain)):
-        setattr(out, name, x.data_ptr())
+    out = _Grads(grad_u=grad_u.data_ptr(), grad_kappa=grad_kappa.data_ptr(),
+                 grad_gain=grad_gain.data_ptr())  # fmt: skip
     for name, xs in (("grad_weights", grad_weights), ("grad_biases", grad_biases)):
         array = (ctypes.c_void_p * max(1, len(xs)))(*(x.data_ptr() for x in xs))
-        grads.keep.append(array)
+        call.keep.append(array)
         setattr(out, name, ctypes.addressof(array))
     if spec.feedback:
-        values, crow, col, *_, w_branch, w_y, drop, outputs, output0 = rest[2 * n_layers :]
         grad_values = torch.empty_like(values)
-        grad_w_branch, grad_w_y = torch.empty_like(w_branch), torch.empty_like(w_y)
-        grad_beta = new(n, batch)
-        call.set(
-            values=values.contiguous(), crow=crow.to(torch.int32).contiguous(),
-            col=col.to(torch.int32).contiguous(), drop=None if drop is None else drop.contiguous(),
-            outputs=outputs.contiguous(), output0=output0.contiguous(),
-            grad_branches=grad_branches, grad_r=grad_r, grad_y=grad_y,
-        )  # fmt: skip
-        for name, x in (("grad_values", grad_values), ("grad_w_branch", grad_w_branch),
-                        ("grad_w_y", grad_w_y), ("grad_beta", grad_beta)):  # fmt: skip
-            setattr(out, name, x.data_ptr())
+        grad_w_branch, grad_w_y, grad_beta = torch.empty_like(w_branch), new(n, d_m), new(n, batch)
+        out.grad_values, out.grad_w_branch = grad_values.data_ptr(), grad_w_branch.data_ptr()
+        out.grad_w_y, out.grad_beta = grad_w_y.data_ptr(), grad_beta.data_ptr()
     suffix = "f64" if memories.dtype == torch.float64 else "f32"
     getattr(extension(), f"elm_weight_grads_{suffix}")(ctypes.byref(call.args), ctypes.byref(out))
     result = [

@@ -417,7 +417,7 @@ class ELMBank(nn.Module):
         layers after the first with the 2/3 in them, and for a recurrent bank the
         recurrent synapse values and the first layer's branch half (contiguous: the C++
         loop reads it as is)."""
-        kappa_m, gain = memory_update_coefficients(self.tau_m, self.dt, self.lam, self.dynamics)
+        kappa_m, gain = self._memory_coefficients()
         u = self.w_first[:, self.d_tree :] * kappa_m.unsqueeze(-1)
         if self.d_mlp:
             layers = [(TANH_SLOPE * self.w_last, TANH_SLOPE * self.b_last.unsqueeze(1))]
@@ -427,7 +427,24 @@ class ELMBank(nn.Module):
         if self.recurrent:
             values = self._recurrent_values()
             w_branch = self.w_first[:, : self.d_tree].contiguous()
-        return kappa_m, TANH_GAIN * gain, u, layers, values, w_branch
+        return kappa_m, gain, u, layers, values, w_branch
+
+    def _memory_coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """κ_m (d_m,) and the gain (d_m,) with tanh's 1.7159 in it. They follow from the
+        fixed time constants (the buffer θ_m) alone, so they are kept between calls with
+        gradients on too (half a dozen ops a training step saves), until θ_m changes. Made
+        under inference mode they are inference tensors, which autograd may not save: the
+        mode is part of the key."""
+        theta = self.theta_m
+        key = (theta.data_ptr(), theta._version, theta.dtype, theta.device, self.dt, self.lam,
+               self.dynamics, torch.is_inference_mode_enabled())  # fmt: skip
+        cached = self.__dict__.get("_coefficients")
+        if theta.requires_grad or cached is None or cached[0] != key:
+            kappa_m, gain = memory_update_coefficients(self.tau_m, self.dt, self.lam, self.dynamics)
+            cached = (key, (kappa_m, TANH_GAIN * gain))
+            if not theta.requires_grad:
+                self.__dict__["_coefficients"] = cached
+        return cached[1]
 
 
 class ELMNetwork(nn.Module):

@@ -193,6 +193,9 @@ class _Recurrence(torch.autograd.Function):
         memory, u, kappa, gain, memories, mlp_out, *rest = ctx.saved_tensors
         acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
         proposals = torch.tanh(mlp_out)
+        if spec.cpp:
+            return cpp_loop.backward(spec, ctx.saved_tensors, ctx.shapes, grad_memories,
+                                     grad_mlp_out, grad_feedback, proposals)  # fmt: skip
         if spec.fused:
             fb = None
             if spec.feedback:
@@ -205,8 +208,7 @@ class _Recurrence(torch.autograd.Function):
             if spec.feedback:
                 grad_y, grad_r, grad_branches, carry_out, carry_highpass = result[4:]
         else:
-            loop = cpp_loop.backward_loop if spec.cpp else _eager_backward
-            grad_z, grad_acts, grad_m_total, carry, *fb_grads = loop(
+            grad_z, grad_acts, grad_m_total, carry, *fb_grads = _eager_backward(
                 spec, ctx.saved_tensors, grad_memories, grad_mlp_out, grad_feedback, proposals
             )
             if spec.feedback:
@@ -214,14 +216,6 @@ class _Recurrence(torch.autograd.Function):
         fb_grads = (
             (grad_y, grad_r, grad_branches, carry_out, carry_highpass) if spec.feedback else ()
         )
-        if spec.cpp:
-            # One C++ pass, not `_weight_grads`' score of ATen ops: at small batch their
-            # dispatch was most of a small network's backward pass, and at batch 64 their
-            # layout copies took SHD-Adding's training step twice as long (0.5 vs 1.0 s).
-            return cpp_loop.weight_grads(
-                spec, ctx.saved_tensors, ctx.shapes, proposals, grad_z, grad_acts, grad_m_total,
-                carry, *fb_grads,
-            )  # fmt: skip
         return _weight_grads(
             ctx, spec, ctx.saved_tensors, proposals, grad_z, grad_acts, grad_m_total, carry,
             *fb_grads,

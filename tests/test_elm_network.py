@@ -369,6 +369,16 @@ def test_weights_kept_between_calls_follow_every_change():
         y = net(x.float())[0]
     assert y.dtype == torch.float32
     torch.testing.assert_close(y.double(), reference_forward(net, x), rtol=1e-4, atol=1e-4)
+    # κ_m and the gains (from the buffer θ_m, kept with gradients on too): a change of θ_m
+    # is seen, and what inference mode derived is not reused where autograd saves it.
+    fresh = randomise(ELMNetwork(config).double(), seed=16)
+    with torch.inference_mode():
+        fresh(x)
+    fresh(x)[0].square().sum().backward()
+    with torch.no_grad():
+        fresh.hidden.theta_m.mul_(0.8)
+        torch.testing.assert_close(fresh(x)[0], reference_forward(fresh, x), rtol=1e-10,
+                                   atol=1e-10)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------

@@ -652,7 +652,7 @@ def test_bank_backward_matches_eager(dtype, loop, n, d_m, widths, batch, dropout
     """The reverse-time loops forced (the lanes loop, 16 float32 / 8 float64 neurons per
     group: N 19, 20 and 37 leave a tail group; and the batch-inner or row-tiled loop it
     replaces at small batch), with and without feedback, and the weight gradients after
-    them (`cpp_loop.weight_grads`), against the eager backward in float64 (its weight
+    them (`cpp_loop.backward`), against the eager backward in float64 (its weight
     gradients from batched ATen products): the gradient of every input and weight, float64
     within TOL and float32 within 1e-4 of the largest entry (float32 rounding through 12
     steps). Batch 20: the batch-inner loop, and in the weight gradients more samples than
