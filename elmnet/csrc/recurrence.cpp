@@ -1686,16 +1686,15 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
   }
 }
 
-// σ without a data-dependent branch (a ReLU's sign test mispredicts at random when the
-// values are a layer's pre-activations); the same values as `sigma`.
+// The sum of v's lanes, as a tree (the in-order sum is a chain of L dependent adds).
 template <typename T>
-inline T sigma_flat(T a, int64_t act) {
-  const T r = std::max(a, T(0));
-  switch (act) {
-    case kRelu: return r;
-    case kRelu2: return r * r;
-    default: return sigma(a, act);
-  }
+inline T lane_sum(Vec<T> v) {
+  constexpr int64_t L = kVecLanes<T>;
+  T part[L];
+  std::memcpy(part, &v, sizeof(v));
+  for (int64_t w = L / 2; w >= 1; w /= 2)
+    for (int64_t i = 0; i < w; ++i) part[i] += part[i + w];
+  return part[0];
 }
 
 // The first `count` (≤ one vector) values from p, zeros after, without reading past them.
@@ -1713,13 +1712,14 @@ inline Vec<T> load_head(const T* p, int64_t count) {
 #endif
 }
 
-// out (p × q, row-major) += Σ_{t < n_steps, b < batch} σ(x_{t,b})ᵀ y_{t,b}, x_{t,b} = xrow(t, b)
-// (p values, `xs` apart) and y_{t,b} = yrow(t, b) (q values); σ is `act` (< 0: none). Register tiles of
-// H ≤ 8 rows of out by one vector of columns, so each (t, b) costs H multiply-adds with
-// no memory accumulator to wait on; every element is summed over t, then b, in order.
-template <typename T, int H, bool Act, typename XRow, typename YRow>
+// out (p × q, row-major) += Σ_{t < n_steps, b < batch} x_{t,b}ᵀ y_{t,b}, x_{t,b} = xrow(t, b)
+// (p values, `xs` apart) and y_{t,b} = yrow(t, b) (q values). Register tiles of H ≤ 8 rows
+// of out by one vector of columns, so each (t, b) costs H multiply-adds (each with its x
+// broadcast from memory) with no memory accumulator to wait on; every element is summed
+// over t, then b, in order.
+template <typename T, int H, typename XRow, typename YRow>
 void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int64_t batch,
-                int64_t act, XRow xrow, int64_t xs, YRow yrow) {
+                XRow xrow, int64_t xs, YRow yrow) {
   const int64_t w = std::min(kVecLanes<T>, q - j0);
   Vec<T> acc[H];
   for (int h = 0; h < H; ++h) acc[h] = load_head(out + (i0 + h) * q + j0, w);
@@ -1727,28 +1727,19 @@ void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int6
     for (int64_t b = 0; b < batch; ++b) {
       const T* x = xrow(t, b) + i0 * xs;
       const Vec<T> y = load_head(yrow(t, b) + j0, w);
-      for (int h = 0; h < H; ++h) {
-        T xh = x[h * xs];
-        if constexpr (Act) xh = sigma_flat(xh, act);
-        acc[h] += xh * y;
-      }
+      for (int h = 0; h < H; ++h) acc[h] += x[h * xs] * y;
     }
   for (int h = 0; h < H; ++h) store_head(out + (i0 + h) * q + j0, acc[h], w);
 }
 
 template <typename T, typename XRow, typename YRow>
-void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, int64_t act,
-               XRow xrow, int64_t xs, YRow yrow) {
+void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, XRow xrow,
+               int64_t xs, YRow yrow) {
   for (int64_t j0 = 0; j0 < q; j0 += kVecLanes<T>)
     for (int64_t i0 = 0; i0 < p; i0 += 8) {
       switch (std::min<int64_t>(8, p - i0)) {
-#define ELM_OUTER_CASE(H)                                                              \
-  case H:                                                                              \
-    if (act < 0)                                                                       \
-      outer_tile<T, H, false>(out, q, i0, j0, n_steps, batch, act, xrow, xs, yrow);    \
-    else                                                                               \
-      outer_tile<T, H, true>(out, q, i0, j0, n_steps, batch, act, xrow, xs, yrow);     \
-    break;
+#define ELM_OUTER_CASE(H) \
+  case H: outer_tile<T, H>(out, q, i0, j0, n_steps, batch, xrow, xs, yrow); break;
         ELM_OUTER_CASE(1) ELM_OUTER_CASE(2) ELM_OUTER_CASE(3) ELM_OUTER_CASE(4)
         ELM_OUTER_CASE(5) ELM_OUTER_CASE(6) ELM_OUTER_CASE(7) ELM_OUTER_CASE(8)
 #undef ELM_OUTER_CASE
@@ -1789,7 +1780,7 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
     auto prev = [=](int64_t t, int64_t b) {
       return t == 0 ? memory + (k * batch + b) * d_m : memories + row(t - 1, k, b) * d_m;
     };
-    outer_sum(gu + k * d_m * d_a, d_m, d_a, n_steps, batch, -1, prev, 1,
+    outer_sum(gu + k * d_m * d_a, d_m, d_a, n_steps, batch, prev, 1,
               [=](int64_t t, int64_t b) { return grad_pre + row(t, k, b) * d_a; });
   }
   // Per-state sums: step t's (N, B, ·) block is contiguous in every operand.
@@ -1810,9 +1801,15 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
     T* gb = out<T>(g.grad_biases[l]);
     std::fill(gw, gw + n * w_in * w_out, T(0));
     std::fill(gb, gb + nb * w_out, T(0));
+    // σ(a^l) of one neuron's rows first, vectorised, then the sums read it: σ inside the
+    // tiles was a scalar max, multiply and broadcast per entry and column vector, half of
+    // Enwik8's weight gradients at batch 64.
+    std::vector<T> h(n_steps * batch * w_in);
     for (int64_t k = 0; k < n; ++k) {
-      outer_sum(gw + k * w_in * w_out, w_in, w_out, n_steps, batch, act,
-                [=](int64_t t, int64_t b) { return a + row(t, k, b) * w_in; }, 1,
+      for (int64_t t = 0; t < n_steps; ++t)
+        activate(h.data() + t * batch * w_in, a + row(t, k, 0) * w_in, batch * w_in, act);
+      outer_sum(gw + k * w_in * w_out, w_in, w_out, n_steps, batch,
+                [=, &h](int64_t t, int64_t b) { return h.data() + (t * batch + b) * w_in; }, 1,
                 [=](int64_t t, int64_t b) { return go + row(t, k, b) * w_out; });
     }
     for (int64_t t = 0; t < n_steps; ++t) {
@@ -1865,25 +1862,30 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
         T* __restrict cr = &c_rows[r * batch];
         const T v = values[e];
         for (int64_t b = 0; b < batch; ++b) cr[b] += v * qs[b];
-        // Σ_b ∂L/∂c · q in vector lanes, reduced once: a sum kept in sample order made the
-        // compiler add the lanes one by one, half of Enwik8's weight gradients at batch 64.
-        // (Below a vector of samples the plain loop: the reduction would cost more.)
+        // Σ_b ∂L/∂c · q in vector lanes (two chains), reduced as a tree: a sum kept in
+        // sample order made the compiler add the lanes one by one, half of Enwik8's weight
+        // gradients at batch 64. (Below a vector of samples, the plain loop.)
         T total = T(0);
         if (batch < L) {
           for (int64_t b = 0; b < batch; ++b) total += dcr[b] * qs[b];
         } else {
-          Vec<T> sum{};
-          for (int64_t b = 0; b < batch; b += L) {
-            const int64_t w = std::min(L, batch - b);
-            sum += load_head(dcr + b, w) * load_head(qs + b, w);
+          Vec<T> even{}, odd{};
+          int64_t b = 0;
+          for (; b + 2 * L <= batch; b += 2 * L) {
+            even += load_vec(dcr + b) * load_vec(qs + b);
+            odd += load_vec(dcr + b + L) * load_vec(qs + b + L);
           }
-          for (int64_t l = 0; l < L; ++l) total += sum[l];
+          for (; b < batch; b += L) {
+            const int64_t w = std::min(L, batch - b);
+            even += load_head(dcr + b, w) * load_head(qs + b, w);
+          }
+          total = lane_sum<T>(even + odd);
         }
         gv[e] += total;
       }
     }
     for (int64_t k = 0; k < n; ++k)
-      outer_sum(gwb + k * d_tree * d_a, d_tree, d_a, steps, batch, -1,
+      outer_sum(gwb + k * d_tree * d_a, d_tree, d_a, steps, batch,
                 [=, &c](int64_t t, int64_t b) { return c.data() + (t * n + k) * d_tree * batch + b; },
                 batch,
                 [=](int64_t t, int64_t b) { return grad_pre + row(t0 + t, k, b) * d_a; });
