@@ -201,11 +201,8 @@ class _Call:
             elif isinstance(x, ctypes.Array):  # already a C array (the widths)
                 keep.append(x)
                 setattr(args, name, ctypes.addressof(x))
-            else:  # _hold, inlined: a small network's call sets a score of these
-                if not x.is_contiguous():
-                    raise ValueError("the C++ loops take contiguous tensors only")
-                keep.append(x)
-                setattr(args, name, x.data_ptr())
+            else:
+                setattr(args, name, self._hold(x))
 
     def _hold(self, x: torch.Tensor) -> int:
         if not x.is_contiguous():
@@ -312,9 +309,10 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
     def maybe(x):
         return None if x is None else x.contiguous()
 
+    widths = _widths(d_a, weights, d_m)
     call = _Call(spec, n_steps=n_steps, n=n, batch=batch, d_m=d_m, n_layers=n_layers)
     call.set(
-        widths=_widths(d_a, weights, d_m), u=u.transpose(1, 2).contiguous(),
+        widths=widths, u=u.transpose(1, 2).contiguous(),
         kappa=_per_state(kappa, n, batch, d_m), gain=_per_state(gain, n, batch, d_m),
         weights=[w.transpose(1, 2).contiguous() for w in weights],
         acts=[a.contiguous() for a in acts] or None, proposals=proposals.contiguous(),
@@ -342,7 +340,6 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
     kappa_shape, gain_shape, *bias_shapes = shapes
     new = memories.new_empty
     grad_u, grad_kappa, grad_gain = new(n, d_m, d_a), new(n, batch, d_m), new(n, batch, d_m)
-    widths = [w.shape[1] for w in weights] + [d_m]  # each layer's input, then d_m
     grad_weights = [new(n, widths[i], widths[i + 1]) for i in range(n_layers)]
     grad_biases = [new(n, batch, widths[i + 1]) for i in range(n_layers)]
     out = _Grads(grad_u=grad_u.data_ptr(), grad_kappa=grad_kappa.data_ptr(),

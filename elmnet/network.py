@@ -228,19 +228,22 @@ class ELMBank(nn.Module):
         """(d_m,) memory time constants, in steps of Δt's unit."""
         return theta_to_tau(self.theta_m, self.tau_min, self.tau_max)
 
-    def _derived(self, name: str, compute):
-        """compute() (a tensor derived from this bank's weights), kept between calls while
-        gradients are off (inference, evaluation) and none of the bank's parameters or
-        buffers has changed since: an in-place change (an optimiser step, load_state_dict)
-        bumps a tensor's version counter, a new tensor (`.to`) has another address. With
-        gradients on, computed every call: it is part of the graph."""
-        if torch.is_grad_enabled():
+    def _derived(self, name: str, compute, inputs: tuple | None = None):
+        """compute() (a tensor, or tuple of them, derived from `inputs`: by default all of
+        this bank's parameters and buffers), kept between calls until an input changes: an
+        in-place change (an optimiser step, load_state_dict) bumps a tensor's version
+        counter, a new tensor (`.to`) has another address. While gradients are on and an
+        input requires grad, computed every call: it is part of the graph. What inference
+        mode computes is an inference tensor, which autograd may not save: the mode is part
+        of the key."""
+        if inputs is None:
+            inputs = tuple(
+                t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None
+            )
+        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
             return compute()
-        key = tuple(
-            (t.data_ptr(), t._version, t.dtype, t.device)
-            for t in (*self._parameters.values(), *self._buffers.values())
-            if t is not None
-        )
+        versions = ((t.data_ptr(), t._version, t.dtype, t.device) for t in inputs)
+        key = (torch.is_inference_mode_enabled(), *versions)
         cache = self.__dict__.setdefault("_derived_cache", {})
         if name not in cache or cache[name][0] != key:
             cache[name] = (key, compute())
@@ -432,19 +435,13 @@ class ELMBank(nn.Module):
     def _memory_coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
         """κ_m (d_m,) and the gain (d_m,) with tanh's 1.7159 in it. They follow from the
         fixed time constants (the buffer θ_m) alone, so they are kept between calls with
-        gradients on too (half a dozen ops a training step saves), until θ_m changes. Made
-        under inference mode they are inference tensors, which autograd may not save: the
-        mode is part of the key."""
-        theta = self.theta_m
-        key = (theta.data_ptr(), theta._version, theta.dtype, theta.device, self.dt, self.lam,
-               self.dynamics, torch.is_inference_mode_enabled())  # fmt: skip
-        cached = self.__dict__.get("_coefficients")
-        if theta.requires_grad or cached is None or cached[0] != key:
+        gradients on too (half a dozen ops a training step saves), until θ_m changes."""
+
+        def compute():
             kappa_m, gain = memory_update_coefficients(self.tau_m, self.dt, self.lam, self.dynamics)
-            cached = (key, (kappa_m, TANH_GAIN * gain))
-            if not theta.requires_grad:
-                self.__dict__["_coefficients"] = cached
-        return cached[1]
+            return kappa_m, TANH_GAIN * gain
+
+        return self._derived("memory_coefficients", compute, (self.theta_m,))
 
 
 class ELMNetwork(nn.Module):

@@ -963,6 +963,54 @@ void branch_sums(T* c_out, const T* q, const int32_t* index, const T* value,
 #endif
 }
 
+// The gather lists of `branch_sums` for a CSR matrix's rows taken L at a time: list (g, j)
+// holds, in lane l, the entries of row (g·L + l)·width + j in order (none past n·width
+// rows), padded to the longest of its L rows with masked-off lanes (index 0, value 0).
+// index[e] is where entry e reads its source in the gathered vector.
+template <typename T>
+struct GatherLists {
+  std::vector<int64_t> first;  // (groups · width + 1,) where each list starts
+  std::vector<int32_t> index;
+  std::vector<T> value;
+  std::vector<uint32_t> masks;  // kMaskWords per entry (see `branch_sums`)
+};
+
+template <typename T>
+GatherLists<T> gather_lists(int64_t n, int64_t width, const int32_t* crow, const int32_t* index,
+                            const T* value) {
+  constexpr int64_t L = kVecLanes<T>;
+  const int64_t groups = (n + L - 1) / L;
+  GatherLists<T> lists;
+  lists.first.assign(groups * width + 1, 0);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t j = 0; j < width; ++j) {
+      const int64_t live = value ? std::min(L, n - g * L) : 0;
+      int64_t count = 0;
+      for (int64_t l = 0; l < live; ++l) {
+        const int64_t row = (g * L + l) * width + j;
+        count = std::max<int64_t>(count, crow[row + 1] - crow[row]);
+      }
+      const int64_t start = static_cast<int64_t>(lists.index.size());
+      lists.index.resize(start + count * L, 0);
+      lists.value.resize(start + count * L, T(0));
+      lists.masks.resize((start / L + count) * kMaskWords, 0);
+      for (int64_t l = 0; l < live; ++l) {
+        const int64_t row = (g * L + l) * width + j;
+        for (int32_t e = crow[row]; e < crow[row + 1]; ++e) {
+          const int64_t entry = start / L + (e - crow[row]);
+          lists.index[entry * L + l] = index[e];
+          lists.value[entry * L + l] = value[e];
+          uint32_t* m = lists.masks.data() + entry * kMaskWords;
+          m[0] |= 1u << l;
+          const int64_t pair = index[e] / (2 * L);
+          if (pair > 0 && pair < kMaskWords) m[pair] |= 1u << l;
+        }
+      }
+      lists.first[g * width + j + 1] = start + count * L;
+    }
+  return lists;
+}
+
 template <typename T>
 void bank_forward_lanes(const ElmArgs& s) {
   constexpr int64_t L = kVecLanes<T>;
@@ -1004,41 +1052,10 @@ void bank_forward_lanes(const ElmArgs& s) {
       }
   }
 
-  // The gather lists: per (group, branch) `count` entries of L indices, L values and the
-  // masks of `branch_sums` (padded lanes read index 0 with a clear live bit).
+  // The gather lists of `branch_sums`, per (group, branch).
   const int64_t q_stride = np + 2 * L;  // q of one sample, zeros past N
-  std::vector<int64_t> first(groups * d_tree + 1, 0);
-  std::vector<int32_t> index;
-  std::vector<T> value;
-  std::vector<uint32_t> masks;
-  if (fb) {
-    const T* values = in<T>(s.values);
-    for (int64_t g = 0; g < groups; ++g)
-      for (int64_t j = 0; j < d_tree; ++j) {
-        int64_t count = 0;
-        for (int64_t l = 0; l < L && g * L + l < n && values; ++l) {
-          const int64_t row = (g * L + l) * d_tree + j;
-          count = std::max<int64_t>(count, s.crow[row + 1] - s.crow[row]);
-        }
-        const int64_t start = static_cast<int64_t>(index.size());
-        index.resize(start + count * L, 0);
-        value.resize(start + count * L, T(0));
-        masks.resize((start / L + count) * kMaskWords, 0);
-        for (int64_t l = 0; l < L && g * L + l < n && values; ++l) {
-          const int64_t row = (g * L + l) * d_tree + j;
-          for (int32_t e = s.crow[row]; e < s.crow[row + 1]; ++e) {
-            const int64_t entry = start / L + (e - s.crow[row]);
-            index[entry * L + l] = s.col[e];
-            value[entry * L + l] = values[e];
-            uint32_t* m = masks.data() + entry * kMaskWords;
-            m[0] |= 1u << l;
-            const int64_t pair = s.col[e] / (2 * L);
-            if (pair > 0 && pair < kMaskWords) m[pair] |= 1u << l;
-          }
-        }
-        first[g * d_tree + j + 1] = start + count * L;
-      }
-  }
+  const GatherLists<T> lists =
+      fb ? gather_lists(n, d_tree, s.crow, s.col, in<T>(s.values)) : GatherLists<T>{};
   // q of all neurons in registers when it fits 4 pairs of vectors, else hardware gathers.
   const int64_t pairs = (np + 2 * L - 1) / (2 * L);
   void (*sums)(T*, const T*, const int32_t*, const T*, const uint32_t*, const int64_t*,
@@ -1090,8 +1107,8 @@ void bank_forward_lanes(const ElmArgs& s) {
         // The first layer's inputs: m_{t−1}, then the branch sums c_t.
         std::copy(m, m + d_m * L, x.p);
         if (fb)
-          sums(x.p + d_m * L, q.p + b * q_stride, index.data(), value.data(), masks.data(),
-               first.data() + g * d_tree, d_tree);
+          sums(x.p + d_m * L, q.p + b * q_stride, lists.index.data(), lists.value.data(),
+               lists.masks.data(), lists.first.data() + g * d_tree, d_tree);
         // a⁰ = (m_{t−1} U + c_t W_b) + pre_t
         std::fill(a.p, a.p + d_a * L, T(0));
         lane_outputs<T, 8>(a.p, x.p, w1, d_in, d_a, 0);
@@ -1306,54 +1323,6 @@ void bank_backward(const ElmArgs& s) {
 // source (the transposed CSR built here, lists padded per group of L sources like the
 // forward's branch sums: `branch_sums` with hardware gathers), never a scatter whose lanes
 // could collide on one source.
-
-// The gather lists of `branch_sums` for a CSR matrix's rows taken L at a time: list (g, j)
-// holds, in lane l, the entries of row (g·L + l)·width + j in order (none past n·width
-// rows), padded to the longest of its L rows with masked-off lanes (index 0, value 0).
-// index[e] is where entry e reads its source in the gathered vector.
-template <typename T>
-struct GatherLists {
-  std::vector<int64_t> first;  // (groups · width + 1,) where each list starts
-  std::vector<int32_t> index;
-  std::vector<T> value;
-  std::vector<uint32_t> masks;  // kMaskWords per entry (see `branch_sums`)
-};
-
-template <typename T>
-GatherLists<T> gather_lists(int64_t n, int64_t width, const int32_t* crow, const int32_t* index,
-                            const T* value) {
-  constexpr int64_t L = kVecLanes<T>;
-  const int64_t groups = (n + L - 1) / L;
-  GatherLists<T> lists;
-  lists.first.assign(groups * width + 1, 0);
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t j = 0; j < width; ++j) {
-      const int64_t live = value ? std::min(L, n - g * L) : 0;
-      int64_t count = 0;
-      for (int64_t l = 0; l < live; ++l) {
-        const int64_t row = (g * L + l) * width + j;
-        count = std::max<int64_t>(count, crow[row + 1] - crow[row]);
-      }
-      const int64_t start = static_cast<int64_t>(lists.index.size());
-      lists.index.resize(start + count * L, 0);
-      lists.value.resize(start + count * L, T(0));
-      lists.masks.resize((start / L + count) * kMaskWords, 0);
-      for (int64_t l = 0; l < live; ++l) {
-        const int64_t row = (g * L + l) * width + j;
-        for (int32_t e = crow[row]; e < crow[row + 1]; ++e) {
-          const int64_t entry = start / L + (e - crow[row]);
-          lists.index[entry * L + l] = index[e];
-          lists.value[entry * L + l] = value[e];
-          uint32_t* m = lists.masks.data() + entry * kMaskWords;
-          m[0] |= 1u << l;
-          const int64_t pair = index[e] / (2 * L);
-          if (pair > 0 && pair < kMaskWords) m[pair] |= 1u << l;
-        }
-      }
-      lists.first[g * width + j + 1] = start + count * L;
-    }
-  return lists;
-}
 
 // p[l] = v[l] for lanes l < count (a masked store: a memcpy of a variable length went
 // through the stack byte-wise).
