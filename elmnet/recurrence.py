@@ -40,6 +40,7 @@ them the eager loop's batched BLAS products may be faster per sample (unmeasured
 """
 
 import contextlib
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -117,7 +118,7 @@ def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest, tokens
     flat_layers = rest[: 2 * spec.n_layers]
     layers = list(zip(flat_layers[0::2], flat_layers[1::2], strict=True))
     n_steps, n, batch, _ = pre.shape
-    new = pre.new_empty
+    new = functools.partial(cpp_loop.empty, pre)
     outputs = highpasses = None
     if not spec.fused:
         acts = [new(n_steps, n, batch, w.shape[1]) for w, _ in layers] if keep else []
@@ -157,14 +158,24 @@ def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest, tokens
 
 
 class _Recurrence(torch.autograd.Function):
+    """The recurrence as one autograd node. tokens: None, or the (T, B) token ids of a
+    `TokenRows` whose table (rows · N, d_a) comes as `pre` (the C++ bank loops read it in
+    place, and its gradient is summed from ∂L/∂pre by `cpp_loop.token_grad`)."""
+
     @staticmethod
-    def forward(ctx, spec: _Spec, pre, memory, u, kappa, gain, *rest):
+    def forward(ctx, spec: _Spec, tokens, pre, memory, u, kappa, gain, *rest):
         flat_layers = rest[: 2 * spec.n_layers]
         layers = list(zip(flat_layers[0::2], flat_layers[1::2], strict=True))
         # In inference nothing needs to be kept for a backward pass.
         keep = any(ctx.needs_input_grad)
+        token_rows = None
+        # Only the table's row count and the tokens are needed backward, not its values.
+        ctx.tokens, ctx.table_rows = tokens, pre.shape[0]
+        if tokens is not None:
+            token_rows = TokenRows(pre, tokens)
+            pre = token_rows.placeholder(memory.shape[0])
         memories, mlp_out, outputs, highpasses, acts = _forward(
-            spec, keep, pre, memory, u, kappa, gain, *rest
+            spec, keep, pre, memory, u, kappa, gain, *rest, tokens=token_rows
         )
         if spec.feedback:
             (values, crow, col, _, _, _, w_branch, w_y, beta, drop, _, output0) = rest[
@@ -192,10 +203,15 @@ class _Recurrence(torch.autograd.Function):
         n_layers = spec.n_layers
         memory, u, kappa, gain, memories, mlp_out, *rest = ctx.saved_tensors
         acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
-        proposals = torch.tanh(mlp_out)
+        proposals = torch.tanh(mlp_out, out=cpp_loop.empty(mlp_out, *mlp_out.shape))
         if spec.cpp:
-            return cpp_loop.backward(spec, ctx.saved_tensors, ctx.shapes, grad_memories,
-                                     grad_mlp_out, grad_feedback, proposals)  # fmt: skip
+            _, grad_pre, *grads = cpp_loop.backward(
+                spec, ctx.saved_tensors, ctx.shapes, grad_memories, grad_mlp_out,
+                grad_feedback, proposals,
+            )  # fmt: skip
+            if ctx.tokens is not None and grad_pre is not None:
+                grad_pre = cpp_loop.token_grad(grad_pre, ctx.tokens, ctx.table_rows)
+            return None, None, grad_pre, *grads
         if spec.fused:
             fb = None
             if spec.feedback:
@@ -216,7 +232,7 @@ class _Recurrence(torch.autograd.Function):
         fb_grads = (
             (grad_y, grad_r, grad_branches, carry_out, carry_highpass) if spec.feedback else ()
         )
-        return _weight_grads(
+        return None, *_weight_grads(
             ctx, spec, ctx.saved_tensors, proposals, grad_z, grad_acts, grad_m_total, carry,
             *fb_grads,
         )  # fmt: skip
@@ -388,7 +404,7 @@ def _weight_grads(ctx, spec, saved_tensors, proposals, grad_z, grad_acts, grad_m
         q_flat = reads.permute(0, 2, 1).reshape(-1, n)  # (T·B, N)
         branches = (synapses @ q_flat.t()).view(n, spec.d_tree, n_steps, batch)
         grad_values = None
-        if ctx.needs_input_grad[6 + 2 * n_layers]:
+        if ctx.needs_input_grad[7 + 2 * n_layers]:  # (spec, tokens, pre, …, gain, layers)
             # ∂L/∂S_ij = Σ_t,b dc_t[i, b] q_t[j, b], needed only at S's nonzeros: a
             # sampled matmul keeps this O(nnz · T · B) with no dense N·d_tree × N matrix.
             dc_flat = grad_branches.permute(1, 2, 0, 3).reshape(n * spec.d_tree, -1)
@@ -589,7 +605,7 @@ def bank_recurrence(
         spec = _Spec(activation, len(layers), *fb_spec, fused=True)
     elif _use_cpp(spec, tensors[0]):
         spec = _Spec(activation, len(layers), *fb_spec, cpp=True)
-    if token_rows is not None and not (spec.cpp and spec.feedback and not torch.is_grad_enabled()):
+    if token_rows is not None and not (spec.cpp and spec.feedback):
         tensors[0], token_rows = token_rows.rows(memory.shape[0]), None
     if any(x is not None and x.is_floating_point() and x.dtype != dtype for x in tensors):
         if token_rows is not None:  # the table read in place must be in the loops' dtype
@@ -600,7 +616,10 @@ def bank_recurrence(
     autocast = torch.is_autocast_enabled(pre.device.type)
     with torch.autocast(pre.device.type, enabled=False) if autocast else contextlib.nullcontext():
         if torch.is_grad_enabled():
-            result = _Recurrence.apply(spec, *tensors)
+            if token_rows is None:
+                result = _Recurrence.apply(spec, None, *tensors)
+            else:  # the table is what gets the gradient
+                result = _Recurrence.apply(spec, token_rows.tokens, token_rows.table, *tensors[1:])
         else:
             # Without grad mode (inference, no_grad) nothing is kept for a backward pass:
             # the loops run directly, without the autograd function (whose bookkeeping
