@@ -696,15 +696,8 @@ def test_network_training_step_matches_eager(monkeypatch):
         assert_close(grads["cpp"][name], expected, torch.float64)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("batch", [2, 12], ids=["lanes", "batch-inner"])
-def test_token_input_read_in_place(dtype, batch, monkeypatch):
-    """Token input in inference: the bank loops read the (token, neuron) table in place
-    (`TokenRows`, no (T, N, B, d_a) copy; at batch 2 the lanes loop, at 12 the
-    batch-inner one) against the eager path, which gathers the rows: logits, activity,
-    memories and every state."""
-    net = tiny_network(dtype, N=21, d_m=3, d_mlp=5, d_tree=4, d_brch=3, rho=0.5).eval()
-    tokens = torch.randint(5, (batch, 15), generator=torch.Generator().manual_seed(4))
+def record_table_reads(monkeypatch) -> list[bool]:
+    """Whether each bank forward call into C++ got a token table to read in place."""
     read_in_place = []
     run = cpp_loop._Call.run
 
@@ -714,6 +707,19 @@ def test_token_input_read_in_place(dtype, batch, monkeypatch):
         run(self, direction, dtype)
 
     monkeypatch.setattr(cpp_loop._Call, "run", record)
+    return read_in_place
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("batch", [2, 12], ids=["lanes", "batch-inner"])
+def test_token_input_read_in_place(dtype, batch, monkeypatch):
+    """Token input in inference: the bank loops read the (token, neuron) table in place
+    (`TokenRows`, no (T, N, B, d_a) copy; at batch 2 the lanes loop, at 12 the
+    batch-inner one) against the eager path, which gathers the rows: logits, activity,
+    memories and every state."""
+    net = tiny_network(dtype, N=21, d_m=3, d_mlp=5, d_tree=4, d_brch=3, rho=0.5).eval()
+    tokens = torch.randint(5, (batch, 15), generator=torch.Generator().manual_seed(4))
+    read_in_place = record_table_reads(monkeypatch)
     results = {}
     for backend in ("eager", "cpp"):
         with torch.inference_mode(), use_backend(backend):
@@ -736,15 +742,7 @@ def test_token_input_trains_in_place(batch, monkeypatch):
     net = tiny_network(torch.float64, N=21, d_m=3, d_mlp=5, d_tree=4, d_brch=3,
                        rho=0.5).train()  # fmt: skip
     tokens = torch.randint(5, (batch, 15), generator=torch.Generator().manual_seed(4))
-    read_in_place = []
-    run = cpp_loop._Call.run
-
-    def record(self, direction, dtype):
-        if direction == "bank_forward":
-            read_in_place.append(bool(self.args.tokens))
-        run(self, direction, dtype)
-
-    monkeypatch.setattr(cpp_loop._Call, "run", record)
+    read_in_place = record_table_reads(monkeypatch)
     results = {}
     for backend in ("eager", "cpp"):
         net.zero_grad(set_to_none=True)
