@@ -483,6 +483,20 @@ BackwardIO<T> backward_io(const ElmArgs& s) {
           out<T>(s.grad_m_total), out<T>(s.carry)};
 }
 
+// The recurrent part's tensors the batch-inner reverse-time loop fills and the weight
+// gradients then read (q_t from outputs and drop; ∂L/∂y, ∂L/∂r, ∂L/∂c per step).
+template <typename T>
+struct FeedbackIO {
+  const T *values, *drop, *outputs;
+  T *grad_y, *grad_r, *grad_branches;
+};
+
+template <typename T>
+FeedbackIO<T> feedback_io(const ElmArgs& s) {
+  return {in<T>(s.values),  in<T>(s.drop),  in<T>(s.outputs),
+          out<T>(s.grad_y), out<T>(s.grad_r), out<T>(s.grad_branches)};
+}
+
 // The reverse-time loop of `plain_forward`, with the same padded register-tiled products
 // (the weights arrive transposed: layer l as (N, out, in), U as Uᵀ (N, d_a, d_m)).
 template <typename T>
@@ -1215,14 +1229,9 @@ void bank_backward(const ElmArgs& s) {
               carry] = backward_io<T>(s);
 
   const bool fb = s.feedback != 0;
-  const T* values = in<T>(s.values);
-  const T* drop = in<T>(s.drop);
-  const T* outputs = in<T>(s.outputs);
+  const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   const T* grad_outputs = in<T>(s.grad_outputs);
   const T* grad_highpasses = in<T>(s.grad_highpasses);
-  T* grad_y = out<T>(s.grad_y);
-  T* grad_r = out<T>(s.grad_r);
-  T* grad_branches = out<T>(s.grad_branches);
   T* carry_out = out<T>(s.carry_out);
   T* carry_hp = out<T>(s.carry_highpass);
   const T keep_r = T(s.kappa_r), leak_r = T(1.0 - s.kappa_r);
@@ -1759,9 +1768,8 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t n_layers = s.n_layers, act = s.act, d_a = s.widths[0], nb = n * batch;
   const T* memory = in<T>(s.memory);
   const T* memories = in<T>(s.memories);
-  const T* proposals = in<T>(s.proposals);
-  const T* grad_m_total = in<T>(s.grad_m_total);
-  const T* grad_z = in<T>(s.grad_z);
+  const auto io = backward_io<T>(s);
+  const T *proposals = io.proposals, *grad_m_total = io.grad_m_total, *grad_z = io.grad_z;
   const T* grad_pre = n_layers ? in<T>(s.grad_acts[0]) : grad_z;
   // Row (t, k, b) of a (T, N, B, width) tensor.
   auto row = [=](int64_t t, int64_t k, int64_t b) { return (t * n + k) * batch + b; };
@@ -1816,13 +1824,8 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   if (!s.feedback) return;
 
   const int64_t d_tree = s.d_tree;
-  const T* values = in<T>(s.values);
-  const T* drop = in<T>(s.drop);
-  const T* outputs = in<T>(s.outputs);
+  const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   const T* output0 = in<T>(s.output0);
-  const T* grad_branches = in<T>(s.grad_branches);
-  const T* grad_r = in<T>(s.grad_r);
-  const T* grad_y = in<T>(s.grad_y);
   T* gv = out<T>(g.grad_values);
   T* gwb = out<T>(g.grad_w_branch);
   T* gwy = out<T>(g.grad_w_y);
