@@ -193,7 +193,7 @@ _POINTERS = (
     "widths kappa gain u weights acts pre memory biases memories mlp_out proposals "
     "grad_memories grad_mlp_out grad_z grad_acts grad_m_total carry values crow col w_branch "
     "w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses grad_y "
-    "grad_r grad_branches carry_out carry_highpass tokens"
+    "grad_r grad_branches carry_out carry_highpass tokens grad_values"
 ).split()
 
 
@@ -213,8 +213,7 @@ class _Grads(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_void_p)
         for name in (
-            "grad_u grad_kappa grad_gain grad_weights grad_biases grad_values grad_w_branch "
-            "grad_w_y grad_beta"
+            "grad_u grad_kappa grad_gain grad_weights grad_biases grad_w_branch grad_w_y grad_beta"
         ).split()
     ]
 
@@ -364,7 +363,12 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         values, crow, col, _, _, _, w_branch, w_y, drop, outputs, output0 = rest[2 * n_layers :]
         grad_outputs, grad_highpasses = grad_feedback
         grad_y, grad_r = empty(outputs, *outputs.shape), empty(outputs, *outputs.shape)
-        grad_branches = empty(outputs, n_steps, n, spec.d_tree, batch)
+        # The reverse-time loop sums ∂L/∂S as it goes (`values_grad_step`), so ∂L/∂c is
+        # kept for one step only.
+        grad_values = torch.empty_like(values)
+        grad_branches = empty(outputs, 1 if values.numel() else n_steps, n, spec.d_tree, batch)
+        if values.numel():
+            call.set(grad_values=grad_values)
         carry_out, carry_highpass = outputs.new_zeros(n, batch), outputs.new_zeros(n, batch)
         call.set(
             values=values.contiguous(), crow=crow.to(torch.int32).contiguous(),
@@ -389,9 +393,8 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         call.keep.append(array)
         setattr(out, name, ctypes.addressof(array))
     if spec.feedback:
-        grad_values = torch.empty_like(values)
         grad_w_branch, grad_w_y, grad_beta = torch.empty_like(w_branch), new(n, d_m), new(n, batch)
-        out.grad_values, out.grad_w_branch = grad_values.data_ptr(), grad_w_branch.data_ptr()
+        out.grad_w_branch = grad_w_branch.data_ptr()
         out.grad_w_y, out.grad_beta = grad_w_y.data_ptr(), grad_beta.data_ptr()
     suffix = "f64" if memories.dtype == torch.float64 else "f32"
     getattr(extension(), f"elm_weight_grads_{suffix}")(ctypes.byref(call.args), ctypes.byref(out))

@@ -82,6 +82,10 @@ struct ElmArgs {
   // the table (tokens · N, d_a) whose row token · N + k is neuron k's pre-activation for
   // that token, read in place of a (T, N, B, d_a) copy of its rows.
   const int64_t* tokens;
+  // The batch-inner reverse-time loop with feedback: null, or (nnz,) where it sums ∂L/∂S
+  // step by step (from ∂L/∂c_t while it is in cache, in its ∂L/∂o pass), and then
+  // `grad_branches` holds one step, (N, d_tree, B), not all.
+  void* grad_values;
 };
 
 // Where `elm_weight_grads_*` writes the weight gradients; mirrored by elmnet/cpp_loop.py
@@ -93,8 +97,7 @@ struct ElmGrads {
   void* grad_gain;            // (N, B, d_m)
   void* const* grad_weights;  // (N, in, out) per layer
   void* const* grad_biases;   // (N, B, out) per layer
-  void* grad_values;          // (nnz,)   feedback only, as the four below
-  void* grad_w_branch;        // (N, d_tree, d_a)
+  void* grad_w_branch;        // (N, d_tree, d_a)   feedback only, as the two below
   void* grad_w_y;             // (N, d_m)
   void* grad_beta;            // (N, B)
 };
@@ -206,6 +209,71 @@ using Vec = typename VecOf<T>::type;
 
 template <typename T>
 constexpr int64_t kVecLanes = 64 / sizeof(T);
+
+// The first `count` (≤ one vector) values from p, zeros after, without reading past them.
+template <typename T>
+inline Vec<T> load_head(const T* p, int64_t count) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    return (Vec<T>)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1), p);
+  else
+    return (Vec<T>)_mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << count) - 1), p);
+#else
+  Vec<T> v{};
+  std::memcpy(&v, p, count * sizeof(T));
+  return v;
+#endif
+}
+
+// The sum of v's lanes, as a tree (the in-order sum is a chain of L dependent adds): halves
+// added pairwise, 16 → 8 → 4 → 2 → 1 lanes. AVX-512's reduction does exactly that in
+// registers; the portable form went through memory, one store and reload per level, and
+// was a sixth of Enwik8's weight gradients at batch 64.
+template <typename T>
+inline T lane_sum(Vec<T> v) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    return _mm512_reduce_add_ps(__builtin_bit_cast(__m512, v));
+  else
+    return _mm512_reduce_add_pd(__builtin_bit_cast(__m512d, v));
+#else
+  constexpr int64_t L = kVecLanes<T>;
+  T part[L];
+  std::memcpy(part, &v, sizeof(v));
+  for (int64_t w = L / 2; w >= 1; w /= 2)
+    for (int64_t i = 0; i < w; ++i) part[i] += part[i + w];
+  return part[0];
+#endif
+}
+
+// Σ_b x[b] y[b] over `batch` samples in vector lanes (two chains), reduced as a tree: a sum
+// kept in sample order made the compiler add the lanes one by one (half of Enwik8's weight
+// gradients at batch 64). Below a vector of samples, the plain loop.
+template <typename T>
+inline T sample_dot(const T* __restrict x, const T* __restrict y, int64_t batch) {
+  constexpr int64_t L = kVecLanes<T>;
+  if (batch < L) {
+    T total = T(0);
+    for (int64_t b = 0; b < batch; ++b) total += x[b] * y[b];
+    return total;
+  }
+  Vec<T> even{}, odd{};
+  int64_t b = 0;
+  for (; b + 2 * L <= batch; b += 2 * L) {
+    Vec<T> x0, x1, y0, y1;
+    std::memcpy(&x0, x + b, sizeof(x0));
+    std::memcpy(&x1, x + b + L, sizeof(x1));
+    std::memcpy(&y0, y + b, sizeof(y0));
+    std::memcpy(&y1, y + b + L, sizeof(y1));
+    even += x0 * y0;
+    odd += x1 * y1;
+  }
+  for (; b < batch; b += L) {
+    const int64_t w = std::min(L, batch - b);
+    even += load_head(x + b, w) * load_head(y + b, w);
+  }
+  return lane_sum<T>(even + odd);
+}
 
 // Y[r, :P·lanes] += X[r, :n_in] · M[:n_in, :P·lanes] for S rows; ld_* are row strides.
 template <typename T, int S, int P>
@@ -1216,6 +1284,25 @@ void plain_forward_any(const ElmArgs& s) {
 }
 
 // The reverse-time loop of `bank_forward`: ∂L/∂c_t computed batch-inner.
+// With `ElmArgs::grad_values` the reverse-time loops sum ∂L/∂S as they go, a step at a
+// time: ∂L/∂S_e += Σ_b ∂L/∂c_t[row_e, b] q_t[col_e, b], q_t = D_t ⊙ o_{t−1} (the forward's
+// read of step t), from the step's ∂L/∂c (N · d_tree, B) while it is in cache; and
+// `grad_branches` holds that one step, not all ((T, N, d_tree, B), which weight_grads read
+// back: the largest tensor of Enwik8's backward pass, 950 MB at batch 64). q: nb scratch.
+template <typename T>
+void values_grad_step(const ElmArgs& s, int64_t t, const T* dc, T* q, T* gv) {
+  const int64_t batch = s.batch, nb = s.n * batch;
+  const T* outputs = in<T>(s.outputs);
+  const T* drop = in<T>(s.drop);
+  for (int64_t i = 0; i < nb; ++i) {
+    const T o = t == 0 ? in<T>(s.output0)[i] : outputs[(t - 1) * nb + i];
+    q[i] = drop ? drop[t * nb + i] * o : o;
+  }
+  for (int64_t r = 0; r < s.n * s.d_tree; ++r)
+    for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e)
+      gv[e] += sample_dot(dc + r * batch, q + static_cast<int64_t>(s.col[e]) * batch, batch);
+}
+
 template <typename T>
 void bank_backward(const ElmArgs& s) {
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
@@ -1237,6 +1324,10 @@ void bank_backward(const ElmArgs& s) {
   const T keep_r = T(s.kappa_r), leak_r = T(1.0 - s.kappa_r);
   const int64_t lanes = 64 / sizeof(T), bp = (batch + lanes - 1) / lanes * lanes;
   std::vector<T> da_t(fb ? d_a * bp : 0, T(0)), dc_t(fb ? d_tree * bp : 0);
+  T* gv = fb && values ? out<T>(s.grad_values) : nullptr;  // see values_grad_step
+  if (gv) std::fill(gv, gv + s.crow[n * d_tree], T(0));
+  std::vector<T> q(gv ? nb : 0);
+  const int64_t dc_step = gv ? 0 : n * d_tree * batch;  // grad_branches' step stride
 
   for (int64_t t = n_steps - 1; t >= 0; --t) {
     for (int64_t k = 0; k < n; ++k) {
@@ -1293,7 +1384,7 @@ void bank_backward(const ElmArgs& s) {
         std::fill(dc_t.begin(), dc_t.end(), T(0));
         add_mat_mat_t(dc_t.data(), da_t.data(), in<T>(s.w_branch) + k * d_a * d_tree, d_a,
                       d_tree, bp);
-        T* dst = grad_branches + (t * n + k) * d_tree * batch;
+        T* dst = grad_branches + t * dc_step + k * d_tree * batch;
         for (int64_t j = 0; j < d_tree; ++j) copy(dst + j * batch, &dc_t[j * bp], batch);
       }
     }
@@ -1301,7 +1392,7 @@ void bank_backward(const ElmArgs& s) {
       // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, scattered along the forward CSR rows (one
       // thread, so no two rows race for a source).
       for (int64_t i = 0; i < nb; ++i) carry_out[i] = T(0);
-      const T* dc = grad_branches + t * n * d_tree * batch;
+      const T* dc = grad_branches + t * dc_step;
       for (int64_t r = 0; r < n * d_tree; ++r) {
         const T* dcr = dc + r * batch;
         for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
@@ -1310,6 +1401,7 @@ void bank_backward(const ElmArgs& s) {
           for (int64_t b = 0; b < batch; ++b) dst[b] += v * dcr[b];
         }
       }
+      if (gv) values_grad_step(s, t, dc, q.data(), gv);
       if (drop)
         for (int64_t i = 0; i < nb; ++i) carry_out[i] *= drop[t * nb + i];
     }
@@ -1433,13 +1525,12 @@ void bank_backward_lanes(const ElmArgs& s) {
 
   const auto [kappa_in, gain_in, proposals, grad_memories, grad_mlp_out, grad_z, grad_m_total,
               carry_in] = backward_io<T>(s);
-  const T* drop = in<T>(s.drop);
-  const T* outputs = in<T>(s.outputs);
+  const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   const T* grad_outputs = in<T>(s.grad_outputs);
   const T* grad_highpasses = in<T>(s.grad_highpasses);
-  T* grad_y = out<T>(s.grad_y);
-  T* grad_r = out<T>(s.grad_r);
-  T* grad_branches = out<T>(s.grad_branches);
+  T* gv = fb && values ? out<T>(s.grad_values) : nullptr;  // see values_grad_step
+  if (gv) std::fill(gv, gv + s.crow[n * d_tree], T(0));
+  std::vector<T> q(gv ? n * batch : 0);
   const T keep_r = T(s.kappa_r), leak_r = T(1.0 - s.kappa_r);
 
   for (int64_t t = n_steps - 1; t >= 0; --t) {
@@ -1513,7 +1604,7 @@ void bank_backward_lanes(const ElmArgs& s) {
       // ∂L/∂c_t stored (T, N, d_tree, B) once per step, in the order it is written: a
       // scatter per (group, sample, branch) cost a quarter of the loop at batch 8 (each
       // touching L cache lines).
-      T* dst = grad_branches + t * n * d_tree * batch;
+      T* dst = grad_branches + (gv ? 0 : t * n * d_tree * batch);
       for (int64_t k = 0; k < n; ++k) {
         const T* src = dc.p + (k / L) * d_tree * L + k % L;
         if (batch == 1) {  // a neuron's branches are contiguous: L of them per gather
@@ -1528,6 +1619,7 @@ void bank_backward_lanes(const ElmArgs& s) {
           for (int64_t b = 0; b < batch; ++b)
             dst[(k * d_tree + j) * batch + b] = src[b * dc_stride + j * L];
       }
+      if (gv) values_grad_step(s, t, dst, q.data(), gv);
     }
     if (fb)  // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, a gather per group of L sources
       for (int64_t b = 0; b < batch; ++b)
@@ -1681,41 +1773,6 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
   }
 }
 
-// The sum of v's lanes, as a tree (the in-order sum is a chain of L dependent adds): halves
-// added pairwise, 16 → 8 → 4 → 2 → 1 lanes. AVX-512's reduction does exactly that in
-// registers; the portable form went through memory, one store and reload per level, and
-// was a sixth of Enwik8's weight gradients at batch 64.
-template <typename T>
-inline T lane_sum(Vec<T> v) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>)
-    return _mm512_reduce_add_ps(__builtin_bit_cast(__m512, v));
-  else
-    return _mm512_reduce_add_pd(__builtin_bit_cast(__m512d, v));
-#else
-  constexpr int64_t L = kVecLanes<T>;
-  T part[L];
-  std::memcpy(part, &v, sizeof(v));
-  for (int64_t w = L / 2; w >= 1; w /= 2)
-    for (int64_t i = 0; i < w; ++i) part[i] += part[i + w];
-  return part[0];
-#endif
-}
-
-// The first `count` (≤ one vector) values from p, zeros after, without reading past them.
-template <typename T>
-inline Vec<T> load_head(const T* p, int64_t count) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>)
-    return (Vec<T>)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1), p);
-  else
-    return (Vec<T>)_mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << count) - 1), p);
-#else
-  Vec<T> v{};
-  std::memcpy(&v, p, count * sizeof(T));
-  return v;
-#endif
-}
 
 // out (p × q, row-major) += Σ_{t < n_steps, b < batch} x_{t,b}ᵀ y_{t,b}, x_{t,b} = xrow(t, b)
 // (p values, `xs` apart) and y_{t,b} = yrow(t, b) (q values). Register tiles of H ≤ 8 rows
@@ -1759,11 +1816,11 @@ void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, XRo
 //   ∂L/∂U = Σ m_{t−1}ᵀ ∂L/∂a⁰_t;  ∂L/∂κ, ∂L/∂g per state (N, B, d_m) = Σ_t ∂L/∂m_t ⊙ m_{t−1},
 //   ⊙ tanh z_t;  ∂L/∂V_l = Σ σ(a^l)ᵀ ∂L/∂a^{l+1} (the last: ∂L/∂z), ∂L/∂v_l per state;
 // with feedback (q_t = D_t ⊙ o_{t−1}, c_t = S q_t rebuilt a chunk of steps at a time):
-//   ∂L/∂S_e = Σ ∂L/∂c_t[row_e] q_t[col_e],  ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t,
-//   ∂L/∂w_y = Σ ∂L/∂r_t m_t,  ∂L/∂β per state = Σ_t ∂L/∂o-through-ReLU (grad_y).
+//   ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t,  ∂L/∂w_y = Σ ∂L/∂r_t m_t,
+//   ∂L/∂β per state = Σ_t ∂L/∂o-through-ReLU (grad_y);
+// ∂L/∂S is summed by the reverse-time loops themselves (`values_grad_step`).
 template <typename T>
 void weight_grads(const ElmArgs& s, const ElmGrads& g) {
-  constexpr int64_t L = kVecLanes<T>;
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
   const int64_t n_layers = s.n_layers, act = s.act, d_a = s.widths[0], nb = n * batch;
   const T* memory = in<T>(s.memory);
@@ -1826,12 +1883,10 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t d_tree = s.d_tree;
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   const T* output0 = in<T>(s.output0);
-  T* gv = out<T>(g.grad_values);
   T* gwb = out<T>(g.grad_w_branch);
   T* gwy = out<T>(g.grad_w_y);
   T* gbeta = out<T>(g.grad_beta);
   const int64_t nnz = values ? s.crow[n * d_tree] : 0;
-  std::fill(gv, gv + nnz, T(0));
   std::fill(gwb, gwb + n * d_tree * d_a, T(0));
   std::fill(gwy, gwy + n * d_m, T(0));
   std::fill(gbeta, gbeta + nb, T(0));
@@ -1852,35 +1907,13 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
         const T o = t == 0 ? output0[i] : outputs[(t - 1) * nb + i];
         q[i] = drop ? drop[t * nb + i] * o : o;
       }
-      const T* dc = grad_branches + t * n * d_tree * batch;
       T* c_rows = c.data() + (t - t0) * nb * d_tree;
       for (int64_t e = 0; e < nnz; ++e) {
         const int64_t r = entry_row[e];
         const T* __restrict qs = &q[static_cast<int64_t>(s.col[e]) * batch];
-        const T* __restrict dcr = dc + r * batch;
         T* __restrict cr = &c_rows[r * batch];
         const T v = values[e];
         for (int64_t b = 0; b < batch; ++b) cr[b] += v * qs[b];
-        // Σ_b ∂L/∂c · q in vector lanes (two chains), reduced as a tree: a sum kept in
-        // sample order made the compiler add the lanes one by one, half of Enwik8's weight
-        // gradients at batch 64. (Below a vector of samples, the plain loop.)
-        T total = T(0);
-        if (batch < L) {
-          for (int64_t b = 0; b < batch; ++b) total += dcr[b] * qs[b];
-        } else {
-          Vec<T> even{}, odd{};
-          int64_t b = 0;
-          for (; b + 2 * L <= batch; b += 2 * L) {
-            even += load_vec(dcr + b) * load_vec(qs + b);
-            odd += load_vec(dcr + b + L) * load_vec(qs + b + L);
-          }
-          for (; b < batch; b += L) {
-            const int64_t w = std::min(L, batch - b);
-            even += load_head(dcr + b, w) * load_head(qs + b, w);
-          }
-          total = lane_sum<T>(even + odd);
-        }
-        gv[e] += total;
       }
     }
     for (int64_t k = 0; k < n; ++k)
