@@ -190,7 +190,7 @@ def _build():
 
 _SIZES = ("n_steps", "n", "batch", "d_m", "n_layers", "act", "d_tree", "feedback")
 _POINTERS = (
-    "widths kappa gain u weights acts pre memory biases memories mlp_out proposals "
+    "widths kappa gain u weights acts pre memory biases memories mlp_out "
     "grad_memories grad_mlp_out grad_z grad_acts grad_m_total carry values crow col w_branch "
     "w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses grad_y "
     "grad_r grad_branches carry_out carry_highpass tokens grad_values"
@@ -328,7 +328,7 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
     call.run("bank_forward" if fb is not None else "forward", pre.dtype)
 
 
-def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feedback, proposals):
+def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feedback):
     """The reverse-time loop and then the weight gradients in C++, on one set of
     arguments: what `elmnet.recurrence._Recurrence.backward` returns (`shapes` its
     ctx.shapes), as `_eager_backward` and `_weight_grads` compute it. The weight gradients
@@ -354,7 +354,7 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         widths=widths, u=u.transpose(1, 2).contiguous(),
         kappa=_per_state(kappa, n, batch, d_m), gain=_per_state(gain, n, batch, d_m),
         weights=[w.transpose(1, 2).contiguous() for w in weights],
-        acts=[a.contiguous() for a in acts] or None, proposals=proposals.contiguous(),
+        acts=[a.contiguous() for a in acts] or None, mlp_out=mlp_out.contiguous(),
         grad_memories=maybe(grad_memories), grad_mlp_out=maybe(grad_mlp_out), grad_z=grad_z,
         grad_acts=grad_acts or None, grad_m_total=grad_m_total, carry=carry,
         memory=memory.contiguous(), memories=memories.contiguous(),

@@ -203,15 +203,14 @@ class _Recurrence(torch.autograd.Function):
         n_layers = spec.n_layers
         memory, u, kappa, gain, memories, mlp_out, *rest = ctx.saved_tensors
         acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
-        proposals = torch.tanh(mlp_out, out=cpp_loop.empty(mlp_out, *mlp_out.shape))
-        if spec.cpp:
+        if spec.cpp:  # the C++ loops recompute tanh z_t where they need it
             _, grad_pre, *grads = cpp_loop.backward(
-                spec, ctx.saved_tensors, ctx.shapes, grad_memories, grad_mlp_out,
-                grad_feedback, proposals,
-            )  # fmt: skip
+                spec, ctx.saved_tensors, ctx.shapes, grad_memories, grad_mlp_out, grad_feedback
+            )
             if ctx.tokens is not None and grad_pre is not None:
                 grad_pre = cpp_loop.token_grad(grad_pre, ctx.tokens, ctx.table_rows)
             return None, None, grad_pre, *grads
+        proposals = torch.tanh(mlp_out)
         if spec.fused:
             fb = None
             if spec.feedback:

@@ -50,9 +50,8 @@ struct ElmArgs {
   const void* memory;    // (N, B, d_m) m_{−1}
   const void* const* biases;  // (N, B, out) per layer
   void* memories;        // (T, N, B, d_m)
-  void* mlp_out;         // (T, N, B, d_m) z_t
+  void* mlp_out;         // (T, N, B, d_m) z_t (backward: read, for tanh z_t)
   // backward
-  const void* proposals;      // (T, N, B, d_m) tanh z_t
   const void* grad_memories;  // (T, N, B, d_m) or null
   const void* grad_mlp_out;   // (T, N, B, d_m) or null
   void* grad_z;               // (T, N, B, d_m)
@@ -419,6 +418,17 @@ void tanh_all(T* y, const T* x, int64_t n) {
   }
 }
 
+// tanh of one vector, as `tanh_all` computes it.
+template <typename T>
+inline Vec<T> tanh_lanes(Vec<T> x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return tanh_vec(x);
+  } else {
+    for (int64_t l = 0; l < kVecLanes<T>; ++l) x[l] = std::tanh(x[l]);
+    return x;
+  }
+}
+
 template <typename T>
 void plain_forward(const ElmArgs& s) {
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
@@ -540,13 +550,13 @@ std::vector<T> padded_panels(const T* w, int64_t n, int64_t rows, int64_t cols, 
 // The tensors both reverse-time loops (plain and bank) read and write besides their own.
 template <typename T>
 struct BackwardIO {
-  const T *kappa, *gain, *proposals, *grad_memories, *grad_mlp_out;
+  const T *kappa, *gain, *mlp_out, *grad_memories, *grad_mlp_out;
   T *grad_z, *grad_m_total, *carry;
 };
 
 template <typename T>
 BackwardIO<T> backward_io(const ElmArgs& s) {
-  return {in<T>(s.kappa),         in<T>(s.gain),   in<T>(s.proposals),
+  return {in<T>(s.kappa),         in<T>(s.gain),   in<T>(s.mlp_out),
           in<T>(s.grad_memories), in<T>(s.grad_mlp_out), out<T>(s.grad_z),
           out<T>(s.grad_m_total), out<T>(s.carry)};
 }
@@ -582,9 +592,9 @@ void plain_backward(const ElmArgs& s) {
   }
   const int64_t vm = vectors_for(d_m, L), ldm = vm * L;
   const std::vector<T> u_panel = padded_panels(in<T>(s.u), n, d_a, d_m, vm);
-  std::vector<T> dh(batch * widest), carry_pad(batch * ldm);
+  std::vector<T> dh(batch * widest), carry_pad(batch * ldm), p(batch * d_m);
 
-  const auto [kappa, gain, proposals, grad_memories, grad_mlp_out, grad_z, grad_m_total,
+  const auto [kappa, gain, mlp_out, grad_memories, grad_mlp_out, grad_z, grad_m_total,
               carry] = backward_io<T>(s);
 
   for (int64_t t = n_steps - 1; t >= 0; --t) {
@@ -594,9 +604,10 @@ void plain_backward(const ElmArgs& s) {
       T* g = grad_m_total + rows * d_m;
       const T* gm = grad_memories ? grad_memories + rows * d_m : nullptr;
       for (int64_t j = 0; j < batch * d_m; ++j) g[j] = gm ? gm[j] + cr[j] : cr[j];
-      // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
+      // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]; tanh z_t
+      // recomputed as the forward computed it (kept, it was a (T, N, B, d_m) tensor more).
       T* dz = grad_z + rows * d_m;
-      const T* p = proposals + rows * d_m;
+      tanh_all(p.data(), mlp_out + rows * d_m, batch * d_m);
       const T* gn = gain + states * d_m;
       const T* go = grad_mlp_out ? grad_mlp_out + rows * d_m : nullptr;
       for (int64_t j = 0; j < batch * d_m; ++j) {
@@ -1312,8 +1323,9 @@ void bank_backward(const ElmArgs& s) {
   std::vector<T> dh(batch * widest);
 
   const T* u_t = in<T>(s.u);
-  const auto [kappa, gain, proposals, grad_memories, grad_mlp_out, grad_z, grad_m_total,
+  const auto [kappa, gain, mlp_out, grad_memories, grad_mlp_out, grad_z, grad_m_total,
               carry] = backward_io<T>(s);
+  std::vector<T> p(batch * d_m);  // tanh z_t, as in plain_backward
 
   const bool fb = s.feedback != 0;
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
@@ -1355,7 +1367,7 @@ void bank_backward(const ElmArgs& s) {
       }
       // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
       T* dz = grad_z + rows * d_m;
-      const T* p = proposals + rows * d_m;
+      tanh_all(p.data(), mlp_out + rows * d_m, batch * d_m);
       const T* gn = gain + states * d_m;
       for (int64_t j = 0; j < batch * d_m; ++j) {
         dz[j] = g[j] * (gn[j] * (T(1) - p[j] * p[j]));
@@ -1523,7 +1535,7 @@ void bank_backward_lanes(const ElmArgs& s) {
                              step_l = lane_steps<T>(L);
   LaneBuffer<T> grad(d_m * L), da(widest * L), dh(widest * L), a(widest * L);
 
-  const auto [kappa_in, gain_in, proposals, grad_memories, grad_mlp_out, grad_z, grad_m_total,
+  const auto [kappa_in, gain_in, mlp_out, grad_memories, grad_mlp_out, grad_z, grad_m_total,
               carry_in] = backward_io<T>(s);
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   const T* grad_outputs = in<T>(s.grad_outputs);
@@ -1568,7 +1580,7 @@ void bank_backward_lanes(const ElmArgs& s) {
         for (int64_t j = 0; j < d_m; ++j) {
           const V gj = load_vec(grad.p + j * L);
           scatter_lanes(grad_m_total + rows * d_m + j, step_m.data(), gj, live);
-          const V p = gather_lanes(proposals + rows * d_m + j, step_m.data(), live);
+          const V p = tanh_lanes<T>(gather_lanes(mlp_out + rows * d_m + j, step_m.data(), live));
           V dz = gj * (load_vec(gn + j * L) * (T(1) - p * p));
           if (grad_mlp_out) dz += gather_lanes(grad_mlp_out + rows * d_m + j, step_m.data(), live);
           store_vec(da.p + j * L, dz);
@@ -1826,7 +1838,7 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const T* memory = in<T>(s.memory);
   const T* memories = in<T>(s.memories);
   const auto io = backward_io<T>(s);
-  const T *proposals = io.proposals, *grad_m_total = io.grad_m_total, *grad_z = io.grad_z;
+  const T *mlp_out = io.mlp_out, *grad_m_total = io.grad_m_total, *grad_z = io.grad_z;
   const T* grad_pre = n_layers ? in<T>(s.grad_acts[0]) : grad_z;
   // Row (t, k, b) of a (T, N, B, width) tensor.
   auto row = [=](int64_t t, int64_t k, int64_t b) { return (t * n + k) * batch + b; };
@@ -1845,9 +1857,11 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
               [=](int64_t t, int64_t b) { return grad_pre + row(t, k, b) * d_a; });
   }
   // Per-state sums: step t's (N, B, ·) block is contiguous in every operand.
+  std::vector<T> proposal(nb * d_m);  // tanh z_t of one step, as the loops compute it
   for (int64_t t = 0; t < n_steps; ++t) {
     const T* __restrict gm = grad_m_total + t * nb * d_m;
-    const T* __restrict pr = proposals + t * nb * d_m;
+    tanh_all(proposal.data(), mlp_out + t * nb * d_m, nb * d_m);
+    const T* __restrict pr = proposal.data();
     const T* __restrict m = t == 0 ? memory : memories + (t - 1) * nb * d_m;
     for (int64_t i = 0; i < nb * d_m; ++i) {
       gk[i] += gm[i] * m[i];
