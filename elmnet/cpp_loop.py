@@ -163,6 +163,9 @@ def _build():
     for name in (f"elm_{loop}_{suffix}" for loop in loops for suffix in ("f32", "f64")):
         getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
         getattr(lib, name).restype = None
+    for suffix in ("f32", "f64"):
+        function = getattr(lib, f"elm_backward_on_lanes_{suffix}")
+        function.argtypes, function.restype = [ctypes.POINTER(_Args)], ctypes.c_int64
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     signatures = {
         "elm_trace_forward": (None, [i64] * 3 + [ptr] * 4),
@@ -213,7 +216,8 @@ class _Grads(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_void_p)
         for name in (
-            "grad_u grad_kappa grad_gain grad_weights grad_biases grad_w_branch grad_w_y grad_beta"
+            "grad_u grad_kappa grad_gain grad_weights grad_biases grad_values grad_w_branch "
+            "grad_w_y grad_beta"
         ).split()
     ]
 
@@ -363,11 +367,14 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         values, crow, col, _, _, _, w_branch, w_y, drop, outputs, output0 = rest[2 * n_layers :]
         grad_outputs, grad_highpasses = grad_feedback
         grad_y, grad_r = empty(outputs, *outputs.shape), empty(outputs, *outputs.shape)
-        # The reverse-time loop sums ∂L/∂S as it goes (`values_grad_step`), so ∂L/∂c is
-        # kept for one step only.
+        # Where the batch-inner loop runs, it sums ∂L/∂S as it goes (`values_grad_step`) and
+        # ∂L/∂c is kept for one step only; after the lanes loop weight_grads sums it.
         grad_values = torch.empty_like(values)
-        grad_branches = empty(outputs, 1 if values.numel() else n_steps, n, spec.d_tree, batch)
-        if values.numel():
+        suffix = "f64" if memories.dtype == torch.float64 else "f32"
+        on_lanes = getattr(extension(), f"elm_backward_on_lanes_{suffix}")(ctypes.byref(call.args))
+        step_only = values.numel() > 0 and not on_lanes
+        grad_branches = empty(outputs, 1 if step_only else n_steps, n, spec.d_tree, batch)
+        if step_only:
             call.set(grad_values=grad_values)
         carry_out, carry_highpass = outputs.new_zeros(n, batch), outputs.new_zeros(n, batch)
         call.set(
@@ -394,7 +401,7 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         setattr(out, name, ctypes.addressof(array))
     if spec.feedback:
         grad_w_branch, grad_w_y, grad_beta = torch.empty_like(w_branch), new(n, d_m), new(n, batch)
-        out.grad_w_branch = grad_w_branch.data_ptr()
+        out.grad_values, out.grad_w_branch = grad_values.data_ptr(), grad_w_branch.data_ptr()
         out.grad_w_y, out.grad_beta = grad_w_y.data_ptr(), grad_beta.data_ptr()
     suffix = "f64" if memories.dtype == torch.float64 else "f32"
     getattr(extension(), f"elm_weight_grads_{suffix}")(ctypes.byref(call.args), ctypes.byref(out))

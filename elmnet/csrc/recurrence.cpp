@@ -81,9 +81,8 @@ struct ElmArgs {
   // the table (tokens · N, d_a) whose row token · N + k is neuron k's pre-activation for
   // that token, read in place of a (T, N, B, d_a) copy of its rows.
   const int64_t* tokens;
-  // The batch-inner reverse-time loop with feedback: null, or (nnz,) where it sums ∂L/∂S
-  // step by step (from ∂L/∂c_t while it is in cache, in its ∂L/∂o pass), and then
-  // `grad_branches` holds one step, (N, d_tree, B), not all.
+  // With feedback: null, or (nnz,) where the reverse-time loop (either) sums ∂L/∂S step by
+  // step, and then `grad_branches` holds one step, (N, d_tree, B): see values_grad_step.
   void* grad_values;
 };
 
@@ -96,7 +95,9 @@ struct ElmGrads {
   void* grad_gain;            // (N, B, d_m)
   void* const* grad_weights;  // (N, in, out) per layer
   void* const* grad_biases;   // (N, B, out) per layer
-  void* grad_w_branch;        // (N, d_tree, d_a)   feedback only, as the two below
+  void* grad_values;          // (nnz,)   feedback only, as the three below (∂L/∂S: summed
+                              // here when ElmArgs::grad_values is null)
+  void* grad_w_branch;        // (N, d_tree, d_a)
   void* grad_w_y;             // (N, d_m)
   void* grad_beta;            // (N, B)
 };
@@ -1298,8 +1299,11 @@ void plain_forward_any(const ElmArgs& s) {
 // With `ElmArgs::grad_values` the reverse-time loops sum ∂L/∂S as they go, a step at a
 // time: ∂L/∂S_e += Σ_b ∂L/∂c_t[row_e, b] q_t[col_e, b], q_t = D_t ⊙ o_{t−1} (the forward's
 // read of step t), from the step's ∂L/∂c (N · d_tree, B) while it is in cache; and
-// `grad_branches` holds that one step, not all ((T, N, d_tree, B), which weight_grads read
-// back: the largest tensor of Enwik8's backward pass, 950 MB at batch 64). q: nb scratch.
+// `grad_branches` holds that one step, not all ((T, N, d_tree, B), which weight_grads then
+// reads back: the largest tensor of Enwik8's backward pass, 950 MB at batch 64). Asked for
+// where the batch-inner loop runs; at the lanes loop's small batches this separate pass
+// over the entries cost more (SHD-Adding at batch 1: 30-50 µs a step) than the one
+// weight_grads shares with its rebuild of c_t. q: nb scratch.
 template <typename T>
 void values_grad_step(const ElmArgs& s, int64_t t, const T* dc, T* q, T* gv) {
   const int64_t batch = s.batch, nb = s.n * batch;
@@ -1828,9 +1832,9 @@ void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, XRo
 //   ∂L/∂U = Σ m_{t−1}ᵀ ∂L/∂a⁰_t;  ∂L/∂κ, ∂L/∂g per state (N, B, d_m) = Σ_t ∂L/∂m_t ⊙ m_{t−1},
 //   ⊙ tanh z_t;  ∂L/∂V_l = Σ σ(a^l)ᵀ ∂L/∂a^{l+1} (the last: ∂L/∂z), ∂L/∂v_l per state;
 // with feedback (q_t = D_t ⊙ o_{t−1}, c_t = S q_t rebuilt a chunk of steps at a time):
-//   ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t,  ∂L/∂w_y = Σ ∂L/∂r_t m_t,
-//   ∂L/∂β per state = Σ_t ∂L/∂o-through-ReLU (grad_y);
-// ∂L/∂S is summed by the reverse-time loops themselves (`values_grad_step`).
+//   ∂L/∂S_e = Σ ∂L/∂c_t[row_e] q_t[col_e] (unless the reverse-time loop summed it:
+//   `values_grad_step`),  ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t,  ∂L/∂w_y = Σ ∂L/∂r_t m_t,
+//   ∂L/∂β per state = Σ_t ∂L/∂o-through-ReLU (grad_y).
 template <typename T>
 void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
@@ -1897,10 +1901,12 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t d_tree = s.d_tree;
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   const T* output0 = in<T>(s.output0);
+  T* gv = s.grad_values ? nullptr : out<T>(g.grad_values);  // null: summed already
   T* gwb = out<T>(g.grad_w_branch);
   T* gwy = out<T>(g.grad_w_y);
   T* gbeta = out<T>(g.grad_beta);
   const int64_t nnz = values ? s.crow[n * d_tree] : 0;
+  if (gv) std::fill(gv, gv + nnz, T(0));
   std::fill(gwb, gwb + n * d_tree * d_a, T(0));
   std::fill(gwy, gwy + n * d_m, T(0));
   std::fill(gbeta, gbeta + nb, T(0));
@@ -1921,6 +1927,7 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
         const T o = t == 0 ? output0[i] : outputs[(t - 1) * nb + i];
         q[i] = drop ? drop[t * nb + i] * o : o;
       }
+      const T* dc = gv ? grad_branches + t * n * d_tree * batch : nullptr;
       T* c_rows = c.data() + (t - t0) * nb * d_tree;
       for (int64_t e = 0; e < nnz; ++e) {
         const int64_t r = entry_row[e];
@@ -1928,6 +1935,7 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
         T* __restrict cr = &c_rows[r * batch];
         const T v = values[e];
         for (int64_t b = 0; b < batch; ++b) cr[b] += v * qs[b];
+        if (gv) gv[e] += sample_dot(dc + r * batch, qs, batch);
       }
     }
     for (int64_t k = 0; k < n; ++k)
@@ -2283,6 +2291,9 @@ void elm_bank_backward_batch_inner_f64(const ElmArgs* s) {
   s->feedback ? bank_backward<double>(*s) : plain_backward<double>(*s);
 }
 
+// Whether the dispatching reverse-time loops take the lanes loop for these sizes.
+int64_t elm_backward_on_lanes_f32(const ElmArgs* s) { return backward_on_lanes<float>(*s); }
+int64_t elm_backward_on_lanes_f64(const ElmArgs* s) { return backward_on_lanes<double>(*s); }
 void elm_weight_grads_f32(const ElmArgs* s, const ElmGrads* g) { weight_grads<float>(*s, *g); }
 void elm_weight_grads_f64(const ElmArgs* s, const ElmGrads* g) { weight_grads<double>(*s, *g); }
 
