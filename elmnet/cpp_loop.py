@@ -26,6 +26,7 @@ the eager loop with one warning.
 import ctypes
 import hashlib
 import importlib.util
+import mmap
 import platform
 import shutil
 import sys
@@ -90,7 +91,7 @@ def _advise_huge(x: torch.Tensor) -> None:
     madvise = _libc["madvise"]
     if madvise is None:
         return
-    page = 4096
+    page = mmap.PAGESIZE
     start = (x.data_ptr() + page - 1) // page * page
     end = (x.data_ptr() + x.nbytes) // page * page
     if end > start:
@@ -344,6 +345,7 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
     acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
     n_steps, n, batch, d_m = memories.shape
     d_a = u.shape[-1]
+    suffix = "f64" if memories.dtype == torch.float64 else "f32"
     grad_z = empty(mlp_out, *mlp_out.shape)
     grad_acts = [empty(a, *a.shape) for a in acts]
     grad_m_total = empty(memories, *memories.shape)
@@ -370,7 +372,6 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         # Where the batch-inner loop runs, it sums ∂L/∂S as it goes (`values_grad_step`) and
         # ∂L/∂c is kept for one step only; after the lanes loop weight_grads sums it.
         grad_values = torch.empty_like(values)
-        suffix = "f64" if memories.dtype == torch.float64 else "f32"
         on_lanes = getattr(extension(), f"elm_backward_on_lanes_{suffix}")(ctypes.byref(call.args))
         step_only = values.numel() > 0 and not on_lanes
         grad_branches = empty(outputs, 1 if step_only else n_steps, n, spec.d_tree, batch)
@@ -403,7 +404,6 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         grad_w_branch, grad_w_y, grad_beta = torch.empty_like(w_branch), new(n, d_m), new(n, batch)
         out.grad_values, out.grad_w_branch = grad_values.data_ptr(), grad_w_branch.data_ptr()
         out.grad_w_y, out.grad_beta = grad_w_y.data_ptr(), grad_beta.data_ptr()
-    suffix = "f64" if memories.dtype == torch.float64 else "f32"
     getattr(extension(), f"elm_weight_grads_{suffix}")(ctypes.byref(call.args), ctypes.byref(out))
     result = [
         grad_acts[0] if n_layers else grad_z,
