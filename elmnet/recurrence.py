@@ -207,8 +207,12 @@ class _Recurrence(torch.autograd.Function):
             _, grad_pre, *grads = cpp_loop.backward(
                 spec, ctx.saved_tensors, ctx.shapes, grad_memories, grad_mlp_out, grad_feedback
             )
-            if ctx.tokens is not None and grad_pre is not None:
-                grad_pre = cpp_loop.token_grad(grad_pre, ctx.tokens, ctx.table_rows)
+            if ctx.tokens is not None:  # pre was the token table
+                grad_pre = (
+                    cpp_loop.token_grad(grad_pre, ctx.tokens, ctx.table_rows)
+                    if ctx.needs_input_grad[2]
+                    else None
+                )
             return None, None, grad_pre, *grads
         proposals = torch.tanh(mlp_out)
         if spec.fused:
