@@ -74,7 +74,10 @@ def build_key() -> str:
 # on "madvise" (the common default) are used only where asked for: advising a fresh
 # tensor's range before it is written makes each fault map 2 MiB.
 _MADV_HUGEPAGE = 14  # Linux
-_HUGE_MIN_BYTES = 8 << 20
+# Only blocks glibc maps on their own (it does so for anything over 32 MB, its largest
+# dynamic mmap threshold): advice on a smaller block, carved from the heap, would outlive
+# the tensor and put later small allocations there on huge pages too.
+_HUGE_MIN_BYTES = 64 << 20
 _libc: dict = {}
 
 
