@@ -1304,15 +1304,19 @@ void plain_forward_any(const ElmArgs& s) {
 // where the batch-inner loop runs; at the lanes loop's small batches this separate pass
 // over the entries cost more (SHD-Adding at batch 1: 30-50 µs a step) than the one
 // weight_grads shares with its rebuild of c_t. q: nb scratch.
+// q_t = D_t ⊙ o_{t−1} (N, B): what the recurrent synapses read at step t, rebuilt backward.
+template <typename T>
+void step_reads(const ElmArgs& s, int64_t t, T* q) {
+  const int64_t nb = s.n * s.batch;
+  const T* o = t == 0 ? in<T>(s.output0) : in<T>(s.outputs) + (t - 1) * nb;
+  const T* drop = in<T>(s.drop);
+  for (int64_t i = 0; i < nb; ++i) q[i] = drop ? drop[t * nb + i] * o[i] : o[i];
+}
+
 template <typename T>
 void values_grad_step(const ElmArgs& s, int64_t t, const T* dc, T* q, T* gv) {
-  const int64_t batch = s.batch, nb = s.n * batch;
-  const T* outputs = in<T>(s.outputs);
-  const T* drop = in<T>(s.drop);
-  for (int64_t i = 0; i < nb; ++i) {
-    const T o = t == 0 ? in<T>(s.output0)[i] : outputs[(t - 1) * nb + i];
-    q[i] = drop ? drop[t * nb + i] * o : o;
-  }
+  const int64_t batch = s.batch;
+  step_reads(s, t, q);
   for (int64_t r = 0; r < s.n * s.d_tree; ++r)
     for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e)
       gv[e] += sample_dot(dc + r * batch, q + static_cast<int64_t>(s.col[e]) * batch, batch);
@@ -1900,7 +1904,6 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
 
   const int64_t d_tree = s.d_tree;
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
-  const T* output0 = in<T>(s.output0);
   T* gv = s.grad_values ? nullptr : out<T>(g.grad_values);  // null: summed already
   T* gwb = out<T>(g.grad_w_branch);
   T* gwy = out<T>(g.grad_w_y);
@@ -1923,10 +1926,7 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
     const int64_t steps = std::min(kChunk, n_steps - t0);
     std::fill(c.begin(), c.end(), T(0));
     for (int64_t t = t0; t < t0 + steps; ++t) {
-      for (int64_t i = 0; i < nb; ++i) {
-        const T o = t == 0 ? output0[i] : outputs[(t - 1) * nb + i];
-        q[i] = drop ? drop[t * nb + i] * o : o;
-      }
+      step_reads(s, t, q.data());
       const T* dc = gv ? grad_branches + t * n * d_tree * batch : nullptr;
       T* c_rows = c.data() + (t - t0) * nb * d_tree;
       for (int64_t e = 0; e < nnz; ++e) {
