@@ -1814,19 +1814,40 @@ void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int6
   for (int h = 0; h < H; ++h) store_head(out + (i0 + h) * q + j0, acc[h], w);
 }
 
+// Asks for [first, end) in cache ahead of its use, a line at a time: for blocks of rows
+// far apart in memory, which the hardware's prefetchers (within a 4 KiB page) miss.
+template <typename T>
+inline void prefetch(const T* first, const T* end) {
+  for (auto* a = reinterpret_cast<const char*>(first); a < reinterpret_cast<const char*>(end); a += 64)
+    __builtin_prefetch(a, 0, 3);
+}
+
+// Every tile runs over a block of steps before the next block (≈ 32 KB of x and y, so
+// that the tiles after the first read it from L1): tile by tile over all steps, each
+// tile's pass read the rows again from beyond L2, and the loads waited.
 template <typename T, typename XRow, typename YRow>
 void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, XRow xrow,
                int64_t xs, YRow yrow) {
-  for (int64_t j0 = 0; j0 < q; j0 += kVecLanes<T>)
-    for (int64_t i0 = 0; i0 < p; i0 += 8) {
-      switch (std::min<int64_t>(8, p - i0)) {
-#define ELM_OUTER_CASE(H) \
-  case H: outer_tile<T, H>(out, q, i0, j0, n_steps, batch, xrow, xs, yrow); break;
-        ELM_OUTER_CASE(1) ELM_OUTER_CASE(2) ELM_OUTER_CASE(3) ELM_OUTER_CASE(4)
-        ELM_OUTER_CASE(5) ELM_OUTER_CASE(6) ELM_OUTER_CASE(7) ELM_OUTER_CASE(8)
-#undef ELM_OUTER_CASE
-      }
+  const int64_t block = std::max<int64_t>(1, (32 << 10) / (sizeof(T) * batch * (p + q)));
+  for (int64_t t0 = 0; t0 < n_steps; t0 += block) {
+    const int64_t steps = std::min(block, n_steps - t0);
+    for (int64_t t = t0 + block; t < std::min(n_steps, t0 + 2 * block); ++t) {
+      prefetch(xrow(t, 0), xrow(t, batch - 1) + (p - 1) * xs + 1);
+      prefetch(yrow(t, 0), yrow(t, batch - 1) + q);
     }
+    auto x = [&](int64_t t, int64_t b) { return xrow(t0 + t, b); };
+    auto y = [&](int64_t t, int64_t b) { return yrow(t0 + t, b); };
+    for (int64_t j0 = 0; j0 < q; j0 += kVecLanes<T>)
+      for (int64_t i0 = 0; i0 < p; i0 += 8) {
+        switch (std::min<int64_t>(8, p - i0)) {
+#define ELM_OUTER_CASE(H) \
+  case H: outer_tile<T, H>(out, q, i0, j0, steps, batch, x, xs, y); break;
+          ELM_OUTER_CASE(1) ELM_OUTER_CASE(2) ELM_OUTER_CASE(3) ELM_OUTER_CASE(4)
+          ELM_OUTER_CASE(5) ELM_OUTER_CASE(6) ELM_OUTER_CASE(7) ELM_OUTER_CASE(8)
+#undef ELM_OUTER_CASE
+        }
+      }
+  }
 }
 
 // The weight gradients of the recurrence from its reverse-time loop's per-step gradients
@@ -1857,13 +1878,6 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   std::fill(gu, gu + n * d_m * d_a, T(0));
   std::fill(gk, gk + nb * d_m, T(0));
   std::fill(gg, gg + nb * d_m, T(0));
-  for (int64_t k = 0; k < n; ++k) {
-    auto prev = [=](int64_t t, int64_t b) {
-      return t == 0 ? memory + (k * batch + b) * d_m : memories + row(t - 1, k, b) * d_m;
-    };
-    outer_sum(gu + k * d_m * d_a, d_m, d_a, n_steps, batch, prev, 1,
-              [=](int64_t t, int64_t b) { return grad_pre + row(t, k, b) * d_a; });
-  }
   // Per-state sums: step t's (N, B, ·) block is contiguous in every operand.
   std::vector<T> proposal(nb * d_m);  // tanh z_t of one step, as the loops compute it
   for (int64_t t = 0; t < n_steps; ++t) {
@@ -1876,74 +1890,135 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
       gg[i] += gm[i] * pr[i];
     }
   }
+  // Layer l's weight gradient is summed as its transpose (∂L/∂a^{l+1} broadcast, σ(a^l) in
+  // the vectors) where that needs fewer vector multiply-adds: Enwik8's (40 → 20) layer
+  // filled 20 of 32 lanes the other way round.
+  std::vector<std::vector<T>> transposed(n_layers);
+  std::vector<T*> gw(n_layers);
   for (int64_t l = 0; l < n_layers; ++l) {
     const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-    const T* a = in<T>(s.acts[l]);
-    const T* go = l + 1 < n_layers ? in<T>(s.grad_acts[l + 1]) : grad_z;
-    T* gw = out<T>(g.grad_weights[l]);
+    gw[l] = out<T>(g.grad_weights[l]);
+    std::fill(gw[l], gw[l] + n * w_in * w_out, T(0));
+    if (vectors_for(w_in, kVecLanes<T>) * w_out < vectors_for(w_out, kVecLanes<T>) * w_in)
+      transposed[l].assign(n * w_in * w_out, T(0));
     T* gb = out<T>(g.grad_biases[l]);
-    std::fill(gw, gw + n * w_in * w_out, T(0));
+    const T* go = l + 1 < n_layers ? in<T>(s.grad_acts[l + 1]) : grad_z;
     std::fill(gb, gb + nb * w_out, T(0));
-    // σ(a^l) of one neuron's rows first, vectorised, then the sums read it: σ inside the
-    // tiles was a scalar max, multiply and broadcast per entry and column vector, half of
-    // Enwik8's weight gradients at batch 64.
-    std::vector<T> h(n_steps * batch * w_in);
-    for (int64_t k = 0; k < n; ++k) {
-      for (int64_t t = 0; t < n_steps; ++t)
-        activate(h.data() + t * batch * w_in, a + row(t, k, 0) * w_in, batch * w_in, act);
-      outer_sum(gw + k * w_in * w_out, w_in, w_out, n_steps, batch,
-                [=, &h](int64_t t, int64_t b) { return h.data() + (t * batch + b) * w_in; }, 1,
-                [=](int64_t t, int64_t b) { return go + row(t, k, b) * w_out; });
-    }
     for (int64_t t = 0; t < n_steps; ++t) {
       const T* __restrict dy = go + t * nb * w_out;
       for (int64_t i = 0; i < nb * w_out; ++i) gb[i] += dy[i];
     }
   }
-  if (!s.feedback) return;
 
-  const int64_t d_tree = s.d_tree;
+  const bool fb = s.feedback;
+  const int64_t d_tree = fb ? s.d_tree : 0;
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
-  T* gv = s.grad_values ? nullptr : out<T>(g.grad_values);  // null: summed already
-  T* gwb = out<T>(g.grad_w_branch);
-  T* gwy = out<T>(g.grad_w_y);
-  T* gbeta = out<T>(g.grad_beta);
-  const int64_t nnz = values ? s.crow[n * d_tree] : 0;
+  T* gv = !fb || s.grad_values ? nullptr : out<T>(g.grad_values);  // null: summed already
+  T* gwb = fb ? out<T>(g.grad_w_branch) : nullptr;
+  const int64_t nnz = fb && values ? s.crow[n * d_tree] : 0;
   if (gv) std::fill(gv, gv + nnz, T(0));
-  std::fill(gwb, gwb + n * d_tree * d_a, T(0));
-  std::fill(gwy, gwy + n * d_m, T(0));
-  std::fill(gbeta, gbeta + nb, T(0));
+  if (fb) std::fill(gwb, gwb + n * d_tree * d_a, T(0));
   // Each entry's row, so that the loop over entries has no branch per row.
-  std::vector<int32_t> entry_row(nnz);
-  for (int64_t r = 0; r < n * d_tree && nnz; ++r)
+  std::vector<int32_t> entry_row(gv ? nnz : 0);
+  for (int64_t r = 0; r < n * d_tree && gv; ++r)
     for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) entry_row[e] = static_cast<int32_t>(r);
-  // c_t for a chunk of steps in S's row layout (step, neuron, branch, sample): the sums
-  // run over contiguous samples, and ∂L/∂W_b's reads a row's d_tree values B apart. Up to
-  // 32 steps, and ≈ 8 MB (one step of Enwik8's bank at batch 64 is 10 MB).
-  const int64_t kChunk = std::clamp<int64_t>((int64_t(8) << 20) / (sizeof(T) * nb * d_tree), 1, 32);
-  std::vector<T> q(nb), c(kChunk * nb * d_tree);
+  // The sums run a chunk of steps at a time, every sum of one neuron over the chunk before
+  // the next neuron's, so that the rows they share (∂L/∂a⁰_t above all) come from memory
+  // once. With feedback, c_t for the chunk is rebuilt first, in S's row layout (step,
+  // neuron, branch, sample), samples padded to whole vectors (bp): the branch sums run over
+  // contiguous samples, and ∂L/∂W_b's reads a row's d_tree values bp apart. Up to 32 steps,
+  // and ≈ 8 MB (one step of Enwik8's bank at batch 64 is 10 MB).
+  const int64_t bp = vectors_for(batch, kVecLanes<T>) * kVecLanes<T>, rows = n * d_tree;
+  const int64_t kChunk =
+      fb ? std::clamp<int64_t>((int64_t(8) << 20) / (sizeof(T) * rows * bp), 1, 32) : 32;
+  std::vector<T> q(fb ? nb : 0), q_padded(fb && bp != batch ? n * bp : 0);
+  std::vector<T> c(fb ? kChunk * rows * bp : 0);
+  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
+  std::vector<T> h(kChunk * batch * widest);  // σ(a^l) of one neuron's rows in the chunk
   for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
     const int64_t steps = std::min(kChunk, n_steps - t0);
-    std::fill(c.begin(), c.end(), T(0));
-    for (int64_t t = t0; t < t0 + steps; ++t) {
+    for (int64_t t = t0; t < t0 + steps && fb; ++t) {
       step_reads(s, t, q.data());
-      const T* dc = gv ? grad_branches + t * n * d_tree * batch : nullptr;
-      T* c_rows = c.data() + (t - t0) * nb * d_tree;
+      T* c_rows = c.data() + (t - t0) * rows * bp;
+      if (!gv) {
+        // Each row's sum in registers, as in the forward (`branch_sums_inner`): summed in
+        // c_rows, it waited on a store per entry (a fifth of these gradients at Enwik8's
+        // batch 64).
+        const T* qp = q.data();
+        if (bp != batch) {
+          for (int64_t k = 0; k < n; ++k)
+            std::copy(q.data() + k * batch, q.data() + (k + 1) * batch, q_padded.data() + k * bp);
+          qp = q_padded.data();
+        }
+        branch_sums_inner(c_rows, qp, values, s.crow, s.col, rows, bp);
+        continue;
+      }
+      // The lanes loop's small batches: ∂L/∂S summed here too, from the same reads of q_t.
+      const T* dc = grad_branches + t * rows * batch;
+      std::fill(c_rows, c_rows + rows * bp, T(0));
       for (int64_t e = 0; e < nnz; ++e) {
         const int64_t r = entry_row[e];
         const T* __restrict qs = &q[static_cast<int64_t>(s.col[e]) * batch];
-        T* __restrict cr = &c_rows[r * batch];
+        T* __restrict cr = &c_rows[r * bp];
         const T v = values[e];
         for (int64_t b = 0; b < batch; ++b) cr[b] += v * qs[b];
-        if (gv) gv[e] += sample_dot(dc + r * batch, qs, batch);
+        gv[e] += sample_dot(dc + r * batch, qs, batch);
       }
     }
-    for (int64_t k = 0; k < n; ++k)
-      outer_sum(gwb + k * d_tree * d_a, d_tree, d_a, steps, batch,
-                [=, &c](int64_t t, int64_t b) { return c.data() + (t * n + k) * d_tree * batch + b; },
-                batch,
-                [=](int64_t t, int64_t b) { return grad_pre + row(t0 + t, k, b) * d_a; });
+    for (int64_t k = 0; k < n; ++k) {
+      // The next neuron's rows of the chunk while this one's are summed.
+      for (int64_t t = t0; t < t0 + steps && k + 1 < n; ++t) {
+        const int64_t r = row(t, k + 1, 0);
+        prefetch(grad_pre + r * d_a, grad_pre + (r + batch) * d_a);
+        if (t > 0) prefetch(memories + (r - nb) * d_m, memories + (r - nb + batch) * d_m);
+        for (int64_t l = 0; l < n_layers; ++l) {
+          const T* go = l + 1 < n_layers ? in<T>(s.grad_acts[l + 1]) : grad_z;
+          prefetch(in<T>(s.acts[l]) + r * s.widths[l], in<T>(s.acts[l]) + (r + batch) * s.widths[l]);
+          prefetch(go + r * s.widths[l + 1], go + (r + batch) * s.widths[l + 1]);
+        }
+      }
+      auto prev = [=](int64_t t, int64_t b) {
+        return t0 + t == 0 ? memory + (k * batch + b) * d_m
+                           : memories + row(t0 + t - 1, k, b) * d_m;
+      };
+      auto dpre = [=](int64_t t, int64_t b) { return grad_pre + row(t0 + t, k, b) * d_a; };
+      outer_sum(gu + k * d_m * d_a, d_m, d_a, steps, batch, prev, 1, dpre);
+      if (fb)
+        outer_sum(gwb + k * d_tree * d_a, d_tree, d_a, steps, batch,
+                  [=, &c](int64_t t, int64_t b) { return c.data() + (t * n + k) * d_tree * bp + b; },
+                  bp, dpre);
+      for (int64_t l = 0; l < n_layers; ++l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+        const T* a = in<T>(s.acts[l]);
+        const T* go = l + 1 < n_layers ? in<T>(s.grad_acts[l + 1]) : grad_z;
+        // σ(a^l) of the neuron's rows first, vectorised, then the sums read it: σ inside
+        // the tiles was a scalar max, multiply and broadcast per entry and column vector,
+        // half of Enwik8's weight gradients at batch 64.
+        for (int64_t t = 0; t < steps; ++t)
+          activate(h.data() + t * batch * w_in, a + row(t0 + t, k, 0) * w_in, batch * w_in, act);
+        auto hrow = [&h, batch, w_in](int64_t t, int64_t b) { return h.data() + (t * batch + b) * w_in; };
+        auto grow = [=](int64_t t, int64_t b) { return go + row(t0 + t, k, b) * w_out; };
+        if (transposed[l].empty())
+          outer_sum(gw[l] + k * w_in * w_out, w_in, w_out, steps, batch, hrow, 1, grow);
+        else
+          outer_sum(transposed[l].data() + k * w_in * w_out, w_out, w_in, steps, batch, grow, 1, hrow);
+      }
+    }
   }
+  for (int64_t l = 0; l < n_layers; ++l) {
+    const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+    if (!transposed[l].empty())
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t i = 0; i < w_in; ++i)
+          for (int64_t j = 0; j < w_out; ++j)
+            gw[l][(k * w_in + i) * w_out + j] = transposed[l][(k * w_out + j) * w_in + i];
+  }
+  if (!fb) return;
+
+  T* gwy = out<T>(g.grad_w_y);
+  T* gbeta = out<T>(g.grad_beta);
+  std::fill(gwy, gwy + n * d_m, T(0));
+  std::fill(gbeta, gbeta + nb, T(0));
   for (int64_t t = 0; t < n_steps; ++t) {
     for (int64_t k = 0; k < n; ++k)
       for (int64_t b = 0; b < batch; ++b) {
