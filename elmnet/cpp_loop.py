@@ -198,7 +198,7 @@ def _build():
 _SIZES = ("n_steps", "n", "batch", "d_m", "n_layers", "act", "d_tree", "feedback")
 _POINTERS = (
     "widths kappa gain u weights acts pre memory biases memories mlp_out "
-    "grad_memories grad_mlp_out grad_z grad_acts grad_m_total carry values crow col w_branch "
+    "grad_memories grad_mlp_out grad_z grad_acts grad_kappa grad_gain carry values crow col w_branch "
     "w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses grad_y "
     "grad_r grad_branches carry_out carry_highpass tokens grad_values"
 ).split()
@@ -220,7 +220,7 @@ class _Grads(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_void_p)
         for name in (
-            "grad_u grad_kappa grad_gain grad_weights grad_biases grad_values grad_w_branch "
+            "grad_u grad_weights grad_biases grad_values grad_w_branch "
             "grad_w_y grad_beta"
         ).split()
     ]
@@ -351,7 +351,8 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
     suffix = "f64" if memories.dtype == torch.float64 else "f32"
     grad_z = empty(mlp_out, *mlp_out.shape)
     grad_acts = [empty(a, *a.shape) for a in acts]
-    grad_m_total = empty(memories, *memories.shape)
+    new = memories.new_empty
+    grad_kappa, grad_gain = new(n, batch, d_m), new(n, batch, d_m)
     carry = memory.new_zeros(n, batch, d_m)
 
     def maybe(x):
@@ -365,7 +366,7 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         weights=[w.transpose(1, 2).contiguous() for w in weights],
         acts=[a.contiguous() for a in acts] or None, mlp_out=mlp_out.contiguous(),
         grad_memories=maybe(grad_memories), grad_mlp_out=maybe(grad_mlp_out), grad_z=grad_z,
-        grad_acts=grad_acts or None, grad_m_total=grad_m_total, carry=carry,
+        grad_acts=grad_acts or None, grad_kappa=grad_kappa, grad_gain=grad_gain, carry=carry,
         memory=memory.contiguous(), memories=memories.contiguous(),
     )  # fmt: skip
     if spec.feedback:
@@ -393,12 +394,10 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
 
     # The weight gradients, from the per-step gradients just filled.
     kappa_shape, gain_shape, *bias_shapes = shapes
-    new = memories.new_empty
-    grad_u, grad_kappa, grad_gain = new(n, d_m, d_a), new(n, batch, d_m), new(n, batch, d_m)
+    grad_u = new(n, d_m, d_a)
     grad_weights = [new(n, widths[i], widths[i + 1]) for i in range(n_layers)]
     grad_biases = [new(n, batch, widths[i + 1]) for i in range(n_layers)]
-    out = _Grads(grad_u=grad_u.data_ptr(), grad_kappa=grad_kappa.data_ptr(),
-                 grad_gain=grad_gain.data_ptr())  # fmt: skip
+    out = _Grads(grad_u=grad_u.data_ptr())
     for name, xs in (("grad_weights", grad_weights), ("grad_biases", grad_biases)):
         array = (ctypes.c_void_p * max(1, len(xs)))(*(x.data_ptr() for x in xs))
         call.keep.append(array)

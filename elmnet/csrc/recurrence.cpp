@@ -56,7 +56,12 @@ struct ElmArgs {
   const void* grad_mlp_out;   // (T, N, B, d_m) or null
   void* grad_z;               // (T, N, B, d_m)
   void* const* grad_acts;     // like acts
-  void* grad_m_total;         // (T, N, B, d_m)
+  // Σ_t ∂L/∂m_t ⊙ m_{t−1} and Σ_t ∂L/∂m_t ⊙ tanh z_t per state (N, B, d_m), summed over the
+  // steps by the reverse-time loops, where ∂L/∂m_t and tanh z_t are at hand (the caller
+  // reduces them to κ's and g's shape): summed afterwards, ∂L/∂m_t was a (T, N, B, d_m)
+  // tensor to write and read back.
+  void* grad_kappa;
+  void* grad_gain;
   void* carry;                // (N, B, d_m), zero on entry; ∂L/∂m_{−1} on return
   // feedback (an empty S has null `values`)
   const void* values;    // (nnz,) entries of S
@@ -88,11 +93,9 @@ struct ElmArgs {
 
 // Where `elm_weight_grads_*` writes the weight gradients; mirrored by elmnet/cpp_loop.py
 // (_Grads). Per-state gradients are summed over steps only (the caller reduces them to the
-// coefficient's shape).
+// coefficient's shape); those of κ and g are ElmArgs' (the reverse-time loops').
 struct ElmGrads {
   void* grad_u;               // (N, d_m, d_a)
-  void* grad_kappa;           // (N, B, d_m)
-  void* grad_gain;            // (N, B, d_m)
   void* const* grad_weights;  // (N, in, out) per layer
   void* const* grad_biases;   // (N, B, out) per layer
   void* grad_values;          // (nnz,)   feedback only, as the three below (∂L/∂S: summed
@@ -552,14 +555,41 @@ std::vector<T> padded_panels(const T* w, int64_t n, int64_t rows, int64_t cols, 
 template <typename T>
 struct BackwardIO {
   const T *kappa, *gain, *mlp_out, *grad_memories, *grad_mlp_out;
-  T *grad_z, *grad_m_total, *carry;
+  T *grad_z, *carry, *grad_kappa, *grad_gain;
 };
 
 template <typename T>
 BackwardIO<T> backward_io(const ElmArgs& s) {
-  return {in<T>(s.kappa),         in<T>(s.gain),   in<T>(s.mlp_out),
+  T* gk = out<T>(s.grad_kappa);
+  T* gg = out<T>(s.grad_gain);
+  const int64_t states = s.n * s.batch * s.d_m;
+  std::fill(gk, gk + states, T(0));
+  std::fill(gg, gg + states, T(0));
+  return {in<T>(s.kappa),         in<T>(s.gain),         in<T>(s.mlp_out),
           in<T>(s.grad_memories), in<T>(s.grad_mlp_out), out<T>(s.grad_z),
-          out<T>(s.grad_m_total), out<T>(s.carry)};
+          out<T>(s.carry),        gk,                    gg};
+}
+
+// m_{t−1} of neuron k's B states (d_m each, contiguous): m_{−1} or step t − 1's memories.
+template <typename T>
+inline const T* previous_memory(const ElmArgs& s, int64_t t, int64_t k) {
+  return t == 0 ? in<T>(s.memory) + k * s.batch * s.d_m
+                : in<T>(s.memories) + ((t - 1) * s.n + k) * s.batch * s.d_m;
+}
+
+// κ's and g's per-state sums over the steps from ∂L/∂m_t (g_m) and tanh z_t (p) of one
+// neuron's B states at step t: ∂L/∂κ += ∂L/∂m_t ⊙ m_{t−1}, ∂L/∂g += ∂L/∂m_t ⊙ tanh z_t.
+template <typename T>
+inline void state_grads(const ElmArgs& s, const BackwardIO<T>& io, int64_t t, int64_t k,
+                        const T* __restrict g_m, const T* __restrict p) {
+  const int64_t first = k * s.batch * s.d_m;
+  const T* __restrict m = previous_memory<T>(s, t, k);
+  T* __restrict gk = io.grad_kappa + first;
+  T* __restrict gg = io.grad_gain + first;
+  for (int64_t j = 0; j < s.batch * s.d_m; ++j) {
+    gk[j] += g_m[j] * m[j];
+    gg[j] += g_m[j] * p[j];
+  }
 }
 
 // The recurrent part's tensors the batch-inner reverse-time loop fills and the weight
@@ -593,22 +623,22 @@ void plain_backward(const ElmArgs& s) {
   }
   const int64_t vm = vectors_for(d_m, L), ldm = vm * L;
   const std::vector<T> u_panel = padded_panels(in<T>(s.u), n, d_a, d_m, vm);
-  std::vector<T> dh(batch * widest), carry_pad(batch * ldm), p(batch * d_m);
+  std::vector<T> dh(batch * widest), carry_pad(batch * ldm), p(batch * d_m), g(batch * d_m);
 
-  const auto [kappa, gain, mlp_out, grad_memories, grad_mlp_out, grad_z, grad_m_total,
-              carry] = backward_io<T>(s);
+  const auto io = backward_io<T>(s);
+  const auto [kappa, gain, mlp_out, grad_memories, grad_mlp_out, grad_z, carry, gk, gg] = io;
 
   for (int64_t t = n_steps - 1; t >= 0; --t) {
     for (int64_t k = 0; k < n; ++k) {
       const int64_t rows = (t * n + k) * batch, states = k * batch;
       T* cr = carry + states * d_m;
-      T* g = grad_m_total + rows * d_m;
       const T* gm = grad_memories ? grad_memories + rows * d_m : nullptr;
       for (int64_t j = 0; j < batch * d_m; ++j) g[j] = gm ? gm[j] + cr[j] : cr[j];
       // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]; tanh z_t
       // recomputed as the forward computed it (kept, it was a (T, N, B, d_m) tensor more).
       T* dz = grad_z + rows * d_m;
       tanh_all(p.data(), mlp_out + rows * d_m, batch * d_m);
+      state_grads(s, io, t, k, g.data(), p.data());
       const T* gn = gain + states * d_m;
       const T* go = grad_mlp_out ? grad_mlp_out + rows * d_m : nullptr;
       for (int64_t j = 0; j < batch * d_m; ++j) {
@@ -1331,9 +1361,9 @@ void bank_backward(const ElmArgs& s) {
   std::vector<T> dh(batch * widest);
 
   const T* u_t = in<T>(s.u);
-  const auto [kappa, gain, mlp_out, grad_memories, grad_mlp_out, grad_z, grad_m_total,
-              carry] = backward_io<T>(s);
-  std::vector<T> p(batch * d_m);  // tanh z_t, as in plain_backward
+  const auto io = backward_io<T>(s);
+  const auto [kappa, gain, mlp_out, grad_memories, grad_mlp_out, grad_z, carry, gk, gg] = io;
+  std::vector<T> p(batch * d_m), g(batch * d_m);  // tanh z_t, as in plain_backward; ∂L/∂m_t
 
   const bool fb = s.feedback != 0;
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
@@ -1355,7 +1385,6 @@ void bank_backward(const ElmArgs& s) {
       const int64_t states = k * batch;
       T* cr = carry + states * d_m;
       // ∂L/∂m_t: from outside, from step t+1 (the carry) and, with feedback, through o_t.
-      T* g = grad_m_total + rows * d_m;
       for (int64_t j = 0; j < batch * d_m; ++j)
         g[j] = grad_memories ? grad_memories[rows * d_m + j] + cr[j] : cr[j];
       if (fb) {
@@ -1376,6 +1405,7 @@ void bank_backward(const ElmArgs& s) {
       // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
       T* dz = grad_z + rows * d_m;
       tanh_all(p.data(), mlp_out + rows * d_m, batch * d_m);
+      state_grads(s, io, t, k, g.data(), p.data());
       const T* gn = gain + states * d_m;
       for (int64_t j = 0; j < batch * d_m; ++j) {
         dz[j] = g[j] * (gn[j] * (T(1) - p[j] * p[j]));
@@ -1543,8 +1573,9 @@ void bank_backward_lanes(const ElmArgs& s) {
                              step_l = lane_steps<T>(L);
   LaneBuffer<T> grad(d_m * L), da(widest * L), dh(widest * L), a(widest * L);
 
-  const auto [kappa_in, gain_in, mlp_out, grad_memories, grad_mlp_out, grad_z, grad_m_total,
-              carry_in] = backward_io<T>(s);
+  const auto [kappa_in, gain_in, mlp_out, grad_memories, grad_mlp_out, grad_z, carry_in,
+              grad_kappa, grad_gain] = backward_io<T>(s);
+  LaneBuffer<T> sum_kappa(states), sum_gain(states);  // their per-state sums, lane layout
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   const T* grad_outputs = in<T>(s.grad_outputs);
   const T* grad_highpasses = in<T>(s.grad_highpasses);
@@ -1585,10 +1616,14 @@ void bank_backward_lanes(const ElmArgs& s) {
         }
         // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
         const T* gn = gain.p + state * d_m;
+        const T* m_prev = previous_memory<T>(s, t, g * L) + b * d_m;
         for (int64_t j = 0; j < d_m; ++j) {
           const V gj = load_vec(grad.p + j * L);
-          scatter_lanes(grad_m_total + rows * d_m + j, step_m.data(), gj, live);
           const V p = tanh_lanes<T>(gather_lanes(mlp_out + rows * d_m + j, step_m.data(), live));
+          T* sk = sum_kappa.p + state * d_m + j * L;
+          T* sg = sum_gain.p + state * d_m + j * L;
+          store_vec(sk, load_vec(sk) + gj * gather_lanes(m_prev + j, step_m.data(), live));
+          store_vec(sg, load_vec(sg) + gj * p);
           V dz = gj * (load_vec(gn + j * L) * (T(1) - p * p));
           if (grad_mlp_out) dz += gather_lanes(grad_mlp_out + rows * d_m + j, step_m.data(), live);
           store_vec(da.p + j * L, dz);
@@ -1654,6 +1689,8 @@ void bank_backward_lanes(const ElmArgs& s) {
         }
   }
   states_from_lanes(carry_in, carry.p, n, batch, d_m);
+  states_from_lanes(grad_kappa, sum_kappa.p, n, batch, d_m);
+  states_from_lanes(grad_gain, sum_gain.p, n, batch, d_m);
   if (fb) {
     states_from_lanes(out<T>(s.carry_highpass), carry_hp.p, n, batch, 1);
     for (int64_t k = 0; k < n; ++k)
@@ -1854,8 +1891,8 @@ void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, XRo
 // (elmnet.recurrence._weight_grads, which does the same with a score of ATen ops: at small
 // batch their dispatch, not their arithmetic, was most of a small network's backward
 // pass). Every sum runs over steps, then samples, in order; per neuron:
-//   ∂L/∂U = Σ m_{t−1}ᵀ ∂L/∂a⁰_t;  ∂L/∂κ, ∂L/∂g per state (N, B, d_m) = Σ_t ∂L/∂m_t ⊙ m_{t−1},
-//   ⊙ tanh z_t;  ∂L/∂V_l = Σ σ(a^l)ᵀ ∂L/∂a^{l+1} (the last: ∂L/∂z), ∂L/∂v_l per state;
+//   ∂L/∂U = Σ m_{t−1}ᵀ ∂L/∂a⁰_t;  ∂L/∂V_l = Σ σ(a^l)ᵀ ∂L/∂a^{l+1} (the last: ∂L/∂z),
+//   ∂L/∂v_l per state;  (∂L/∂κ and ∂L/∂g per state: the reverse-time loops, `state_grads`)
 // with feedback (q_t = D_t ⊙ o_{t−1}, c_t = S q_t rebuilt a chunk of steps at a time):
 //   ∂L/∂S_e = Σ ∂L/∂c_t[row_e] q_t[col_e] (unless the reverse-time loop summed it:
 //   `values_grad_step`),  ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t,  ∂L/∂w_y = Σ ∂L/∂r_t m_t,
@@ -1866,30 +1903,13 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t n_layers = s.n_layers, act = s.act, d_a = s.widths[0], nb = n * batch;
   const T* memory = in<T>(s.memory);
   const T* memories = in<T>(s.memories);
-  const auto io = backward_io<T>(s);
-  const T *mlp_out = io.mlp_out, *grad_m_total = io.grad_m_total, *grad_z = io.grad_z;
+  const T* grad_z = out<T>(s.grad_z);
   const T* grad_pre = n_layers ? in<T>(s.grad_acts[0]) : grad_z;
   // Row (t, k, b) of a (T, N, B, width) tensor.
   auto row = [=](int64_t t, int64_t k, int64_t b) { return (t * n + k) * batch + b; };
 
   T* gu = out<T>(g.grad_u);
-  T* gk = out<T>(g.grad_kappa);
-  T* gg = out<T>(g.grad_gain);
   std::fill(gu, gu + n * d_m * d_a, T(0));
-  std::fill(gk, gk + nb * d_m, T(0));
-  std::fill(gg, gg + nb * d_m, T(0));
-  // Per-state sums: step t's (N, B, ·) block is contiguous in every operand.
-  std::vector<T> proposal(nb * d_m);  // tanh z_t of one step, as the loops compute it
-  for (int64_t t = 0; t < n_steps; ++t) {
-    const T* __restrict gm = grad_m_total + t * nb * d_m;
-    tanh_all(proposal.data(), mlp_out + t * nb * d_m, nb * d_m);
-    const T* __restrict pr = proposal.data();
-    const T* __restrict m = t == 0 ? memory : memories + (t - 1) * nb * d_m;
-    for (int64_t i = 0; i < nb * d_m; ++i) {
-      gk[i] += gm[i] * m[i];
-      gg[i] += gm[i] * pr[i];
-    }
-  }
   // Layer l's weight gradient is summed as its transpose (∂L/∂a^{l+1} broadcast, σ(a^l) in
   // the vectors) where that needs fewer vector multiply-adds: Enwik8's (40 → 20) layer
   // filled 20 of 32 lanes the other way round.
