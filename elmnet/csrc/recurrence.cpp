@@ -165,10 +165,14 @@ inline void columns(T* y, const T* x, const T* w, int64_t n_in, int64_t n_out, i
 template <typename T>
 void add_mat_mat(T* y, const T* x, const T* m, int64_t rows, int64_t n_in, int64_t n_out) {
   constexpr int kLanes = 64 / sizeof(T);  // one 512-bit vector
-  constexpr int kRows = 4;
+  // Eight rows a tile: eight independent multiply-add chains, as many as two FMA units
+  // with four cycles' latency keep busy; four rows left them waiting (Enwik8's forward at
+  // batch 64 took 0.80-0.87 CPU-s against 0.76-0.84 with eight, interleaved runs).
   int64_t r = 0;
-  for (; r + kRows <= rows; r += kRows)
-    columns<T, kRows, kLanes>(y + r * n_out, x + r * n_in, m, n_in, n_out, 0);
+  for (; r + 8 <= rows; r += 8)
+    columns<T, 8, kLanes>(y + r * n_out, x + r * n_in, m, n_in, n_out, 0);
+  for (; r + 4 <= rows; r += 4)
+    columns<T, 4, kLanes>(y + r * n_out, x + r * n_in, m, n_in, n_out, 0);
   for (; r < rows; ++r) columns<T, 1, kLanes>(y + r * n_out, x + r * n_in, m, n_in, n_out, 0);
 }
 
@@ -1945,41 +1949,42 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   // The sums run a chunk of steps at a time, every sum of one neuron over the chunk before
   // the next neuron's, so that the rows they share (∂L/∂a⁰_t above all) come from memory
   // once. With feedback, c_t for the chunk is rebuilt first, in S's row layout (step,
-  // neuron, branch, sample), samples padded to whole vectors (bp): the branch sums run over
-  // contiguous samples, and ∂L/∂W_b's reads a row's d_tree values bp apart. Up to 32 steps,
-  // and ≈ 8 MB (one step of Enwik8's bank at batch 64 is 10 MB).
-  const int64_t bp = vectors_for(batch, kVecLanes<T>) * kVecLanes<T>, rows = n * d_tree;
+  // neuron, branch, sample), samples padded to whole vectors (ldc) for `branch_sums_inner`:
+  // the sums run over contiguous samples, and ∂L/∂W_b's reads a row's d_tree values ldc
+  // apart. Up to 32 steps, and ≈ 8 MB (one step of Enwik8's bank at batch 64 is 10 MB).
+  const int64_t rows = n * d_tree;
+  const int64_t ldc = gv ? batch : vectors_for(batch, kVecLanes<T>) * kVecLanes<T>;
   const int64_t kChunk =
-      fb ? std::clamp<int64_t>((int64_t(8) << 20) / (sizeof(T) * rows * bp), 1, 32) : 32;
-  std::vector<T> q(fb ? nb : 0), q_padded(fb && bp != batch ? n * bp : 0);
-  std::vector<T> c(fb ? kChunk * rows * bp : 0);
+      fb ? std::clamp<int64_t>((int64_t(8) << 20) / (sizeof(T) * rows * ldc), 1, 32) : 32;
+  std::vector<T> q(fb ? nb : 0), q_padded(fb && ldc != batch ? n * ldc : 0);
+  std::vector<T> c(fb ? kChunk * rows * ldc : 0);
   const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
   std::vector<T> h(kChunk * batch * widest);  // σ(a^l) of one neuron's rows in the chunk
   for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
     const int64_t steps = std::min(kChunk, n_steps - t0);
     for (int64_t t = t0; t < t0 + steps && fb; ++t) {
       step_reads(s, t, q.data());
-      T* c_rows = c.data() + (t - t0) * rows * bp;
+      T* c_rows = c.data() + (t - t0) * rows * ldc;
       if (!gv) {
         // Each row's sum in registers, as in the forward (`branch_sums_inner`): summed in
         // c_rows, it waited on a store per entry (a fifth of these gradients at Enwik8's
         // batch 64).
         const T* qp = q.data();
-        if (bp != batch) {
+        if (ldc != batch) {
           for (int64_t k = 0; k < n; ++k)
-            std::copy(q.data() + k * batch, q.data() + (k + 1) * batch, q_padded.data() + k * bp);
+            std::copy(q.data() + k * batch, q.data() + (k + 1) * batch, q_padded.data() + k * ldc);
           qp = q_padded.data();
         }
-        branch_sums_inner(c_rows, qp, values, s.crow, s.col, rows, bp);
+        branch_sums_inner(c_rows, qp, values, s.crow, s.col, rows, ldc);
         continue;
       }
       // The lanes loop's small batches: ∂L/∂S summed here too, from the same reads of q_t.
       const T* dc = grad_branches + t * rows * batch;
-      std::fill(c_rows, c_rows + rows * bp, T(0));
+      std::fill(c_rows, c_rows + rows * ldc, T(0));
       for (int64_t e = 0; e < nnz; ++e) {
         const int64_t r = entry_row[e];
         const T* __restrict qs = &q[static_cast<int64_t>(s.col[e]) * batch];
-        T* __restrict cr = &c_rows[r * bp];
+        T* __restrict cr = &c_rows[r * ldc];
         const T v = values[e];
         for (int64_t b = 0; b < batch; ++b) cr[b] += v * qs[b];
         gv[e] += sample_dot(dc + r * batch, qs, batch);
@@ -2005,8 +2010,8 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
       outer_sum(gu + k * d_m * d_a, d_m, d_a, steps, batch, prev, 1, dpre);
       if (fb)
         outer_sum(gwb + k * d_tree * d_a, d_tree, d_a, steps, batch,
-                  [=, &c](int64_t t, int64_t b) { return c.data() + (t * n + k) * d_tree * bp + b; },
-                  bp, dpre);
+                  [=, &c](int64_t t, int64_t b) { return c.data() + (t * n + k) * d_tree * ldc + b; },
+                  ldc, dpre);
       for (int64_t l = 0; l < n_layers; ++l) {
         const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
         const T* a = in<T>(s.acts[l]);
