@@ -198,8 +198,8 @@ def _build():
 _SIZES = ("n_steps", "n", "batch", "d_m", "n_layers", "act", "d_tree", "feedback")
 _POINTERS = (
     "widths kappa gain u weights acts pre memory biases memories mlp_out "
-    "grad_memories grad_mlp_out grad_z grad_acts grad_kappa grad_gain carry values crow col w_branch "
-    "w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses grad_y "
+    "grad_memories grad_mlp_out grad_z grad_acts grad_kappa grad_gain carry values crow col "
+    "w_branch w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses grad_y "
     "grad_r grad_branches carry_out carry_highpass tokens grad_values"
 ).split()
 
@@ -220,8 +220,7 @@ class _Grads(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_void_p)
         for name in (
-            "grad_u grad_weights grad_biases grad_values grad_w_branch "
-            "grad_w_y grad_beta"
+            "grad_u grad_weights grad_biases grad_values grad_w_branch grad_w_y grad_beta"
         ).split()
     ]
 
