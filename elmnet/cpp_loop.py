@@ -199,8 +199,8 @@ _SIZES = ("n_steps", "n", "batch", "d_m", "n_layers", "act", "d_tree", "feedback
 _POINTERS = (
     "widths kappa gain u weights acts pre memory biases memories mlp_out "
     "grad_memories grad_mlp_out grad_z grad_acts grad_kappa grad_gain carry values crow col "
-    "w_branch w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses grad_y "
-    "grad_r grad_branches carry_out carry_highpass tokens grad_values"
+    "w_branch w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses "
+    "grad_y grad_r grad_branches carry_out carry_highpass tokens grad_values"
 ).split()
 
 
