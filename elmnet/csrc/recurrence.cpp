@@ -1891,6 +1891,30 @@ void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, XRo
   }
 }
 
+// c_t = S q_t and ∂L/∂S_e += Σ_b ∂L/∂c_t[row_e, b] q_t[col_e, b] in one pass over the
+// entries, at a batch B small enough that each row's B sums and its B values of ∂L/∂c stay
+// in registers (summed in memory, at batch 1 each entry waited on the last one's store:
+// most of Enwik8's weight gradients there). c: rows × B; sums in entry, then sample order.
+template <typename T, int B>
+void rebuild_and_values_grad(T* c, const T* q, const T* values, const int32_t* crow,
+                             const int32_t* col, int64_t rows, const T* dc, T* gv) {
+  for (int64_t r = 0; r < rows; ++r) {
+    T acc[B] = {}, d[B];
+    for (int b = 0; b < B; ++b) d[b] = dc[r * B + b];
+    for (int32_t e = crow[r]; e < crow[r + 1]; ++e) {
+      const T* qs = q + static_cast<int64_t>(col[e]) * B;
+      const T v = values[e];
+      T dot = T(0);
+      for (int b = 0; b < B; ++b) {
+        acc[b] += v * qs[b];
+        dot += d[b] * qs[b];
+      }
+      gv[e] += dot;
+    }
+    for (int b = 0; b < B; ++b) c[r * B + b] = acc[b];
+  }
+}
+
 // The weight gradients of the recurrence from its reverse-time loop's per-step gradients
 // (elmnet.recurrence._weight_grads, which does the same with a score of ATen ops: at small
 // batch their dispatch, not their arithmetic, was most of a small network's backward
@@ -1942,10 +1966,6 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t nnz = fb && values ? s.crow[n * d_tree] : 0;
   if (gv) std::fill(gv, gv + nnz, T(0));
   if (fb) std::fill(gwb, gwb + n * d_tree * d_a, T(0));
-  // Each entry's row, so that the loop over entries has no branch per row.
-  std::vector<int32_t> entry_row(gv ? nnz : 0);
-  for (int64_t r = 0; r < n * d_tree && gv; ++r)
-    for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) entry_row[e] = static_cast<int32_t>(r);
   // The sums run a chunk of steps at a time, every sum of one neuron over the chunk before
   // the next neuron's, so that the rows they share (∂L/∂a⁰_t above all) come from memory
   // once. With feedback, c_t for the chunk is rebuilt first, in S's row layout (step,
@@ -1980,14 +2000,22 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
       }
       // The lanes loop's small batches: ∂L/∂S summed here too, from the same reads of q_t.
       const T* dc = grad_branches + t * rows * batch;
-      std::fill(c_rows, c_rows + rows * ldc, T(0));
-      for (int64_t e = 0; e < nnz; ++e) {
-        const int64_t r = entry_row[e];
-        const T* __restrict qs = &q[static_cast<int64_t>(s.col[e]) * batch];
-        T* __restrict cr = &c_rows[r * ldc];
-        const T v = values[e];
-        for (int64_t b = 0; b < batch; ++b) cr[b] += v * qs[b];
-        gv[e] += sample_dot(dc + r * batch, qs, batch);
+      switch (batch) {
+#define ELM_REBUILD_CASE(B) \
+  case B: rebuild_and_values_grad<T, B>(c_rows, q.data(), values, s.crow, s.col, rows, dc, gv); break;
+        ELM_REBUILD_CASE(1) ELM_REBUILD_CASE(2) ELM_REBUILD_CASE(3) ELM_REBUILD_CASE(4)
+        ELM_REBUILD_CASE(5) ELM_REBUILD_CASE(6) ELM_REBUILD_CASE(7) ELM_REBUILD_CASE(8)
+#undef ELM_REBUILD_CASE
+        default:
+          for (int64_t r = 0; r < rows; ++r) {
+            T* __restrict cr = c_rows + r * ldc;
+            std::fill(cr, cr + batch, T(0));
+            for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
+              const T* __restrict qs = q.data() + static_cast<int64_t>(s.col[e]) * batch;
+              for (int64_t b = 0; b < batch; ++b) cr[b] += values[e] * qs[b];
+              gv[e] += sample_dot(dc + r * batch, qs, batch);
+            }
+          }
       }
     }
     for (int64_t k = 0; k < n; ++k) {
