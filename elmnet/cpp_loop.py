@@ -335,6 +335,12 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
     call.run("bank_forward" if fb is not None else "forward", pre.dtype)
 
 
+def _backward_on_lanes(call: _Call, suffix: str) -> bool:
+    """Whether the C++ dispatch will run the bank's lanes reverse-time loop for `call`
+    (recurrence.cpp keeps the thresholds)."""
+    return bool(getattr(extension(), f"elm_backward_on_lanes_{suffix}")(ctypes.byref(call.args)))
+
+
 def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feedback):
     """The reverse-time loop and then the weight gradients in C++, on one set of
     arguments: what `elmnet.recurrence._Recurrence.backward` returns (`shapes` its
@@ -375,8 +381,7 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         # Where the batch-inner loop runs, it sums ∂L/∂S as it goes (`values_grad_step`) and
         # ∂L/∂c is kept for one step only; after the lanes loop weight_grads sums it.
         grad_values = torch.empty_like(values)
-        on_lanes = getattr(extension(), f"elm_backward_on_lanes_{suffix}")(ctypes.byref(call.args))
-        step_only = values.numel() > 0 and not on_lanes
+        step_only = values.numel() > 0 and not _backward_on_lanes(call, suffix)
         grad_branches = empty(outputs, 1 if step_only else n_steps, n, spec.d_tree, batch)
         if step_only:
             call.set(grad_values=grad_values)

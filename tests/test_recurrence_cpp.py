@@ -672,6 +672,21 @@ def test_bank_backward_matches_eager(dtype, loop, n, d_m, widths, batch, dropout
         assert_close(actual[name].double(), e, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_lanes_backward_at_large_batch_matches_eager(dtype, monkeypatch):
+    """The lanes loop forced at batch 20 with the bookkeeping that goes with it (∂L/∂S
+    summed after it, in `weight_grads`, eight samples at a time: 8, 8 and 4), against the
+    eager backward in float64."""
+    inputs = lanes_inputs(21, 5, (10,), 20, True, dtype)
+    expected = bank_gradients(cast_inputs(inputs, torch.float64), "eager", LOSSES["all"])
+    calls = force_backward(monkeypatch, "bank_backward_lanes")
+    monkeypatch.setattr(cpp_loop, "_backward_on_lanes", lambda call, suffix: True)
+    actual = bank_gradients(inputs, "cpp", LOSSES["all"])
+    assert calls == [("bank_backward", 21, 20)]
+    for name, e in expected.items():
+        assert_close(actual[name].double(), e, dtype)
+
+
 def test_network_training_step_matches_eager(monkeypatch):
     """A whole ELM Network training step in float64 at batch 2 with recurrent dropout:
     both banks' reverse-time loops as dispatched (the lanes loop: the hidden bank at batch

@@ -1892,17 +1892,18 @@ void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, XRo
 }
 
 // c_t = S q_t and ∂L/∂S_e += Σ_b ∂L/∂c_t[row_e, b] q_t[col_e, b] in one pass over the
-// entries, at a batch B small enough that each row's B sums and its B values of ∂L/∂c stay
-// in registers (summed in memory, at batch 1 each entry waited on the last one's store:
-// most of Enwik8's weight gradients there). c: rows × B; sums in entry, then sample order.
-template <typename T, int B>
-void rebuild_and_values_grad(T* c, const T* q, const T* values, const int32_t* crow,
-                             const int32_t* col, int64_t rows, const T* dc, T* gv) {
+// entries, for B samples (of `ld_all` per row in q, dc and c): few enough that each row's
+// B sums and its B values of ∂L/∂c stay in registers (summed in memory, at batch 1 each
+// entry waited on the last one's store: most of Enwik8's weight gradients there).
+template <typename T, int B, bool kAll>
+void rebuild_and_values_grad(T* c, const T* q, const T* dc, int64_t ld_all, const T* values,
+                             const int32_t* crow, const int32_t* col, int64_t rows, T* gv) {
+  const int64_t ld = kAll ? B : ld_all;  // kAll: B is every sample (a constant stride)
   for (int64_t r = 0; r < rows; ++r) {
     T acc[B] = {}, d[B];
-    for (int b = 0; b < B; ++b) d[b] = dc[r * B + b];
+    for (int b = 0; b < B; ++b) d[b] = dc[r * ld + b];
     for (int32_t e = crow[r]; e < crow[r + 1]; ++e) {
-      const T* qs = q + static_cast<int64_t>(col[e]) * B;
+      const T* qs = q + static_cast<int64_t>(col[e]) * ld;
       const T v = values[e];
       T dot = T(0);
       for (int b = 0; b < B; ++b) {
@@ -1911,7 +1912,7 @@ void rebuild_and_values_grad(T* c, const T* q, const T* values, const int32_t* c
       }
       gv[e] += dot;
     }
-    for (int b = 0; b < B; ++b) c[r * B + b] = acc[b];
+    for (int b = 0; b < B; ++b) c[r * ld + b] = acc[b];
   }
 }
 
@@ -1998,24 +1999,20 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
         branch_sums_inner(c_rows, qp, values, s.crow, s.col, rows, ldc);
         continue;
       }
-      // The lanes loop's small batches: ∂L/∂S summed here too, from the same reads of q_t.
+      // The lanes loop's small batches: ∂L/∂S summed here too, from the same reads of q_t,
+      // up to 8 samples at a time.
       const T* dc = grad_branches + t * rows * batch;
-      switch (batch) {
-#define ELM_REBUILD_CASE(B) \
-  case B: rebuild_and_values_grad<T, B>(c_rows, q.data(), values, s.crow, s.col, rows, dc, gv); break;
-        ELM_REBUILD_CASE(1) ELM_REBUILD_CASE(2) ELM_REBUILD_CASE(3) ELM_REBUILD_CASE(4)
-        ELM_REBUILD_CASE(5) ELM_REBUILD_CASE(6) ELM_REBUILD_CASE(7) ELM_REBUILD_CASE(8)
+      for (int64_t b = 0; b < batch; b += 8) {
+        switch (std::min<int64_t>(8, batch - b)) {
+#define ELM_REBUILD_CASE(B)                                                                  \
+  case B:                                                                                    \
+    (batch == B ? rebuild_and_values_grad<T, B, true> : rebuild_and_values_grad<T, B, false>)( \
+        c_rows + b, q.data() + b, dc + b, batch, values, s.crow, s.col, rows, gv);           \
+    break;
+          ELM_REBUILD_CASE(1) ELM_REBUILD_CASE(2) ELM_REBUILD_CASE(3) ELM_REBUILD_CASE(4)
+          ELM_REBUILD_CASE(5) ELM_REBUILD_CASE(6) ELM_REBUILD_CASE(7) ELM_REBUILD_CASE(8)
 #undef ELM_REBUILD_CASE
-        default:
-          for (int64_t r = 0; r < rows; ++r) {
-            T* __restrict cr = c_rows + r * ldc;
-            std::fill(cr, cr + batch, T(0));
-            for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
-              const T* __restrict qs = q.data() + static_cast<int64_t>(s.col[e]) * batch;
-              for (int64_t b = 0; b < batch; ++b) cr[b] += values[e] * qs[b];
-              gv[e] += sample_dot(dc + r * batch, qs, batch);
-            }
-          }
+        }
       }
     }
     for (int64_t k = 0; k < n; ++k) {
