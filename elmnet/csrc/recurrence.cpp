@@ -1859,7 +1859,8 @@ void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int6
 // far apart in memory, which the hardware's prefetchers (within a 4 KiB page) miss.
 template <typename T>
 inline void prefetch(const T* first, const T* end) {
-  for (auto* a = reinterpret_cast<const char*>(first); a < reinterpret_cast<const char*>(end); a += 64)
+  const char* last = reinterpret_cast<const char*>(end);
+  for (auto* a = reinterpret_cast<const char*>(first); a < last; a += 64)
     __builtin_prefetch(a, 0, 3);
 }
 
@@ -1930,7 +1931,6 @@ template <typename T>
 void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
   const int64_t n_layers = s.n_layers, act = s.act, d_a = s.widths[0], nb = n * batch;
-  const T* memory = in<T>(s.memory);
   const T* memories = in<T>(s.memories);
   const T* grad_z = out<T>(s.grad_z);
   const T* grad_pre = n_layers ? in<T>(s.grad_acts[0]) : grad_z;
@@ -1993,7 +1993,7 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
         const T* qp = q.data();
         if (ldc != batch) {
           for (int64_t k = 0; k < n; ++k)
-            std::copy(q.data() + k * batch, q.data() + (k + 1) * batch, q_padded.data() + k * ldc);
+            std::copy(q.data() + k * batch, q.data() + (k + 1) * batch, &q_padded[k * ldc]);
           qp = q_padded.data();
         }
         branch_sums_inner(c_rows, qp, values, s.crow, s.col, rows, ldc);
@@ -2020,23 +2020,24 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
       for (int64_t t = t0; t < t0 + steps && k + 1 < n; ++t) {
         const int64_t r = row(t, k + 1, 0);
         prefetch(grad_pre + r * d_a, grad_pre + (r + batch) * d_a);
-        if (t > 0) prefetch(memories + (r - nb) * d_m, memories + (r - nb + batch) * d_m);
+        const T* m = previous_memory<T>(s, t, k + 1);
+        prefetch(m, m + batch * d_m);
         for (int64_t l = 0; l < n_layers; ++l) {
+          const T* a = in<T>(s.acts[l]);
           const T* go = l + 1 < n_layers ? in<T>(s.grad_acts[l + 1]) : grad_z;
-          prefetch(in<T>(s.acts[l]) + r * s.widths[l], in<T>(s.acts[l]) + (r + batch) * s.widths[l]);
+          prefetch(a + r * s.widths[l], a + (r + batch) * s.widths[l]);
           prefetch(go + r * s.widths[l + 1], go + (r + batch) * s.widths[l + 1]);
         }
       }
-      auto prev = [=](int64_t t, int64_t b) {
-        return t0 + t == 0 ? memory + (k * batch + b) * d_m
-                           : memories + row(t0 + t - 1, k, b) * d_m;
+      auto prev = [&s, t0, k, d_m](int64_t t, int64_t b) {
+        return previous_memory<T>(s, t0 + t, k) + b * d_m;
       };
       auto dpre = [=](int64_t t, int64_t b) { return grad_pre + row(t0 + t, k, b) * d_a; };
       outer_sum(gu + k * d_m * d_a, d_m, d_a, steps, batch, prev, 1, dpre);
-      if (fb)
-        outer_sum(gwb + k * d_tree * d_a, d_tree, d_a, steps, batch,
-                  [=, &c](int64_t t, int64_t b) { return c.data() + (t * n + k) * d_tree * ldc + b; },
-                  ldc, dpre);
+      auto crow_of = [&c, n, k, d_tree, ldc](int64_t t, int64_t b) {
+        return c.data() + (t * n + k) * d_tree * ldc + b;
+      };
+      if (fb) outer_sum(gwb + k * d_tree * d_a, d_tree, d_a, steps, batch, crow_of, ldc, dpre);
       for (int64_t l = 0; l < n_layers; ++l) {
         const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
         const T* a = in<T>(s.acts[l]);
@@ -2045,13 +2046,14 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
         // the tiles was a scalar max, multiply and broadcast per entry and column vector,
         // half of Enwik8's weight gradients at batch 64.
         for (int64_t t = 0; t < steps; ++t)
-          activate(h.data() + t * batch * w_in, a + row(t0 + t, k, 0) * w_in, batch * w_in, act);
-        auto hrow = [&h, batch, w_in](int64_t t, int64_t b) { return h.data() + (t * batch + b) * w_in; };
+          activate(&h[t * batch * w_in], a + row(t0 + t, k, 0) * w_in, batch * w_in, act);
+        auto hrow = [&h, batch, w_in](int64_t t, int64_t b) { return &h[(t * batch + b) * w_in]; };
         auto grow = [=](int64_t t, int64_t b) { return go + row(t0 + t, k, b) * w_out; };
+        T* sums = transposed[l].empty() ? gw[l] : transposed[l].data();
         if (transposed[l].empty())
-          outer_sum(gw[l] + k * w_in * w_out, w_in, w_out, steps, batch, hrow, 1, grow);
+          outer_sum(sums + k * w_in * w_out, w_in, w_out, steps, batch, hrow, 1, grow);
         else
-          outer_sum(transposed[l].data() + k * w_in * w_out, w_out, w_in, steps, batch, grow, 1, hrow);
+          outer_sum(sums + k * w_in * w_out, w_out, w_in, steps, batch, grow, 1, hrow);
       }
     }
   }
