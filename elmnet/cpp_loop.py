@@ -357,7 +357,7 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
     grad_z = empty(mlp_out, *mlp_out.shape)
     grad_acts = [empty(a, *a.shape) for a in acts]
     new = memories.new_empty
-    grad_kappa, grad_gain = new(n, batch, d_m), new(n, batch, d_m)
+    grad_kappa, grad_gain = memories.new_zeros(n, batch, d_m), memories.new_zeros(n, batch, d_m)
     carry = memory.new_zeros(n, batch, d_m)
 
     def maybe(x):

@@ -56,8 +56,8 @@ struct ElmArgs {
   const void* grad_mlp_out;   // (T, N, B, d_m) or null
   void* grad_z;               // (T, N, B, d_m)
   void* const* grad_acts;     // like acts
-  // Σ_t ∂L/∂m_t ⊙ m_{t−1} and Σ_t ∂L/∂m_t ⊙ tanh z_t per state (N, B, d_m), summed over the
-  // steps by the reverse-time loops, where ∂L/∂m_t and tanh z_t are at hand (the caller
+  // Σ_t ∂L/∂m_t ⊙ m_{t−1} and Σ_t ∂L/∂m_t ⊙ tanh z_t per state (N, B, d_m), zero on entry,
+  // summed over the steps by the reverse-time loops, where ∂L/∂m_t and tanh z_t are at hand (the caller
   // reduces them to κ's and g's shape): summed afterwards, ∂L/∂m_t was a (T, N, B, d_m)
   // tensor to write and read back.
   void* grad_kappa;
@@ -564,14 +564,9 @@ struct BackwardIO {
 
 template <typename T>
 BackwardIO<T> backward_io(const ElmArgs& s) {
-  T* gk = out<T>(s.grad_kappa);
-  T* gg = out<T>(s.grad_gain);
-  const int64_t states = s.n * s.batch * s.d_m;
-  std::fill(gk, gk + states, T(0));
-  std::fill(gg, gg + states, T(0));
   return {in<T>(s.kappa),         in<T>(s.gain),         in<T>(s.mlp_out),
           in<T>(s.grad_memories), in<T>(s.grad_mlp_out), out<T>(s.grad_z),
-          out<T>(s.carry),        gk,                    gg};
+          out<T>(s.carry),        out<T>(s.grad_kappa),  out<T>(s.grad_gain)};
 }
 
 // m_{t−1} of neuron k's B states (d_m each, contiguous): m_{−1} or step t − 1's memories.
@@ -1951,12 +1946,7 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
     if (vectors_for(w_in, kVecLanes<T>) * w_out < vectors_for(w_out, kVecLanes<T>) * w_in)
       transposed[l].assign(n * w_in * w_out, T(0));
     T* gb = out<T>(g.grad_biases[l]);
-    const T* go = l + 1 < n_layers ? in<T>(s.grad_acts[l + 1]) : grad_z;
     std::fill(gb, gb + nb * w_out, T(0));
-    for (int64_t t = 0; t < n_steps; ++t) {
-      const T* __restrict dy = go + t * nb * w_out;
-      for (int64_t i = 0; i < nb * w_out; ++i) gb[i] += dy[i];
-    }
   }
 
   const bool fb = s.feedback;
@@ -2049,11 +2039,16 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
           activate(&h[t * batch * w_in], a + row(t0 + t, k, 0) * w_in, batch * w_in, act);
         auto hrow = [&h, batch, w_in](int64_t t, int64_t b) { return &h[(t * batch + b) * w_in]; };
         auto grow = [=](int64_t t, int64_t b) { return go + row(t0 + t, k, b) * w_out; };
-        T* sums = transposed[l].empty() ? gw[l] : transposed[l].data();
         if (transposed[l].empty())
-          outer_sum(sums + k * w_in * w_out, w_in, w_out, steps, batch, hrow, 1, grow);
+          outer_sum(gw[l] + k * w_in * w_out, w_in, w_out, steps, batch, hrow, 1, grow);
         else
-          outer_sum(sums + k * w_in * w_out, w_out, w_in, steps, batch, grow, 1, hrow);
+          outer_sum(&transposed[l][k * w_in * w_out], w_out, w_in, steps, batch, grow, 1, hrow);
+        // The bias's per-state sums from the same rows, while they are in cache.
+        T* __restrict gb = out<T>(g.grad_biases[l]) + k * batch * w_out;
+        for (int64_t t = 0; t < steps; ++t) {
+          const T* __restrict dy = grow(t, 0);
+          for (int64_t i = 0; i < batch * w_out; ++i) gb[i] += dy[i];
+        }
       }
     }
   }
