@@ -200,7 +200,7 @@ _POINTERS = (
     "widths kappa gain u weights acts pre memory biases memories mlp_out "
     "grad_memories grad_mlp_out grad_z grad_acts grad_kappa grad_gain carry values crow col "
     "w_branch w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses "
-    "grad_y grad_r grad_branches carry_out carry_highpass tokens grad_values"
+    "grad_y grad_r grad_branches carry_out carry_highpass tokens grad_values grads"
 ).split()
 
 
@@ -220,7 +220,8 @@ class _Grads(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_void_p)
         for name in (
-            "grad_u grad_weights grad_biases grad_values grad_w_branch grad_w_y grad_beta"
+            "grad_u grad_weights grad_biases grad_values grad_w_branch grad_w_y grad_beta "
+            "grad_table"
         ).split()
     ]
 
@@ -241,7 +242,8 @@ class _Call:
             if x is None:
                 continue
             if isinstance(x, (list, tuple)):
-                array = (ctypes.c_void_p * max(1, len(x)))(*(self._hold(t) for t in x))
+                held = (None if t is None else self._hold(t) for t in x)  # None: null
+                array = (ctypes.c_void_p * max(1, len(x)))(*held)
                 keep.append(array)
                 setattr(args, name, ctypes.addressof(array))
             elif isinstance(x, ctypes.Array):  # already a C array (the widths)
@@ -341,21 +343,39 @@ def _backward_on_lanes(call: _Call, suffix: str) -> bool:
     return bool(getattr(extension(), f"elm_backward_on_lanes_{suffix}")(ctypes.byref(call.args)))
 
 
-def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feedback):
-    """The reverse-time loop and then the weight gradients in C++, on one set of
-    arguments: what `elmnet.recurrence._Recurrence.backward` returns (`shapes` its
-    ctx.shapes), as `_eager_backward` and `_weight_grads` compute it. The weight gradients
-    are one pass over the steps (`weight_grads` in recurrence.cpp), not a score of ATen ops:
-    at small batch their dispatch was most of a small network's backward pass, and at batch
-    64 their layout copies made SHD-Adding's training step twice as long (1.0 vs 0.5 s)."""
+def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feedback,
+             tokens=None, table_rows=0, want_pre=True):  # fmt: skip
+    """The reverse-time loop and the weight gradients in C++, on one set of arguments:
+    what `elmnet.recurrence._Recurrence.backward` returns for `pre` and the inputs after
+    it (`shapes` its ctx.shapes), as `_eager_backward` and `_weight_grads` compute it.
+    ∂L/∂pre comes first: with `tokens` the (table_rows, d_a) gradient of the token table
+    `pre` was, None where not `want_pre`.
+
+    The weight gradients are plain C++ loops, not a score of ATen ops: at small batch their
+    dispatch was most of a small network's backward pass, and at batch 64 their layout
+    copies made SHD-Adding's training step twice as long (1.0 vs 0.5 s). Where the bank's
+    batch-inner loop runs, it sums them itself, step by step (`ElmArgs::grads`), and the
+    per-step gradients they come from are never stored; after the other loops
+    `weight_grads` sums them from the stored ones."""
     n_layers = spec.n_layers
     memory, u, kappa, gain, memories, mlp_out, *rest = saved_tensors
     acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
     n_steps, n, batch, d_m = memories.shape
     d_a = u.shape[-1]
     suffix = "f64" if memories.dtype == torch.float64 else "f32"
-    grad_z = empty(mlp_out, *mlp_out.shape)
-    grad_acts = [empty(a, *a.shape) for a in acts]
+    call = _Call(spec, n_steps=n_steps, n=n, batch=batch, d_m=d_m, n_layers=n_layers)
+    in_loop = spec.feedback and not _backward_on_lanes(call, suffix)
+    # Summed in the loop, the per-step gradients are stored only for ∂L/∂pre (∂L/∂a⁰, the
+    # last of them: grad_acts[0], or ∂L/∂z without layers), and not for a token table.
+    keep_pre = want_pre and tokens is None
+
+    def stored(like, level):
+        if in_loop and (level > 0 or not keep_pre):
+            return None
+        return empty(like, *like.shape)
+
+    grad_z = stored(mlp_out, n_layers)
+    grad_acts = [stored(a, level) for level, a in enumerate(acts)]
     new = memories.new_empty
     grad_kappa, grad_gain = memories.new_zeros(n, batch, d_m), memories.new_zeros(n, batch, d_m)
     carry = memory.new_zeros(n, batch, d_m)
@@ -364,7 +384,6 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         return None if x is None else x.contiguous()
 
     widths = _widths(d_a, weights, d_m)
-    call = _Call(spec, n_steps=n_steps, n=n, batch=batch, d_m=d_m, n_layers=n_layers)
     call.set(
         widths=widths, u=u.transpose(1, 2).contiguous(),
         kappa=_per_state(kappa, n, batch, d_m), gain=_per_state(gain, n, batch, d_m),
@@ -374,6 +393,17 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         grad_acts=grad_acts or None, grad_kappa=grad_kappa, grad_gain=grad_gain, carry=carry,
         memory=memory.contiguous(), memories=memories.contiguous(),
     )  # fmt: skip
+
+    kappa_shape, gain_shape, *bias_shapes = shapes
+    grad_u = new(n, d_m, d_a)
+    grad_weights = [new(n, widths[i], widths[i + 1]) for i in range(n_layers)]
+    grad_biases = [new(n, batch, widths[i + 1]) for i in range(n_layers)]
+    out = _Grads(grad_u=grad_u.data_ptr())
+    for name, xs in (("grad_weights", grad_weights), ("grad_biases", grad_biases)):
+        array = (ctypes.c_void_p * max(1, len(xs)))(*(x.data_ptr() for x in xs))
+        call.keep.append(array)
+        setattr(out, name, ctypes.addressof(array))
+    grad_table = None
     if spec.feedback:
         values, crow, col, _, _, _, w_branch, w_y, drop, outputs, output0 = rest[2 * n_layers :]
         grad_outputs, grad_highpasses = grad_feedback
@@ -381,7 +411,7 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         # Where the batch-inner loop runs, it sums ∂L/∂S as it goes (`values_grad_step`) and
         # ∂L/∂c is kept for one step only; after the lanes loop weight_grads sums it.
         grad_values = torch.empty_like(values)
-        step_only = values.numel() > 0 and not _backward_on_lanes(call, suffix)
+        step_only = values.numel() > 0 and in_loop
         grad_branches = empty(outputs, 1 if step_only else n_steps, n, spec.d_tree, batch)
         if step_only:
             call.set(grad_values=grad_values)
@@ -394,25 +424,28 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
             grad_y=grad_y, grad_r=grad_r, grad_branches=grad_branches, carry_out=carry_out,
             carry_highpass=carry_highpass, output0=output0.contiguous(),
         )  # fmt: skip
-    call.run("bank_backward" if spec.feedback else "backward", memories.dtype)
-
-    # The weight gradients, from the per-step gradients just filled.
-    kappa_shape, gain_shape, *bias_shapes = shapes
-    grad_u = new(n, d_m, d_a)
-    grad_weights = [new(n, widths[i], widths[i + 1]) for i in range(n_layers)]
-    grad_biases = [new(n, batch, widths[i + 1]) for i in range(n_layers)]
-    out = _Grads(grad_u=grad_u.data_ptr())
-    for name, xs in (("grad_weights", grad_weights), ("grad_biases", grad_biases)):
-        array = (ctypes.c_void_p * max(1, len(xs)))(*(x.data_ptr() for x in xs))
-        call.keep.append(array)
-        setattr(out, name, ctypes.addressof(array))
-    if spec.feedback:
         grad_w_branch, grad_w_y, grad_beta = torch.empty_like(w_branch), new(n, d_m), new(n, batch)
         out.grad_values, out.grad_w_branch = grad_values.data_ptr(), grad_w_branch.data_ptr()
         out.grad_w_y, out.grad_beta = grad_w_y.data_ptr(), grad_beta.data_ptr()
-    getattr(extension(), f"elm_weight_grads_{suffix}")(ctypes.byref(call.args), ctypes.byref(out))
+    if in_loop:
+        if tokens is not None and want_pre:
+            tokens = tokens.to(torch.int64).contiguous()
+            grad_table = memories.new_zeros(table_rows, d_a)
+            call.set(tokens=tokens)
+            out.grad_table = grad_table.data_ptr()
+        call.keep.append(out)
+        call.args.grads = ctypes.addressof(out)
+    call.run("bank_backward" if spec.feedback else "backward", memories.dtype)
+    if not in_loop:  # the weight gradients, from the per-step gradients just stored
+        getattr(extension(), f"elm_weight_grads_{suffix}")(
+            ctypes.byref(call.args), ctypes.byref(out)
+        )
+
+    grad_pre = (grad_acts[0] if n_layers else grad_z) if want_pre else None
+    if tokens is not None and want_pre:
+        grad_pre = grad_table if in_loop else token_grad(grad_pre, tokens, table_rows)
     result = [
-        grad_acts[0] if n_layers else grad_z,
+        grad_pre,
         carry,
         grad_u,
         grad_kappa.sum_to_size(kappa_shape),
@@ -424,7 +457,7 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         grad_beta = grad_beta.sum(1).sum_to_size(bias_shapes[-1])
         result += [grad_values, None, None, None, None, None, grad_w_branch, grad_w_y,
                    grad_beta, None, carry_highpass, carry_out]  # fmt: skip
-    return (None, *result)
+    return result
 
 
 def tanh_f32(x: torch.Tensor) -> torch.Tensor:

@@ -160,7 +160,7 @@ def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest, tokens
 class _Recurrence(torch.autograd.Function):
     """The recurrence as one autograd node. tokens: None, or the (T, B) token ids of a
     `TokenRows` whose table (rows · N, d_a) comes as `pre` (the C++ bank loops read it in
-    place, and its gradient is summed from ∂L/∂pre by `cpp_loop.token_grad`)."""
+    place, and `cpp_loop.backward` sums its gradient)."""
 
     @staticmethod
     def forward(ctx, spec: _Spec, tokens, pre, memory, u, kappa, gain, *rest):
@@ -204,16 +204,11 @@ class _Recurrence(torch.autograd.Function):
         memory, u, kappa, gain, memories, mlp_out, *rest = ctx.saved_tensors
         acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
         if spec.cpp:  # the C++ loops recompute tanh z_t where they need it
-            _, grad_pre, *grads = cpp_loop.backward(
-                spec, ctx.saved_tensors, ctx.shapes, grad_memories, grad_mlp_out, grad_feedback
-            )
-            if ctx.tokens is not None:  # pre was the token table
-                grad_pre = (
-                    cpp_loop.token_grad(grad_pre, ctx.tokens, ctx.table_rows)
-                    if ctx.needs_input_grad[2]
-                    else None
-                )
-            return None, None, grad_pre, *grads
+            grads = cpp_loop.backward(
+                spec, ctx.saved_tensors, ctx.shapes, grad_memories, grad_mlp_out, grad_feedback,
+                ctx.tokens, ctx.table_rows, want_pre=ctx.needs_input_grad[2],
+            )  # fmt: skip
+            return None, None, *grads
         proposals = torch.tanh(mlp_out)
         if spec.fused:
             fb = None

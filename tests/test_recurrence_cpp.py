@@ -568,9 +568,14 @@ def test_network_inference_matches_eager(dtype, monkeypatch):
 
 def force_backward(monkeypatch, loop):
     """Every C++ reverse-time call runs `loop` (an exported loop name) in place of the
-    dispatching one; returns the list of (direction, N, batch) of those calls."""
+    dispatching one, with the bookkeeping `cpp_loop.backward` does for that loop (what it
+    stores, who sums the weight gradients); returns the list of (direction, N, batch) of
+    those calls."""
     calls = []
     run = cpp_loop._Call.run
+    if loop is not None:
+        on_lanes = loop == "bank_backward_lanes"
+        monkeypatch.setattr(cpp_loop, "_backward_on_lanes", lambda call, suffix: on_lanes)
 
     def forced(self, direction, dtype):
         if direction in ("backward", "bank_backward"):
@@ -680,7 +685,6 @@ def test_lanes_backward_at_large_batch_matches_eager(dtype, monkeypatch):
     inputs = lanes_inputs(21, 5, (10,), 20, True, dtype)
     expected = bank_gradients(cast_inputs(inputs, torch.float64), "eager", LOSSES["all"])
     calls = force_backward(monkeypatch, "bank_backward_lanes")
-    monkeypatch.setattr(cpp_loop, "_backward_on_lanes", lambda call, suffix: True)
     actual = bank_gradients(inputs, "cpp", LOSSES["all"])
     assert calls == [("bank_backward", 21, 20)]
     for name, e in expected.items():

@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -31,6 +32,8 @@
 #endif
 
 extern "C" {
+
+struct ElmGrads;
 
 // Everything one call needs; pointers a call does not use are null. Layout mirrored by
 // elmnet/cpp_loop.py (_Args): keep the two in step.
@@ -89,6 +92,11 @@ struct ElmArgs {
   // With feedback: null, or (nnz,) where the reverse-time loop (either) sums ∂L/∂S step by
   // step, and then `grad_branches` holds one step, (N, d_tree, B): see values_grad_step.
   void* grad_values;
+  // With feedback: null, or where the batch-inner reverse-time loop (`bank_backward`) sums
+  // the weight gradients step by step, as it computes the per-step gradients they are
+  // summed from. Then those gradients live for one step (null grad_z and grad_acts, but
+  // for ∂L/∂pre where wanted), and no `elm_weight_grads_*` call follows.
+  const ElmGrads* grads;
 };
 
 // Where `elm_weight_grads_*` writes the weight gradients; mirrored by elmnet/cpp_loop.py
@@ -103,6 +111,9 @@ struct ElmGrads {
   void* grad_w_branch;        // (N, d_tree, d_a)
   void* grad_w_y;             // (N, d_m)
   void* grad_beta;            // (N, B)
+  // With ElmArgs::grads and ::tokens: null, or the token table's gradient (rows · N, d_a),
+  // zero on entry, summed from ∂L/∂pre step by step (as `token_grad` sums it).
+  void* grad_table;
 };
 }
 
@@ -236,6 +247,20 @@ inline Vec<T> load_head(const T* p, int64_t count) {
 // added pairwise, 16 → 8 → 4 → 2 → 1 lanes. AVX-512's reduction does exactly that in
 // registers; the portable form went through memory, one store and reload per level, and
 // was a sixth of Enwik8's weight gradients at batch 64.
+// p[l] = v[l] for lanes l < count (a masked store: a memcpy of a variable length went
+// through the stack byte-wise).
+template <typename T>
+inline void store_head(T* p, Vec<T> v, int64_t count) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    _mm512_mask_storeu_ps(p, __mmask16((1u << count) - 1), __builtin_bit_cast(__m512, v));
+  else
+    _mm512_mask_storeu_pd(p, __mmask8((1u << count) - 1), __builtin_bit_cast(__m512d, v));
+#else
+  for (int64_t l = 0; l < count; ++l) p[l] = v[l];
+#endif
+}
+
 template <typename T>
 inline T lane_sum(Vec<T> v) {
 #if defined(__AVX512F__)
@@ -1334,6 +1359,170 @@ void plain_forward_any(const ElmArgs& s) {
 // over the entries cost more (SHD-Adding at batch 1: 30-50 µs a step) than the one
 // weight_grads shares with its rebuild of c_t. q: nb scratch.
 // q_t = D_t ⊙ o_{t−1} (N, B): what the recurrent synapses read at step t, rebuilt backward.
+template <typename T, int H, typename XRow, typename YRow>
+void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int64_t batch,
+                XRow xrow, int64_t xs, YRow yrow) {
+  const int64_t w = std::min(kVecLanes<T>, q - j0);
+  Vec<T> acc[H];
+  for (int h = 0; h < H; ++h) acc[h] = load_head(out + (i0 + h) * q + j0, w);
+  for (int64_t t = 0; t < n_steps; ++t)
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* x = xrow(t, b) + i0 * xs;
+      const Vec<T> y = load_head(yrow(t, b) + j0, w);
+      for (int h = 0; h < H; ++h) acc[h] += x[h * xs] * y;
+    }
+  for (int h = 0; h < H; ++h) store_head(out + (i0 + h) * q + j0, acc[h], w);
+}
+
+// Asks for [first, end) in cache ahead of its use, a line at a time: for blocks of rows
+// far apart in memory, which the hardware's prefetchers (within a 4 KiB page) miss.
+template <typename T>
+inline void prefetch(const T* first, const T* end) {
+  const char* last = reinterpret_cast<const char*>(end);
+  for (auto* a = reinterpret_cast<const char*>(first); a < last; a += 64)
+    __builtin_prefetch(a, 0, 3);
+}
+
+// Every tile runs over a block of steps before the next block (≈ 32 KB of x and y, so
+// that the tiles after the first read it from L1): tile by tile over all steps, each
+// tile's pass read the rows again from beyond L2, and the loads waited.
+template <typename T, typename XRow, typename YRow>
+void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, XRow xrow,
+               int64_t xs, YRow yrow) {
+  const int64_t block = std::max<int64_t>(1, (32 << 10) / (sizeof(T) * batch * (p + q)));
+  for (int64_t t0 = 0; t0 < n_steps; t0 += block) {
+    const int64_t steps = std::min(block, n_steps - t0);
+    for (int64_t t = t0 + block; t < std::min(n_steps, t0 + 2 * block); ++t) {
+      prefetch(xrow(t, 0), xrow(t, batch - 1) + (p - 1) * xs + 1);
+      prefetch(yrow(t, 0), yrow(t, batch - 1) + q);
+    }
+    auto x = [&](int64_t t, int64_t b) { return xrow(t0 + t, b); };
+    auto y = [&](int64_t t, int64_t b) { return yrow(t0 + t, b); };
+    for (int64_t j0 = 0; j0 < q; j0 += kVecLanes<T>)
+      for (int64_t i0 = 0; i0 < p; i0 += 8) {
+        switch (std::min<int64_t>(8, p - i0)) {
+#define ELM_OUTER_CASE(H) \
+  case H: outer_tile<T, H>(out, q, i0, j0, steps, batch, x, xs, y); break;
+          ELM_OUTER_CASE(1) ELM_OUTER_CASE(2) ELM_OUTER_CASE(3) ELM_OUTER_CASE(4)
+          ELM_OUTER_CASE(5) ELM_OUTER_CASE(6) ELM_OUTER_CASE(7) ELM_OUTER_CASE(8)
+#undef ELM_OUTER_CASE
+        }
+      }
+  }
+}
+
+// One neuron's rows of a run of steps: row b of step t at p + t·step + b·width (c_t's
+// batch-inner rows: width 1, a branch's samples contiguous and the branches ldc apart).
+template <typename T>
+struct Rows {
+  const T* p;
+  int64_t step, width;
+  const T* operator()(int64_t t, int64_t b) const { return p + t * step + b * width; }
+};
+
+// The weight gradients of the recurrence, zeroed on construction and summed a neuron's
+// run of steps at a time (`add`): after a reverse-time loop, a chunk of steps from the
+// stored per-step gradients (`weight_grads`); inside the bank's batch-inner loop, each step
+// as it is computed (`bank_backward`). Per neuron, each sum over the run's steps, then
+// samples, in order:
+//   ∂L/∂U = Σ m_{t−1}ᵀ ∂L/∂a⁰_t;  ∂L/∂V_l = Σ σ(a^l)ᵀ ∂L/∂a^{l+1} (the last: ∂L/∂z),
+//   ∂L/∂v_l per state;  with feedback ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t;
+// and once all are in (`finish`), with feedback, ∂L/∂w_y = Σ ∂L/∂r_t m_t and ∂L/∂β per state
+// = Σ_t ∂L/∂o-through-ReLU (grad_y). (∂L/∂κ and ∂L/∂g per state: the reverse-time loops,
+// `state_grads`; ∂L/∂S: `values_grad_step` or `weight_grads`.)
+template <typename T>
+class WeightSums {
+ public:
+  WeightSums(const ElmArgs& s, const ElmGrads& g, int64_t max_steps)
+      : s_(s), g_(g), gu_(out<T>(g.grad_u)), gwb_(s.feedback ? out<T>(g.grad_w_branch) : nullptr),
+        transposed_(s.n_layers), gw_(s.n_layers) {
+    const int64_t n = s.n, d_a = s.widths[0];
+    std::fill(gu_, gu_ + n * s.d_m * d_a, T(0));
+    if (gwb_) std::fill(gwb_, gwb_ + n * s.d_tree * d_a, T(0));
+    // Layer l's weight gradient is summed as its transpose (∂L/∂a^{l+1} broadcast, σ(a^l)
+    // in the vectors) where that needs fewer vector multiply-adds: Enwik8's (40 → 20) layer
+    // filled 20 of 32 lanes the other way round.
+    for (int64_t l = 0; l < s.n_layers; ++l) {
+      const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+      gw_[l] = out<T>(g.grad_weights[l]);
+      std::fill(gw_[l], gw_[l] + n * w_in * w_out, T(0));
+      if (vectors_for(w_in, kVecLanes<T>) * w_out < vectors_for(w_out, kVecLanes<T>) * w_in)
+        transposed_[l].assign(n * w_in * w_out, T(0));
+      T* gb = out<T>(g.grad_biases[l]);
+      std::fill(gb, gb + n * s.batch * w_out, T(0));
+    }
+    const int64_t widest = *std::max_element(s.widths, s.widths + s.n_layers + 1);
+    h_.resize(max_steps * s.batch * widest);
+  }
+
+  // Neuron k's share of `steps` steps (at most max_steps): m_{t−1} (`prev`, rows d_m wide),
+  // ∂L/∂a⁰ (`grad_pre`), with feedback c_t (`branches`, ldc per branch), and per layer its
+  // pre-activations (`acts[l]`, σ applied here) and output's gradient (`grads_out[l]`).
+  template <typename Prev>
+  void add(int64_t k, int64_t steps, Prev prev, Rows<T> grad_pre, Rows<T> branches,
+           int64_t ldc, const Rows<T>* acts, const Rows<T>* grads_out) {
+    const int64_t batch = s_.batch, d_m = s_.d_m, d_a = s_.widths[0], d_tree = s_.d_tree;
+    outer_sum(gu_ + k * d_m * d_a, d_m, d_a, steps, batch, prev, 1, grad_pre);
+    if (gwb_) outer_sum(gwb_ + k * d_tree * d_a, d_tree, d_a, steps, batch, branches, ldc, grad_pre);
+    for (int64_t l = 0; l < s_.n_layers; ++l) {
+      const int64_t w_in = s_.widths[l], w_out = s_.widths[l + 1];
+      // σ(a^l) of the neuron's rows first, vectorised, then the sums read it: σ inside the
+      // tiles was a scalar max, multiply and broadcast per entry and column vector, half of
+      // Enwik8's weight gradients at batch 64.
+      for (int64_t t = 0; t < steps; ++t)
+        activate(&h_[t * batch * w_in], acts[l](t, 0), batch * w_in, s_.act);
+      const Rows<T> h{h_.data(), batch * w_in, w_in}, grow = grads_out[l];
+      if (transposed_[l].empty())
+        outer_sum(gw_[l] + k * w_in * w_out, w_in, w_out, steps, batch, h, 1, grow);
+      else
+        outer_sum(&transposed_[l][k * w_in * w_out], w_out, w_in, steps, batch, grow, 1, h);
+      // The bias's per-state sums from the same rows, while they are in cache.
+      T* __restrict gb = out<T>(g_.grad_biases[l]) + k * batch * w_out;
+      for (int64_t t = 0; t < steps; ++t) {
+        const T* __restrict dy = grow(t, 0);
+        for (int64_t i = 0; i < batch * w_out; ++i) gb[i] += dy[i];
+      }
+    }
+  }
+
+  void finish() {
+    const int64_t n = s_.n, batch = s_.batch, d_m = s_.d_m, nb = n * batch;
+    for (int64_t l = 0; l < s_.n_layers; ++l) {
+      const int64_t w_in = s_.widths[l], w_out = s_.widths[l + 1];
+      if (!transposed_[l].empty())
+        for (int64_t k = 0; k < n; ++k)
+          for (int64_t i = 0; i < w_in; ++i)
+            for (int64_t j = 0; j < w_out; ++j)
+              gw_[l][(k * w_in + i) * w_out + j] = transposed_[l][(k * w_out + j) * w_in + i];
+    }
+    if (!s_.feedback) return;
+    const T* memories = in<T>(s_.memories);
+    const T* grad_y = in<T>(s_.grad_y);
+    const T* grad_r = in<T>(s_.grad_r);
+    T* gwy = out<T>(g_.grad_w_y);
+    T* gbeta = out<T>(g_.grad_beta);
+    std::fill(gwy, gwy + n * d_m, T(0));
+    std::fill(gbeta, gbeta + nb, T(0));
+    for (int64_t t = 0; t < s_.n_steps; ++t) {
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t b = 0; b < batch; ++b) {
+          const int64_t r = (t * n + k) * batch + b;
+          for (int64_t i = 0; i < d_m; ++i) gwy[k * d_m + i] += grad_r[r] * memories[r * d_m + i];
+        }
+      const T* __restrict dy = grad_y + t * nb;
+      for (int64_t i = 0; i < nb; ++i) gbeta[i] += dy[i];
+    }
+  }
+
+ private:
+  const ElmArgs& s_;
+  const ElmGrads& g_;
+  T *gu_, *gwb_;
+  std::vector<std::vector<T>> transposed_;
+  std::vector<T*> gw_;
+  std::vector<T> h_;  // σ(a^l) of one neuron's rows of the run
+};
+
 template <typename T>
 void step_reads(const ElmArgs& s, int64_t t, T* q) {
   const int64_t nb = s.n * s.batch;
@@ -1343,9 +1532,8 @@ void step_reads(const ElmArgs& s, int64_t t, T* q) {
 }
 
 template <typename T>
-void values_grad_step(const ElmArgs& s, int64_t t, const T* dc, T* q, T* gv) {
+void values_grad_step(const ElmArgs& s, const T* dc, const T* q, T* gv) {
   const int64_t batch = s.batch;
-  step_reads(s, t, q);
   for (int64_t r = 0; r < s.n * s.d_tree; ++r)
     for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e)
       gv[e] += sample_dot(dc + r * batch, q + static_cast<int64_t>(s.col[e]) * batch, batch);
@@ -1375,10 +1563,37 @@ void bank_backward(const ElmArgs& s) {
   std::vector<T> da_t(fb ? d_a * bp : 0, T(0)), dc_t(fb ? d_tree * bp : 0);
   T* gv = fb && values ? out<T>(s.grad_values) : nullptr;  // see values_grad_step
   if (gv) std::fill(gv, gv + s.crow[n * d_tree], T(0));
-  std::vector<T> q(gv ? nb : 0);
   const int64_t dc_step = gv ? 0 : n * d_tree * batch;  // grad_branches' step stride
 
+  // With s.grads the weight gradients are summed here, each step's as it is computed:
+  // summed afterwards from stored per-step gradients (`weight_grads`), Enwik8's ∂L/∂a⁰,
+  // ∂L/∂z and hidden layer's gradients took 2.3 GB at batch 128, written (each page zeroed
+  // by the kernel first), then read back. c_t is rebuilt per neuron for ∂L/∂W_b, as the
+  // forward built it (`branch_sums_inner`, from q_t padded to whole vectors of samples).
+  std::optional<WeightSums<T>> sums;
+  if (s.grads) sums.emplace(s, *s.grads, 1);
+  T* table = sums && s.tokens ? out<T>(s.grads->grad_table) : nullptr;
+  std::vector<T> q(gv || sums ? nb : 0), q_padded(sums && fb ? n * bp : 0);
+  std::vector<T> c(sums && fb ? d_tree * bp : 0);
+  // Level l's input gradient (l = n_layers: ∂L/∂z) of one neuron's step: its row block in
+  // the (T, N, B, width) tensor, or where that is null (only with s.grads), one step's
+  // scratch.
+  std::vector<T*> stored(n_layers + 1);
+  std::vector<std::vector<T>> scratch(n_layers + 1);
+  for (int64_t l = 0; l <= n_layers; ++l) {
+    stored[l] = l < n_layers ? out<T>(s.grad_acts[l]) : grad_z;
+    if (!stored[l]) scratch[l].resize(batch * (l < n_layers ? s.widths[l] : d_m));
+  }
+  auto level = [&](int64_t l, int64_t rows) {
+    return stored[l] ? stored[l] + rows * (l < n_layers ? s.widths[l] : d_m) : scratch[l].data();
+  };
+  std::vector<Rows<T>> acts(n_layers), grads_out(n_layers);
+
   for (int64_t t = n_steps - 1; t >= 0; --t) {
+    if (!q.empty()) step_reads(s, t, q.data());
+    if (!q_padded.empty())
+      for (int64_t k = 0; k < n; ++k)
+        std::copy(q.data() + k * batch, q.data() + (k + 1) * batch, &q_padded[k * bp]);
     for (int64_t k = 0; k < n; ++k) {
       const int64_t rows = (t * n + k) * batch;
       const int64_t states = k * batch;
@@ -1402,7 +1617,7 @@ void bank_backward(const ElmArgs& s) {
         }
       }
       // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
-      T* dz = grad_z + rows * d_m;
+      T* dz = level(n_layers, rows);
       tanh_all(p.data(), mlp_out + rows * d_m, batch * d_m);
       state_grads(s, io, t, k, g.data(), p.data());
       const T* gn = gain + states * d_m;
@@ -1416,7 +1631,7 @@ void bank_backward(const ElmArgs& s) {
         const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
         std::fill(dh.begin(), dh.begin() + batch * w_in, T(0));
         add_mat_mat(dh.data(), da, in<T>(s.weights[l]) + k * w_out * w_in, batch, w_out, w_in);
-        T* da_in = out<T>(s.grad_acts[l]) + rows * w_in;
+        T* da_in = level(l, rows);
         const T* a = in<T>(s.acts[l]) + rows * w_in;
         times_slope(da_in, dh.data(), w_in, a, batch, w_in, act);
         da = da_in;
@@ -1436,6 +1651,24 @@ void bank_backward(const ElmArgs& s) {
         T* dst = grad_branches + t * dc_step + k * d_tree * batch;
         for (int64_t j = 0; j < d_tree; ++j) copy(dst + j * batch, &dc_t[j * bp], batch);
       }
+      if (!sums) continue;
+      if (fb)
+        branch_sums_inner(c.data(), q_padded.data(), values, s.crow + k * d_tree, s.col, d_tree,
+                          bp);
+      for (int64_t l = 0; l < n_layers; ++l) {
+        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+        acts[l] = {in<T>(s.acts[l]) + rows * w_in, 0, w_in};
+        grads_out[l] = {level(l + 1, rows), 0, w_out};
+      }
+      auto prev = [&s, t, k, d_m](int64_t, int64_t b) {
+        return previous_memory<T>(s, t, k) + b * d_m;
+      };
+      sums->add(k, 1, prev, {da, 0, d_a}, {c.data(), 0, 1}, bp, acts.data(), grads_out.data());
+      for (int64_t b = 0; b < batch && table; ++b) {
+        T* __restrict row = table + (s.tokens[t * batch + b] * n + k) * d_a;
+        const T* __restrict src = da + b * d_a;
+        for (int64_t j = 0; j < d_a; ++j) row[j] += src[j];
+      }
     }
     if (fb) {
       // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, scattered along the forward CSR rows (one
@@ -1450,11 +1683,12 @@ void bank_backward(const ElmArgs& s) {
           for (int64_t b = 0; b < batch; ++b) dst[b] += v * dcr[b];
         }
       }
-      if (gv) values_grad_step(s, t, dc, q.data(), gv);
+      if (gv) values_grad_step(s, dc, q.data(), gv);
       if (drop)
         for (int64_t i = 0; i < nb; ++i) carry_out[i] *= drop[t * nb + i];
     }
   }
+  if (sums) sums->finish();
 }
 
 // ---- The bank's reverse-time loop at small batch: neurons across the lanes ----
@@ -1473,20 +1707,6 @@ void bank_backward(const ElmArgs& s) {
 // source (the transposed CSR built here, lists padded per group of L sources like the
 // forward's branch sums: `branch_sums` with hardware gathers), never a scatter whose lanes
 // could collide on one source.
-
-// p[l] = v[l] for lanes l < count (a masked store: a memcpy of a variable length went
-// through the stack byte-wise).
-template <typename T>
-inline void store_head(T* p, Vec<T> v, int64_t count) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>)
-    _mm512_mask_storeu_ps(p, __mmask16((1u << count) - 1), __builtin_bit_cast(__m512, v));
-  else
-    _mm512_mask_storeu_pd(p, __mmask8((1u << count) - 1), __builtin_bit_cast(__m512d, v));
-#else
-  for (int64_t l = 0; l < count; ++l) p[l] = v[l];
-#endif
-}
 
 // Lane offsets l · stride of one group's neurons in a (·, N, B, width) layout.
 template <typename T>
@@ -1673,7 +1893,10 @@ void bank_backward_lanes(const ElmArgs& s) {
           for (int64_t b = 0; b < batch; ++b)
             dst[(k * d_tree + j) * batch + b] = src[b * dc_stride + j * L];
       }
-      if (gv) values_grad_step(s, t, dst, q.data(), gv);
+      if (gv) {
+        step_reads(s, t, q.data());
+        values_grad_step(s, dst, q.data(), gv);
+      }
     }
     if (fb)  // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, a gather per group of L sources
       for (int64_t b = 0; b < batch; ++b)
@@ -1835,58 +2058,6 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
 // of out by one vector of columns, so each (t, b) costs H multiply-adds (each with its x
 // broadcast from memory) with no memory accumulator to wait on; every element is summed
 // over t, then b, in order.
-template <typename T, int H, typename XRow, typename YRow>
-void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int64_t batch,
-                XRow xrow, int64_t xs, YRow yrow) {
-  const int64_t w = std::min(kVecLanes<T>, q - j0);
-  Vec<T> acc[H];
-  for (int h = 0; h < H; ++h) acc[h] = load_head(out + (i0 + h) * q + j0, w);
-  for (int64_t t = 0; t < n_steps; ++t)
-    for (int64_t b = 0; b < batch; ++b) {
-      const T* x = xrow(t, b) + i0 * xs;
-      const Vec<T> y = load_head(yrow(t, b) + j0, w);
-      for (int h = 0; h < H; ++h) acc[h] += x[h * xs] * y;
-    }
-  for (int h = 0; h < H; ++h) store_head(out + (i0 + h) * q + j0, acc[h], w);
-}
-
-// Asks for [first, end) in cache ahead of its use, a line at a time: for blocks of rows
-// far apart in memory, which the hardware's prefetchers (within a 4 KiB page) miss.
-template <typename T>
-inline void prefetch(const T* first, const T* end) {
-  const char* last = reinterpret_cast<const char*>(end);
-  for (auto* a = reinterpret_cast<const char*>(first); a < last; a += 64)
-    __builtin_prefetch(a, 0, 3);
-}
-
-// Every tile runs over a block of steps before the next block (≈ 32 KB of x and y, so
-// that the tiles after the first read it from L1): tile by tile over all steps, each
-// tile's pass read the rows again from beyond L2, and the loads waited.
-template <typename T, typename XRow, typename YRow>
-void outer_sum(T* out, int64_t p, int64_t q, int64_t n_steps, int64_t batch, XRow xrow,
-               int64_t xs, YRow yrow) {
-  const int64_t block = std::max<int64_t>(1, (32 << 10) / (sizeof(T) * batch * (p + q)));
-  for (int64_t t0 = 0; t0 < n_steps; t0 += block) {
-    const int64_t steps = std::min(block, n_steps - t0);
-    for (int64_t t = t0 + block; t < std::min(n_steps, t0 + 2 * block); ++t) {
-      prefetch(xrow(t, 0), xrow(t, batch - 1) + (p - 1) * xs + 1);
-      prefetch(yrow(t, 0), yrow(t, batch - 1) + q);
-    }
-    auto x = [&](int64_t t, int64_t b) { return xrow(t0 + t, b); };
-    auto y = [&](int64_t t, int64_t b) { return yrow(t0 + t, b); };
-    for (int64_t j0 = 0; j0 < q; j0 += kVecLanes<T>)
-      for (int64_t i0 = 0; i0 < p; i0 += 8) {
-        switch (std::min<int64_t>(8, p - i0)) {
-#define ELM_OUTER_CASE(H) \
-  case H: outer_tile<T, H>(out, q, i0, j0, steps, batch, x, xs, y); break;
-          ELM_OUTER_CASE(1) ELM_OUTER_CASE(2) ELM_OUTER_CASE(3) ELM_OUTER_CASE(4)
-          ELM_OUTER_CASE(5) ELM_OUTER_CASE(6) ELM_OUTER_CASE(7) ELM_OUTER_CASE(8)
-#undef ELM_OUTER_CASE
-        }
-      }
-  }
-}
-
 // c_t = S q_t and ∂L/∂S_e += Σ_b ∂L/∂c_t[row_e, b] q_t[col_e, b] in one pass over the
 // entries, for B samples (of `ld_all` per row in q, dc and c): few enough that each row's
 // B sums and its B values of ∂L/∂c stay in registers (summed in memory, at batch 1 each
@@ -1912,51 +2083,27 @@ void rebuild_and_values_grad(T* c, const T* q, const T* dc, int64_t ld_all, cons
   }
 }
 
-// The weight gradients of the recurrence from its reverse-time loop's per-step gradients
-// (elmnet.recurrence._weight_grads, which does the same with a score of ATen ops: at small
-// batch their dispatch, not their arithmetic, was most of a small network's backward
-// pass). Every sum runs over steps, then samples, in order; per neuron:
-//   ∂L/∂U = Σ m_{t−1}ᵀ ∂L/∂a⁰_t;  ∂L/∂V_l = Σ σ(a^l)ᵀ ∂L/∂a^{l+1} (the last: ∂L/∂z),
-//   ∂L/∂v_l per state;  (∂L/∂κ and ∂L/∂g per state: the reverse-time loops, `state_grads`)
-// with feedback (q_t = D_t ⊙ o_{t−1}, c_t = S q_t rebuilt a chunk of steps at a time):
-//   ∂L/∂S_e = Σ ∂L/∂c_t[row_e] q_t[col_e] (unless the reverse-time loop summed it:
-//   `values_grad_step`),  ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t,  ∂L/∂w_y = Σ ∂L/∂r_t m_t,
-//   ∂L/∂β per state = Σ_t ∂L/∂o-through-ReLU (grad_y).
+// The weight gradients of the recurrence after a reverse-time loop, from the per-step
+// gradients it stored (elmnet.recurrence._weight_grads, which does the same with a score of
+// ATen ops: at small batch their dispatch, not their arithmetic, was most of a small
+// network's backward pass): the sums of `WeightSums`, a chunk of steps at a time, and with
+// feedback (q_t = D_t ⊙ o_{t−1}, c_t = S q_t rebuilt a chunk of steps at a time) ∂L/∂S_e =
+// Σ ∂L/∂c_t[row_e] q_t[col_e] unless the reverse-time loop summed it (`values_grad_step`).
 template <typename T>
 void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
-  const int64_t n_layers = s.n_layers, act = s.act, d_a = s.widths[0], nb = n * batch;
-  const T* memories = in<T>(s.memories);
+  const int64_t n_layers = s.n_layers, d_a = s.widths[0], nb = n * batch;
   const T* grad_z = out<T>(s.grad_z);
   const T* grad_pre = n_layers ? in<T>(s.grad_acts[0]) : grad_z;
   // Row (t, k, b) of a (T, N, B, width) tensor.
   auto row = [=](int64_t t, int64_t k, int64_t b) { return (t * n + k) * batch + b; };
 
-  T* gu = out<T>(g.grad_u);
-  std::fill(gu, gu + n * d_m * d_a, T(0));
-  // Layer l's weight gradient is summed as its transpose (∂L/∂a^{l+1} broadcast, σ(a^l) in
-  // the vectors) where that needs fewer vector multiply-adds: Enwik8's (40 → 20) layer
-  // filled 20 of 32 lanes the other way round.
-  std::vector<std::vector<T>> transposed(n_layers);
-  std::vector<T*> gw(n_layers);
-  for (int64_t l = 0; l < n_layers; ++l) {
-    const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-    gw[l] = out<T>(g.grad_weights[l]);
-    std::fill(gw[l], gw[l] + n * w_in * w_out, T(0));
-    if (vectors_for(w_in, kVecLanes<T>) * w_out < vectors_for(w_out, kVecLanes<T>) * w_in)
-      transposed[l].assign(n * w_in * w_out, T(0));
-    T* gb = out<T>(g.grad_biases[l]);
-    std::fill(gb, gb + nb * w_out, T(0));
-  }
-
   const bool fb = s.feedback;
   const int64_t d_tree = fb ? s.d_tree : 0;
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   T* gv = !fb || s.grad_values ? nullptr : out<T>(g.grad_values);  // null: summed already
-  T* gwb = fb ? out<T>(g.grad_w_branch) : nullptr;
   const int64_t nnz = fb && values ? s.crow[n * d_tree] : 0;
   if (gv) std::fill(gv, gv + nnz, T(0));
-  if (fb) std::fill(gwb, gwb + n * d_tree * d_a, T(0));
   // The sums run a chunk of steps at a time, every sum of one neuron over the chunk before
   // the next neuron's, so that the rows they share (∂L/∂a⁰_t above all) come from memory
   // once. With feedback, c_t for the chunk is rebuilt first, in S's row layout (step,
@@ -1967,10 +2114,10 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t ldc = gv ? batch : vectors_for(batch, kVecLanes<T>) * kVecLanes<T>;
   const int64_t kChunk =
       fb ? std::clamp<int64_t>((int64_t(8) << 20) / (sizeof(T) * rows * ldc), 1, 32) : 32;
+  WeightSums<T> sums(s, g, kChunk);
   std::vector<T> q(fb ? nb : 0), q_padded(fb && ldc != batch ? n * ldc : 0);
   std::vector<T> c(fb ? kChunk * rows * ldc : 0);
-  const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
-  std::vector<T> h(kChunk * batch * widest);  // σ(a^l) of one neuron's rows in the chunk
+  std::vector<Rows<T>> acts(n_layers), grads_out(n_layers);
   for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
     const int64_t steps = std::min(kChunk, n_steps - t0);
     for (int64_t t = t0; t < t0 + steps && fb; ++t) {
@@ -2022,59 +2169,19 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
       auto prev = [&s, t0, k, d_m](int64_t t, int64_t b) {
         return previous_memory<T>(s, t0 + t, k) + b * d_m;
       };
-      auto dpre = [=](int64_t t, int64_t b) { return grad_pre + row(t0 + t, k, b) * d_a; };
-      outer_sum(gu + k * d_m * d_a, d_m, d_a, steps, batch, prev, 1, dpre);
-      auto crow_of = [&c, n, k, d_tree, ldc](int64_t t, int64_t b) {
-        return c.data() + (t * n + k) * d_tree * ldc + b;
-      };
-      if (fb) outer_sum(gwb + k * d_tree * d_a, d_tree, d_a, steps, batch, crow_of, ldc, dpre);
+      const int64_t first = row(t0, k, 0);
       for (int64_t l = 0; l < n_layers; ++l) {
         const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-        const T* a = in<T>(s.acts[l]);
         const T* go = l + 1 < n_layers ? in<T>(s.grad_acts[l + 1]) : grad_z;
-        // σ(a^l) of the neuron's rows first, vectorised, then the sums read it: σ inside
-        // the tiles was a scalar max, multiply and broadcast per entry and column vector,
-        // half of Enwik8's weight gradients at batch 64.
-        for (int64_t t = 0; t < steps; ++t)
-          activate(&h[t * batch * w_in], a + row(t0 + t, k, 0) * w_in, batch * w_in, act);
-        auto hrow = [&h, batch, w_in](int64_t t, int64_t b) { return &h[(t * batch + b) * w_in]; };
-        auto grow = [=](int64_t t, int64_t b) { return go + row(t0 + t, k, b) * w_out; };
-        if (transposed[l].empty())
-          outer_sum(gw[l] + k * w_in * w_out, w_in, w_out, steps, batch, hrow, 1, grow);
-        else
-          outer_sum(&transposed[l][k * w_in * w_out], w_out, w_in, steps, batch, grow, 1, hrow);
-        // The bias's per-state sums from the same rows, while they are in cache.
-        T* __restrict gb = out<T>(g.grad_biases[l]) + k * batch * w_out;
-        for (int64_t t = 0; t < steps; ++t) {
-          const T* __restrict dy = grow(t, 0);
-          for (int64_t i = 0; i < batch * w_out; ++i) gb[i] += dy[i];
-        }
+        acts[l] = {in<T>(s.acts[l]) + first * w_in, nb * w_in, w_in};
+        grads_out[l] = {go + first * w_out, nb * w_out, w_out};
       }
+      const Rows<T> branches{fb ? c.data() + k * d_tree * ldc : nullptr, rows * ldc, 1};
+      sums.add(k, steps, prev, {grad_pre + first * d_a, nb * d_a, d_a}, branches, ldc,
+               acts.data(), grads_out.data());
     }
   }
-  for (int64_t l = 0; l < n_layers; ++l) {
-    const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-    if (!transposed[l].empty())
-      for (int64_t k = 0; k < n; ++k)
-        for (int64_t i = 0; i < w_in; ++i)
-          for (int64_t j = 0; j < w_out; ++j)
-            gw[l][(k * w_in + i) * w_out + j] = transposed[l][(k * w_out + j) * w_in + i];
-  }
-  if (!fb) return;
-
-  T* gwy = out<T>(g.grad_w_y);
-  T* gbeta = out<T>(g.grad_beta);
-  std::fill(gwy, gwy + n * d_m, T(0));
-  std::fill(gbeta, gbeta + nb, T(0));
-  for (int64_t t = 0; t < n_steps; ++t) {
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t b = 0; b < batch; ++b) {
-        const int64_t r = row(t, k, b);
-        for (int64_t i = 0; i < d_m; ++i) gwy[k * d_m + i] += grad_r[r] * memories[r * d_m + i];
-      }
-    const T* __restrict dy = grad_y + t * nb;
-    for (int64_t i = 0; i < nb; ++i) gbeta[i] += dy[i];
-  }
+  sums.finish();
 }
 
 // The leaky trace b_t = κ ⊙ b_{t−1} + u_t over (B, T, C), one sequence at a time: one
