@@ -200,7 +200,7 @@ _POINTERS = (
     "widths kappa gain u weights acts pre memory biases memories mlp_out "
     "grad_memories grad_mlp_out grad_z grad_acts grad_kappa grad_gain carry values crow col "
     "w_branch w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses "
-    "grad_y grad_r grad_branches carry_out carry_highpass tokens grad_values grads"
+    "grad_y grad_r grad_branches carry_out carry_highpass tokens grads"
 ).split()
 
 
@@ -408,13 +408,10 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         values, crow, col, _, _, _, w_branch, w_y, drop, outputs, output0 = rest[2 * n_layers :]
         grad_outputs, grad_highpasses = grad_feedback
         grad_y, grad_r = empty(outputs, *outputs.shape), empty(outputs, *outputs.shape)
-        # Where the batch-inner loop runs, it sums ∂L/∂S as it goes (`values_grad_step`) and
-        # ∂L/∂c is kept for one step only; after the lanes loop weight_grads sums it.
         grad_values = torch.empty_like(values)
-        step_only = values.numel() > 0 and in_loop
-        grad_branches = empty(outputs, 1 if step_only else n_steps, n, spec.d_tree, batch)
-        if step_only:
-            call.set(grad_values=grad_values)
+        # ∂L/∂c of every step, for weight_grads after the lanes loop (the batch-inner loop
+        # keeps a neuron's step).
+        grad_branches = None if in_loop else empty(outputs, n_steps, n, spec.d_tree, batch)
         carry_out, carry_highpass = outputs.new_zeros(n, batch), outputs.new_zeros(n, batch)
         call.set(
             values=values.contiguous(), crow=crow.to(torch.int32).contiguous(),

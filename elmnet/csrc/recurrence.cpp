@@ -82,37 +82,35 @@ struct ElmArgs {
   const void* grad_highpasses;  // (T, N, B) or null
   void* grad_y;            // (T, N, B)
   void* grad_r;            // (T, N, B)
-  void* grad_branches;     // (T, N, d_tree, B)
+  void* grad_branches;     // (T, N, d_tree, B): the lanes loop's (`bank_backward` keeps a
+                           // neuron's step)
   void* carry_out;         // (N, B), zero on entry; ∂L/∂o_{−1} on return
   void* carry_highpass;    // (N, B), zero on entry; ∂L/∂r̄_{−1} on return
   // Token input (the bank loops' forward): null, or (T, B) token ids, and then `pre` is
   // the table (tokens · N, d_a) whose row token · N + k is neuron k's pre-activation for
   // that token, read in place of a (T, N, B, d_a) copy of its rows.
   const int64_t* tokens;
-  // With feedback: null, or (nnz,) where the reverse-time loop (either) sums ∂L/∂S step by
-  // step, and then `grad_branches` holds one step, (N, d_tree, B): see values_grad_step.
-  void* grad_values;
-  // With feedback: null, or where the batch-inner reverse-time loop (`bank_backward`) sums
-  // the weight gradients step by step, as it computes the per-step gradients they are
-  // summed from. Then those gradients live for one step (null grad_z and grad_acts, but
-  // for ∂L/∂pre where wanted), and no `elm_weight_grads_*` call follows.
+  // Where the bank's batch-inner reverse-time loop (`bank_backward`, which needs it) sums
+  // the weight gradients, step by step; the per-step gradients they come from live for one
+  // step there (null grad_z and grad_acts, but ∂L/∂a⁰ where ∂L/∂pre is wanted), and no
+  // `elm_weight_grads_*` call follows. The other loops ignore it.
   const ElmGrads* grads;
 };
 
-// Where `elm_weight_grads_*` writes the weight gradients; mirrored by elmnet/cpp_loop.py
-// (_Grads). Per-state gradients are summed over steps only (the caller reduces them to the
+// Where `elm_weight_grads_*` or `bank_backward` (ElmArgs::grads) write the weight gradients;
+// mirrored by elmnet/cpp_loop.py (_Grads). Per-state gradients are summed over steps only (the caller reduces them to the
 // coefficient's shape); those of κ and g are ElmArgs' (the reverse-time loops').
 struct ElmGrads {
   void* grad_u;               // (N, d_m, d_a)
   void* const* grad_weights;  // (N, in, out) per layer
   void* const* grad_biases;   // (N, B, out) per layer
-  void* grad_values;          // (nnz,)   feedback only, as the three below (∂L/∂S: summed
-                              // here when ElmArgs::grad_values is null)
+  void* grad_values;          // (nnz,)   feedback only, as the three below
   void* grad_w_branch;        // (N, d_tree, d_a)
   void* grad_w_y;             // (N, d_m)
   void* grad_beta;            // (N, B)
-  // With ElmArgs::grads and ::tokens: null, or the token table's gradient (rows · N, d_a),
-  // zero on entry, summed from ∂L/∂pre step by step (as `token_grad` sums it).
+  // With ElmArgs::tokens, for `bank_backward`: null, or the token table's gradient
+  // (rows · N, d_a), zero on entry, summed from ∂L/∂pre step by step (as `token_grad` sums
+  // it from the stored ∂L/∂pre after the other loops).
   void* grad_table;
 };
 }
@@ -243,10 +241,6 @@ inline Vec<T> load_head(const T* p, int64_t count) {
 #endif
 }
 
-// The sum of v's lanes, as a tree (the in-order sum is a chain of L dependent adds): halves
-// added pairwise, 16 → 8 → 4 → 2 → 1 lanes. AVX-512's reduction does exactly that in
-// registers; the portable form went through memory, one store and reload per level, and
-// was a sixth of Enwik8's weight gradients at batch 64.
 // p[l] = v[l] for lanes l < count (a masked store: a memcpy of a variable length went
 // through the stack byte-wise).
 template <typename T>
@@ -261,6 +255,10 @@ inline void store_head(T* p, Vec<T> v, int64_t count) {
 #endif
 }
 
+// The sum of v's lanes, as a tree (the in-order sum is a chain of L dependent adds): halves
+// added pairwise, 16 → 8 → 4 → 2 → 1 lanes. AVX-512's reduction does exactly that in
+// registers; the portable form went through memory, one store and reload per level, and
+// was a sixth of Enwik8's weight gradients at batch 64.
 template <typename T>
 inline T lane_sum(Vec<T> v) {
 #if defined(__AVX512F__)
@@ -275,6 +273,82 @@ inline T lane_sum(Vec<T> v) {
   for (int64_t w = L / 2; w >= 1; w /= 2)
     for (int64_t i = 0; i < w; ++i) part[i] += part[i + w];
   return part[0];
+#endif
+}
+
+// dst[j · ld_dst + i] = src[i · ld_src + j] for i < rows, j < cols: the switch between
+// sample-major rows (B, width) and the batch-inner columns the vector loops run on. A
+// scalar loop spent one load and one store per element (a quarter of Enwik8's forward
+// loop); AVX-512 transposes a vector × vector block in registers (`transpose_block`).
+#if defined(__AVX512F__)
+// Rows r[i] of a block to its columns, in place: four rounds of shuffles, each pairing
+// lanes twice as far apart (32-bit, 64-bit, then 128-bit lanes across the vector twice).
+inline void transpose_block(Vec<float> v[16]) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = __builtin_bit_cast(__m512, v[i]);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4g + c], 128-bit lane L: rows 4g … 4g+3 of column 4L + c
+  __m512 u[16];
+  for (int g = 0; g < 4; ++g)
+    for (int h = 0; h < 2; ++h) {
+      const __m512d a = _mm512_castps_pd(t[4 * g + h]), b = _mm512_castps_pd(t[4 * g + h + 2]);
+      u[4 * g + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+      u[4 * g + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    }
+  for (int c = 0; c < 4; ++c) {  // column 4L + c: lane g of it is lane L of u[4g + c]
+    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
+    const __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+    const __m512 v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+    r[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+    r[4 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+    r[8 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) v[i] = __builtin_bit_cast(Vec<float>, r[i]);
+}
+
+inline void transpose_block(Vec<double> v[8]) {
+  __m512d r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = __builtin_bit_cast(__m512d, v[i]);  // t[2g + c], 128-bit lane L: rows 2g, 2g+1 of column 2L + c
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+  }
+  for (int c = 0; c < 2; ++c) {  // column 2L + c: lane g of it is lane L of t[2g + c]
+    const __m512d v0 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0x44);
+    const __m512d v1 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0xEE);
+    const __m512d v2 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0x44);
+    const __m512d v3 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0xEE);
+    r[c] = _mm512_shuffle_f64x2(v0, v2, 0x88);
+    r[2 + c] = _mm512_shuffle_f64x2(v0, v2, 0xDD);
+    r[4 + c] = _mm512_shuffle_f64x2(v1, v3, 0x88);
+    r[6 + c] = _mm512_shuffle_f64x2(v1, v3, 0xDD);
+  }
+  for (int i = 0; i < 8; ++i) v[i] = __builtin_bit_cast(Vec<double>, r[i]);
+}
+#endif
+
+template <typename T>
+void transpose(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows,
+               int64_t cols) {
+#if defined(__AVX512F__)
+  constexpr int64_t L = kVecLanes<T>;
+  for (int64_t i0 = 0; i0 < rows; i0 += L)
+    for (int64_t j0 = 0; j0 < cols; j0 += L) {
+      const int64_t h = std::min(L, rows - i0), w = std::min(L, cols - j0);
+      Vec<T> r[L];
+      for (int64_t i = 0; i < L; ++i)
+        r[i] = i < h ? load_head(src + (i0 + i) * ld_src + j0, w) : Vec<T>{};
+      transpose_block(r);
+      for (int64_t j = 0; j < w; ++j) store_head(dst + (j0 + j) * ld_dst + i0, r[j], h);
+    }
+#else
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
 #endif
 }
 
@@ -822,17 +896,18 @@ void bank_forward(const ElmArgs& s) {
       T* a = n_layers == 0 ? mlp_out + rows * d_m
                            : (keep ? out<T>(s.acts[0]) + rows * d_a : a_buf.data());
       // Here as aᵀ = Uᵀ m_{t−1}ᵀ [+ W_bᵀ c_t] on whole vectors of samples, then a = pre + a.
-      for (int64_t j = 0; j < d_m; ++j)
-        for (int64_t b = 0; b < batch; ++b) m_t[j * bp + b] = m_prev[b * d_m + j];
+      transpose(m_t.data(), bp, m_prev, d_m, batch, d_m);
       std::fill(a_t.begin(), a_t.end(), T(0));
       add_mat_mat_t(a_t.data(), m_t.data(), u + k * d_m * d_a, d_m, d_a, bp);
       if (fb)
         add_mat_mat_t(a_t.data(), c.data() + k * d_tree * bp,
                       in<T>(s.w_branch) + k * d_tree * d_a, d_tree, d_a, bp);
+      transpose(a, d_a, a_t.data(), bp, d_a, batch);
       for (int64_t b = 0; b < batch; ++b) {
-        const T* p = s.tokens ? pre + (s.tokens[t * batch + b] * n + k) * d_a
-                              : pre + (rows + b) * d_a;
-        for (int64_t j = 0; j < d_a; ++j) a[b * d_a + j] = p[j] + a_t[j * bp + b];
+        const T* __restrict p = s.tokens ? pre + (s.tokens[t * batch + b] * n + k) * d_a
+                                         : pre + (rows + b) * d_a;
+        T* __restrict ab = a + b * d_a;
+        for (int64_t j = 0; j < d_a; ++j) ab[j] += p[j];
       }
       // h = σ(a), a ← h V + v through the layers; the last gives z_t.
       for (int64_t l = 0; l < n_layers; ++l) {
@@ -1349,16 +1424,6 @@ void plain_forward_any(const ElmArgs& s) {
     plain_forward<T>(s);
 }
 
-// The reverse-time loop of `bank_forward`: ∂L/∂c_t computed batch-inner.
-// With `ElmArgs::grad_values` the reverse-time loops sum ∂L/∂S as they go, a step at a
-// time: ∂L/∂S_e += Σ_b ∂L/∂c_t[row_e, b] q_t[col_e, b], q_t = D_t ⊙ o_{t−1} (the forward's
-// read of step t), from the step's ∂L/∂c (N · d_tree, B) while it is in cache; and
-// `grad_branches` holds that one step, not all ((T, N, d_tree, B), which weight_grads then
-// reads back: the largest tensor of Enwik8's backward pass, 950 MB at batch 64). Asked for
-// where the batch-inner loop runs; at the lanes loop's small batches this separate pass
-// over the entries cost more (SHD-Adding at batch 1: 30-50 µs a step) than the one
-// weight_grads shares with its rebuild of c_t. q: nb scratch.
-// q_t = D_t ⊙ o_{t−1} (N, B): what the recurrent synapses read at step t, rebuilt backward.
 template <typename T, int H, typename XRow, typename YRow>
 void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int64_t batch,
                 XRow xrow, int64_t xs, YRow yrow) {
@@ -1427,9 +1492,9 @@ struct Rows {
 // samples, in order:
 //   ∂L/∂U = Σ m_{t−1}ᵀ ∂L/∂a⁰_t;  ∂L/∂V_l = Σ σ(a^l)ᵀ ∂L/∂a^{l+1} (the last: ∂L/∂z),
 //   ∂L/∂v_l per state;  with feedback ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t;
-// and once all are in (`finish`), with feedback, ∂L/∂w_y = Σ ∂L/∂r_t m_t and ∂L/∂β per state
-// = Σ_t ∂L/∂o-through-ReLU (grad_y). (∂L/∂κ and ∂L/∂g per state: the reverse-time loops,
-// `state_grads`; ∂L/∂S: `values_grad_step` or `weight_grads`.)
+// and with feedback, a neuron's step at a time (`add_readout`), ∂L/∂w_y = Σ ∂L/∂r_t m_t and
+// ∂L/∂β per state = Σ_t ∂L/∂o-through-ReLU (grad_y). (∂L/∂κ and ∂L/∂g per state: the reverse-time loops,
+// `state_grads`; ∂L/∂S: `branch_pass` or `weight_grads`.)
 template <typename T>
 class WeightSums {
  public:
@@ -1453,6 +1518,10 @@ class WeightSums {
     }
     const int64_t widest = *std::max_element(s.widths, s.widths + s.n_layers + 1);
     h_.resize(max_steps * s.batch * widest);
+    if (s.feedback) {
+      std::fill(out<T>(g.grad_w_y), out<T>(g.grad_w_y) + n * s.d_m, T(0));
+      std::fill(out<T>(g.grad_beta), out<T>(g.grad_beta) + n * s.batch, T(0));
+    }
   }
 
   // Neuron k's share of `steps` steps (at most max_steps): m_{t−1} (`prev`, rows d_m wide),
@@ -1485,32 +1554,28 @@ class WeightSums {
     }
   }
 
+  // Neuron k's step t of the readout's sums, from the stored ∂L/∂r_t, ∂L/∂y_t and m_t.
+  void add_readout(int64_t k, int64_t t) {
+    const int64_t batch = s_.batch, d_m = s_.d_m, first = (t * s_.n + k) * batch;
+    const T* __restrict dr = in<T>(s_.grad_r) + first;
+    const T* __restrict dy = in<T>(s_.grad_y) + first;
+    const T* __restrict m = in<T>(s_.memories) + first * d_m;
+    T* __restrict gwy = out<T>(g_.grad_w_y) + k * d_m;
+    T* __restrict gbeta = out<T>(g_.grad_beta) + k * batch;
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i < d_m; ++i) gwy[i] += dr[b] * m[b * d_m + i];
+      gbeta[b] += dy[b];
+    }
+  }
+
+  // The layers' sums summed as transposes, copied back.
   void finish() {
-    const int64_t n = s_.n, batch = s_.batch, d_m = s_.d_m, nb = n * batch;
     for (int64_t l = 0; l < s_.n_layers; ++l) {
       const int64_t w_in = s_.widths[l], w_out = s_.widths[l + 1];
       if (!transposed_[l].empty())
-        for (int64_t k = 0; k < n; ++k)
-          for (int64_t i = 0; i < w_in; ++i)
-            for (int64_t j = 0; j < w_out; ++j)
-              gw_[l][(k * w_in + i) * w_out + j] = transposed_[l][(k * w_out + j) * w_in + i];
-    }
-    if (!s_.feedback) return;
-    const T* memories = in<T>(s_.memories);
-    const T* grad_y = in<T>(s_.grad_y);
-    const T* grad_r = in<T>(s_.grad_r);
-    T* gwy = out<T>(g_.grad_w_y);
-    T* gbeta = out<T>(g_.grad_beta);
-    std::fill(gwy, gwy + n * d_m, T(0));
-    std::fill(gbeta, gbeta + nb, T(0));
-    for (int64_t t = 0; t < s_.n_steps; ++t) {
-      for (int64_t k = 0; k < n; ++k)
-        for (int64_t b = 0; b < batch; ++b) {
-          const int64_t r = (t * n + k) * batch + b;
-          for (int64_t i = 0; i < d_m; ++i) gwy[k * d_m + i] += grad_r[r] * memories[r * d_m + i];
-        }
-      const T* __restrict dy = grad_y + t * nb;
-      for (int64_t i = 0; i < nb; ++i) gbeta[i] += dy[i];
+        for (int64_t k = 0; k < s_.n; ++k)
+          transpose(gw_[l] + k * w_in * w_out, w_out, &transposed_[l][k * w_out * w_in], w_in,
+                    w_out, w_in);
     }
   }
 
@@ -1523,6 +1588,7 @@ class WeightSums {
   std::vector<T> h_;  // σ(a^l) of one neuron's rows of the run
 };
 
+// q_t = D_t ⊙ o_{t−1} (N, B): what the recurrent synapses read at step t, rebuilt backward.
 template <typename T>
 void step_reads(const ElmArgs& s, int64_t t, T* q) {
   const int64_t nb = s.n * s.batch;
@@ -1531,14 +1597,64 @@ void step_reads(const ElmArgs& s, int64_t t, T* q) {
   for (int64_t i = 0; i < nb; ++i) q[i] = drop ? drop[t * nb + i] * o[i] : o[i];
 }
 
-template <typename T>
-void values_grad_step(const ElmArgs& s, const T* dc, const T* q, T* gv) {
-  const int64_t batch = s.batch;
-  for (int64_t r = 0; r < s.n * s.d_tree; ++r)
-    for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e)
-      gv[e] += sample_dot(dc + r * batch, q + static_cast<int64_t>(s.col[e]) * batch, batch);
+// One pass over a neuron's branch rows at step t, P vectors of samples from sample b, each
+// row's ∂L/∂c_t and sums held in registers: c_t = S q_t rebuilt (as the forward summed it,
+// for ∂L/∂W_b), ∂L/∂S_e += Σ_b ∂L/∂c_t[row_e, b] q_t[col_e, b], and ∂L/∂o_{t−1}'s scatter
+// next[col_e] += S_e ∂L/∂c_t[row_e]. Rows of bp samples: q and next (N, bp); c and dc, the
+// neuron's (rows, bp).
+template <typename T, int P>
+inline void branch_pass_p(T* c, T* next, T* gv, const T* q, const T* dc, const T* values,
+                          const int32_t* crow, const int32_t* col, int64_t rows, int64_t bp,
+                          int64_t b) {
+  using V = Vec<T>;
+  constexpr int64_t L = kVecLanes<T>;
+  for (int64_t r = 0; r < rows; ++r) {
+    V acc[P] = {}, d[P];
+    for (int p = 0; p < P; ++p) d[p] = load_vec(dc + r * bp + b + p * L);
+    for (int32_t e = crow[r]; e < crow[r + 1]; ++e) {
+      const int64_t j = static_cast<int64_t>(col[e]) * bp + b;
+      const V v = V{} + values[e];
+      V dot = {};
+      for (int p = 0; p < P; ++p) {
+        const V x = load_vec(q + j + p * L);
+        acc[p] += v * x;
+        dot += d[p] * x;
+        store_vec(next + j + p * L, load_vec(next + j + p * L) + v * d[p]);
+      }
+      gv[e] += lane_sum<T>(dot);
+    }
+    for (int p = 0; p < P; ++p) store_vec(c + r * bp + b + p * L, acc[p]);
+  }
 }
 
+template <typename T>
+void branch_pass(T* c, T* next, T* gv, const T* q, const T* dc, const T* values,
+                 const int32_t* crow, const int32_t* col, int64_t rows, int64_t bp) {
+  constexpr int64_t L = kVecLanes<T>;
+  for (int64_t b = 0; b < bp; b += 8 * L) {
+    switch (std::min<int64_t>(8, (bp - b) / L)) {
+#define ELM_PASS_CASE(P)                                                           \
+  case P:                                                                          \
+    branch_pass_p<T, P>(c, next, gv, q, dc, values, crow, col, rows, bp, b); \
+    break;
+      ELM_PASS_CASE(1) ELM_PASS_CASE(2) ELM_PASS_CASE(3) ELM_PASS_CASE(4)
+      ELM_PASS_CASE(5) ELM_PASS_CASE(6) ELM_PASS_CASE(7) ELM_PASS_CASE(8)
+#undef ELM_PASS_CASE
+    }
+  }
+}
+
+// The reverse-time loop of `bank_forward`, batch-inner, with the weight gradients summed as
+// it goes, each neuron's step as soon as its gradients are computed (`WeightSums`, one
+// step at a time): summed afterwards from stored per-step gradients (`weight_grads`, as
+// after the other loops), Enwik8's ∂L/∂a⁰, ∂L/∂z, hidden layer's and branches' gradients
+// took 3.3 GB at batch 128, each page zeroed by the kernel, written, then read back. So
+// ∂L/∂z and every layer's input gradient live for one step (ElmArgs::grad_z and grad_acts
+// null), but ∂L/∂a⁰ where ∂L/∂pre is wanted (a token table's gradient is summed here too,
+// ElmGrads::grad_table). With feedback, per neuron, one pass over its synapses
+// (`branch_pass`) with ∂L/∂c_t just computed: c_t rebuilt from q_t (padded to whole vectors
+// of samples), ∂L/∂S, and ∂L/∂o_{t−1} scattered into a second (N, bp) buffer, since this
+// step's neurons still read ∂L/∂o_t. Needs ElmArgs::grads.
 template <typename T>
 void bank_backward(const ElmArgs& s) {
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
@@ -1556,28 +1672,20 @@ void bank_backward(const ElmArgs& s) {
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   const T* grad_outputs = in<T>(s.grad_outputs);
   const T* grad_highpasses = in<T>(s.grad_highpasses);
-  T* carry_out = out<T>(s.carry_out);
   T* carry_hp = out<T>(s.carry_highpass);
   const T keep_r = T(s.kappa_r), leak_r = T(1.0 - s.kappa_r);
   const int64_t lanes = 64 / sizeof(T), bp = (batch + lanes - 1) / lanes * lanes;
   std::vector<T> da_t(fb ? d_a * bp : 0, T(0)), dc_t(fb ? d_tree * bp : 0);
-  T* gv = fb && values ? out<T>(s.grad_values) : nullptr;  // see values_grad_step
+  // q_t, ∂L/∂o_t and ∂L/∂o_{t−1} (N, bp); c_t of one neuron (d_tree, bp).
+  std::vector<T> q(fb ? nb : 0), q_padded(fb ? n * bp : 0, T(0)), c(fb ? d_tree * bp : 0);
+  std::vector<T> grad_o(fb ? n * bp : 0, T(0)), grad_o_prev(fb ? n * bp : 0);
+  T* gv = fb ? out<T>(s.grads->grad_values) : nullptr;
   if (gv) std::fill(gv, gv + s.crow[n * d_tree], T(0));
-  const int64_t dc_step = gv ? 0 : n * d_tree * batch;  // grad_branches' step stride
 
-  // With s.grads the weight gradients are summed here, each step's as it is computed:
-  // summed afterwards from stored per-step gradients (`weight_grads`), Enwik8's ∂L/∂a⁰,
-  // ∂L/∂z and hidden layer's gradients took 2.3 GB at batch 128, written (each page zeroed
-  // by the kernel first), then read back. c_t is rebuilt per neuron for ∂L/∂W_b, as the
-  // forward built it (`branch_sums_inner`, from q_t padded to whole vectors of samples).
-  std::optional<WeightSums<T>> sums;
-  if (s.grads) sums.emplace(s, *s.grads, 1);
-  T* table = sums && s.tokens ? out<T>(s.grads->grad_table) : nullptr;
-  std::vector<T> q(gv || sums ? nb : 0), q_padded(sums && fb ? n * bp : 0);
-  std::vector<T> c(sums && fb ? d_tree * bp : 0);
+  WeightSums<T> sums(s, *s.grads, 1);
+  T* table = s.tokens ? out<T>(s.grads->grad_table) : nullptr;
   // Level l's input gradient (l = n_layers: ∂L/∂z) of one neuron's step: its row block in
-  // the (T, N, B, width) tensor, or where that is null (only with s.grads), one step's
-  // scratch.
+  // the (T, N, B, width) tensor, or where that is null, one step's scratch.
   std::vector<T*> stored(n_layers + 1);
   std::vector<std::vector<T>> scratch(n_layers + 1);
   for (int64_t l = 0; l <= n_layers; ++l) {
@@ -1590,10 +1698,12 @@ void bank_backward(const ElmArgs& s) {
   std::vector<Rows<T>> acts(n_layers), grads_out(n_layers);
 
   for (int64_t t = n_steps - 1; t >= 0; --t) {
-    if (!q.empty()) step_reads(s, t, q.data());
-    if (!q_padded.empty())
+    if (fb) {
+      step_reads(s, t, q.data());
       for (int64_t k = 0; k < n; ++k)
         std::copy(q.data() + k * batch, q.data() + (k + 1) * batch, &q_padded[k * bp]);
+      std::fill(grad_o_prev.begin(), grad_o_prev.end(), T(0));
+    }
     for (int64_t k = 0; k < n; ++k) {
       const int64_t rows = (t * n + k) * batch;
       const int64_t states = k * batch;
@@ -1605,7 +1715,7 @@ void bank_backward(const ElmArgs& s) {
         const T* wy = in<T>(s.w_y) + k * d_m;
         for (int64_t b = 0; b < batch; ++b) {
           const int64_t state = states + b, i = t * nb + state;
-          const T go = grad_outputs ? grad_outputs[i] + carry_out[state] : carry_out[state];
+          const T go = grad_outputs ? grad_outputs[i] + grad_o[k * bp + b] : grad_o[k * bp + b];
           const T dy = outputs[i] > T(0) ? go : T(0);
           grad_y[i] = dy;
           T gh = carry_hp[state] - dy;
@@ -1641,20 +1751,15 @@ void bank_backward(const ElmArgs& s) {
       for (int64_t j = 0; j < batch * d_m; ++j) cr[j] = g[j] * kap[j];
       add_mat_mat(cr, da, u_t + k * d_a * d_m, batch, d_a, d_m);
       if (fb) {
-        // ∂L/∂c_t = ∂L/∂a⁰ W_bᵀ, stored (T, N, d_tree, B): computed batch-inner
-        // (`add_mat_mat_t`), the layout it is stored in.
-        for (int64_t b = 0; b < batch; ++b)
-          for (int64_t i = 0; i < d_a; ++i) da_t[i * bp + b] = da[b * d_a + i];
+        // ∂L/∂c_t = ∂L/∂a⁰ W_bᵀ, computed batch-inner (`add_mat_mat_t`), the layout of
+        // `branch_pass`.
+        transpose(da_t.data(), bp, da, d_a, batch, d_a);
         std::fill(dc_t.begin(), dc_t.end(), T(0));
         add_mat_mat_t(dc_t.data(), da_t.data(), in<T>(s.w_branch) + k * d_a * d_tree, d_a,
                       d_tree, bp);
-        T* dst = grad_branches + t * dc_step + k * d_tree * batch;
-        for (int64_t j = 0; j < d_tree; ++j) copy(dst + j * batch, &dc_t[j * bp], batch);
+        branch_pass(c.data(), grad_o_prev.data(), gv, q_padded.data(), dc_t.data(), values,
+                    s.crow + k * d_tree, s.col, d_tree, bp);
       }
-      if (!sums) continue;
-      if (fb)
-        branch_sums_inner(c.data(), q_padded.data(), values, s.crow + k * d_tree, s.col, d_tree,
-                          bp);
       for (int64_t l = 0; l < n_layers; ++l) {
         const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
         acts[l] = {in<T>(s.acts[l]) + rows * w_in, 0, w_in};
@@ -1663,32 +1768,25 @@ void bank_backward(const ElmArgs& s) {
       auto prev = [&s, t, k, d_m](int64_t, int64_t b) {
         return previous_memory<T>(s, t, k) + b * d_m;
       };
-      sums->add(k, 1, prev, {da, 0, d_a}, {c.data(), 0, 1}, bp, acts.data(), grads_out.data());
+      sums.add(k, 1, prev, {da, 0, d_a}, {c.data(), 0, 1}, bp, acts.data(), grads_out.data());
+      if (fb) sums.add_readout(k, t);
       for (int64_t b = 0; b < batch && table; ++b) {
         T* __restrict row = table + (s.tokens[t * batch + b] * n + k) * d_a;
         const T* __restrict src = da + b * d_a;
         for (int64_t j = 0; j < d_a; ++j) row[j] += src[j];
       }
     }
-    if (fb) {
-      // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, scattered along the forward CSR rows (one
-      // thread, so no two rows race for a source).
-      for (int64_t i = 0; i < nb; ++i) carry_out[i] = T(0);
-      const T* dc = grad_branches + t * dc_step;
-      for (int64_t r = 0; r < n * d_tree; ++r) {
-        const T* dcr = dc + r * batch;
-        for (int32_t e = s.crow[r]; e < s.crow[r + 1]; ++e) {
-          const T v = values[e];
-          T* dst = carry_out + static_cast<int64_t>(s.col[e]) * batch;
-          for (int64_t b = 0; b < batch; ++b) dst[b] += v * dcr[b];
-        }
-      }
-      if (gv) values_grad_step(s, dc, q.data(), gv);
+    if (fb) {  // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, summed by the neurons' passes
       if (drop)
-        for (int64_t i = 0; i < nb; ++i) carry_out[i] *= drop[t * nb + i];
+        for (int64_t k = 0; k < n; ++k)
+          for (int64_t b = 0; b < batch; ++b) grad_o_prev[k * bp + b] *= drop[t * nb + k * batch + b];
+      std::swap(grad_o, grad_o_prev);
     }
   }
-  if (sums) sums->finish();
+  if (fb)
+    for (int64_t k = 0; k < n; ++k)
+      std::copy(&grad_o[k * bp], &grad_o[k * bp] + batch, out<T>(s.carry_out) + k * batch);
+  sums.finish();
 }
 
 // ---- The bank's reverse-time loop at small batch: neurons across the lanes ----
@@ -1798,9 +1896,6 @@ void bank_backward_lanes(const ElmArgs& s) {
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   const T* grad_outputs = in<T>(s.grad_outputs);
   const T* grad_highpasses = in<T>(s.grad_highpasses);
-  T* gv = fb && values ? out<T>(s.grad_values) : nullptr;  // see values_grad_step
-  if (gv) std::fill(gv, gv + s.crow[n * d_tree], T(0));
-  std::vector<T> q(gv ? n * batch : 0);
   const T keep_r = T(s.kappa_r), leak_r = T(1.0 - s.kappa_r);
 
   for (int64_t t = n_steps - 1; t >= 0; --t) {
@@ -1878,7 +1973,7 @@ void bank_backward_lanes(const ElmArgs& s) {
       // ∂L/∂c_t stored (T, N, d_tree, B) once per step, in the order it is written: a
       // scatter per (group, sample, branch) cost a quarter of the loop at batch 8 (each
       // touching L cache lines).
-      T* dst = grad_branches + (gv ? 0 : t * n * d_tree * batch);
+      T* dst = grad_branches + t * n * d_tree * batch;
       for (int64_t k = 0; k < n; ++k) {
         const T* src = dc.p + (k / L) * d_tree * L + k % L;
         if (batch == 1) {  // a neuron's branches are contiguous: L of them per gather
@@ -1892,10 +1987,6 @@ void bank_backward_lanes(const ElmArgs& s) {
         for (int64_t j = 0; j < d_tree; ++j)
           for (int64_t b = 0; b < batch; ++b)
             dst[(k * d_tree + j) * batch + b] = src[b * dc_stride + j * L];
-      }
-      if (gv) {
-        step_reads(s, t, q.data());
-        values_grad_step(s, dst, q.data(), gv);
       }
     }
     if (fb)  // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, a gather per group of L sources
@@ -2088,7 +2179,8 @@ void rebuild_and_values_grad(T* c, const T* q, const T* dc, int64_t ld_all, cons
 // ATen ops: at small batch their dispatch, not their arithmetic, was most of a small
 // network's backward pass): the sums of `WeightSums`, a chunk of steps at a time, and with
 // feedback (q_t = D_t ⊙ o_{t−1}, c_t = S q_t rebuilt a chunk of steps at a time) ∂L/∂S_e =
-// Σ ∂L/∂c_t[row_e] q_t[col_e] unless the reverse-time loop summed it (`values_grad_step`).
+// Σ ∂L/∂c_t[row_e] q_t[col_e]. After the plain loop and the bank's lanes loop (batch ≤ 8):
+// `bank_backward` sums its own.
 template <typename T>
 void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
@@ -2101,43 +2193,25 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const bool fb = s.feedback;
   const int64_t d_tree = fb ? s.d_tree : 0;
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
-  T* gv = !fb || s.grad_values ? nullptr : out<T>(g.grad_values);  // null: summed already
-  const int64_t nnz = fb && values ? s.crow[n * d_tree] : 0;
-  if (gv) std::fill(gv, gv + nnz, T(0));
+  T* gv = fb ? out<T>(g.grad_values) : nullptr;
+  if (gv) std::fill(gv, gv + s.crow[n * d_tree], T(0));
   // The sums run a chunk of steps at a time, every sum of one neuron over the chunk before
   // the next neuron's, so that the rows they share (∂L/∂a⁰_t above all) come from memory
-  // once. With feedback, c_t for the chunk is rebuilt first, in S's row layout (step,
-  // neuron, branch, sample), samples padded to whole vectors (ldc) for `branch_sums_inner`:
-  // the sums run over contiguous samples, and ∂L/∂W_b's reads a row's d_tree values ldc
-  // apart. Up to 32 steps, and ≈ 8 MB (one step of Enwik8's bank at batch 64 is 10 MB).
+  // once. With feedback, c_t for the chunk is rebuilt first, with ∂L/∂S, in S's row layout
+  // (step, neuron, branch, sample): ∂L/∂W_b's sum reads a row's d_tree values `batch` apart.
+  // Up to 32 steps, and ≈ 8 MB.
   const int64_t rows = n * d_tree;
-  const int64_t ldc = gv ? batch : vectors_for(batch, kVecLanes<T>) * kVecLanes<T>;
   const int64_t kChunk =
-      fb ? std::clamp<int64_t>((int64_t(8) << 20) / (sizeof(T) * rows * ldc), 1, 32) : 32;
+      fb ? std::clamp<int64_t>((int64_t(8) << 20) / (sizeof(T) * rows * batch), 1, 32) : 32;
   WeightSums<T> sums(s, g, kChunk);
-  std::vector<T> q(fb ? nb : 0), q_padded(fb && ldc != batch ? n * ldc : 0);
-  std::vector<T> c(fb ? kChunk * rows * ldc : 0);
+  std::vector<T> q(fb ? nb : 0), c(fb ? kChunk * rows * batch : 0);
   std::vector<Rows<T>> acts(n_layers), grads_out(n_layers);
   for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
     const int64_t steps = std::min(kChunk, n_steps - t0);
     for (int64_t t = t0; t < t0 + steps && fb; ++t) {
       step_reads(s, t, q.data());
-      T* c_rows = c.data() + (t - t0) * rows * ldc;
-      if (!gv) {
-        // Each row's sum in registers, as in the forward (`branch_sums_inner`): summed in
-        // c_rows, it waited on a store per entry (a fifth of these gradients at Enwik8's
-        // batch 64).
-        const T* qp = q.data();
-        if (ldc != batch) {
-          for (int64_t k = 0; k < n; ++k)
-            std::copy(q.data() + k * batch, q.data() + (k + 1) * batch, &q_padded[k * ldc]);
-          qp = q_padded.data();
-        }
-        branch_sums_inner(c_rows, qp, values, s.crow, s.col, rows, ldc);
-        continue;
-      }
-      // The lanes loop's small batches: ∂L/∂S summed here too, from the same reads of q_t,
-      // up to 8 samples at a time.
+      T* c_rows = c.data() + (t - t0) * rows * batch;
+      // Up to 8 samples at a time, from the same reads of q_t.
       const T* dc = grad_branches + t * rows * batch;
       for (int64_t b = 0; b < batch; b += 8) {
         switch (std::min<int64_t>(8, batch - b)) {
@@ -2176,9 +2250,10 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
         acts[l] = {in<T>(s.acts[l]) + first * w_in, nb * w_in, w_in};
         grads_out[l] = {go + first * w_out, nb * w_out, w_out};
       }
-      const Rows<T> branches{fb ? c.data() + k * d_tree * ldc : nullptr, rows * ldc, 1};
-      sums.add(k, steps, prev, {grad_pre + first * d_a, nb * d_a, d_a}, branches, ldc,
+      const Rows<T> branches{fb ? c.data() + k * d_tree * batch : nullptr, rows * batch, 1};
+      sums.add(k, steps, prev, {grad_pre + first * d_a, nb * d_a, d_a}, branches, batch,
                acts.data(), grads_out.data());
+      for (int64_t t = t0; t < t0 + steps && fb; ++t) sums.add_readout(k, t);
     }
   }
   sums.finish();
