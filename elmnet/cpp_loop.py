@@ -6,8 +6,8 @@ of ``elmnet/csrc/recurrence.cpp`` that this module builds (`extension`), checks
 (`why_not`) and calls (`forward_loop`, `backward`), and the two other C++ loops of
 the same library: the leaky trace (`trace`) and the spike-input product
 (`spike_product`), each an autograd function with its backward pass in C++. The C++
-time loops fill exactly the sequences the eager loops fill, so the saved tensors and the
-weight gradients after the loop are shared.
+forward loops fill exactly the sequences the eager loops fill, so the saved tensors are
+shared; the C++ backward sums the weight gradients itself (see `backward`).
 
 Why: on a CPU each ATen op costs a few µs of dispatch whatever its size, and at small
 batch one step's arithmetic is a few thousand FLOPs, so the eager loop's time is mostly

@@ -694,7 +694,7 @@ def test_lanes_backward_at_large_batch_matches_eager(dtype, monkeypatch):
 def test_network_training_step_matches_eager(monkeypatch):
     """A whole ELM Network training step in float64 at batch 2 with recurrent dropout:
     both banks' reverse-time loops as dispatched (the lanes loop: the hidden bank at batch
-    ≤ 8, the readout of 10 neurons at N ≥ 4) against the eager path, every parameter's
+    ≤ 4, the readout of 10 neurons at N ≥ 4) against the eager path, every parameter's
     gradient."""
     net = tiny_network(torch.float64, N=21, d_m=3, d_mlp=5, d_tree=4, d_brch=3, rho=0.5,
                        n_out=10, dropout_rec=0.3).train()  # fmt: skip
@@ -754,8 +754,9 @@ def test_token_input_read_in_place(dtype, batch, monkeypatch):
 @pytest.mark.parametrize("batch", [2, 12], ids=["lanes", "batch-inner"])
 def test_token_input_trains_in_place(batch, monkeypatch):
     """Token input in training, float64: the bank loops read the table in place here too
-    (no (T, N, B, d_a) row gather), and ∂L/∂table is summed from ∂L/∂pre in C++
-    (`cpp_loop.token_grad`). Against the eager path, which gathers the rows and lets
+    (no (T, N, B, d_a) row gather), and ∂L/∂table is summed from ∂L/∂pre in C++ (by the
+    batch-inner reverse-time loop as it goes; after the lanes loop, `cpp_loop.token_grad`).
+    Against the eager path, which gathers the rows and lets
     autograd scatter their gradient back: logits and every parameter's gradient, the
     table's sources (synapse weights, first layer, its bias) among them."""
     net = tiny_network(torch.float64, N=21, d_m=3, d_mlp=5, d_tree=4, d_brch=3,

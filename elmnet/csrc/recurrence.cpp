@@ -277,12 +277,33 @@ inline T lane_sum(Vec<T> v) {
 }
 
 // dst[j · ld_dst + i] = src[i · ld_src + j] for i < rows, j < cols: the switch between
-// sample-major rows (B, width) and the batch-inner columns the vector loops run on. A
-// scalar loop spent one load and one store per element (a quarter of Enwik8's forward
-// loop); AVX-512 transposes a vector × vector block in registers (`transpose_block`).
+// sample-major rows (B, width) and the batch-inner columns the vector loops run on. With
+// AVX-512 a vector × vector block at a time in registers (`transpose_block`), not a load
+// and a store per element; what these switches still cost (perf) is mostly the wait for
+// rows read from memory for the first time in the step.
 #if defined(__AVX512F__)
-// Rows r[i] of a block to its columns, in place: four rounds of shuffles, each pairing
-// lanes twice as far apart (32-bit, 64-bit, then 128-bit lanes across the vector twice).
+template <int kImm>
+inline __m512 shuffle_lanes(__m512 a, __m512 b) {
+  return _mm512_shuffle_f32x4(a, b, kImm);
+}
+template <int kImm>
+inline __m512d shuffle_lanes(__m512d a, __m512d b) {
+  return _mm512_shuffle_f64x2(a, b, kImm);
+}
+
+// The last round, a 4 × 4 transpose of 128-bit lanes: lane g of o[L] = lane L of a[g].
+template <typename R>
+inline void transpose_lanes(const R a[4], R* o0, R* o1, R* o2, R* o3) {
+  const R v0 = shuffle_lanes<0x44>(a[0], a[1]), v1 = shuffle_lanes<0xEE>(a[0], a[1]);
+  const R v2 = shuffle_lanes<0x44>(a[2], a[3]), v3 = shuffle_lanes<0xEE>(a[2], a[3]);
+  *o0 = shuffle_lanes<0x88>(v0, v2);
+  *o1 = shuffle_lanes<0xDD>(v0, v2);
+  *o2 = shuffle_lanes<0x88>(v1, v3);
+  *o3 = shuffle_lanes<0xDD>(v1, v3);
+}
+
+// Rows v[i] of a block to its columns, in place: rounds of shuffles pairing 32-bit (float
+// only), 64-bit, then 128-bit lanes.
 inline void transpose_block(Vec<float> v[16]) {
   __m512 r[16], t[16];
   for (int i = 0; i < 16; ++i) r[i] = __builtin_bit_cast(__m512, v[i]);
@@ -290,44 +311,25 @@ inline void transpose_block(Vec<float> v[16]) {
     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
   }
-  // u[4g + c], 128-bit lane L: rows 4g … 4g+3 of column 4L + c
-  __m512 u[16];
+  __m512 u[4][4];  // u[c][g], 128-bit lane L: rows 4g … 4g+3 of column 4L + c
   for (int g = 0; g < 4; ++g)
     for (int h = 0; h < 2; ++h) {
       const __m512d a = _mm512_castps_pd(t[4 * g + h]), b = _mm512_castps_pd(t[4 * g + h + 2]);
-      u[4 * g + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-      u[4 * g + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+      u[2 * h][g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+      u[2 * h + 1][g] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
     }
-  for (int c = 0; c < 4; ++c) {  // column 4L + c: lane g of it is lane L of u[4g + c]
-    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
-    const __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
-    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
-    const __m512 v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
-    r[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
-    r[4 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
-    r[8 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
-    r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
-  }
+  for (int c = 0; c < 4; ++c) transpose_lanes(u[c], &r[c], &r[4 + c], &r[8 + c], &r[12 + c]);
   for (int i = 0; i < 16; ++i) v[i] = __builtin_bit_cast(Vec<float>, r[i]);
 }
 
 inline void transpose_block(Vec<double> v[8]) {
-  __m512d r[8], t[8];
-  for (int i = 0; i < 8; ++i) r[i] = __builtin_bit_cast(__m512d, v[i]);  // t[2g + c], 128-bit lane L: rows 2g, 2g+1 of column 2L + c
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+  __m512d r[8], t[2][4];  // t[c][g], 128-bit lane L: rows 2g, 2g+1 of column 2L + c
+  for (int i = 0; i < 8; ++i) r[i] = __builtin_bit_cast(__m512d, v[i]);
+  for (int g = 0; g < 4; ++g) {
+    t[0][g] = _mm512_unpacklo_pd(r[2 * g], r[2 * g + 1]);
+    t[1][g] = _mm512_unpackhi_pd(r[2 * g], r[2 * g + 1]);
   }
-  for (int c = 0; c < 2; ++c) {  // column 2L + c: lane g of it is lane L of t[2g + c]
-    const __m512d v0 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0x44);
-    const __m512d v1 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0xEE);
-    const __m512d v2 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0x44);
-    const __m512d v3 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0xEE);
-    r[c] = _mm512_shuffle_f64x2(v0, v2, 0x88);
-    r[2 + c] = _mm512_shuffle_f64x2(v0, v2, 0xDD);
-    r[4 + c] = _mm512_shuffle_f64x2(v1, v3, 0x88);
-    r[6 + c] = _mm512_shuffle_f64x2(v1, v3, 0xDD);
-  }
+  for (int c = 0; c < 2; ++c) transpose_lanes(t[c], &r[c], &r[2 + c], &r[4 + c], &r[6 + c]);
   for (int i = 0; i < 8; ++i) v[i] = __builtin_bit_cast(Vec<double>, r[i]);
 }
 #endif
@@ -2013,17 +2015,19 @@ void bank_backward_lanes(const ElmArgs& s) {
 }
 
 // Which reverse-time loop runs. The lanes loop's cost grows with the batch (one sample at
-// a time); the batch-inner one's stays nearly flat up to a vector of samples. Measured per
-// step (the loop alone, 1 thread, shared 2-core machine; lanes vs batch-inner, µs): the
-// small sweep bank (N 24, d_m 5) float32 batch 1: 1.8 vs 8.0, 8: 13.5 vs 13.8, 16: 25.5 vs
-// 21.0; float64 8: 15.0 vs 16.6, 16: 29.5 vs 29.7; SHD-Adding (N 96) float32 1: 7.8 vs 39,
-// 8: 60 vs 87, 16: 115 vs 102; float64 8: 82 vs 87, 16: 169 vs 154; Enwik8 (N 742, d_m 20)
-// float32 1: 1270 vs 1680, 4: 2447 vs 3161, 8: 4061 vs 2618. So with feedback up to batch
-// 8, a quarter of that past 128 neurons. Without feedback (the network's readout: N 19,
-// d_m 3, a linear MLP) the lanes loop beat `plain_backward` at every batch measured, 1 to
-// 64 (0.2 vs 0.6 µs at 1, 11.7 vs 14.2 at 64, float32), but only once a group's lanes are
-// at least half full; a lone neuron (the NeuronIO neuron, N = 1) keeps `plain_backward`.
-constexpr int64_t kLanesBackwardMaxBatch = 8;
+// a time); the batch-inner one's stays nearly flat up to a vector of samples, and it sums
+// the weight gradients as it goes (`bank_backward`), where after the lanes loop
+// `weight_grads` reads them back. Measured per CPU-s of a whole training step (float32,
+// 1 thread, shared 2-core machine, two alternations; lanes vs batch-inner): SHD-Adding
+// (N 96, T 1000) batch 2: 32–35k vs 23k, 4: 30–31k vs 32–33k, 8: 32–33k vs 38k; the small
+// sweep bank (N 24, T 200) batch 4: 69–77k vs 69–71k, 8: 73–87k vs 89–90k; Enwik8 (N 742,
+// T 100) batch 2: 528–569 vs 487–492, 4: 753–755 vs 797–853. So with feedback up to batch
+// 4, half that past 128 neurons. (The loops alone, before the batch-inner loop summed the
+// weight gradients, had put the limit at 8.) Without feedback (the network's readout: N
+// 19, d_m 3, a linear MLP) the lanes loop beat `plain_backward` at every batch measured,
+// 1 to 64 (0.2 vs 0.6 µs at 1, 11.7 vs 14.2 at 64, float32), but only once a group's lanes
+// are at least half full; a lone neuron (the NeuronIO neuron, N = 1) keeps `plain_backward`.
+constexpr int64_t kLanesBackwardMaxBatch = 4;
 constexpr int64_t kLanesPlainMaxBatch = 64;
 
 template <typename T>
@@ -2179,7 +2183,7 @@ void rebuild_and_values_grad(T* c, const T* q, const T* dc, int64_t ld_all, cons
 // ATen ops: at small batch their dispatch, not their arithmetic, was most of a small
 // network's backward pass): the sums of `WeightSums`, a chunk of steps at a time, and with
 // feedback (q_t = D_t ⊙ o_{t−1}, c_t = S q_t rebuilt a chunk of steps at a time) ∂L/∂S_e =
-// Σ ∂L/∂c_t[row_e] q_t[col_e]. After the plain loop and the bank's lanes loop (batch ≤ 8):
+// Σ ∂L/∂c_t[row_e] q_t[col_e]. After the plain loop and the bank's lanes loop (batch ≤ 4):
 // `bank_backward` sums its own.
 template <typename T>
 void weight_grads(const ElmArgs& s, const ElmGrads& g) {
