@@ -97,9 +97,10 @@ struct ElmArgs {
   const ElmGrads* grads;
 };
 
-// Where `elm_weight_grads_*` or `bank_backward` (ElmArgs::grads) write the weight gradients;
-// mirrored by elmnet/cpp_loop.py (_Grads). Per-state gradients are summed over steps only (the caller reduces them to the
-// coefficient's shape); those of κ and g are ElmArgs' (the reverse-time loops').
+// Where `elm_weight_grads_*` or `bank_backward` (ElmArgs::grads) write the weight
+// gradients; mirrored by elmnet/cpp_loop.py (_Grads). Per-state gradients are summed over
+// steps only (the caller reduces them to the coefficient's shape); those of κ and g are
+// ElmArgs' (the reverse-time loops').
 struct ElmGrads {
   void* grad_u;               // (N, d_m, d_a)
   void* const* grad_weights;  // (N, in, out) per layer
@@ -1490,19 +1491,23 @@ struct Rows {
 // The weight gradients of the recurrence, zeroed on construction and summed a neuron's
 // run of steps at a time (`add`): after a reverse-time loop, a chunk of steps from the
 // stored per-step gradients (`weight_grads`); inside the bank's batch-inner loop, each step
-// as it is computed (`bank_backward`). Per neuron, each sum over the run's steps, then
-// samples, in order:
+// as it is computed (`bank_backward`, so its steps come last to first). Per neuron, each
+// sum over the run's steps, then samples, in order:
 //   ∂L/∂U = Σ m_{t−1}ᵀ ∂L/∂a⁰_t;  ∂L/∂V_l = Σ σ(a^l)ᵀ ∂L/∂a^{l+1} (the last: ∂L/∂z),
 //   ∂L/∂v_l per state;  with feedback ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t;
 // and with feedback, a neuron's step at a time (`add_readout`), ∂L/∂w_y = Σ ∂L/∂r_t m_t and
-// ∂L/∂β per state = Σ_t ∂L/∂o-through-ReLU (grad_y). (∂L/∂κ and ∂L/∂g per state: the reverse-time loops,
-// `state_grads`; ∂L/∂S: `branch_pass` or `weight_grads`.)
+// ∂L/∂β per state = Σ_t ∂L/∂o-through-ReLU (grad_y). (∂L/∂κ and ∂L/∂g per state: the
+// reverse-time loops, `state_grads`; ∂L/∂S: `branch_pass` or `weight_grads`.)
 template <typename T>
 class WeightSums {
  public:
   WeightSums(const ElmArgs& s, const ElmGrads& g, int64_t max_steps)
-      : s_(s), g_(g), gu_(out<T>(g.grad_u)), gwb_(s.feedback ? out<T>(g.grad_w_branch) : nullptr),
-        transposed_(s.n_layers), gw_(s.n_layers) {
+      : s_(s),
+        g_(g),
+        gu_(out<T>(g.grad_u)),
+        gwb_(s.feedback ? out<T>(g.grad_w_branch) : nullptr),
+        transposed_(s.n_layers),
+        gw_(s.n_layers) {
     const int64_t n = s.n, d_a = s.widths[0];
     std::fill(gu_, gu_ + n * s.d_m * d_a, T(0));
     if (gwb_) std::fill(gwb_, gwb_ + n * s.d_tree * d_a, T(0));
@@ -1534,7 +1539,8 @@ class WeightSums {
            int64_t ldc, const Rows<T>* acts, const Rows<T>* grads_out) {
     const int64_t batch = s_.batch, d_m = s_.d_m, d_a = s_.widths[0], d_tree = s_.d_tree;
     outer_sum(gu_ + k * d_m * d_a, d_m, d_a, steps, batch, prev, 1, grad_pre);
-    if (gwb_) outer_sum(gwb_ + k * d_tree * d_a, d_tree, d_a, steps, batch, branches, ldc, grad_pre);
+    if (gwb_)
+      outer_sum(gwb_ + k * d_tree * d_a, d_tree, d_a, steps, batch, branches, ldc, grad_pre);
     for (int64_t l = 0; l < s_.n_layers; ++l) {
       const int64_t w_in = s_.widths[l], w_out = s_.widths[l + 1];
       // σ(a^l) of the neuron's rows first, vectorised, then the sums read it: σ inside the
@@ -1635,10 +1641,8 @@ void branch_pass(T* c, T* next, T* gv, const T* q, const T* dc, const T* values,
   constexpr int64_t L = kVecLanes<T>;
   for (int64_t b = 0; b < bp; b += 8 * L) {
     switch (std::min<int64_t>(8, (bp - b) / L)) {
-#define ELM_PASS_CASE(P)                                                           \
-  case P:                                                                          \
-    branch_pass_p<T, P>(c, next, gv, q, dc, values, crow, col, rows, bp, b); \
-    break;
+#define ELM_PASS_CASE(P)                                                                \
+  case P: branch_pass_p<T, P>(c, next, gv, q, dc, values, crow, col, rows, bp, b); break;
       ELM_PASS_CASE(1) ELM_PASS_CASE(2) ELM_PASS_CASE(3) ELM_PASS_CASE(4)
       ELM_PASS_CASE(5) ELM_PASS_CASE(6) ELM_PASS_CASE(7) ELM_PASS_CASE(8)
 #undef ELM_PASS_CASE
@@ -1649,8 +1653,8 @@ void branch_pass(T* c, T* next, T* gv, const T* q, const T* dc, const T* values,
 // The reverse-time loop of `bank_forward`, batch-inner, with the weight gradients summed as
 // it goes, each neuron's step as soon as its gradients are computed (`WeightSums`, one
 // step at a time): summed afterwards from stored per-step gradients (`weight_grads`, as
-// after the other loops), Enwik8's ∂L/∂a⁰, ∂L/∂z, hidden layer's and branches' gradients
-// took 3.3 GB at batch 128, each page zeroed by the kernel, written, then read back. So
+// after the other loops), Enwik8's ∂L/∂a⁰ and ∂L/∂z took 2.3 GB at batch 128 (T 100), each
+// page zeroed by the kernel, written, then read back. So
 // ∂L/∂z and every layer's input gradient live for one step (ElmArgs::grad_z and grad_acts
 // null), but ∂L/∂a⁰ where ∂L/∂pre is wanted (a token table's gradient is summed here too,
 // ElmGrads::grad_table). With feedback, per neuron, one pass over its synapses
@@ -1781,7 +1785,8 @@ void bank_backward(const ElmArgs& s) {
     if (fb) {  // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, summed by the neurons' passes
       if (drop)
         for (int64_t k = 0; k < n; ++k)
-          for (int64_t b = 0; b < batch; ++b) grad_o_prev[k * bp + b] *= drop[t * nb + k * batch + b];
+          for (int64_t b = 0; b < batch; ++b)
+            grad_o_prev[k * bp + b] *= drop[t * nb + k * batch + b];
       std::swap(grad_o, grad_o_prev);
     }
   }
