@@ -355,35 +355,6 @@ void transpose(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t row
 #endif
 }
 
-// Σ_b x[b] y[b] over `batch` samples in vector lanes (two chains), reduced as a tree: a sum
-// kept in sample order made the compiler add the lanes one by one (half of Enwik8's weight
-// gradients at batch 64). Below a vector of samples, the plain loop.
-template <typename T>
-inline T sample_dot(const T* __restrict x, const T* __restrict y, int64_t batch) {
-  constexpr int64_t L = kVecLanes<T>;
-  if (batch < L) {
-    T total = T(0);
-    for (int64_t b = 0; b < batch; ++b) total += x[b] * y[b];
-    return total;
-  }
-  Vec<T> even{}, odd{};
-  int64_t b = 0;
-  for (; b + 2 * L <= batch; b += 2 * L) {
-    Vec<T> x0, x1, y0, y1;
-    std::memcpy(&x0, x + b, sizeof(x0));
-    std::memcpy(&x1, x + b + L, sizeof(x1));
-    std::memcpy(&y0, y + b, sizeof(y0));
-    std::memcpy(&y1, y + b + L, sizeof(y1));
-    even += x0 * y0;
-    odd += x1 * y1;
-  }
-  for (; b < batch; b += L) {
-    const int64_t w = std::min(L, batch - b);
-    even += load_head(x + b, w) * load_head(y + b, w);
-  }
-  return lane_sum<T>(even + odd);
-}
-
 // Y[r, :P·lanes] += X[r, :n_in] · M[:n_in, :P·lanes] for S rows; ld_* are row strides.
 template <typename T, int S, int P>
 inline void panel_tile(T* __restrict y, int64_t ld_y, const T* __restrict x, int64_t ld_x,
