@@ -450,9 +450,9 @@ class TokenRows(NamedTuple):
     """A bank's pre-activation for token input, as `bank_recurrence`'s `pre`: row
     token · N + k of `table` (tokens · N, d_a) is neuron k's pre-activation for that token
     (bias included), and step t of sample b reads token `tokens[t, b]` ((T, B) int64).
-    The C++ loops with feedback read the table in place when nothing is kept for a
-    backward pass (for Enwik8 at batch 64 the (T, N, B, d_a) copy is hundreds of MB);
-    everything else takes `rows`."""
+    The C++ loops with feedback read the table in place, in training too, and sum its
+    gradient (for Enwik8 at batch 64 the (T, N, B, d_a) copy is hundreds of MB); everything
+    else takes `rows`."""
 
     table: torch.Tensor
     tokens: torch.Tensor
