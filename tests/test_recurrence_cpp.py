@@ -691,6 +691,46 @@ def test_lanes_backward_at_large_batch_matches_eager(dtype, monkeypatch):
         assert_close(actual[name].double(), e, dtype)
 
 
+@pytest.mark.parametrize("widths", [(10,), ()], ids=["mlp", "linear"])
+def test_batch_inner_backward_without_pre_gradient(widths, monkeypatch):
+    """The batch-inner reverse-time loop (batch 12), which sums the weight gradients as it
+    goes, where ∂L/∂pre is not wanted (pre needs no gradient): then no (T, N, B, ·)
+    per-step gradient is allocated at all (∂L/∂a⁰, or ∂L/∂z for a linear MLP, included),
+    and every other gradient matches the eager backward in float64."""
+    inputs = lanes_inputs(21, 5, widths, 12, True, torch.float64)
+    grads, allocated = {}, []
+    empty = cpp_loop.empty
+
+    def recorded_empty(like, *shape):
+        allocated.append(shape)
+        return empty(like, *shape)
+
+    for backend in ("eager", "cpp"):
+        kw = bank_leaves(inputs)
+        kw["pre"] = kw["pre"].detach()
+        with use_backend(backend):
+            result = bank_recurrence(**kw)
+        g = torch.Generator().manual_seed(5)
+        loss = 0
+        for name in LOSSES["all"]:
+            y = getattr(result, name)
+            loss = loss + (y * torch.randn(y.shape, generator=g, dtype=torch.float64)).sum()
+        monkeypatch.setattr(cpp_loop, "empty", recorded_empty)  # the backward's allocations
+        loss.backward()
+        monkeypatch.setattr(cpp_loop, "empty", empty)
+        grads[backend] = {k: v.grad for k, v in kw.items() if isinstance(v, torch.Tensor)}
+        grads[backend].update({f"w{i}": w.grad for i, (w, _) in enumerate(kw["layers"])})
+        grads[backend].update({f"b{i}": b.grad for i, (_, b) in enumerate(kw["layers"])})
+        grads[backend].update({f"fb.{k}": v.grad for k, v in kw["feedback"]._asdict().items()
+                               if isinstance(v, torch.Tensor) and v.requires_grad})  # fmt: skip
+    assert len(grads["eager"]) > 10
+    assert [shape for shape in allocated if len(shape) == 4] == []
+    assert grads["cpp"]["pre"] is None
+    for name, expected in grads["eager"].items():
+        if expected is not None:
+            assert_close(grads["cpp"][name], expected, torch.float64)
+
+
 def test_network_training_step_matches_eager(monkeypatch):
     """A whole ELM Network training step in float64 at batch 2 with recurrent dropout:
     both banks' reverse-time loops as dispatched (the lanes loop: the hidden bank at batch
