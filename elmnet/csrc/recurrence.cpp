@@ -23,7 +23,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -60,9 +59,9 @@ struct ElmArgs {
   void* grad_z;               // (T, N, B, d_m)
   void* const* grad_acts;     // like acts
   // Σ_t ∂L/∂m_t ⊙ m_{t−1} and Σ_t ∂L/∂m_t ⊙ tanh z_t per state (N, B, d_m), zero on entry,
-  // summed over the steps by the reverse-time loops, where ∂L/∂m_t and tanh z_t are at hand (the caller
-  // reduces them to κ's and g's shape): summed afterwards, ∂L/∂m_t was a (T, N, B, d_m)
-  // tensor to write and read back.
+  // summed over the steps by the reverse-time loops, where ∂L/∂m_t and tanh z_t are at hand
+  // (the caller reduces them to κ's and g's shape): summed afterwards, ∂L/∂m_t was a
+  // (T, N, B, d_m) tensor to write and read back.
   void* grad_kappa;
   void* grad_gain;
   void* carry;                // (N, B, d_m), zero on entry; ∂L/∂m_{−1} on return
@@ -816,6 +815,20 @@ void branch_sums_inner(T* c, const T* q, const T* values, const int32_t* crow,
   }
 }
 
+// q_t = D_t ⊙ o_{t−1}: what the recurrent synapses read at step t, (N, B) with rows `ld`
+// apart (the batch-inner loops pad them to whole vectors of samples).
+template <typename T>
+void step_reads(const ElmArgs& s, int64_t t, T* q, int64_t ld) {
+  const int64_t batch = s.batch, nb = s.n * batch;
+  const T* o = t == 0 ? in<T>(s.output0) : in<T>(s.outputs) + (t - 1) * nb;
+  const T* drop = in<T>(s.drop);
+  for (int64_t k = 0; k < s.n; ++k)
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t i = k * batch + b;
+      q[k * ld + b] = drop ? drop[t * nb + i] * o[i] : o[i];
+    }
+}
+
 // The forward loop with feedback (the ELM Network's recurrent layer: many small neurons,
 // d_m ≈ 5, and the recurrent synapses), tuned for those shapes apart from `plain_forward`;
 // float32 proposals through the same `tanh_vec` (`tanh_all`).
@@ -837,7 +850,6 @@ void bank_forward(const ElmArgs& s) {
 
   const bool fb = s.feedback != 0;
   const T* values = in<T>(s.values);
-  const T* drop = in<T>(s.drop);
   T* outputs = out<T>(s.outputs);
   T* highpasses = out<T>(s.highpasses);
   const T leak_r = T(1.0 - s.kappa_r);
@@ -851,12 +863,7 @@ void bank_forward(const ElmArgs& s) {
     if (fb) {
       // q_t = D_t ⊙ o_{t−1}, then the branch sums c_t = S q_t as (N·d_tree, B): every
       // neuron's step needs all of them, so they come first.
-      const T* o_prev = t == 0 ? in<T>(s.output0) : outputs + (t - 1) * nb;
-      for (int64_t k = 0; k < n; ++k)
-        for (int64_t b = 0; b < batch; ++b) {
-          const int64_t i = k * batch + b;
-          q[k * bp + b] = drop ? drop[t * nb + i] * o_prev[i] : o_prev[i];
-        }
+      step_reads(s, t, q.data(), bp);
       branch_sums_inner(c.data(), q.data(), values, s.crow, s.col, n * d_tree, bp);
     }
     // One neuron's whole batch at a time: its rows (t, k, 0…B−1) are contiguous in every
@@ -1398,6 +1405,11 @@ void plain_forward_any(const ElmArgs& s) {
     plain_forward<T>(s);
 }
 
+// out (p × q, row-major) += Σ_{t < n_steps, b < batch} x_{t,b}ᵀ y_{t,b}, x_{t,b} = xrow(t, b)
+// (p values, `xs` apart) and y_{t,b} = yrow(t, b) (q values). Register tiles of H ≤ 8 rows
+// of out by one vector of columns, so each (t, b) costs H multiply-adds (each with its x
+// broadcast from memory) with no memory accumulator to wait on; every element is summed
+// over t, then b, in order.
 template <typename T, int H, typename XRow, typename YRow>
 void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int64_t batch,
                 XRow xrow, int64_t xs, YRow yrow) {
@@ -1567,13 +1579,17 @@ class WeightSums {
   std::vector<T> h_;  // σ(a^l) of one neuron's rows of the run
 };
 
-// q_t = D_t ⊙ o_{t−1} (N, B): what the recurrent synapses read at step t, rebuilt backward.
+
+// Neuron k's ∂L/∂pre rows of step t (B rows of d_a) added to the token-table rows they were
+// read from (`ElmArgs::tokens`: row tokens[t, b] · N + k).
 template <typename T>
-void step_reads(const ElmArgs& s, int64_t t, T* q) {
-  const int64_t nb = s.n * s.batch;
-  const T* o = t == 0 ? in<T>(s.output0) : in<T>(s.outputs) + (t - 1) * nb;
-  const T* drop = in<T>(s.drop);
-  for (int64_t i = 0; i < nb; ++i) q[i] = drop ? drop[t * nb + i] * o[i] : o[i];
+inline void add_token_rows(T* table, const int64_t* tokens, int64_t t, int64_t k, int64_t n,
+                           int64_t batch, int64_t d_a, const T* grad) {
+  for (int64_t b = 0; b < batch; ++b) {
+    T* __restrict dst = table + (tokens[t * batch + b] * n + k) * d_a;
+    const T* __restrict src = grad + b * d_a;
+    for (int64_t j = 0; j < d_a; ++j) dst[j] += src[j];
+  }
 }
 
 // One pass over a neuron's branch rows at step t, P vectors of samples from sample b, each
@@ -1654,7 +1670,7 @@ void bank_backward(const ElmArgs& s) {
   const int64_t lanes = 64 / sizeof(T), bp = (batch + lanes - 1) / lanes * lanes;
   std::vector<T> da_t(fb ? d_a * bp : 0, T(0)), dc_t(fb ? d_tree * bp : 0);
   // q_t, ∂L/∂o_t and ∂L/∂o_{t−1} (N, bp); c_t of one neuron (d_tree, bp).
-  std::vector<T> q(fb ? nb : 0), q_padded(fb ? n * bp : 0, T(0)), c(fb ? d_tree * bp : 0);
+  std::vector<T> q(fb ? n * bp : 0, T(0)), c(fb ? d_tree * bp : 0);
   std::vector<T> grad_o(fb ? n * bp : 0, T(0)), grad_o_prev(fb ? n * bp : 0);
   T* gv = fb ? out<T>(s.grads->grad_values) : nullptr;
   if (gv) std::fill(gv, gv + s.crow[n * d_tree], T(0));
@@ -1676,9 +1692,7 @@ void bank_backward(const ElmArgs& s) {
 
   for (int64_t t = n_steps - 1; t >= 0; --t) {
     if (fb) {
-      step_reads(s, t, q.data());
-      for (int64_t k = 0; k < n; ++k)
-        std::copy(q.data() + k * batch, q.data() + (k + 1) * batch, &q_padded[k * bp]);
+      step_reads(s, t, q.data(), bp);
       std::fill(grad_o_prev.begin(), grad_o_prev.end(), T(0));
     }
     for (int64_t k = 0; k < n; ++k) {
@@ -1734,7 +1748,7 @@ void bank_backward(const ElmArgs& s) {
         std::fill(dc_t.begin(), dc_t.end(), T(0));
         add_mat_mat_t(dc_t.data(), da_t.data(), in<T>(s.w_branch) + k * d_a * d_tree, d_a,
                       d_tree, bp);
-        branch_pass(c.data(), grad_o_prev.data(), gv, q_padded.data(), dc_t.data(), values,
+        branch_pass(c.data(), grad_o_prev.data(), gv, q.data(), dc_t.data(), values,
                     s.crow + k * d_tree, s.col, d_tree, bp);
       }
       for (int64_t l = 0; l < n_layers; ++l) {
@@ -1747,11 +1761,7 @@ void bank_backward(const ElmArgs& s) {
       };
       sums.add(k, 1, prev, {da, 0, d_a}, {c.data(), 0, 1}, bp, acts.data(), grads_out.data());
       if (fb) sums.add_readout(k, t);
-      for (int64_t b = 0; b < batch && table; ++b) {
-        T* __restrict row = table + (s.tokens[t * batch + b] * n + k) * d_a;
-        const T* __restrict src = da + b * d_a;
-        for (int64_t j = 0; j < d_a; ++j) row[j] += src[j];
-      }
+      if (table) add_token_rows(table, s.tokens, t, k, n, batch, d_a, da);
     }
     if (fb) {  // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, summed by the neurons' passes
       if (drop)
@@ -2068,11 +2078,7 @@ void token_grad(int64_t steps, int64_t n, int64_t batch, int64_t d_a, int64_t ta
   std::fill(grad_table, grad_table + table_rows * d_a, T(0));
   for (int64_t t = 0; t < steps; ++t)
     for (int64_t k = 0; k < n; ++k)
-      for (int64_t b = 0; b < batch; ++b) {
-        const T* __restrict src = grad + ((t * n + k) * batch + b) * d_a;
-        T* __restrict dst = grad_table + (tokens[t * batch + b] * n + k) * d_a;
-        for (int64_t j = 0; j < d_a; ++j) dst[j] += src[j];
-      }
+      add_token_rows(grad_table, tokens, t, k, n, batch, d_a, grad + (t * n + k) * batch * d_a);
 }
 
 // The composed input matrix of a bank (elmnet.network.ELMBank.feedforward_matrix): every
@@ -2123,12 +2129,6 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
   }
 }
 
-
-// out (p × q, row-major) += Σ_{t < n_steps, b < batch} x_{t,b}ᵀ y_{t,b}, x_{t,b} = xrow(t, b)
-// (p values, `xs` apart) and y_{t,b} = yrow(t, b) (q values). Register tiles of H ≤ 8 rows
-// of out by one vector of columns, so each (t, b) costs H multiply-adds (each with its x
-// broadcast from memory) with no memory accumulator to wait on; every element is summed
-// over t, then b, in order.
 // c_t = S q_t and ∂L/∂S_e += Σ_b ∂L/∂c_t[row_e, b] q_t[col_e, b] in one pass over the
 // entries, for B samples (of `ld_all` per row in q, dc and c): few enough that each row's
 // B sums and its B values of ∂L/∂c stay in registers (summed in memory, at batch 1 each
@@ -2167,6 +2167,8 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t n_layers = s.n_layers, d_a = s.widths[0], nb = n * batch;
   const T* grad_z = out<T>(s.grad_z);
   const T* grad_pre = n_layers ? in<T>(s.grad_acts[0]) : grad_z;
+  // ∂L/∂ of layer l's output: the next layer's input, or z.
+  auto grad_out = [&](int64_t l) { return l + 1 < n_layers ? in<T>(s.grad_acts[l + 1]) : grad_z; };
   // Row (t, k, b) of a (T, N, B, width) tensor.
   auto row = [=](int64_t t, int64_t k, int64_t b) { return (t * n + k) * batch + b; };
 
@@ -2189,7 +2191,7 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
     const int64_t steps = std::min(kChunk, n_steps - t0);
     for (int64_t t = t0; t < t0 + steps && fb; ++t) {
-      step_reads(s, t, q.data());
+      step_reads(s, t, q.data(), batch);
       T* c_rows = c.data() + (t - t0) * rows * batch;
       // Up to 8 samples at a time, from the same reads of q_t.
       const T* dc = grad_branches + t * rows * batch;
@@ -2214,8 +2216,7 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
         const T* m = previous_memory<T>(s, t, k + 1);
         prefetch(m, m + batch * d_m);
         for (int64_t l = 0; l < n_layers; ++l) {
-          const T* a = in<T>(s.acts[l]);
-          const T* go = l + 1 < n_layers ? in<T>(s.grad_acts[l + 1]) : grad_z;
+          const T *a = in<T>(s.acts[l]), *go = grad_out(l);
           prefetch(a + r * s.widths[l], a + (r + batch) * s.widths[l]);
           prefetch(go + r * s.widths[l + 1], go + (r + batch) * s.widths[l + 1]);
         }
@@ -2226,9 +2227,8 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
       const int64_t first = row(t0, k, 0);
       for (int64_t l = 0; l < n_layers; ++l) {
         const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-        const T* go = l + 1 < n_layers ? in<T>(s.grad_acts[l + 1]) : grad_z;
         acts[l] = {in<T>(s.acts[l]) + first * w_in, nb * w_in, w_in};
-        grads_out[l] = {go + first * w_out, nb * w_out, w_out};
+        grads_out[l] = {grad_out(l) + first * w_out, nb * w_out, w_out};
       }
       const Rows<T> branches{fb ? c.data() + k * d_tree * batch : nullptr, rows * batch, 1};
       sums.add(k, steps, prev, {grad_pre + first * d_a, nb * d_a, d_a}, branches, batch,
