@@ -994,6 +994,15 @@ inline void scatter_lanes(T* x, const int32_t* idx, Vec<T> v, int64_t live) {
 #endif
 }
 
+// Asks for [first, end) in cache ahead of its use, a line at a time: for blocks of rows
+// far apart in memory, which the hardware's prefetchers (within a 4 KiB page) miss.
+template <typename T>
+inline void prefetch(const T* first, const T* end) {
+  const char* last = reinterpret_cast<const char*>(end);
+  for (auto* a = reinterpret_cast<const char*>(first); a < last; a += 64)
+    __builtin_prefetch(a, 0, 3);
+}
+
 template <typename T>
 inline Vec<T> load_vec(const T* p) {
   Vec<T> v;
@@ -1041,6 +1050,29 @@ struct LaneBuffer {
     p = raw.data() + ((64 - address % 64) % 64) / sizeof(T);
   }
 };
+
+// Lane offsets l · stride of one group's neurons in a (·, N, B, width) layout.
+template <typename T>
+std::vector<int32_t> lane_steps(int64_t stride) {
+  std::vector<int32_t> steps(kVecLanes<T>);
+  for (int64_t l = 0; l < kVecLanes<T>; ++l) steps[l] = static_cast<int32_t>(l * stride);
+  return steps;
+}
+
+// One group's rows of a (·, N, B, width) tensor ↔ its lane layout (width, L), by block
+// transposes: the rows of lanes [0, live), `ld` apart, each `width` long. A gather or
+// scatter per column touched L cache lines each and waited on them; the transposes read
+// and write whole rows. rows_to_lanes zeroes the lanes past `live`.
+template <typename T>
+void rows_to_lanes(T* dst, const T* src, int64_t ld, int64_t width, int64_t live) {
+  if (live < kVecLanes<T>) std::fill(dst, dst + width * kVecLanes<T>, T(0));
+  transpose(dst, kVecLanes<T>, src, ld, live, width);
+}
+
+template <typename T>
+void lanes_to_rows(T* dst, int64_t ld, const T* src, int64_t width, int64_t live) {
+  transpose(dst, ld, src, kVecLanes<T>, width, live);
+}
 
 // (N, rows, cols) per-neuron weights → (groups, rows, cols, L), neuron g·L + l in lane l;
 // lanes past N stay zero.
@@ -1270,19 +1302,12 @@ void bank_forward_lanes(const ElmArgs& s) {
   if (pairs == 4) sums = branch_sums<T, 4>;
   LaneBuffer<T> q(fb ? batch * q_stride : 0);
 
-  // Lane offsets of one group in the (·, N, B, width) layouts: l · B · width; step_w[l]
-  // for the pre-activations a^l kept for the backward pass (acts, width widths[l]).
-  // With token input a group's rows of the table are consecutive: lanes d_a apart.
-  std::vector<int32_t> step_a(L), step_m(L), step_1(L);
-  std::vector<std::vector<int32_t>> step_w(acts_kept ? n_layers : 0, std::vector<int32_t>(L));
-  for (int64_t l = 0; l < L; ++l) {
-    step_a[l] = static_cast<int32_t>(s.tokens ? l * d_a : l * batch * d_a);
-    step_m[l] = static_cast<int32_t>(l * batch * d_m);
-    step_1[l] = static_cast<int32_t>(l * batch);
-    for (size_t k = 0; k < step_w.size(); ++k)
-      step_w[k][l] = static_cast<int32_t>(l * batch * s.widths[k]);
-  }
+  // Lane offsets l · B of one group in the (·, N, B) layouts of o_t and r̄_t. A group's rows
+  // of pre are B · d_a apart; with token input, rows of the table, d_a apart.
+  const std::vector<int32_t> step_1 = lane_steps<T>(batch);
+  const int64_t pre_stride = s.tokens ? d_a : batch * d_a;
   LaneBuffer<T> x(std::max(d_in, widest) * L), a(widest * L), h(widest * L), th(d_m * L);
+  LaneBuffer<T> pre_lanes(d_a * L);
 
   const T* pre = in<T>(s.pre);
   const T* drop = in<T>(s.drop);
@@ -1318,16 +1343,24 @@ void bank_forward_lanes(const ElmArgs& s) {
         lane_outputs<T, 8>(a.p, x.p, w1, d_in, d_a, 0);
         const T* pre_g = s.tokens ? pre + (s.tokens[t * batch + b] * n + g * L) * d_a
                                   : pre + rows * d_a;
+        {  // the next group's rows of pre (or the first group's of the next step)
+          const int64_t g1 = g + 1 < groups ? g + 1 : 0, t1 = g + 1 < groups ? t : t + 1;
+          if (t1 < n_steps) {
+            const int64_t lanes = std::min(L, n - g1 * L);
+            const T* p1 = s.tokens ? pre + (s.tokens[t1 * batch + b] * n + g1 * L) * d_a
+                                   : pre + ((t1 * n + g1 * L) * batch + b) * d_a;
+            for (int64_t l = 0; l < lanes; ++l)
+              prefetch(p1 + l * pre_stride, p1 + l * pre_stride + d_a);
+          }
+        }
+        rows_to_lanes(pre_lanes.p, pre_g, pre_stride, d_a, live);
         for (int64_t j = 0; j < d_a; ++j)
-          store_vec(a.p + j * L,
-                    load_vec(a.p + j * L) + gather_lanes(pre_g + j, step_a.data(), live));
+          store_vec(a.p + j * L, load_vec(a.p + j * L) + load_vec(pre_lanes.p + j * L));
         // h = σ(a), a ← v + h V through the layers; the last gives z_t.
         for (int64_t l = 0; l < n_layers; ++l) {
           const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
           if (acts_kept)  // a^l, where the backward pass reads it
-            for (int64_t j = 0; j < w_in; ++j)
-              scatter_lanes(out<T>(s.acts[l]) + rows * w_in + j, step_w[l].data(),
-                            load_vec(a.p + j * L), live);
+            lanes_to_rows(out<T>(s.acts[l]) + rows * w_in, batch * w_in, a.p, w_in, live);
           activate(h.p, a.p, w_in * L, act);
           std::copy_n(b_layer[l].p + (g * batch + b) * w_out * L, w_out * L, a.p);
           lane_outputs<T, 8>(a.p, h.p, w_layer[l].p + g * w_in * w_out * L, w_in, w_out, 0);
@@ -1337,10 +1370,8 @@ void bank_forward_lanes(const ElmArgs& s) {
         const T* kap = kappa.p + (g * batch + b) * d_m * L;
         const T* gn = gain.p + (g * batch + b) * d_m * L;
         for (int64_t j = 0; j < d_m * L; ++j) m[j] = kap[j] * x.p[j] + gn[j] * th.p[j];
-        for (int64_t j = 0; j < d_m; ++j) {
-          scatter_lanes(mlp_out + rows * d_m + j, step_m.data(), load_vec(a.p + j * L), live);
-          scatter_lanes(memories + rows * d_m + j, step_m.data(), load_vec(m + j * L), live);
-        }
+        lanes_to_rows(mlp_out + rows * d_m, batch * d_m, a.p, d_m, live);
+        lanes_to_rows(memories + rows * d_m, batch * d_m, m, d_m, live);
         if (fb) {
           // r_t = m_t · w_y, r̄_t = r̄_{t−1} + (1 − κ_r)(r_t − r̄_{t−1}), o_t = relu(r − r̄ + β)
           Vec<T> r{};
@@ -1423,15 +1454,6 @@ void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int6
       for (int h = 0; h < H; ++h) acc[h] += x[h * xs] * y;
     }
   for (int h = 0; h < H; ++h) store_head(out + (i0 + h) * q + j0, acc[h], w);
-}
-
-// Asks for [first, end) in cache ahead of its use, a line at a time: for blocks of rows
-// far apart in memory, which the hardware's prefetchers (within a 4 KiB page) miss.
-template <typename T>
-inline void prefetch(const T* first, const T* end) {
-  const char* last = reinterpret_cast<const char*>(end);
-  for (auto* a = reinterpret_cast<const char*>(first); a < last; a += 64)
-    __builtin_prefetch(a, 0, 3);
 }
 
 // Every tile runs over a block of steps before the next block (≈ 32 KB of x and y, so
@@ -1794,14 +1816,6 @@ void bank_backward(const ElmArgs& s) {
 // forward's branch sums: `branch_sums` with hardware gathers), never a scatter whose lanes
 // could collide on one source.
 
-// Lane offsets l · stride of one group's neurons in a (·, N, B, width) layout.
-template <typename T>
-std::vector<int32_t> lane_steps(int64_t stride) {
-  std::vector<int32_t> steps(kVecLanes<T>);
-  for (int64_t l = 0; l < kVecLanes<T>; ++l) steps[l] = static_cast<int32_t>(l * stride);
-  return steps;
-}
-
 // (groups, B, width, L) → (N, B, width): the inverse of `states_to_lanes`.
 template <typename T>
 void states_from_lanes(T* dst, const T* src, int64_t n, int64_t batch, int64_t width) {
@@ -1829,12 +1843,10 @@ void bank_backward_lanes(const ElmArgs& s) {
   to_lanes(u_t.p, in<T>(s.u), n, d_a, d_m, d_a, 0);
   if (fb) to_lanes(wb_t.p, in<T>(s.w_branch), n, d_a, d_tree, d_a, 0);
   std::vector<LaneBuffer<T>> w_layer;
-  std::vector<std::vector<int32_t>> step_act;
   for (int64_t l = 0; l < n_layers; ++l) {
     const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
     w_layer.emplace_back(groups * w_out * w_in * L);
     to_lanes(w_layer.back().p, in<T>(s.weights[l]), n, w_out, w_in, w_out, 0);
-    step_act.push_back(lane_steps<T>(batch * w_in));
   }
   const int64_t states = groups * batch * d_m * L;
   LaneBuffer<T> kappa(states), gain(states), carry(states);
@@ -1874,9 +1886,9 @@ void bank_backward_lanes(const ElmArgs& s) {
     sources = gather_lists(n, 1, crow_t.data(), index_t.data(), values ? value_t.data() : nullptr);
   }
 
-  const std::vector<int32_t> step_m = lane_steps<T>(batch * d_m), step_1 = lane_steps<T>(batch),
-                             step_l = lane_steps<T>(L);
+  const std::vector<int32_t> step_1 = lane_steps<T>(batch), step_l = lane_steps<T>(L);
   LaneBuffer<T> grad(d_m * L), da(widest * L), dh(widest * L), a(widest * L);
+  LaneBuffer<T> z(d_m * L), m_prev(d_m * L), dz_out(d_m * L);  // this step's rows, in lanes
 
   const auto [kappa_in, gain_in, mlp_out, grad_memories, grad_mlp_out, grad_z, carry_in,
               grad_kappa, grad_gain] = backward_io<T>(s);
@@ -1894,11 +1906,12 @@ void bank_backward_lanes(const ElmArgs& s) {
         const int64_t state = (g * batch + b) * L;
         T* cr = carry.p + state * d_m;
         // ∂L/∂m_t: from outside, from step t+1 (the carry) and, with feedback, through o_t.
-        for (int64_t j = 0; j < d_m; ++j) {
-          V v = load_vec(cr + j * L);
-          if (grad_memories)
-            v = gather_lanes(grad_memories + rows * d_m + j, step_m.data(), live) + v;
-          store_vec(grad.p + j * L, v);
+        if (grad_memories) {
+          rows_to_lanes(grad.p, grad_memories + rows * d_m, batch * d_m, d_m, live);
+          for (int64_t j = 0; j < d_m; ++j)
+            store_vec(grad.p + j * L, load_vec(grad.p + j * L) + load_vec(cr + j * L));
+        } else {
+          std::copy_n(cr, d_m * L, grad.p);
         }
         if (fb) {
           const V co = load_vec(carry_out.p + b * np + g * L);
@@ -1918,31 +1931,31 @@ void bank_backward_lanes(const ElmArgs& s) {
         }
         // ∂L/∂z_t = ∂L/∂m_t ⊙ g (1 − tanh² z_t) [+ ∂L/∂z_t from outside]
         const T* gn = gain.p + state * d_m;
-        const T* m_prev = previous_memory<T>(s, t, g * L) + b * d_m;
+        rows_to_lanes(z.p, mlp_out + rows * d_m, batch * d_m, d_m, live);
+        rows_to_lanes(m_prev.p, previous_memory<T>(s, t, g * L) + b * d_m, batch * d_m, d_m,
+                      live);
+        if (grad_mlp_out)
+          rows_to_lanes(dz_out.p, grad_mlp_out + rows * d_m, batch * d_m, d_m, live);
         for (int64_t j = 0; j < d_m; ++j) {
           const V gj = load_vec(grad.p + j * L);
-          const V p = tanh_lanes<T>(gather_lanes(mlp_out + rows * d_m + j, step_m.data(), live));
+          const V p = tanh_lanes<T>(load_vec(z.p + j * L));
           T* sk = sum_kappa.p + state * d_m + j * L;
           T* sg = sum_gain.p + state * d_m + j * L;
-          store_vec(sk, load_vec(sk) + gj * gather_lanes(m_prev + j, step_m.data(), live));
+          store_vec(sk, load_vec(sk) + gj * load_vec(m_prev.p + j * L));
           store_vec(sg, load_vec(sg) + gj * p);
           V dz = gj * (load_vec(gn + j * L) * (T(1) - p * p));
-          if (grad_mlp_out) dz += gather_lanes(grad_mlp_out + rows * d_m + j, step_m.data(), live);
+          if (grad_mlp_out) dz += load_vec(dz_out.p + j * L);
           store_vec(da.p + j * L, dz);
-          scatter_lanes(grad_z + rows * d_m + j, step_m.data(), dz, live);
         }
+        lanes_to_rows(grad_z + rows * d_m, batch * d_m, da.p, d_m, live);
         // Down the layers: dh = da Vᵀ, then da = dh ⊙ σ'(a) at the layer's input.
         for (int64_t l = n_layers - 1; l >= 0; --l) {
           const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
           std::fill(dh.p, dh.p + w_in * L, T(0));
           lane_outputs<T, 8>(dh.p, da.p, w_layer[l].p + g * w_out * w_in * L, w_out, w_in, 0);
-          const T* acts = in<T>(s.acts[l]) + rows * w_in;
-          for (int64_t i = 0; i < w_in; ++i)
-            store_vec(a.p + i * L, gather_lanes(acts + i, step_act[l].data(), live));
+          rows_to_lanes(a.p, in<T>(s.acts[l]) + rows * w_in, batch * w_in, w_in, live);
           times_slope(da.p, dh.p, w_in * L, a.p, 1, w_in * L, act);
-          T* grad_act = out<T>(s.grad_acts[l]) + rows * w_in;
-          for (int64_t i = 0; i < w_in; ++i)
-            scatter_lanes(grad_act + i, step_act[l].data(), load_vec(da.p + i * L), live);
+          lanes_to_rows(out<T>(s.grad_acts[l]) + rows * w_in, batch * w_in, da.p, w_in, live);
         }
         // ∂L/∂m_{t−1} = ∂L/∂m_t ⊙ κ + ∂L/∂a⁰ Uᵀ
         const T* kap = kappa.p + state * d_m;
@@ -2115,11 +2128,15 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
   for (int64_t k = 0; k < n_slots; ++k) {
     const int64_t offset = ((row[k] / d_tree) * fan_in + row[k] % d_tree) * d_a;
     const T* __restrict gk = g + target[k] * d_a;
-    if (grad_w_s) {
+    if (grad_w_s) {  // a dot product in vector lanes: a scalar chain of d_a dependent adds
+      constexpr int64_t L = kVecLanes<T>;  // had been 5 % of an Enwik8 step at batch 1
       const T* __restrict src = w_first + offset;
-      T dot = T(0);
-      for (int64_t j = 0; j < d_a; ++j) dot += gk[j] * src[j];
-      grad_w_s[slot[k]] = scale * dot;
+      Vec<T> dot{};
+      for (int64_t j = 0; j < d_a; j += L) {
+        const int64_t count = std::min(L, d_a - j);
+        dot += load_head(gk + j, count) * load_head(src + j, count);
+      }
+      grad_w_s[slot[k]] = scale * lane_sum<T>(dot);
     }
     if (grad_w_first) {
       const T w = scale * w_s[slot[k]];
@@ -2129,29 +2146,72 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
   }
 }
 
-// c_t = S q_t and ∂L/∂S_e += Σ_b ∂L/∂c_t[row_e, b] q_t[col_e, b] in one pass over the
-// entries, for B samples (of `ld_all` per row in q, dc and c): few enough that each row's
-// B sums and its B values of ∂L/∂c stay in registers (summed in memory, at batch 1 each
-// entry waited on the last one's store: most of Enwik8's weight gradients there).
-template <typename T, int B, bool kAll>
-void rebuild_and_values_grad(T* c, const T* q, const T* dc, int64_t ld_all, const T* values,
-                             const int32_t* crow, const int32_t* col, int64_t rows, T* gv) {
-  const int64_t ld = kAll ? B : ld_all;  // kAll: B is every sample (a constant stride)
+// c_t = S q_t and ∂L/∂S_e += Σ ∂L/∂c_t[row_e] q_t[col_e] over a chunk of steps and samples
+// at once, in one pass over the entries. Each row of Q (N, W) and of ∂L/∂C and C (rows, W)
+// holds its values of every sample and step of the chunk side by side (W = samples ·
+// steps, column b · steps + t), so an entry is W-wide vector work: S's value multiplied
+// into its row's C and one dot product for ∂L/∂S_e, where per step at batch 1 it had been a
+// scalar multiply-add and a read-modify-write of ∂L/∂S_e (a sixth of an Enwik8 training
+// step there). Each C value is still summed in entry order. This call takes the columns
+// [0, V·L) of rows `ld` apart, the last vector `tail` lanes wide; V vectors of C and of
+// ∂L/∂C stay in registers while the row's entries stream past.
+template <typename T, int V>
+void rebuild_columns(T* ct, const T* qt, const T* dct, int64_t ld, int64_t tail,
+                     const T* values, const int32_t* crow, const int32_t* col, int64_t rows,
+                     T* gv) {
+  constexpr int64_t L = kVecLanes<T>;
+  auto load = [tail](const T* p, int v) {
+    return v + 1 < V ? load_vec(p + v * L) : load_head(p + v * L, tail);
+  };
   for (int64_t r = 0; r < rows; ++r) {
-    T acc[B] = {}, d[B];
-    for (int b = 0; b < B; ++b) d[b] = dc[r * ld + b];
+    Vec<T> acc[V] = {}, d[V];
+    for (int v = 0; v < V; ++v) d[v] = load(dct + r * ld, v);
     for (int32_t e = crow[r]; e < crow[r + 1]; ++e) {
-      const T* qs = q + static_cast<int64_t>(col[e]) * ld;
-      const T v = values[e];
-      T dot = T(0);
-      for (int b = 0; b < B; ++b) {
-        acc[b] += v * qs[b];
-        dot += d[b] * qs[b];
+      const T* qs = qt + static_cast<int64_t>(col[e]) * ld;
+      const T value = values[e];
+      Vec<T> dot{};
+      for (int v = 0; v < V; ++v) {
+        const Vec<T> x = load(qs, v);
+        acc[v] += value * x;
+        dot += d[v] * x;
       }
-      gv[e] += dot;
+      gv[e] += lane_sum<T>(dot);
     }
-    for (int b = 0; b < B; ++b) c[r * ld + b] = acc[b];
+    for (int v = 0; v < V; ++v) {
+      if (v + 1 < V)
+        store_vec(ct + r * ld + v * L, acc[v]);
+      else
+        store_head(ct + r * ld + v * L, acc[v], tail);
+    }
   }
+}
+
+// `rebuild_columns` for a chunk: q (steps, N · batch) and dc (steps, rows · batch) in, c
+// (steps, rows · batch) out, through time-inner copies in `work` (transposes).
+template <typename T>
+void rebuild_chunk(T* c, const T* q, const T* dc, int64_t steps, int64_t n, int64_t rows,
+                   int64_t batch, const T* values, const int32_t* crow, const int32_t* col,
+                   T* gv, std::vector<T>& work) {
+  constexpr int64_t L = kVecLanes<T>, kMaxVectors = 8;
+  const int64_t w = batch * steps;
+  work.resize((n + 2 * rows) * w);
+  T *qt = work.data(), *dct = qt + n * w, *ct = dct + rows * w;
+  transpose(qt, steps, q, n * batch, steps, n * batch);
+  transpose(dct, steps, dc, rows * batch, steps, rows * batch);
+  for (int64_t w0 = 0; w0 < w; w0 += kMaxVectors * L) {
+    const int64_t width = std::min(kMaxVectors * L, w - w0), vectors = vectors_for(width, L);
+    const int64_t tail = width - (vectors - 1) * L;
+    switch (vectors) {
+#define ELM_REBUILD_CASE(V)                                                                     \
+  case V:                                                                                       \
+    rebuild_columns<T, V>(ct + w0, qt + w0, dct + w0, w, tail, values, crow, col, rows, gv); \
+    break;
+      ELM_REBUILD_CASE(1) ELM_REBUILD_CASE(2) ELM_REBUILD_CASE(3) ELM_REBUILD_CASE(4)
+      ELM_REBUILD_CASE(5) ELM_REBUILD_CASE(6) ELM_REBUILD_CASE(7) ELM_REBUILD_CASE(8)
+#undef ELM_REBUILD_CASE
+    }
+  }
+  transpose(c, rows * batch, ct, steps, rows * batch, steps);
 }
 
 // The weight gradients of the recurrence after a reverse-time loop, from the per-step
@@ -2186,27 +2246,14 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t kChunk =
       fb ? std::clamp<int64_t>((int64_t(8) << 20) / (sizeof(T) * rows * batch), 1, 32) : 32;
   WeightSums<T> sums(s, g, kChunk);
-  std::vector<T> q(fb ? nb : 0), c(fb ? kChunk * rows * batch : 0);
+  std::vector<T> q(fb ? kChunk * nb : 0), c(fb ? kChunk * rows * batch : 0), work;
   std::vector<Rows<T>> acts(n_layers), grads_out(n_layers);
   for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
     const int64_t steps = std::min(kChunk, n_steps - t0);
-    for (int64_t t = t0; t < t0 + steps && fb; ++t) {
-      step_reads(s, t, q.data(), batch);
-      T* c_rows = c.data() + (t - t0) * rows * batch;
-      // Up to 8 samples at a time, from the same reads of q_t.
-      const T* dc = grad_branches + t * rows * batch;
-      for (int64_t b = 0; b < batch; b += 8) {
-        switch (std::min<int64_t>(8, batch - b)) {
-#define ELM_REBUILD_CASE(B)                                                                  \
-  case B:                                                                                    \
-    (batch == B ? rebuild_and_values_grad<T, B, true> : rebuild_and_values_grad<T, B, false>)( \
-        c_rows + b, q.data() + b, dc + b, batch, values, s.crow, s.col, rows, gv);           \
-    break;
-          ELM_REBUILD_CASE(1) ELM_REBUILD_CASE(2) ELM_REBUILD_CASE(3) ELM_REBUILD_CASE(4)
-          ELM_REBUILD_CASE(5) ELM_REBUILD_CASE(6) ELM_REBUILD_CASE(7) ELM_REBUILD_CASE(8)
-#undef ELM_REBUILD_CASE
-        }
-      }
+    if (fb) {
+      for (int64_t t = t0; t < t0 + steps; ++t) step_reads(s, t, q.data() + (t - t0) * nb, batch);
+      rebuild_chunk(c.data(), q.data(), grad_branches + t0 * rows * batch, steps, n, rows,
+                    batch, values, s.crow, s.col, gv, work);
     }
     for (int64_t k = 0; k < n; ++k) {
       // The next neuron's rows of the chunk while this one's are summed.
