@@ -1074,18 +1074,18 @@ void lanes_to_rows(T* dst, int64_t ld, const T* src, int64_t width, int64_t live
   transpose(dst, ld, src, kVecLanes<T>, width, live);
 }
 
-// (N, rows, cols) per-neuron weights → (groups, rows, cols, L), neuron g·L + l in lane l;
-// lanes past N stay zero.
+// (N, rows, cols) per-neuron weights → (groups, rows, cols, L), neuron g·L + l in lane l
+// (into rows [row0, row0 + rows) of dst_rows); lanes past N stay zero. A group is one
+// transpose of its L neurons' blocks: the scalar copy, one strided store per weight, had
+// been most of a short Enwik8 forward's setup per call.
 template <typename T>
 void to_lanes(T* dst, const T* src, int64_t n, int64_t rows, int64_t cols, int64_t dst_rows,
               int64_t row0) {
   constexpr int64_t L = kVecLanes<T>;
-  for (int64_t k = 0; k < n; ++k) {
-    const int64_t g = k / L, l = k % L;
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < cols; ++j)
-        dst[((g * dst_rows + row0 + i) * cols + j) * L + l] = src[(k * rows + i) * cols + j];
-  }
+  const int64_t size = rows * cols;
+  for (int64_t g = 0; g * L < n; ++g)
+    transpose(dst + (g * dst_rows + row0) * cols * L, L, src + g * L * size, size,
+              std::min(L, n - g * L), size);
 }
 
 // (N, B, width) → (groups, B, width, L).
