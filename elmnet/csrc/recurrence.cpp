@@ -2020,9 +2020,13 @@ void bank_backward_lanes(const ElmArgs& s) {
 // 1 thread, shared 2-core machine, two alternations; lanes vs batch-inner): SHD-Adding
 // (N 96, T 1000) batch 2: 32–35k vs 23k, 4: 30–31k vs 32–33k, 8: 32–33k vs 38k; the small
 // sweep bank (N 24, T 200) batch 4: 69–77k vs 69–71k, 8: 73–87k vs 89–90k; Enwik8 (N 742,
-// T 100) batch 2: 528–569 vs 487–492, 4: 753–755 vs 797–853. So with feedback up to batch
-// 4, half that past 128 neurons. (The loops alone, before the batch-inner loop summed the
-// weight gradients, had put the limit at 8.) Without feedback (the network's readout: N
+// T 100) batch 2: 528–569 vs 487–492, 4: 753–755 vs 797–853. Once `weight_grads` rebuilt
+// c_t and summed ∂L/∂S along a chunk's steps (`rebuild_chunk`) and the lanes loops moved
+// rows by transposes, again (an AMD EPYC machine, two alternations): Enwik8 batch 4:
+// 642–644 vs 545–573, 8: 775–861 vs 874–881; SHD-Adding batch 8: 27–41k vs 40–51k, 16:
+// 33k vs 42–44k; small batch 8: 114–122k vs 136–164k. So with feedback up to batch 4 at
+// every N. (The loops alone, before the batch-inner loop summed the weight gradients, had
+// put the limit at 8.) Without feedback (the network's readout: N
 // 19, d_m 3, a linear MLP) the lanes loop beat `plain_backward` at every batch measured,
 // 1 to 64 (0.2 vs 0.6 µs at 1, 11.7 vs 14.2 at 64, float32), but only once a group's lanes
 // are at least half full; a lone neuron (the NeuronIO neuron, N = 1) keeps `plain_backward`.
@@ -2032,7 +2036,7 @@ constexpr int64_t kLanesPlainMaxBatch = 64;
 template <typename T>
 inline bool backward_on_lanes(const ElmArgs& s) {
   if (!s.feedback) return s.n >= kVecLanes<T> / 2 && s.batch <= kLanesPlainMaxBatch;
-  return s.batch <= (s.n <= 128 ? kLanesBackwardMaxBatch : kLanesBackwardMaxBatch / 2);
+  return s.batch <= kLanesBackwardMaxBatch;
 }
 
 template <typename T>
