@@ -179,7 +179,7 @@ def _build():
         "elm_bank_pre": (None, [i64] * 4 + [ptr] * 3),
         "elm_bank_pre_grad": (None, [i64] * 4 + [ptr] * 3),
         "elm_token_grad": (None, [i64] * 5 + [ptr] * 3),
-        "elm_ff_matrix": (None, [i64] * 5 + [ptr] * 5 + [ctypes.c_double, ptr]),
+        "elm_ff_matrix": (None, [i64] * 5 + [ptr] * 5 + [ctypes.c_double, ptr, i64, ptr]),
         "elm_ff_matrix_grad": (None, [i64] * 6 + [ptr] * 5 + [ctypes.c_double] + [ptr] * 3),
     }
     lib.elm_tanh_f32.argtypes, lib.elm_tanh_f32.restype = [i64, ptr, ptr], None
@@ -603,32 +603,37 @@ class _FeedforwardMatrix(torch.autograd.Function):
     """A bank's composed input matrix from its synapse weights (see `feedforward_matrix`)."""
 
     @staticmethod
-    def forward(ctx, w_s, w_first, slot, row, target, d_tree, n_rows, scale):
+    def forward(ctx, w_s, w_first, bias, slot, row, target, d_tree, n_rows, scale):
         w_s, w_first = w_s.contiguous(), w_first.contiguous()
+        bias = None if bias is None else bias.contiguous()
         d_a = w_first.shape[-1]
         matrix = w_first.new_empty(n_rows, d_a)
         _typed("elm_ff_matrix", w_first.dtype)(
             slot.numel(), d_a, d_tree, w_first.shape[1], n_rows, _ptr(slot), _ptr(row),
-            _ptr(target), _ptr(w_s), _ptr(w_first), scale, _ptr(matrix),
+            _ptr(target), _ptr(w_s), _ptr(w_first), scale, _ptr(bias),
+            0 if bias is None else bias.shape[0], _ptr(matrix),
         )  # fmt: skip
         ctx.save_for_backward(w_s, w_first, slot, row, target)
-        ctx.sizes = (d_tree, scale)
+        ctx.sizes = (d_tree, scale, None if bias is None else bias.shape[0])
         return matrix
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         w_s, w_first, slot, row, target = ctx.saved_tensors
-        d_tree, scale = ctx.sizes
+        d_tree, scale, n_bias = ctx.sizes
         grad = grad.contiguous()
         grad_w_s = torch.empty_like(w_s) if ctx.needs_input_grad[0] else None
         grad_w_first = torch.empty_like(w_first) if ctx.needs_input_grad[1] else None
+        grad_bias = None
+        if n_bias is not None and ctx.needs_input_grad[2]:
+            grad_bias = grad.view(-1, n_bias, grad.shape[-1]).sum(0)
         _typed("elm_ff_matrix_grad", w_first.dtype)(
             slot.numel(), w_first.shape[-1], d_tree, w_first.shape[1], w_s.numel(),
             w_first.numel(), _ptr(slot), _ptr(row), _ptr(target), _ptr(w_s), _ptr(w_first),
             scale, _ptr(grad), _ptr(grad_w_s), _ptr(grad_w_first),
         )  # fmt: skip
-        return grad_w_s, grad_w_first, None, None, None, None, None, None
+        return grad_w_s, grad_w_first, grad_bias, None, None, None, None, None, None
 
 
 def feedforward_matrix(
@@ -640,13 +645,15 @@ def feedforward_matrix(
     d_tree: int,
     n_rows: int,
     scale: float,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The composed input matrix of `elmnet.network.ELMBank.feedforward_matrix` in one C++
-    pass each way (differentiable in w_s and w_first): (n_rows, d_a), row target[k] summing
-    (scale · w_s.flatten()[slot[k]]) · w_first[row[k] // d_tree, row[k] % d_tree] over the
-    feed-forward slots k (int64 indices, sorted by target). w_s (N, k_c) and w_first (N,
-    fan_in, d_a) float32/float64 CPU tensors of one dtype."""
-    return _FeedforwardMatrix.apply(w_s, w_first, slot, row, target, d_tree, n_rows, scale)
+    pass each way (differentiable in w_s, w_first and bias): (n_rows, d_a), row target[k]
+    summing (scale · w_s.flatten()[slot[k]]) · w_first[row[k] // d_tree, row[k] % d_tree]
+    over the feed-forward slots k (int64 indices, sorted by target), each row r starting
+    from bias[r % N] when a bias (N, d_a) is given (a token table's), else from zero. w_s
+    (N, k_c), w_first (N, fan_in, d_a) and bias float32/float64 CPU tensors of one dtype."""
+    return _FeedforwardMatrix.apply(w_s, w_first, bias, slot, row, target, d_tree, n_rows, scale)
 
 
 def bank_pre(drive: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

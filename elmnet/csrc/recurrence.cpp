@@ -2107,12 +2107,17 @@ void token_grad(int64_t steps, int64_t n, int64_t batch, int64_t d_a, int64_t ta
 // first layer's branch half (W_first is (N, fan_in, d_a), the branch rows first). The
 // slots come sorted by target, so each row is summed in slot order, as ATen's index_add
 // sums them. One pass where the autograd graph of the same made a dozen ops each way (a
-// tenth of a small network's training step).
+// tenth of a small network's training step). With `bias` (n_bias, d_a) each row starts
+// from bias[row % n_bias] (a token table's bias per neuron) instead of zero.
 template <typename T>
 void ff_matrix(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in, int64_t n_rows,
                const int64_t* slot, const int64_t* row, const int64_t* target, const T* w_s,
-               const T* w_first, T scale, T* matrix) {
-  std::fill(matrix, matrix + n_rows * d_a, T(0));
+               const T* w_first, T scale, const T* bias, int64_t n_bias, T* matrix) {
+  if (bias)
+    for (int64_t r = 0; r < n_rows; ++r)
+      std::copy_n(bias + (r % n_bias) * d_a, d_a, matrix + r * d_a);
+  else
+    std::fill(matrix, matrix + n_rows * d_a, T(0));
   for (int64_t k = 0; k < n_slots; ++k) {
     const T w = scale * w_s[slot[k]];
     const T* __restrict src = w_first + ((row[k] / d_tree) * fan_in + row[k] % d_tree) * d_a;
@@ -2674,9 +2679,9 @@ ELM_TOKEN_GRAD(double, f64)
   void elm_ff_matrix_##SUFFIX(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in, \
                               int64_t n_rows, const int64_t* slot, const int64_t* row,       \
                               const int64_t* target, const T* w_s, const T* w_first,         \
-                              double scale, T* matrix) {                                     \
+                              double scale, const T* bias, int64_t n_bias, T* matrix) {      \
     ff_matrix<T>(n_slots, d_a, d_tree, fan_in, n_rows, slot, row, target, w_s, w_first,      \
-                 T(scale), matrix);                                                          \
+                 T(scale), bias, n_bias, matrix);                                            \
   }                                                                                          \
   void elm_ff_matrix_grad_##SUFFIX(int64_t n_slots, int64_t d_a, int64_t d_tree,            \
                                    int64_t fan_in, int64_t n_weights, int64_t n_first,       \
