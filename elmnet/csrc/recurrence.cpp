@@ -2129,7 +2129,10 @@ void ff_matrix(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in, int
 // Its gradient from G = ∂L/∂matrix: ∂L/∂w_s[slot_k] = scale · G[target_k] · W_first[row_k]
 // and ∂L/∂W_first[row_k] += (scale · w_s[slot_k]) · G[target_k], into grad_w_s (n_weights,
 // zero at the slots not listed: the recurrent ones) and grad_w_first (n_first, zero in the
-// memory half); either may be null (not wanted).
+// memory half); either may be null (not wanted). A slot whose row of G is all zeros adds
+// nothing and is skipped: a token table's gradient has rows only for the tokens that
+// occurred (at Enwik8's batch 1 and T 100, about 80 of 204), and each slot otherwise reads
+// and writes rows of W_first at random.
 template <typename T>
 void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in,
                     int64_t n_weights, int64_t n_first, const int64_t* slot, const int64_t* row,
@@ -2138,8 +2141,9 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
   if (grad_w_s) std::fill(grad_w_s, grad_w_s + n_weights, T(0));
   if (grad_w_first) std::fill(grad_w_first, grad_w_first + n_first, T(0));
   for (int64_t k = 0; k < n_slots; ++k) {
-    const int64_t offset = ((row[k] / d_tree) * fan_in + row[k] % d_tree) * d_a;
     const T* __restrict gk = g + target[k] * d_a;
+    if (std::all_of(gk, gk + d_a, [](T v) { return v == T(0); })) continue;
+    const int64_t offset = ((row[k] / d_tree) * fan_in + row[k] % d_tree) * d_a;
     if (grad_w_s) {  // a dot product in vector lanes: a scalar chain of d_a dependent adds
       constexpr int64_t L = kVecLanes<T>;  // had been 5 % of an Enwik8 step at batch 1
       const T* __restrict src = w_first + offset;
