@@ -266,7 +266,7 @@ class ELMBank(nn.Module):
         """(d_src · N, d_a): scale · (composed input matrix), plus b_first on every
         neuron's rows if `bias` (a token table). The C++ pass folds both into the one
         build: scaling and adding to Enwik8's 24 MB table in ATen took two more passes each
-        way, most of a training call's fixed work at batch 1."""
+        way, over a third of a training call's fixed work at batch 1."""
         n, d_a = self.n, self.w_first.shape[-1]
         if cpp_chosen(self.w_first) and self.w_s.dtype == self.w_first.dtype:
             return cpp_loop.feedforward_matrix(
