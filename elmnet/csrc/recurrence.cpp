@@ -1505,7 +1505,7 @@ struct Rows {
 //   ∂L/∂v_l per state;  with feedback ∂L/∂W_b = Σ c_tᵀ ∂L/∂a⁰_t;
 // and with feedback, a neuron's step at a time (`add_readout`), ∂L/∂w_y = Σ ∂L/∂r_t m_t and
 // ∂L/∂β per state = Σ_t ∂L/∂o-through-ReLU (grad_y). (∂L/∂κ and ∂L/∂g per state: the
-// reverse-time loops, `state_grads`; ∂L/∂S: `branch_pass` or `weight_grads`.)
+// reverse-time loops, `state_grads`; ∂L/∂S: `synapse_pass`.)
 template <typename T>
 class WeightSums {
  public:
@@ -1617,47 +1617,65 @@ inline void add_token_rows(T* table, const int64_t* tokens, int64_t t, int64_t k
   }
 }
 
-// One pass over a neuron's branch rows at step t, P vectors of samples from sample b, each
-// row's ∂L/∂c_t and sums held in registers: c_t = S q_t rebuilt (as the forward summed it,
-// for ∂L/∂W_b), ∂L/∂S_e += Σ_b ∂L/∂c_t[row_e, b] q_t[col_e, b], and ∂L/∂o_{t−1}'s scatter
-// next[col_e] += S_e ∂L/∂c_t[row_e]. Rows of bp samples: q and next (N, bp); c and dc, the
-// neuron's (rows, bp).
-template <typename T, int P>
-inline void branch_pass_p(T* c, T* next, T* gv, const T* q, const T* dc, const T* values,
-                          const int32_t* crow, const int32_t* col, int64_t rows, int64_t bp,
-                          int64_t b) {
-  using V = Vec<T>;
+// One pass over rows [0, rows) of S (CSR crow, col, values) for `width` columns of rows
+// `ld` apart (the samples of one step; or the samples and steps of a chunk, side by side),
+// each row's ∂L/∂c and sums held in registers while its entries stream past:
+//   c = S q rebuilt, each value summed in entry order as the forward sums it (for ∂L/∂W_b);
+//   ∂L/∂S_e += Σ_columns ∂L/∂c[row_e] q[col_e], one dot product per entry;
+//   where `next` is given, ∂L/∂o's scatter next[col_e] += S_e ∂L/∂c[row_e].
+// Summed per column and entry, each entry at batch 1 had been a scalar multiply-add and a
+// read-modify-write of ∂L/∂S_e per step (a sixth of an Enwik8 training step there); in the
+// batch-inner loop, three passes over the entries. `synapse_columns` takes V vectors of
+// columns, the last `tail` lanes wide.
+template <typename T, int V, bool kScatter>
+void synapse_columns(T* c, T* next, T* gv, const T* q, const T* dc, int64_t ld, int64_t tail,
+                     const T* values, const int32_t* crow, const int32_t* col, int64_t rows) {
   constexpr int64_t L = kVecLanes<T>;
+  auto load = [tail](const T* p, int v) {
+    return v + 1 < V ? load_vec(p + v * L) : load_head(p + v * L, tail);
+  };
+  auto store = [tail](T* p, int v, Vec<T> x) {
+    if (v + 1 < V)
+      store_vec(p + v * L, x);
+    else
+      store_head(p + v * L, x, tail);
+  };
   for (int64_t r = 0; r < rows; ++r) {
-    V acc[P] = {}, d[P];
-    for (int p = 0; p < P; ++p) d[p] = load_vec(dc + r * bp + b + p * L);
+    Vec<T> acc[V] = {}, d[V];
+    for (int v = 0; v < V; ++v) d[v] = load(dc + r * ld, v);
     for (int32_t e = crow[r]; e < crow[r + 1]; ++e) {
-      const int64_t j = static_cast<int64_t>(col[e]) * bp + b;
-      const V v = V{} + values[e];
-      V dot = {};
-      for (int p = 0; p < P; ++p) {
-        const V x = load_vec(q + j + p * L);
-        acc[p] += v * x;
-        dot += d[p] * x;
-        store_vec(next + j + p * L, load_vec(next + j + p * L) + v * d[p]);
+      const int64_t j = static_cast<int64_t>(col[e]) * ld;
+      const T value = values[e];
+      Vec<T> dot{};
+      for (int v = 0; v < V; ++v) {
+        const Vec<T> x = load(q + j, v);
+        acc[v] += value * x;
+        dot += d[v] * x;
+        if constexpr (kScatter) store(next + j, v, load(next + j, v) + value * d[v]);
       }
       gv[e] += lane_sum<T>(dot);
     }
-    for (int p = 0; p < P; ++p) store_vec(c + r * bp + b + p * L, acc[p]);
+    for (int v = 0; v < V; ++v) store(c + r * ld, v, acc[v]);
   }
 }
 
 template <typename T>
-void branch_pass(T* c, T* next, T* gv, const T* q, const T* dc, const T* values,
-                 const int32_t* crow, const int32_t* col, int64_t rows, int64_t bp) {
-  constexpr int64_t L = kVecLanes<T>;
-  for (int64_t b = 0; b < bp; b += 8 * L) {
-    switch (std::min<int64_t>(8, (bp - b) / L)) {
-#define ELM_PASS_CASE(P)                                                                \
-  case P: branch_pass_p<T, P>(c, next, gv, q, dc, values, crow, col, rows, bp, b); break;
-      ELM_PASS_CASE(1) ELM_PASS_CASE(2) ELM_PASS_CASE(3) ELM_PASS_CASE(4)
-      ELM_PASS_CASE(5) ELM_PASS_CASE(6) ELM_PASS_CASE(7) ELM_PASS_CASE(8)
-#undef ELM_PASS_CASE
+void synapse_pass(T* c, T* next, T* gv, const T* q, const T* dc, int64_t ld, int64_t width,
+                  const T* values, const int32_t* crow, const int32_t* col, int64_t rows) {
+  constexpr int64_t L = kVecLanes<T>, kMaxVectors = 8;
+  for (int64_t w0 = 0; w0 < width; w0 += kMaxVectors * L) {
+    const int64_t part = std::min(kMaxVectors * L, width - w0), vectors = vectors_for(part, L);
+    const int64_t tail = part - (vectors - 1) * L;
+    T* nx = next ? next + w0 : nullptr;
+    switch (vectors) {
+#define ELM_SYNAPSE_CASE(V)                                                               \
+  case V:                                                                                 \
+    (next ? synapse_columns<T, V, true> : synapse_columns<T, V, false>)(                  \
+        c + w0, nx, gv, q + w0, dc + w0, ld, tail, values, crow, col, rows);              \
+    break;
+      ELM_SYNAPSE_CASE(1) ELM_SYNAPSE_CASE(2) ELM_SYNAPSE_CASE(3) ELM_SYNAPSE_CASE(4)
+      ELM_SYNAPSE_CASE(5) ELM_SYNAPSE_CASE(6) ELM_SYNAPSE_CASE(7) ELM_SYNAPSE_CASE(8)
+#undef ELM_SYNAPSE_CASE
     }
   }
 }
@@ -1670,7 +1688,7 @@ void branch_pass(T* c, T* next, T* gv, const T* q, const T* dc, const T* values,
 // ∂L/∂z and every layer's input gradient live for one step (ElmArgs::grad_z and grad_acts
 // null), but ∂L/∂a⁰ where ∂L/∂pre is wanted (a token table's gradient is summed here too,
 // ElmGrads::grad_table). With feedback, per neuron, one pass over its synapses
-// (`branch_pass`) with ∂L/∂c_t just computed: c_t rebuilt from q_t (padded to whole vectors
+// (`synapse_pass`) with ∂L/∂c_t just computed: c_t rebuilt from q_t (padded to whole vectors
 // of samples), ∂L/∂S, and ∂L/∂o_{t−1} scattered into a second (N, bp) buffer, since this
 // step's neurons still read ∂L/∂o_t. Needs ElmArgs::grads.
 template <typename T>
@@ -1768,13 +1786,13 @@ void bank_backward(const ElmArgs& s) {
       add_mat_mat(cr, da, u_t + k * d_a * d_m, batch, d_a, d_m);
       if (fb) {
         // ∂L/∂c_t = ∂L/∂a⁰ W_bᵀ, computed batch-inner (`add_mat_mat_t`), the layout of
-        // `branch_pass`.
+        // `synapse_pass`.
         transpose(da_t.data(), bp, da, d_a, batch, d_a);
         std::fill(dc_t.begin(), dc_t.end(), T(0));
         add_mat_mat_t(dc_t.data(), da_t.data(), in<T>(s.w_branch) + k * d_a * d_tree, d_a,
                       d_tree, bp);
-        branch_pass(c.data(), grad_o_prev.data(), gv, q.data(), dc_t.data(), values,
-                    s.crow + k * d_tree, s.col, d_tree, bp);
+        synapse_pass(c.data(), grad_o_prev.data(), gv, q.data(), dc_t.data(), bp, bp, values,
+                     s.crow + k * d_tree, s.col, d_tree);
       }
       for (int64_t l = 0; l < n_layers; ++l) {
         const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
@@ -2162,71 +2180,20 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
   }
 }
 
-// c_t = S q_t and ∂L/∂S_e += Σ ∂L/∂c_t[row_e] q_t[col_e] over a chunk of steps and samples
-// at once, in one pass over the entries. Each row of Q (N, W) and of ∂L/∂C and C (rows, W)
-// holds its values of every sample and step of the chunk side by side (W = samples ·
-// steps, column b · steps + t), so an entry is W-wide vector work: S's value multiplied
-// into its row's C and one dot product for ∂L/∂S_e, where per step at batch 1 it had been a
-// scalar multiply-add and a read-modify-write of ∂L/∂S_e (a sixth of an Enwik8 training
-// step there). Each C value is still summed in entry order. This call takes the columns
-// [0, V·L) of rows `ld` apart, the last vector `tail` lanes wide; V vectors of C and of
-// ∂L/∂C stay in registers while the row's entries stream past.
-template <typename T, int V>
-void rebuild_columns(T* ct, const T* qt, const T* dct, int64_t ld, int64_t tail,
-                     const T* values, const int32_t* crow, const int32_t* col, int64_t rows,
-                     T* gv) {
-  constexpr int64_t L = kVecLanes<T>;
-  auto load = [tail](const T* p, int v) {
-    return v + 1 < V ? load_vec(p + v * L) : load_head(p + v * L, tail);
-  };
-  for (int64_t r = 0; r < rows; ++r) {
-    Vec<T> acc[V] = {}, d[V];
-    for (int v = 0; v < V; ++v) d[v] = load(dct + r * ld, v);
-    for (int32_t e = crow[r]; e < crow[r + 1]; ++e) {
-      const T* qs = qt + static_cast<int64_t>(col[e]) * ld;
-      const T value = values[e];
-      Vec<T> dot{};
-      for (int v = 0; v < V; ++v) {
-        const Vec<T> x = load(qs, v);
-        acc[v] += value * x;
-        dot += d[v] * x;
-      }
-      gv[e] += lane_sum<T>(dot);
-    }
-    for (int v = 0; v < V; ++v) {
-      if (v + 1 < V)
-        store_vec(ct + r * ld + v * L, acc[v]);
-      else
-        store_head(ct + r * ld + v * L, acc[v], tail);
-    }
-  }
-}
-
-// `rebuild_columns` for a chunk: q (steps, N · batch) and dc (steps, rows · batch) in, c
-// (steps, rows · batch) out, through time-inner copies in `work` (transposes).
+// `synapse_pass` over a chunk of steps at once, samples and steps side by side (column
+// b · steps + t): q (steps, N · batch) and dc (steps, rows · batch) in, c (steps, rows ·
+// batch) out, through time-inner copies in `work` (transposes). At the lanes loop's batches
+// a step alone is a vector or less of columns.
 template <typename T>
 void rebuild_chunk(T* c, const T* q, const T* dc, int64_t steps, int64_t n, int64_t rows,
                    int64_t batch, const T* values, const int32_t* crow, const int32_t* col,
                    T* gv, std::vector<T>& work) {
-  constexpr int64_t L = kVecLanes<T>, kMaxVectors = 8;
   const int64_t w = batch * steps;
   work.resize((n + 2 * rows) * w);
   T *qt = work.data(), *dct = qt + n * w, *ct = dct + rows * w;
   transpose(qt, steps, q, n * batch, steps, n * batch);
   transpose(dct, steps, dc, rows * batch, steps, rows * batch);
-  for (int64_t w0 = 0; w0 < w; w0 += kMaxVectors * L) {
-    const int64_t width = std::min(kMaxVectors * L, w - w0), vectors = vectors_for(width, L);
-    const int64_t tail = width - (vectors - 1) * L;
-    switch (vectors) {
-#define ELM_REBUILD_CASE(V)                                                                     \
-  case V:                                                                                       \
-    rebuild_columns<T, V>(ct + w0, qt + w0, dct + w0, w, tail, values, crow, col, rows, gv); \
-    break;
-      ELM_REBUILD_CASE(1) ELM_REBUILD_CASE(2) ELM_REBUILD_CASE(3) ELM_REBUILD_CASE(4)
-      ELM_REBUILD_CASE(5) ELM_REBUILD_CASE(6) ELM_REBUILD_CASE(7) ELM_REBUILD_CASE(8)
-#undef ELM_REBUILD_CASE
-    }
-  }
+  synapse_pass(ct, static_cast<T*>(nullptr), gv, qt, dct, w, w, values, crow, col, rows);
   transpose(c, rows * batch, ct, steps, rows * batch, steps);
 }
 
