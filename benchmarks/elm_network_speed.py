@@ -42,7 +42,7 @@ from benchmarks import roofline
 from benchmarks.elm_neuron_speed import MAX_BATCH_STEPS, NOT_CUDA, check_sizes, cpp_unavailable
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
-from elmbridge.training import resolve_device
+from elmbridge.training import new_optimizer, resolve_device
 from elmnet import fused
 from elmnet.config import ELMNetworkConfig
 from elmnet.network import ELMNetwork
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         n_steps = getattr(args, steps_option) if steps_option else SMALL_STEPS
         config = ELMNetworkConfig.for_task(task, dropout_in=0.0, dropout_rec=0.0, **overrides)
         net = ELMNetwork(config).to(device)
-        optim = torch.optim.Adamax if task == "shd-adding" else torch.optim.Adam
+        optim = "adamax" if task == "shd-adding" else "adam"
         for batch in batches:
             x, y = task_inputs(task, config, batch, n_steps, device)
             methods = [("hand-written", "eager", hand_written_logits)]
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                        spike_flops, spike_reference.cost(device))}  # fmt: skip
             calls = {}
             for method, backend, forward in methods:
-                optimizer = optim(net.parameters(), lr=1e-4)
+                optimizer = new_optimizer(optim, net.parameters(), lr=1e-4)
                 step = functools.partial(training_step, forward, net, x, y, optimizer)
                 calls[method, "train"] = on_backend(backend, step)
                 if method != "autograd loop":

@@ -6,6 +6,7 @@ The run folder itself (checkpoints, metrics, best model, result) is `elmbridge.r
 import math
 
 import torch
+from torch.autograd.graph import increment_version
 
 from elmbridge.errors import UserError
 
@@ -50,6 +51,39 @@ def cosine_lr(
         return lr * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def new_optimizer(
+    name: str, parameters: list, lr: float, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    """Adam, Adamax or AdamW by name ("adam", "adamax", "adamw"). Adam and AdamW take
+    torch's fused kernel (one pass per tensor) on CPU and CUDA: Enwik8's update took 1.8
+    ms against 5.7 ms on one CPU thread, a few % of a training step at batch 1. It rounds
+    differently in the last bit; `load_optimizer_state` keeps the choice on resume."""
+    cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW}
+    parameters = list(parameters)
+    fused = name != "adamax" and all(p.device.type in ("cpu", "cuda") for p in parameters)
+    optimizer = cls[name](
+        parameters, lr=lr, weight_decay=weight_decay, **({"fused": True} if fused else {})
+    )
+    if fused:  # torch's fused step leaves the version counters alone (torch 2.13), and
+        # caches keyed on them (`elmnet.network.ELMBank._derived`) would go stale.
+        optimizer.register_step_post_hook(_bump_versions)
+    return optimizer
+
+
+def _bump_versions(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    increment_version([p for group in optimizer.param_groups for p in group["params"]])
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """`optimizer.load_state_dict(state)` keeping the optimiser's own implementation
+    (fused, foreach): torch takes those from the saved groups, and a run resumed from a
+    checkpoint of another implementation would round differently from then on."""
+    kept = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, kept, strict=True):
+        group.update(flags)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

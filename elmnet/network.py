@@ -232,7 +232,10 @@ class ELMBank(nn.Module):
         """compute() (a tensor, or tuple of them, derived from `inputs`: by default all of
         this bank's parameters and buffers), kept between calls until an input changes: an
         in-place change (an optimiser step, load_state_dict) bumps a tensor's version
-        counter, a new tensor (`.to`) has another address. While gradients are on and an
+        counter, a new tensor (`.to`) has another address. torch's fused Adam and AdamW
+        steps bump none (torch 2.13): `elmbridge.training.new_optimizer` bumps them after
+        each step, and a fused optimiser made elsewhere must do so too
+        (`torch.autograd.graph.increment_version`). While gradients are on and an
         input requires grad, computed every call: it is part of the graph. What inference
         mode computes is an inference tensor, which autograd may not save: the mode is part
         of the key."""

@@ -44,7 +44,15 @@ from tqdm.auto import tqdm
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.runs import TENSORBOARD_DIR, BestTracker, MetricsLog, RunFolder, read_metrics
-from elmbridge.training import cosine_lr, resolve_device, rng_state, set_lr, set_rng_state
+from elmbridge.training import (
+    cosine_lr,
+    load_optimizer_state,
+    new_optimizer,
+    resolve_device,
+    rng_state,
+    set_lr,
+    set_rng_state,
+)
 from elmnet.config import ELMNetworkConfig
 from elmnet.network import ELMNetwork, regularisation
 from elmnet.params import network_parameters
@@ -238,9 +246,9 @@ def network_config(args, task, neuron=None) -> ELMNetworkConfig:
 
 
 def make_optimizer(args, model) -> torch.optim.Optimizer:
-    cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW}
+    """The run's optimiser (`new_optimizer`) over the trainable parameters."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return cls[args.optimizer](trainable, lr=args.lr, weight_decay=args.weight_decay)
+    return new_optimizer(args.optimizer, trainable, args.lr, args.weight_decay)
 
 
 def comparable(args) -> dict:
@@ -327,7 +335,7 @@ class Run:
 
     def _restore(self, saved: dict) -> None:
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        load_optimizer_state(self.optimizer, saved["optimizer"])
         best = saved["best"]  # {step, value} only in checkpoints of the earlier layout
         self.step = saved["step"]
         self.best = BestTracker(self.task.higher_is_better, best["value"], best["step"])

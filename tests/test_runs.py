@@ -1,5 +1,6 @@
 """The run folder every training loop writes (`elmbridge.runs`) and what loops share."""
 
+import copy
 import math
 import os
 import pickle
@@ -9,7 +10,7 @@ import torch
 
 from elmbridge import runs
 from elmbridge.errors import MissingDataError, UserError
-from elmbridge.training import cosine_lr, resolve_device
+from elmbridge.training import cosine_lr, load_optimizer_state, new_optimizer, resolve_device
 
 
 def test_a_run_folder_goes_from_new_to_finished(tmp_path):
@@ -166,3 +167,34 @@ def test_read_only_parent_is_refused_before_any_work(tmp_path):
     locked.mkdir(mode=0o500)
     with pytest.raises(UserError, match="read-only"):
         runs.RunFolder(locked / "run").check_writable()
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_a_resumed_optimiser_keeps_its_fused_kernel(name):
+    """torch's load_state_dict takes `fused` from the saved groups: a checkpoint of an
+    older, unfused run would switch the kernel (and the rounding) on resume."""
+
+    def steps(params, optimizer, first, count):
+        for i in range(first, first + count):
+            params[0].grad = torch.sin(torch.arange(5.0) * (i + 1))
+            optimizer.step()
+
+    params = [torch.nn.Parameter(torch.linspace(-1, 1, 5))]
+    optimizer = new_optimizer(name, params, lr=0.1, weight_decay=0.01)
+    assert optimizer.param_groups[0]["fused"] is True
+    steps(params, optimizer, 0, 3)
+    saved, at_save = copy.deepcopy(optimizer.state_dict()), params[0].detach().clone()
+    saved["param_groups"][0]["fused"] = None  # as an unfused run saved it
+    steps(params, optimizer, 3, 2)
+
+    resumed = [torch.nn.Parameter(at_save.clone())]
+    again = new_optimizer(name, resumed, lr=0.1, weight_decay=0.01)
+    load_optimizer_state(again, saved)
+    assert again.param_groups[0]["fused"] is True
+    steps(resumed, again, 3, 2)
+    assert torch.equal(resumed[0], params[0])
+    # The fused kernel leaves version counters alone; cached derived weights key on them.
+    before = resumed[0]._version
+    steps(resumed, again, 5, 1)
+    assert resumed[0]._version > before
+    assert new_optimizer("adamax", resumed, lr=0.1).param_groups[0].get("fused") is None
