@@ -179,8 +179,8 @@ def _build():
         "elm_bank_pre": (None, [i64] * 4 + [ptr] * 3),
         "elm_bank_pre_grad": (None, [i64] * 4 + [ptr] * 3),
         "elm_token_grad": (None, [i64] * 5 + [ptr] * 3),
-        "elm_ff_matrix": (None, [i64] * 5 + [ptr] * 5 + [ctypes.c_double, ptr, i64, ptr]),
-        "elm_ff_matrix_grad": (None, [i64] * 6 + [ptr] * 5 + [ctypes.c_double] + [ptr] * 3),
+        "elm_ff_matrix": (None, [i64] * 5 + [ptr] * 7 + [ctypes.c_double, ptr, ptr]),
+        "elm_ff_matrix_grad": (None, [i64] * 7 + [ptr] * 7 + [ctypes.c_double] + [ptr] * 3),
     }
     lib.elm_tanh_f32.argtypes, lib.elm_tanh_f32.restype = [i64, ptr, ptr], None
     for suffix in ("f32", "f64"):
@@ -603,57 +603,67 @@ class _FeedforwardMatrix(torch.autograd.Function):
     """A bank's composed input matrix from its synapse weights (see `feedforward_matrix`)."""
 
     @staticmethod
-    def forward(ctx, w_s, w_first, bias, slot, row, target, d_tree, n_rows, scale):
+    def forward(ctx, w_s, w_first, bias, indices, channels, n_channels, d_tree, scale):
         w_s, w_first = w_s.contiguous(), w_first.contiguous()
         bias = None if bias is None else bias.contiguous()
-        d_a = w_first.shape[-1]
-        matrix = w_first.new_empty(n_rows, d_a)
+        n, d_a = w_first.shape[0], w_first.shape[-1]
+        sizes = (n_channels, n, d_a, d_tree, w_first.shape[1])
+        matrix = w_first.new_empty(n_channels * n, d_a)
+        indices = (channels, *indices)  # start, slot, row, target after the channels
         _typed("elm_ff_matrix", w_first.dtype)(
-            slot.numel(), d_a, d_tree, w_first.shape[1], n_rows, _ptr(slot), _ptr(row),
-            _ptr(target), _ptr(w_s), _ptr(w_first), scale, _ptr(bias),
-            0 if bias is None else bias.shape[0], _ptr(matrix),
+            *sizes, *map(_ptr, indices), _ptr(w_s), _ptr(w_first), scale, _ptr(bias),
+            _ptr(matrix),
         )  # fmt: skip
-        ctx.save_for_backward(w_s, w_first, slot, row, target)
-        ctx.sizes = (d_tree, scale, None if bias is None else bias.shape[0])
+        ctx.save_for_backward(w_s, w_first, *indices)
+        ctx.sizes, ctx.scale = sizes, scale
         return matrix
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        w_s, w_first, slot, row, target = ctx.saved_tensors
-        d_tree, scale, n_bias = ctx.sizes
+        w_s, w_first, *indices = ctx.saved_tensors
         grad = grad.contiguous()
         grad_w_s = torch.empty_like(w_s) if ctx.needs_input_grad[0] else None
         grad_w_first = torch.empty_like(w_first) if ctx.needs_input_grad[1] else None
         grad_bias = None
-        if n_bias is not None and ctx.needs_input_grad[2]:
-            grad_bias = grad.view(-1, n_bias, grad.shape[-1]).sum(0)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.view(-1, w_first.shape[0], grad.shape[-1]).sum(0)
         _typed("elm_ff_matrix_grad", w_first.dtype)(
-            slot.numel(), w_first.shape[-1], d_tree, w_first.shape[1], w_s.numel(),
-            w_first.numel(), _ptr(slot), _ptr(row), _ptr(target), _ptr(w_s), _ptr(w_first),
-            scale, _ptr(grad), _ptr(grad_w_s), _ptr(grad_w_first),
+            *ctx.sizes, w_s.numel(), w_first.numel(), *map(_ptr, indices), _ptr(w_s),
+            _ptr(w_first), ctx.scale, _ptr(grad), _ptr(grad_w_s), _ptr(grad_w_first),
         )  # fmt: skip
-        return grad_w_s, grad_w_first, grad_bias, None, None, None, None, None, None
+        return grad_w_s, grad_w_first, grad_bias, None, None, None, None, None
 
 
 def feedforward_matrix(
     w_s: torch.Tensor,
     w_first: torch.Tensor,
-    slot: torch.Tensor,
-    row: torch.Tensor,
-    target: torch.Tensor,
+    indices: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     d_tree: int,
-    n_rows: int,
     scale: float,
     bias: torch.Tensor | None = None,
+    channels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The composed input matrix of `elmnet.network.ELMBank.feedforward_matrix` in one C++
-    pass each way (differentiable in w_s, w_first and bias): (n_rows, d_a), row target[k]
-    summing (scale · w_s.flatten()[slot[k]]) · w_first[row[k] // d_tree, row[k] % d_tree]
-    over the feed-forward slots k (int64 indices, sorted by target), each row r starting
-    from bias[r % N] when a bias (N, d_a) is given (a token table's), else from zero. w_s
-    (N, k_c), w_first (N, fan_in, d_a) and bias float32/float64 CPU tensors of one dtype."""
-    return _FeedforwardMatrix.apply(w_s, w_first, bias, slot, row, target, d_tree, n_rows, scale)
+    pass each way (differentiable in w_s, w_first and bias), its rows for the listed input
+    channels only: (len(channels) · N, d_a), channel u's neuron k at row u · N + k; every
+    channel when `channels` is None. indices = (start, slot, row, target), int64: the
+    feed-forward slots sorted by target (channel · N + neuron), start (d_src + 1,) the
+    first slot of each channel; slot k adds (scale · w_s.flatten()[slot[k]]) ·
+    w_first[row[k] // d_tree, row[k] % d_tree] to its row, which starts from bias[neuron]
+    when a bias (N, d_a) is given (a token table's), else from zero. w_s (N, k_c), w_first
+    (N, fan_in, d_a) and bias float32/float64 CPU tensors of one dtype; channels int64 in
+    [0, d_src)."""
+    start = indices[0]
+    if channels is None:
+        n_channels = start.numel() - 1
+    else:
+        channels = channels.to(torch.int64).contiguous()
+        n_channels = channels.numel()
+    return _FeedforwardMatrix.apply(
+        w_s, w_first, bias, tuple(t.contiguous() for t in indices), channels, n_channels,
+        d_tree, scale,
+    )  # fmt: skip
 
 
 def bank_pre(drive: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -206,6 +206,10 @@ class ELMBank(nn.Module):
             "ff_slot": slot[ff][order],
             "ff_row": (neuron * self.d_tree + branch)[ff][order],
             "ff_target": target[order],
+            # The first slot of each input channel (its rows of the matrix), and the end.
+            "ff_start": torch.searchsorted(
+                target[order], torch.arange(self.d_src + 1, device=source.device) * n
+            ),
             "rec_slot": slot[~ff],
         }
         pattern = make_sparse_pattern(
@@ -240,10 +244,8 @@ class ELMBank(nn.Module):
         mode computes is an inference tensor, which autograd may not save: the mode is part
         of the key."""
         if inputs is None:
-            inputs = tuple(
-                t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None
-            )
-        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            inputs = self._own_tensors()
+        if self._in_graph(inputs):
             return compute()
         versions = ((t.data_ptr(), t._version, t.dtype, t.device) for t in inputs)
         key = (torch.is_inference_mode_enabled(), *versions)
@@ -251,6 +253,17 @@ class ELMBank(nn.Module):
         if name not in cache or cache[name][0] != key:
             cache[name] = (key, compute())
         return cache[name][1]
+
+    def _own_tensors(self) -> tuple:
+        return tuple(
+            t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None
+        )
+
+    def _in_graph(self, inputs: tuple | None = None) -> bool:
+        """Whether what derives from `inputs` (default: this bank's parameters and
+        buffers) is part of autograd's graph in this call (`_derived` does not keep it)."""
+        inputs = self._own_tensors() if inputs is None else inputs
+        return torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
 
     def feedforward_matrix(self) -> torch.Tensor:
         """(d_src, N·d_a): input channel → first-layer pre-activation of every neuron.
@@ -265,25 +278,37 @@ class ELMBank(nn.Module):
     def _feedforward_matrix(self) -> torch.Tensor:
         return self._scaled_matrix(1.0).view(self.d_src, -1)
 
-    def _scaled_matrix(self, scale: float, bias: bool = False) -> torch.Tensor:
+    def _scaled_matrix(
+        self, scale: float, bias: bool = False, channels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(d_src · N, d_a): scale · (composed input matrix), plus b_first on every
         neuron's rows if `bias` (a token table). The C++ pass folds both into the one
         build: scaling and adding to Enwik8's 24 MB table in ATen took two more passes each
-        way, over a third of a training call's fixed work at batch 1."""
+        way, over a third of a training call's fixed work at batch 1. With `channels`
+        (int64, distinct) only their rows: (len(channels) · N, d_a), channel u's at u · N."""
         n, d_a = self.n, self.w_first.shape[-1]
         if cpp_chosen(self.w_first) and self.w_s.dtype == self.w_first.dtype:
+            indices = (self.ff_start, self.ff_slot, self.ff_row, self.ff_target)
             return cpp_loop.feedforward_matrix(
-                self.w_s, self.w_first, self.ff_slot, self.ff_row, self.ff_target, self.d_tree,
-                self.d_src * n, self.input_scale * scale, self.b_first if bias else None,
+                self.w_s, self.w_first, indices, self.d_tree, self.input_scale * scale,
+                self.b_first if bias else None, channels,
             )  # fmt: skip
-        weight = self.input_scale * self.w_s.flatten()[self.ff_slot]
+        slot, row, target, n_rows = self.ff_slot, self.ff_row, self.ff_target, self.d_src * n
+        if channels is not None:  # renumber the listed channels 0, 1, …; drop the rest
+            local = torch.full((self.d_src,), -1, dtype=torch.int64, device=target.device)
+            local[channels] = torch.arange(len(channels), device=target.device)
+            channel = local[target // n]
+            listed = channel >= 0
+            slot, row, n_rows = slot[listed], row[listed], len(channels) * n
+            target = channel[listed] * n + target[listed] % n
+        weight = self.input_scale * self.w_s.flatten()[slot]
         w_branch = self.w_first[:, : self.d_tree].reshape(n * self.d_tree, d_a)
-        rows = weight.unsqueeze(-1) * w_branch[self.ff_row]
-        matrix = rows.new_zeros(self.d_src * n, d_a).index_add(0, self.ff_target, rows)
+        rows = weight.unsqueeze(-1) * w_branch[row]
+        matrix = rows.new_zeros(n_rows, d_a).index_add(0, target, rows)
         if scale != 1.0:
             matrix = scale * matrix
         if bias:
-            matrix = (matrix.view(self.d_src, n, d_a) + self.b_first).view(-1, d_a)
+            matrix = (matrix.view(-1, n, d_a) + self.b_first).view(-1, d_a)
         return matrix
 
     def input_drive(
@@ -339,13 +364,23 @@ class ELMBank(nn.Module):
         """
         n_steps, batch = tokens.shape
         n = self.n
-        if keep is None:  # every row gets the bias once: it can live in the table
+        if keep is None and not self._in_graph():  # kept between calls: every token's rows
             rows_of = self._derived(
                 f"token_table_{token_scale!r}", lambda: self._scaled_matrix(token_scale, True)
             )
             token_rows = TokenRows(rows_of, tokens)
             return token_rows if lazy else token_rows.rows(n)
-        pre = TokenRows(self._scaled_matrix(token_scale), tokens).rows(n)
+        # Built anew each call (training; dropout): the rows of the tokens that occur only,
+        # renumbered. At Enwik8's batch 1 and T 100 that is under half of the 24 MB table,
+        # in the build, in its gradient and in the gradient's passes back to the weights.
+        present = torch.zeros(self.d_src, dtype=torch.bool, device=tokens.device)
+        present[tokens] = True
+        channels = present.nonzero().squeeze(1)
+        local = (torch.cumsum(present, 0) - 1)[tokens]
+        token_rows = TokenRows(self._scaled_matrix(token_scale, keep is None, channels), local)
+        if keep is None:  # every row gets the bias once: it can live in the table
+            return token_rows if lazy else token_rows.rows(n)
+        pre = token_rows.rows(n)
         # In place: index_select's backward needs neither its output nor the factors.
         pre.mul_(keep.view(n_steps, 1, batch, 1))
         return pre.add_(self.b_first.unsqueeze(1))

@@ -9,6 +9,7 @@ import torch
 from elmbridge.errors import UserError
 from elmnet.network import ELMNetwork, ELMNetworkConfig, ELMNetworkState, regularisation
 from elmnet.params import network_parameters
+from elmnet.recurrence import use_backend
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -312,22 +313,26 @@ def test_state_dict_round_trip():
 
 
 @pytest.mark.parametrize("dropped", [False, True])
-def test_token_pre_is_the_one_hot_product(dropped):
+@pytest.mark.parametrize("backend", ["eager", "cpp"])
+def test_token_pre_is_the_one_hot_product(dropped, backend):
     """The token path's row gather against the dense one-hot product of the composed input
     matrix (float64), with and without a per-token dropout factor, values and gradients
-    (through the gather against through the dense product)."""
+    (through the gather against through the dense product). With gradients on, the table
+    holds only the tokens that occur (here 1, 4 and 5 of 0–6), renumbered."""
     config = tiny(d_in=7, token_scale=3.0)
     bank = randomise(ELMNetwork(config).double(), seed=16).hidden
     g = torch.Generator().manual_seed(17)
-    tokens = torch.randint(7, (6, 4), generator=g)  # (T, B)
+    tokens = torch.tensor([1, 4, 5])[torch.randint(3, (6, 4), generator=g)]  # (T, B)
     keep = None
     if dropped:
         keep = (torch.rand(6, 4, 1, generator=g, dtype=torch.float64) > 0.3) / 0.7
-    pre = bank.token_pre(tokens, 3.0, keep)
+    with use_backend(backend):
+        pre = bank.token_pre(tokens, 3.0, keep)
+        matrix = bank.feedforward_matrix()
     one_hot = torch.nn.functional.one_hot(tokens, 7).double() * 3.0
     if dropped:
         one_hot = one_hot * keep
-    drive = (one_hot @ bank.feedforward_matrix()).view(6, 4, config.N, -1)
+    drive = (one_hot @ matrix).view(6, 4, config.N, -1)
     expected = drive.transpose(1, 2) + bank.b_first.unsqueeze(1)
     assert pre.shape == (6, config.N, 4, config.d_mlp)
     torch.testing.assert_close(pre, expected, rtol=1e-12, atol=1e-12)

@@ -2119,49 +2119,69 @@ void token_grad(int64_t steps, int64_t n, int64_t batch, int64_t d_a, int64_t ta
       add_token_rows(grad_table, tokens, t, k, n, batch, d_a, grad + (t * n + k) * batch * d_a);
 }
 
-// The composed input matrix of a bank (elmnet.network.ELMBank.feedforward_matrix): every
-// feed-forward synapse slot k adds (scale · w_s[slot_k]) · W_first[row_k] to the matrix row
-// target_k (channel · N + neuron), row_k = neuron · d_tree + branch naming a row of the
-// first layer's branch half (W_first is (N, fan_in, d_a), the branch rows first). The
-// slots come sorted by target, so each row is summed in slot order, as ATen's index_add
-// sums them. One pass where the autograd graph of the same made a dozen ops each way (a
-// tenth of a small network's training step). With `bias` (n_bias, d_a) each row starts
-// from bias[row % n_bias] (a token table's bias per neuron) instead of zero.
-template <typename T>
-void ff_matrix(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in, int64_t n_rows,
-               const int64_t* slot, const int64_t* row, const int64_t* target, const T* w_s,
-               const T* w_first, T scale, const T* bias, int64_t n_bias, T* matrix) {
-  if (bias)
-    for (int64_t r = 0; r < n_rows; ++r)
-      std::copy_n(bias + (r % n_bias) * d_a, d_a, matrix + r * d_a);
-  else
-    std::fill(matrix, matrix + n_rows * d_a, T(0));
-  for (int64_t k = 0; k < n_slots; ++k) {
-    const T w = scale * w_s[slot[k]];
-    const T* __restrict src = w_first + ((row[k] / d_tree) * fan_in + row[k] % d_tree) * d_a;
-    T* __restrict dst = matrix + target[k] * d_a;
-    for (int64_t j = 0; j < d_a; ++j) dst[j] += w * src[j];
+// The feed-forward slots of a bank, for `ff_matrix` and `ff_matrix_grad`: slot k (sorted
+// by target = channel · n + neuron, start[c] the first slot of channel c) adds
+// (scale · w_s[slot_k]) · W_first[row_k] to matrix row target_k, row_k = neuron · d_tree +
+// branch naming a row of the first layer's branch half (W_first is (N, fan_in, d_a), the
+// branch rows first). Calls visit(k, r, offset) for the slots of the listed channels
+// (channels[u] for u < n_channels; all channels in order when null), r the slot's row in
+// the matrix of the listed channels only (channel u's rows u · n…), offset its W_first row.
+template <typename F>
+void for_each_ff_slot(int64_t n_channels, int64_t n, int64_t d_a, int64_t d_tree,
+                      int64_t fan_in, const int64_t* channels, const int64_t* start,
+                      const int64_t* row, const int64_t* target, F&& visit) {
+  for (int64_t u = 0; u < n_channels; ++u) {
+    const int64_t c = channels ? channels[u] : u, shift = (u - c) * n;
+    for (int64_t k = start[c]; k < start[c + 1]; ++k)
+      visit(k, target[k] + shift, ((row[k] / d_tree) * fan_in + row[k] % d_tree) * d_a);
   }
 }
 
-// Its gradient from G = ∂L/∂matrix: ∂L/∂w_s[slot_k] = scale · G[target_k] · W_first[row_k]
-// and ∂L/∂W_first[row_k] += (scale · w_s[slot_k]) · G[target_k], into grad_w_s (n_weights,
-// zero at the slots not listed: the recurrent ones) and grad_w_first (n_first, zero in the
-// memory half); either may be null (not wanted). A slot whose row of G is all zeros adds
-// nothing and is skipped: a token table's gradient has rows only for the tokens that
-// occurred (at Enwik8's batch 1 and T 100, about 80 of 204), and each slot otherwise reads
-// and writes rows of W_first at random.
+// The composed input matrix of a bank (elmnet.network.ELMBank.feedforward_matrix), its
+// rows for the listed channels only (`for_each_ff_slot`): (n_channels · n, d_a). Each row
+// is summed in slot order, as ATen's index_add sums it. One pass where the autograd graph
+// of the same made a dozen ops each way (a tenth of a small network's training step). With
+// `bias` (n, d_a) each row starts from bias[row % n] (a token table's bias per neuron)
+// instead of zero. A token table in training lists only the tokens of the call: at
+// Enwik8's batch 1 the whole 24 MB table had been a fifth of a short call.
 template <typename T>
-void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in,
-                    int64_t n_weights, int64_t n_first, const int64_t* slot, const int64_t* row,
+void ff_matrix(int64_t n_channels, int64_t n, int64_t d_a, int64_t d_tree, int64_t fan_in,
+               const int64_t* channels, const int64_t* start, const int64_t* slot,
+               const int64_t* row, const int64_t* target, const T* w_s, const T* w_first,
+               T scale, const T* bias, T* matrix) {
+  const int64_t n_rows = n_channels * n;
+  if (bias)
+    for (int64_t r = 0; r < n_rows; ++r) std::copy_n(bias + (r % n) * d_a, d_a, matrix + r * d_a);
+  else
+    std::fill(matrix, matrix + n_rows * d_a, T(0));
+  for_each_ff_slot(n_channels, n, d_a, d_tree, fan_in, channels, start, row, target,
+                   [&](int64_t k, int64_t r, int64_t offset) {
+                     const T w = scale * w_s[slot[k]];
+                     const T* __restrict src = w_first + offset;
+                     T* __restrict dst = matrix + r * d_a;
+                     for (int64_t j = 0; j < d_a; ++j) dst[j] += w * src[j];
+                   });
+}
+
+// Its gradient from G = ∂L/∂matrix (the listed channels' rows): ∂L/∂w_s[slot_k] = scale ·
+// G[r_k] · W_first[row_k] and ∂L/∂W_first[row_k] += (scale · w_s[slot_k]) · G[r_k], into
+// grad_w_s (n_weights, zero at the slots not listed: the recurrent ones and the channels
+// left out) and grad_w_first (n_first, zero in the memory half); either may be null (not
+// wanted). A slot whose row of G is all zeros adds nothing and is skipped: a token table's
+// gradient has rows only for the tokens that occurred, and each slot otherwise reads and
+// writes rows of W_first at random.
+template <typename T>
+void ff_matrix_grad(int64_t n_channels, int64_t n, int64_t d_a, int64_t d_tree,
+                    int64_t fan_in, int64_t n_weights, int64_t n_first, const int64_t* channels,
+                    const int64_t* start, const int64_t* slot, const int64_t* row,
                     const int64_t* target, const T* w_s, const T* w_first, T scale, const T* g,
                     T* grad_w_s, T* grad_w_first) {
   if (grad_w_s) std::fill(grad_w_s, grad_w_s + n_weights, T(0));
   if (grad_w_first) std::fill(grad_w_first, grad_w_first + n_first, T(0));
-  for (int64_t k = 0; k < n_slots; ++k) {
-    const T* __restrict gk = g + target[k] * d_a;
-    if (std::all_of(gk, gk + d_a, [](T v) { return v == T(0); })) continue;
-    const int64_t offset = ((row[k] / d_tree) * fan_in + row[k] % d_tree) * d_a;
+  for_each_ff_slot(n_channels, n, d_a, d_tree, fan_in, channels, start, row, target,
+                   [&](int64_t k, int64_t r, int64_t offset) {
+    const T* __restrict gk = g + r * d_a;
+    if (std::all_of(gk, gk + d_a, [](T v) { return v == T(0); })) return;
     if (grad_w_s) {  // a dot product in vector lanes: a scalar chain of d_a dependent adds
       constexpr int64_t L = kVecLanes<T>;  // had been 5 % of an Enwik8 step at batch 1
       const T* __restrict src = w_first + offset;
@@ -2177,7 +2197,7 @@ void ff_matrix_grad(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in
       T* __restrict dst = grad_w_first + offset;
       for (int64_t j = 0; j < d_a; ++j) dst[j] += w * gk[j];
     }
-  }
+  });
 }
 
 // `synapse_pass` over a chunk of steps at once, samples and steps side by side (column
@@ -2647,20 +2667,24 @@ ELM_TOKEN_GRAD(float, f32)
 ELM_TOKEN_GRAD(double, f64)
 #undef ELM_TOKEN_GRAD
 #define ELM_FF_MATRIX(T, SUFFIX)                                                             \
-  void elm_ff_matrix_##SUFFIX(int64_t n_slots, int64_t d_a, int64_t d_tree, int64_t fan_in, \
-                              int64_t n_rows, const int64_t* slot, const int64_t* row,       \
-                              const int64_t* target, const T* w_s, const T* w_first,         \
-                              double scale, const T* bias, int64_t n_bias, T* matrix) {      \
-    ff_matrix<T>(n_slots, d_a, d_tree, fan_in, n_rows, slot, row, target, w_s, w_first,      \
-                 T(scale), bias, n_bias, matrix);                                            \
+  void elm_ff_matrix_##SUFFIX(int64_t n_channels, int64_t n, int64_t d_a, int64_t d_tree,   \
+                              int64_t fan_in, const int64_t* channels, const int64_t* start, \
+                              const int64_t* slot, const int64_t* row, const int64_t* target, \
+                              const T* w_s, const T* w_first, double scale, const T* bias,   \
+                              T* matrix) {                                                   \
+    ff_matrix<T>(n_channels, n, d_a, d_tree, fan_in, channels, start, slot, row, target, w_s, \
+                 w_first, T(scale), bias, matrix);                                           \
   }                                                                                          \
-  void elm_ff_matrix_grad_##SUFFIX(int64_t n_slots, int64_t d_a, int64_t d_tree,            \
-                                   int64_t fan_in, int64_t n_weights, int64_t n_first,       \
-                                   const int64_t* slot, const int64_t* row,                  \
-                                   const int64_t* target, const T* w_s, const T* w_first,    \
-                                   double scale, const T* g, T* grad_w_s, T* grad_w_first) { \
-    ff_matrix_grad<T>(n_slots, d_a, d_tree, fan_in, n_weights, n_first, slot, row, target,  \
-                      w_s, w_first, T(scale), g, grad_w_s, grad_w_first);                    \
+  void elm_ff_matrix_grad_##SUFFIX(int64_t n_channels, int64_t n, int64_t d_a,              \
+                                   int64_t d_tree, int64_t fan_in, int64_t n_weights,        \
+                                   int64_t n_first, const int64_t* channels,                 \
+                                   const int64_t* start, const int64_t* slot,                \
+                                   const int64_t* row, const int64_t* target, const T* w_s,  \
+                                   const T* w_first, double scale, const T* g, T* grad_w_s,  \
+                                   T* grad_w_first) {                                        \
+    ff_matrix_grad<T>(n_channels, n, d_a, d_tree, fan_in, n_weights, n_first, channels,     \
+                      start, slot, row, target, w_s, w_first, T(scale), g, grad_w_s,         \
+                      grad_w_first);                                                         \
   }
 ELM_FF_MATRIX(float, f32)
 ELM_FF_MATRIX(double, f64)
