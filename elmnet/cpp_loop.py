@@ -31,12 +31,16 @@ import platform
 import shutil
 import sys
 import threading
+import weakref
 from pathlib import Path
 
 import torch
 
 from elmbridge.download import cache_dir
 
+# recurrence.cpp's kMaskWords (32-bit lane masks per gather-list entry) and vector width
+# in bytes (kVecLanes = 64 / sizeof(T), whatever the instruction set).
+_MASK_WORDS, _VECTOR_BYTES = 4, 64
 # Activation codes shared with the C++ source.
 _ACT = {"identity": 0, "relu": 1, "relu2": 2, "silu": 3}
 SOURCE = Path(__file__).with_name("csrc") / "recurrence.cpp"
@@ -179,6 +183,7 @@ def _build():
         "elm_bank_pre": (None, [i64] * 4 + [ptr] * 3),
         "elm_bank_pre_grad": (None, [i64] * 4 + [ptr] * 3),
         "elm_token_grad": (None, [i64] * 5 + [ptr] * 3),
+        "elm_lane_layout": (i64, [i64] * 3 + [ptr] * 6),
         "elm_ff_matrix": (None, [i64] * 5 + [ptr] * 7 + [ctypes.c_double, ptr, ptr]),
         "elm_ff_matrix_grad": (None, [i64] * 7 + [ptr] * 7 + [ctypes.c_double] + [ptr] * 3),
     }
@@ -200,7 +205,7 @@ _POINTERS = (
     "widths kappa gain u weights acts pre memory biases memories mlp_out "
     "grad_memories grad_mlp_out grad_z grad_acts grad_kappa grad_gain carry values crow col "
     "w_branch w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses "
-    "grad_y grad_r grad_branches carry_out carry_highpass tokens grads"
+    "grad_y grad_r grad_branches carry_out carry_highpass tokens grads lanes"
 ).split()
 
 
@@ -212,6 +217,52 @@ class _Args(ctypes.Structure):
         ("kappa_r", ctypes.c_double),
         *((name, ctypes.c_void_p) for name in _POINTERS),
     ]
+
+
+class _LaneLayout(ctypes.Structure):
+    """Mirror of `LaneLayout` in recurrence.cpp (same order)."""
+
+    _fields_ = [("size", ctypes.c_int64)] + [
+        (name, ctypes.c_void_p) for name in ("first", "index", "masks", "pos")
+    ]
+
+
+# Lane layouts by the pattern's col tensor (a bank's buffer, the same object every call),
+# dropped with it: id(col) → (weak reference to col, {(dtype, d_tree, transposed):
+# (versions, tensors, struct)}). (A WeakKeyDictionary compares tensors with ==.)
+_LAYOUTS: dict[int, tuple] = {}
+
+
+def lane_layout(crow: torch.Tensor, col: torch.Tensor, n: int, d_tree: int,
+                dtype: torch.dtype, transposed: bool) -> _LaneLayout:  # fmt: skip
+    """The layout of the lanes loops' gather lists for the recurrent synapse matrix S of
+    (crow, col) (int32 CSR of N·d_tree rows; Sᵀ's lists when `transposed`), for `dtype`'s
+    vector lanes, built once per pattern and kept while `col` lives: it depends on the
+    pattern alone, and built in every call it had been most of a one-step call's forward
+    at Enwik8's batch 1. Checked against the tensors' addresses and version counters."""
+    key = (dtype, d_tree, transposed)
+    versions = (crow.data_ptr(), col.data_ptr(), crow._version, col._version, n)
+    slot = id(col)
+    ref, kept = _LAYOUTS.get(slot, (None, None))
+    if ref is None or ref() is not col:
+        ref = weakref.ref(col, lambda _: _LAYOUTS.pop(slot, None))
+        _LAYOUTS[slot] = ref, (kept := {})
+    if key in kept and kept[key][0] == versions:
+        return kept[key][2]
+    function = _typed("elm_lane_layout", dtype)
+    args = (n, d_tree, int(transposed), _ptr(crow), _ptr(col))
+    size = function(*args, None, None, None, None)
+    lanes, width = _VECTOR_BYTES // dtype.itemsize, 1 if transposed else d_tree
+    tensors = (
+        torch.empty(-(-n // lanes) * width + 1, dtype=torch.int64),
+        torch.zeros(size, dtype=torch.int32),
+        torch.zeros(size // lanes * _MASK_WORDS, dtype=torch.int32),  # uint32 in C++
+        torch.empty(col.numel(), dtype=torch.int32),
+    )
+    function(*args, *map(_ptr, tensors))
+    layout = _LaneLayout(size, *map(_ptr, tensors))
+    kept[key] = (versions, tensors, layout)
+    return layout
 
 
 class _Grads(ctypes.Structure):
@@ -251,6 +302,11 @@ class _Call:
                 setattr(args, name, ctypes.addressof(x))
             else:
                 setattr(args, name, self._hold(x))
+
+    def set_lanes(self, layout: _LaneLayout) -> None:
+        """The lanes loops' gather-list layout (`lane_layout`)."""
+        self.keep.append(layout)
+        self.args.lanes = ctypes.addressof(layout)
 
     def _hold(self, x: torch.Tensor) -> int:
         if not x.is_contiguous():
@@ -323,9 +379,10 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
     )  # fmt: skip
     if fb is not None:
         values, crow, col, w_branch, w_y, beta, drop, highpass, output, outputs, hps = fb
+        crow, col = crow.to(torch.int32).contiguous(), col.to(torch.int32).contiguous()
+        call.set_lanes(lane_layout(crow, col, n, spec.d_tree, pre.dtype, False))
         call.set(
-            values=values.contiguous(), crow=crow.to(torch.int32).contiguous(),
-            col=col.to(torch.int32).contiguous(), w_branch=w_branch.contiguous(),
+            values=values.contiguous(), crow=crow, col=col, w_branch=w_branch.contiguous(),
             w_y=w_y.contiguous(), beta=torch.broadcast_to(beta, (n,)).contiguous(),
             drop=None if drop is None else drop.contiguous(), highpass0=highpass.contiguous(),
             output0=output.contiguous(), outputs=outputs, highpasses=hps,
@@ -413,9 +470,12 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         # keeps a neuron's step).
         grad_branches = None if in_loop else empty(outputs, n_steps, n, spec.d_tree, batch)
         carry_out, carry_highpass = outputs.new_zeros(n, batch), outputs.new_zeros(n, batch)
+        crow, col = crow.to(torch.int32).contiguous(), col.to(torch.int32).contiguous()
+        if not in_loop:
+            call.set_lanes(lane_layout(crow, col, n, spec.d_tree, memories.dtype, True))
         call.set(
-            values=values.contiguous(), crow=crow.to(torch.int32).contiguous(),
-            col=col.to(torch.int32).contiguous(), w_branch=w_branch.transpose(1, 2).contiguous(),
+            values=values.contiguous(), crow=crow, col=col,
+            w_branch=w_branch.transpose(1, 2).contiguous(),
             w_y=w_y.contiguous(), drop=maybe(drop), outputs=outputs.contiguous(),
             grad_outputs=maybe(grad_outputs), grad_highpasses=maybe(grad_highpasses),
             grad_y=grad_y, grad_r=grad_r, grad_branches=grad_branches, carry_out=carry_out,
