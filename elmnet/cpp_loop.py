@@ -184,6 +184,8 @@ def _build():
         "elm_bank_pre_grad": (None, [i64] * 4 + [ptr] * 3),
         "elm_token_grad": (None, [i64] * 5 + [ptr] * 3),
         "elm_lane_layout": (i64, [i64] * 3 + [ptr] * 6),
+        "elm_recurrent_values": (None, [i64] * 2 + [ptr] * 3 + [ctypes.c_double, ptr]),
+        "elm_recurrent_values_grad": (None, [i64] * 2 + [ptr] * 3 + [ctypes.c_double, ptr]),
         "elm_ff_matrix": (None, [i64] * 5 + [ptr] * 7 + [ctypes.c_double, ptr, ptr]),
         "elm_ff_matrix_grad": (None, [i64] * 7 + [ptr] * 7 + [ctypes.c_double] + [ptr] * 3),
     }
@@ -724,6 +726,43 @@ def feedforward_matrix(
         w_s, w_first, bias, tuple(t.contiguous() for t in indices), channels, n_channels,
         d_tree, scale,
     )  # fmt: skip
+
+
+class _RecurrentValues(torch.autograd.Function):
+    """A bank's recurrent synapse values from its synapse weights (`recurrent_values`)."""
+
+    @staticmethod
+    def forward(ctx, w_s, slot, entry, nnz, scale):
+        w_s = w_s.contiguous()
+        values = w_s.new_empty(nnz)
+        _typed("elm_recurrent_values", w_s.dtype)(
+            slot.numel(), nnz, _ptr(slot), _ptr(entry), _ptr(w_s), scale, _ptr(values)
+        )
+        ctx.save_for_backward(slot, entry)
+        ctx.shape, ctx.scale = w_s.shape, scale
+        return values
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        slot, entry = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_w_s = grad.new_empty(ctx.shape)
+        _typed("elm_recurrent_values_grad", grad.dtype)(
+            slot.numel(), grad_w_s.numel(), _ptr(slot), _ptr(entry), _ptr(grad), ctx.scale,
+            _ptr(grad_w_s),
+        )  # fmt: skip
+        return grad_w_s, None, None, None, None
+
+
+def recurrent_values(
+    w_s: torch.Tensor, slot: torch.Tensor, entry: torch.Tensor, nnz: int, scale: float
+) -> torch.Tensor:
+    """The (nnz,) entries of a bank's recurrent synapse matrix in one C++ pass each way
+    (differentiable in w_s): entry[k] sums scale · w_s.flatten()[slot[k]] over the
+    recurrent slots k, in slot order, as `elmnet.network.ELMBank._recurrent_values`'s
+    index_add does. w_s (N, k_c) float32/float64 on the CPU; slot, entry int64."""
+    return _RecurrentValues.apply(w_s, slot.contiguous(), entry.contiguous(), nnz, scale)
 
 
 def bank_pre(drive: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
