@@ -2288,20 +2288,21 @@ void recurrent_values_grad(int64_t n_slots, int64_t n_weights, const int64_t* sl
 }
 
 // `synapse_pass` over a chunk of steps at once, samples and steps side by side (column
-// b · steps + t): q (steps, N · batch) and dc (steps, rows · batch) in, c (steps, rows ·
-// batch) out, through time-inner copies in `work` (transposes). At the lanes loop's batches
-// a step alone is a vector or less of columns.
+// b · steps + t): q (steps, N · batch) and dc (steps, rows · batch) in, through time-inner
+// copies in `work` (transposes). At the lanes loop's batches a step alone is a vector or
+// less of columns. Returns c time-inner, (rows, batch · steps) in `work`, as ∂L/∂W_b's sums
+// read it: copied back to the step-major layout it had cost as much as the copy of dc.
 template <typename T>
-void rebuild_chunk(T* c, const T* q, const T* dc, int64_t steps, int64_t n, int64_t rows,
-                   int64_t batch, const T* values, const int32_t* crow, const int32_t* col,
-                   T* gv, std::vector<T>& work) {
+const T* rebuild_chunk(const T* q, const T* dc, int64_t steps, int64_t n, int64_t rows,
+                       int64_t batch, const T* values, const int32_t* crow, const int32_t* col,
+                       T* gv, std::vector<T>& work) {
   const int64_t w = batch * steps;
   work.resize((n + 2 * rows) * w);
   T *qt = work.data(), *dct = qt + n * w, *ct = dct + rows * w;
   transpose(qt, steps, q, n * batch, steps, n * batch);
   transpose(dct, steps, dc, rows * batch, steps, rows * batch);
   synapse_pass(ct, static_cast<T*>(nullptr), gv, qt, dct, w, w, values, crow, col, rows);
-  transpose(c, rows * batch, ct, steps, rows * batch, steps);
+  return ct;
 }
 
 // The weight gradients of the recurrence after a reverse-time loop, from the per-step
@@ -2329,21 +2330,22 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   if (gv) std::fill(gv, gv + s.crow[n * d_tree], T(0));
   // The sums run a chunk of steps at a time, every sum of one neuron over the chunk before
   // the next neuron's, so that the rows they share (∂L/∂a⁰_t above all) come from memory
-  // once. With feedback, c_t for the chunk is rebuilt first, with ∂L/∂S, in S's row layout
-  // (step, neuron, branch, sample): ∂L/∂W_b's sum reads a row's d_tree values `batch` apart.
-  // Up to 32 steps, and ≈ 8 MB.
+  // once. With feedback, c_t for the chunk is rebuilt first, with ∂L/∂S, time-inner
+  // (`rebuild_chunk`): ∂L/∂W_b's sum reads a neuron's d_tree rows of it a row apart. Up to
+  // 32 steps, and ≈ 8 MB.
   const int64_t rows = n * d_tree;
   const int64_t kChunk =
       fb ? std::clamp<int64_t>((int64_t(8) << 20) / (sizeof(T) * rows * batch), 1, 32) : 32;
   WeightSums<T> sums(s, g, kChunk);
-  std::vector<T> q(fb ? kChunk * nb : 0), c(fb ? kChunk * rows * batch : 0), work;
+  std::vector<T> q(fb ? kChunk * nb : 0), work;
+  const T* c = nullptr;  // the chunk's c_t, time-inner (`rebuild_chunk`)
   std::vector<Rows<T>> acts(n_layers), grads_out(n_layers);
   for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
     const int64_t steps = std::min(kChunk, n_steps - t0);
     if (fb) {
       for (int64_t t = t0; t < t0 + steps; ++t) step_reads(s, t, q.data() + (t - t0) * nb, batch);
-      rebuild_chunk(c.data(), q.data(), grad_branches + t0 * rows * batch, steps, n, rows,
-                    batch, values, s.crow, s.col, gv, work);
+      c = rebuild_chunk(q.data(), grad_branches + t0 * rows * batch, steps, n, rows, batch,
+                        values, s.crow, s.col, gv, work);
     }
     for (int64_t k = 0; k < n; ++k) {
       // The next neuron's rows of the chunk while this one's are summed.
@@ -2367,8 +2369,9 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
         acts[l] = {in<T>(s.acts[l]) + first * w_in, nb * w_in, w_in};
         grads_out[l] = {grad_out(l) + first * w_out, nb * w_out, w_out};
       }
-      const Rows<T> branches{fb ? c.data() + k * d_tree * batch : nullptr, rows * batch, 1};
-      sums.add(k, steps, prev, {grad_pre + first * d_a, nb * d_a, d_a}, branches, batch,
+      const int64_t w = batch * steps;  // c's row: sample b's steps at b · steps
+      const Rows<T> branches{fb ? c + k * d_tree * w : nullptr, 1, steps};
+      sums.add(k, steps, prev, {grad_pre + first * d_a, nb * d_a, d_a}, branches, w,
                acts.data(), grads_out.data());
       for (int64_t t = t0; t < t0 + steps && fb; ++t) sums.add_readout(k, t);
     }
