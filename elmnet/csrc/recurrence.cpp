@@ -1553,22 +1553,20 @@ void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int6
     for (int v = 0; v < V; ++v) store_head(out + (i0 + h) * q + j0 + v * L, acc[h][v], w[v]);
 }
 
-// The tiles of rows i0 … p − 1 for V vectors of columns from j0: 8 rows at a time, then 4,
-// 2, 1 (fewer instantiations than one per height).
+// The tiles of all p rows for V vectors of columns from j0: 8 rows at a time, the rest in
+// one tile (two tiles for SHD-Adding's five rows had read y twice).
 template <typename T, int V, typename XRow, typename YRow>
 void outer_column(T* out, int64_t p, int64_t q, int64_t j0, int64_t n_steps, int64_t batch,
                   XRow xrow, int64_t xs, YRow yrow) {
   int64_t i0 = 0;
   for (; i0 + 8 <= p; i0 += 8) outer_tile<T, 8, V>(out, q, i0, j0, n_steps, batch, xrow, xs, yrow);
-  if (i0 + 4 <= p) {
-    outer_tile<T, 4, V>(out, q, i0, j0, n_steps, batch, xrow, xs, yrow);
-    i0 += 4;
+  switch (p - i0) {
+#define ELM_OUTER_CASE(H) \
+  case H: outer_tile<T, H, V>(out, q, i0, j0, n_steps, batch, xrow, xs, yrow); break;
+    ELM_OUTER_CASE(1) ELM_OUTER_CASE(2) ELM_OUTER_CASE(3) ELM_OUTER_CASE(4)
+    ELM_OUTER_CASE(5) ELM_OUTER_CASE(6) ELM_OUTER_CASE(7)
+#undef ELM_OUTER_CASE
   }
-  if (i0 + 2 <= p) {
-    outer_tile<T, 2, V>(out, q, i0, j0, n_steps, batch, xrow, xs, yrow);
-    i0 += 2;
-  }
-  if (i0 < p) outer_tile<T, 1, V>(out, q, i0, j0, n_steps, batch, xrow, xs, yrow);
 }
 
 // Every tile runs over a block of steps before the next block (≈ 32 KB of x and y, so
