@@ -180,8 +180,8 @@ def _build():
         "elm_trace_backward": (None, [i64] * 3 + [ptr] * 7),
         "elm_spike_product": (i64, [i64] * 3 + [ptr] * 5 + [i64]),
         "elm_spike_product_grad": (None, [i64] * 3 + [ptr] * 5),
-        "elm_bank_pre": (None, [i64] * 4 + [ptr] * 3),
-        "elm_bank_pre_grad": (None, [i64] * 4 + [ptr] * 3),
+        "elm_bank_pre": (None, [i64] * 6 + [ptr] * 3),
+        "elm_bank_pre_grad": (None, [i64] * 6 + [ptr] * 3),
         "elm_token_grad": (None, [i64] * 5 + [ptr] * 3),
         "elm_lane_layout": (i64, [i64] * 3 + [ptr] * 6),
         "elm_recurrent_values": (None, [i64] * 2 + [ptr] * 3 + [ctypes.c_double, ptr]),
@@ -641,11 +641,14 @@ class _BankPre(torch.autograd.Function):
     @staticmethod
     def forward(ctx, drive, bias):
         steps, batch, n, d_a = drive.shape
-        drive, bias = drive.contiguous(), bias.contiguous()
+        ctx.batch_first = drive.transpose(0, 1).is_contiguous() and not drive.is_contiguous()
+        drive = drive if ctx.batch_first else drive.contiguous()
+        bias = bias.contiguous()
         out = drive.new_empty(steps, n, batch, d_a)
         _typed("elm_bank_pre", drive.dtype)(
-            steps, batch, n, d_a, _ptr(drive), _ptr(bias), _ptr(out)
-        )
+            steps, batch, n, d_a, drive.stride(0), drive.stride(1), drive.data_ptr(),
+            _ptr(bias), _ptr(out),
+        )  # fmt: skip
         return out
 
     @staticmethod
@@ -653,11 +656,17 @@ class _BankPre(torch.autograd.Function):
     def backward(ctx, grad):
         steps, n, batch, d_a = grad.shape
         grad = grad.contiguous()
-        grad_drive = grad.new_empty(steps, batch, n, d_a) if ctx.needs_input_grad[0] else None
+        grad_drive = None
+        if ctx.needs_input_grad[0]:  # laid out as the drive was
+            grad_drive = grad.new_empty(steps, batch, n, d_a)
+            if ctx.batch_first:
+                grad_drive = grad.new_empty(batch, steps, n, d_a).transpose(0, 1)
         grad_bias = grad.new_empty(n, d_a) if ctx.needs_input_grad[1] else None
+        strides = grad_drive.stride()[:2] if grad_drive is not None else (0, 0)
         _typed("elm_bank_pre_grad", grad.dtype)(
-            steps, batch, n, d_a, _ptr(grad), _ptr(grad_drive), _ptr(grad_bias)
-        )
+            steps, batch, n, d_a, *strides, _ptr(grad),
+            None if grad_drive is None else grad_drive.data_ptr(), _ptr(grad_bias),
+        )  # fmt: skip
         return grad_drive, grad_bias
 
 
@@ -768,7 +777,9 @@ def recurrent_values(
 def bank_pre(drive: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """drive (T, B, N, d_a) with its B and N axes swapped, plus bias (N, d_a) of drive's
     dtype, as one C++ pass (forward and backward): (T, N, B, d_a) contiguous, the layout
-    the bank's time loop reads. float32/float64 CPU tensors."""
+    the bank's time loop reads. The drive is read in place when time-major or the
+    time-major view of a contiguous (B, T, N, d_a) (its gradient then laid out so too);
+    else copied first. float32/float64 CPU tensors."""
     return _BankPre.apply(drive, bias)
 
 

@@ -2161,35 +2161,38 @@ void backward_any(const ElmArgs& s) {
 }
 
 // The bank's pre-activation from its input drive: out (T, N, B, d_a) = drive (T, B, N, d_a)
-// with the B and N axes swapped, plus bias (N, d_a). One pass over contiguous d_a-wide
+// with the B and N axes swapped, plus bias (N, d_a). Row (t, b) of the drive starts at t ·
+// st + b · sb (its N · d_a values contiguous): time-major, or the product of batch-first
+// input taken in its own order (`ELMBank.input_drive`). One pass over contiguous d_a-wide
 // rows; ATen's general permuted copy of the same (inner extent d_a ≈ 10) runs several
 // times slower.
 template <typename T>
-void bank_pre(int64_t steps, int64_t batch, int64_t n, int64_t d_a, const T* drive,
-              const T* bias, T* out) {
+void bank_pre(int64_t steps, int64_t batch, int64_t n, int64_t d_a, int64_t st, int64_t sb,
+              const T* drive, const T* bias, T* out) {
   for (int64_t t = 0; t < steps; ++t)
     for (int64_t k = 0; k < n; ++k) {
       const T* __restrict bk = bias + k * d_a;
       for (int64_t b = 0; b < batch; ++b) {
-        const T* __restrict src = drive + ((t * batch + b) * n + k) * d_a;
+        const T* __restrict src = drive + t * st + b * sb + k * d_a;
         T* __restrict dst = out + ((t * n + k) * batch + b) * d_a;
         for (int64_t j = 0; j < d_a; ++j) dst[j] = src[j] + bk[j];
       }
     }
 }
 
-// Its gradient: grad_drive (T, B, N, d_a) = grad (T, N, B, d_a) swapped back, grad_bias
-// (N, d_a) = its sum over T and B (either may be null: not wanted).
+// Its gradient: grad_drive (T, B, N, d_a; rows st and sb apart as the drive's) = grad (T, N,
+// B, d_a) swapped back, grad_bias (N, d_a) = its sum over T and B (either may be null: not
+// wanted).
 template <typename T>
-void bank_pre_grad(int64_t steps, int64_t batch, int64_t n, int64_t d_a, const T* grad,
-                   T* grad_drive, T* grad_bias) {
+void bank_pre_grad(int64_t steps, int64_t batch, int64_t n, int64_t d_a, int64_t st,
+                   int64_t sb, const T* grad, T* grad_drive, T* grad_bias) {
   if (grad_bias) std::fill(grad_bias, grad_bias + n * d_a, T(0));
   for (int64_t t = 0; t < steps; ++t)
     for (int64_t k = 0; k < n; ++k) {
       T* __restrict gb = grad_bias ? grad_bias + k * d_a : nullptr;
       for (int64_t b = 0; b < batch; ++b) {
         const T* __restrict src = grad + ((t * n + k) * batch + b) * d_a;
-        if (grad_drive) copy(grad_drive + ((t * batch + b) * n + k) * d_a, src, d_a);
+        if (grad_drive) copy(grad_drive + t * st + b * sb + k * d_a, src, d_a);
         if (gb)
           for (int64_t j = 0; j < d_a; ++j) gb[j] += src[j];
       }
@@ -2771,12 +2774,13 @@ void elm_tanh_f32(int64_t n, const float* x, float* y) { tanh_all<float>(y, x, n
   }
 #define ELM_BANK_PRE(T, SUFFIX)                                                              \
   void elm_bank_pre_##SUFFIX(int64_t steps, int64_t batch, int64_t n, int64_t d_a,          \
-                             const T* drive, const T* bias, T* out) {                        \
-    bank_pre<T>(steps, batch, n, d_a, drive, bias, out);                                     \
+                             int64_t st, int64_t sb, const T* drive, const T* bias, T* out) { \
+    bank_pre<T>(steps, batch, n, d_a, st, sb, drive, bias, out);                             \
   }                                                                                          \
   void elm_bank_pre_grad_##SUFFIX(int64_t steps, int64_t batch, int64_t n, int64_t d_a,     \
-                                  const T* grad, T* grad_drive, T* grad_bias) {              \
-    bank_pre_grad<T>(steps, batch, n, d_a, grad, grad_drive, grad_bias);                     \
+                                  int64_t st, int64_t sb, const T* grad, T* grad_drive,      \
+                                  T* grad_bias) {                                            \
+    bank_pre_grad<T>(steps, batch, n, d_a, st, sb, grad, grad_drive, grad_bias);             \
   }
 ELM_BANK_PRE(float, f32)
 ELM_BANK_PRE(double, f64)
