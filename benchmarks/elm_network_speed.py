@@ -43,7 +43,7 @@ from benchmarks import roofline
 from benchmarks.elm_neuron_speed import MAX_BATCH_STEPS, NOT_CUDA, check_sizes, cpp_unavailable
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
-from elmbridge.training import new_optimizer, resolve_device
+from elmbridge.training import clip_gradients, new_optimizer, resolve_device
 from elmnet import fused
 from elmnet.config import ELMNetworkConfig
 from elmnet.network import ELMNetwork
@@ -99,7 +99,7 @@ def training_step(forward, net, x, y, optimizer) -> None:
     loss = F.cross_entropy(logits[:, -y.shape[1] :].flatten(0, 1), y.flatten())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    clip_gradients(net.parameters(), 1.0)
     optimizer.step()
 
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from elmbridge.errors import UserError
-from elmbridge.training import rng_state, set_rng_state
+from elmbridge.training import clip_gradients, rng_state, set_rng_state
 from elmnet.network import ELMNetwork, ELMNetworkState, NetworkOutput
 from elmnet.recurrence import BankRecurrence, Feedback, SparsePattern, bank_recurrence
 
@@ -237,6 +237,7 @@ class PackedNetworks(nn.Module):
         return [o.logits for o in outs], [o.state for o in outs]
 
     def clip_grad_norm_per_point(self, max_norm: float) -> list[torch.Tensor]:
-        """`clip_grad_norm_` on each point's parameters alone, as its solo run does;
+        """`elmbridge.training.clip_gradients` on each point's parameters alone, as its
+        solo run does;
         returns the K total norms before clipping."""
-        return [nn.utils.clip_grad_norm_(net.parameters(), max_norm) for net in self.networks]
+        return [clip_gradients(net.parameters(), max_norm) for net in self.networks]

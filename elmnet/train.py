@@ -45,6 +45,7 @@ from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.runs import TENSORBOARD_DIR, BestTracker, MetricsLog, RunFolder, read_metrics
 from elmbridge.training import (
+    clip_gradients,
     cosine_lr,
     load_optimizer_state,
     new_optimizer,
@@ -378,7 +379,7 @@ class Run:
     def end_step(self) -> None:
         """Clip this run's gradients on their own, take the optimiser step, count it."""
         if self.args.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip)
+            clip_gradients(self.model.parameters(), self.args.clip)
         self.optimizer.step()
         self.step += 1
 

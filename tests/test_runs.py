@@ -10,7 +10,13 @@ import torch
 
 from elmbridge import runs
 from elmbridge.errors import MissingDataError, UserError
-from elmbridge.training import cosine_lr, load_optimizer_state, new_optimizer, resolve_device
+from elmbridge.training import (
+    clip_gradients,
+    cosine_lr,
+    load_optimizer_state,
+    new_optimizer,
+    resolve_device,
+)
 
 
 def test_a_run_folder_goes_from_new_to_finished(tmp_path):
@@ -197,4 +203,28 @@ def test_a_resumed_optimiser_keeps_its_fused_kernel(name):
     before = resumed[0]._version
     steps(resumed, again, 5, 1)
     assert resumed[0]._version > before
-    assert new_optimizer("adamax", resumed, lr=0.1).param_groups[0].get("fused") is None
+    adamax = new_optimizer("adamax", resumed, lr=0.1).param_groups[0]
+    assert adamax.get("fused") is None and adamax["foreach"] is True
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_clip_gradients_is_clip_grad_norm_to_the_bit(dtype):
+    """The multi-tensor clipping against torch's one-tensor-at-a-time loop: the same
+    total norm and clipped gradients, bit for bit; parameters without a gradient skipped."""
+    g = torch.Generator().manual_seed(5)
+    shapes = [(1000,), (7, 3), (50, 40, 3), (3,)]
+    grads = [10 * torch.randn(s, generator=g, dtype=dtype) for s in shapes]
+
+    def params():
+        ps = [torch.nn.Parameter(torch.zeros(s, dtype=dtype)) for s in shapes]
+        for p, grad in zip(ps[:-1], grads, strict=False):  # the last has no gradient
+            p.grad = grad.clone()
+        return ps
+
+    ours, theirs = params(), params()
+    norm = clip_gradients(ours, 1.0)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, 1.0, foreach=False)
+    assert torch.equal(norm, expected) and norm > 1.0
+    for a, b in zip(ours[:-1], theirs[:-1], strict=True):
+        assert torch.equal(a.grad, b.grad)
+    assert ours[-1].grad is None
