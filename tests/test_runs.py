@@ -208,6 +208,27 @@ def test_a_resumed_optimiser_keeps_its_fused_kernel(name):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adamax_on_the_multi_tensor_kernel_is_the_loop_to_the_bit(dtype):
+    """`new_optimizer("adamax")` takes torch's multi-tensor kernel: after several steps,
+    the same parameters as torch's one-tensor-at-a-time Adamax, bit for bit (a resumed
+    run may switch between them)."""
+
+    def run(make):
+        params = [torch.nn.Parameter(torch.linspace(-1, 1, n, dtype=dtype)) for n in (5, 300)]
+        optimizer = make(params)
+        for i in range(6):
+            for p in params:
+                p.grad = torch.sin(torch.arange(p.numel(), dtype=dtype) * (i + 1))
+            optimizer.step()
+        return params
+
+    ours = run(lambda ps: new_optimizer("adamax", ps, lr=0.05, weight_decay=0.01))
+    theirs = run(lambda ps: torch.optim.Adamax(ps, lr=0.05, weight_decay=0.01, foreach=False))
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_clip_gradients_is_clip_grad_norm_to_the_bit(dtype):
     """The multi-tensor clipping against torch's one-tensor-at-a-time loop: the same
     total norm and clipped gradients, bit for bit; parameters without a gradient skipped."""
