@@ -1220,7 +1220,7 @@ void branch_sums(T* c_out, const T* q, const int32_t* index, const T* value,
 // rows), padded to the longest of its L rows with masked-off lanes (index 0, value 0).
 // index[e] is where entry e reads its source in the gathered vector. The layout follows
 // from the sparsity pattern alone, so the caller builds it once and keeps it
-// (`ElmArgs::lanes`, `lane_layout`); each call puts in the values (`lane_values`). Built
+// (`ElmArgs::lanes`, `lane_layout`); each call puts in the values (`LaneLists`). Built
 // every call, it had been most of a one-step call's forward at Enwik8's batch 1.
 //
 // Sizes only when `first` is null (the return value: entries in all lists, a multiple of
