@@ -6,7 +6,6 @@ The run folder itself (checkpoints, metrics, best model, result) is `elmbridge.r
 import math
 
 import torch
-from torch.autograd.graph import increment_version
 
 from elmbridge.errors import UserError
 
@@ -67,15 +66,7 @@ def new_optimizer(
     supported = all(p.device.type in ("cpu", "cuda") for p in parameters)
     fused = supported and name != "adamax"
     kernel = {"fused": True} if fused else {"foreach": True} if supported else {}
-    optimizer = cls[name](parameters, lr=lr, weight_decay=weight_decay, **kernel)
-    if fused:  # torch's fused step leaves the version counters alone (torch 2.13), and
-        # caches keyed on them (`elmnet.network.ELMBank._derived`) would go stale.
-        optimizer.register_step_post_hook(_bump_versions)
-    return optimizer
-
-
-def _bump_versions(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-    increment_version([p for group in optimizer.param_groups for p in group["params"]])
+    return cls[name](parameters, lr=lr, weight_decay=weight_decay, **kernel)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:

@@ -56,6 +56,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from elmbridge.errors import UserError
 from elmnet import cpp_loop
@@ -122,6 +123,19 @@ class NetworkOutput(NamedTuple):
 def _uniform(generator: torch.Generator, shape: tuple[int, ...], bound: float) -> nn.Parameter:
     values = (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound
     return nn.Parameter(values.to(torch.get_default_dtype()))
+
+
+# Optimiser steps taken anywhere in this process, part of `ELMBank._derived`'s key: torch's
+# fused Adam and AdamW steps change the weights in place without bumping their version
+# counters (torch 2.13), and a kept matrix outlived such a step (stale evaluations).
+_optimiser_steps = [0]
+
+
+def _count_optimiser_step(optimizer, args, kwargs) -> None:
+    _optimiser_steps[0] += 1
+
+
+register_optimizer_step_post_hook(_count_optimiser_step)
 
 
 class ELMBank(nn.Module):
@@ -236,19 +250,19 @@ class ELMBank(nn.Module):
         """compute() (a tensor, or tuple of them, derived from `inputs`: by default all of
         this bank's parameters and buffers), kept between calls until an input changes: an
         in-place change (an optimiser step, load_state_dict) bumps a tensor's version
-        counter, a new tensor (`.to`) has another address. torch's fused Adam and AdamW
-        steps bump none (torch 2.13): `elmbridge.training.new_optimizer` bumps them after
-        each step, and a fused optimiser made elsewhere must do so too
-        (`torch.autograd.graph.increment_version`). While gradients are on and an
-        input requires grad, computed every call: it is part of the graph. What inference
-        mode computes is an inference tensor, which autograd may not save: the mode is part
-        of the key."""
+        counter, a new tensor (`.to`) has another address. Where a parameter is an input,
+        any optimiser step in the process also counts (`_optimiser_steps`): torch's fused
+        Adam and AdamW steps bump no version counter (torch 2.13). While gradients are on
+        and an input requires grad, computed every call: it is part of the graph. What
+        inference mode computes is an inference tensor, which autograd may not save: the
+        mode is part of the key."""
         if inputs is None:
             inputs = self._own_tensors()
         if self._in_graph(inputs):
             return compute()
         versions = ((t.data_ptr(), t._version, t.dtype, t.device) for t in inputs)
-        key = (torch.is_inference_mode_enabled(), *versions)
+        steps = _optimiser_steps[0] if any(isinstance(t, nn.Parameter) for t in inputs) else 0
+        key = (torch.is_inference_mode_enabled(), steps, *versions)
         cache = self.__dict__.setdefault("_derived_cache", {})
         if name not in cache or cache[name][0] != key:
             cache[name] = (key, compute())
