@@ -183,7 +183,7 @@ def _build():
         "elm_bank_pre": (None, [i64] * 6 + [ptr] * 3),
         "elm_bank_pre_grad": (None, [i64] * 6 + [ptr] * 3),
         "elm_token_grad": (None, [i64] * 5 + [ptr] * 3),
-        "elm_lane_layout": (i64, [i64] * 3 + [ptr] * 6),
+        "elm_lane_layout": (i64, [i64] * 2 + [ptr] * 7),
         "elm_recurrent_values": (None, [i64] * 2 + [ptr] * 3 + [ctypes.c_double, ptr]),
         "elm_recurrent_values_grad": (None, [i64] * 2 + [ptr] * 3 + [ctypes.c_double, ptr]),
         "elm_ff_matrix": (None, [i64] * 5 + [ptr] * 7 + [ctypes.c_double, ptr, ptr]),
@@ -236,14 +236,17 @@ _LAYOUTS: dict[int, tuple] = {}
 
 
 def lane_layout(crow: torch.Tensor, col: torch.Tensor, n: int, d_tree: int,
-                dtype: torch.dtype, transposed: bool) -> _LaneLayout:  # fmt: skip
+                dtype: torch.dtype, transposed: tuple | None = None) -> _LaneLayout:  # fmt: skip
     """The layout of the lanes loops' gather lists for the recurrent synapse matrix S of
-    (crow, col) (int32 CSR of N·d_tree rows; Sᵀ's lists when `transposed`), for `dtype`'s
-    vector lanes, built once per pattern and kept while `col` lives: it depends on the
-    pattern alone, and built in every call it had been most of a one-step call's forward
-    at Enwik8's batch 1. Checked against the tensors' addresses and version counters."""
-    key = (dtype, d_tree, transposed)
-    versions = (crow.data_ptr(), col.data_ptr(), crow._version, col._version, n)
+    (crow, col) (int32 CSR of N·d_tree rows), for `dtype`'s vector lanes: S's lists, or
+    with `transposed` = the pattern's (crow_t, col_t, perm_t) Sᵀ's, one per source, each
+    entry reading its row's ∂L/∂c in the reverse-time loop's lane layout (groups, d_tree,
+    L). Built once per pattern and kept while `col` lives: it depends on the pattern
+    alone, and built in every call it had been most of a one-step call's forward at
+    Enwik8's batch 1. Checked against the tensors' addresses and version counters."""
+    key = (dtype, d_tree, transposed is not None)
+    tensors_in = (crow, col, *(transposed or ()))
+    versions = (n, *((t.data_ptr(), t._version) for t in tensors_in))
     slot = id(col)
     ref, kept = _LAYOUTS.get(slot, (None, None))
     if ref is None or ref() is not col:
@@ -251,10 +254,18 @@ def lane_layout(crow: torch.Tensor, col: torch.Tensor, n: int, d_tree: int,
         _LAYOUTS[slot] = ref, (kept := {})
     if key in kept and kept[key][0] == versions:
         return kept[key][2]
+    lanes = _VECTOR_BYTES // dtype.itemsize
+    if transposed is None:
+        width, rows, index, entry = d_tree, crow, col, None
+    else:
+        crow_t, col_t, perm_t = transposed
+        neuron, branch = col_t.long() // d_tree, col_t.long() % d_tree
+        index = ((neuron // lanes) * d_tree + branch) * lanes + neuron % lanes
+        width, rows, entry = 1, crow_t, perm_t.to(torch.int32).contiguous()
+        rows, index = rows.to(torch.int32).contiguous(), index.to(torch.int32)
     function = _typed("elm_lane_layout", dtype)
-    args = (n, d_tree, int(transposed), _ptr(crow), _ptr(col))
+    args = (n, width, _ptr(rows), _ptr(index), _ptr(entry))
     size = function(*args, None, None, None, None)
-    lanes, width = _VECTOR_BYTES // dtype.itemsize, 1 if transposed else d_tree
     tensors = (
         torch.empty(-(-n // lanes) * width + 1, dtype=torch.int64),
         torch.zeros(size, dtype=torch.int32),
@@ -382,7 +393,7 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
     if fb is not None:
         values, crow, col, w_branch, w_y, beta, drop, highpass, output, outputs, hps = fb
         crow, col = crow.to(torch.int32).contiguous(), col.to(torch.int32).contiguous()
-        call.set_lanes(lane_layout(crow, col, n, spec.d_tree, pre.dtype, False))
+        call.set_lanes(lane_layout(crow, col, n, spec.d_tree, pre.dtype))
         call.set(
             values=values.contiguous(), crow=crow, col=col, w_branch=w_branch.contiguous(),
             w_y=w_y.contiguous(), beta=torch.broadcast_to(beta, (n,)).contiguous(),
@@ -464,7 +475,9 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         setattr(out, name, ctypes.addressof(array))
     grad_table = None
     if spec.feedback:
-        values, crow, col, _, _, _, w_branch, w_y, drop, outputs, output0 = rest[2 * n_layers :]
+        values, crow, col, crow_t, col_t, perm_t, w_branch, w_y, drop, outputs, output0 = rest[
+            2 * n_layers :
+        ]
         grad_outputs, grad_highpasses = grad_feedback
         grad_y, grad_r = empty(outputs, *outputs.shape), empty(outputs, *outputs.shape)
         grad_values = torch.empty_like(values)
@@ -474,7 +487,8 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         carry_out, carry_highpass = outputs.new_zeros(n, batch), outputs.new_zeros(n, batch)
         crow, col = crow.to(torch.int32).contiguous(), col.to(torch.int32).contiguous()
         if not in_loop:
-            call.set_lanes(lane_layout(crow, col, n, spec.d_tree, memories.dtype, True))
+            transposed = (crow_t, col_t, perm_t)
+            call.set_lanes(lane_layout(crow, col, n, spec.d_tree, memories.dtype, transposed))
         call.set(
             values=values.contiguous(), crow=crow, col=col,
             w_branch=w_branch.transpose(1, 2).contiguous(),

@@ -820,38 +820,36 @@ def test_token_input_trains_in_place(batch, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_lanes_loops_with_and_without_the_kept_layout(dtype, monkeypatch):
-    """The lanes loops' gather-list layout, built once per pattern in `cpp_loop` and kept,
-    against the one each loop builds itself when given none (forward: S's lists; reverse
-    time: Sᵀ's): the same logits and gradients to the bit, in training at batch 2. The
-    kept layout is reused while the pattern is unchanged, rebuilt after an in-place
-    change of it, and dropped with it."""
+def test_lanes_loops_keep_their_layout_per_pattern(dtype):
+    """The lanes loops' gather-list layout (S's for the forward, Sᵀ's for the reverse-time
+    loop, from the pattern's transposed CSR), built once per pattern in `cpp_loop` and
+    kept: training at batch 2 against the eager path (logits and every gradient); the
+    kept layout reused while the pattern is unchanged, rebuilt after an in-place change of
+    it, and dropped with it."""
     net = tiny_network(dtype, N=37, d_m=3, d_mlp=5, d_tree=4, d_brch=3, rho=0.6).train()
     x = torch.rand(2, 9, 5, generator=torch.Generator().manual_seed(6), dtype=dtype)
 
-    def train_step():
+    def train_step(backend="cpp"):
         net.zero_grad(set_to_none=True)
-        with use_backend("cpp"):
+        with use_backend(backend):
             logits = net(x)[0]
-        (
-            logits * torch.linspace(-1, 1, logits.numel(), dtype=dtype).view_as(logits)
-        ).sum().backward()
-        return logits.detach(), [p.grad.clone() for p in net.parameters()]
+        probe = torch.linspace(-1, 1, logits.numel(), dtype=dtype).view_as(logits)
+        (logits * probe).sum().backward()
+        return [logits.detach()] + [p.grad.clone() for p in net.parameters()]
 
-    kept = train_step()
+    expected = train_step("eager")
+    for a, e in zip(train_step(), expected, strict=True):
+        assert_close(a, e, dtype)
     col = net.hidden.rec_col
     layouts = dict(cpp_loop._LAYOUTS[id(col)][1])
     assert {(dtype, 4, False), (dtype, 4, True)} <= set(layouts)
     train_step()
     assert all(cpp_loop._LAYOUTS[id(col)][1][k][2] is v[2] for k, v in layouts.items())
-    with monkeypatch.context() as m:
-        m.setattr(cpp_loop._Call, "set_lanes", lambda self, layout: None)
-        own = train_step()
-    for a, b in zip((kept[0], *kept[1]), (own[0], *own[1]), strict=True):
-        assert torch.equal(a, b)
     col.add_(0)  # an in-place change (here of nothing) bumps the version: rebuilt
-    train_step()
-    assert cpp_loop._LAYOUTS[id(col)][1][(dtype, 4, False)][2] is not layouts[(dtype, 4, False)][2]
+    for a, e in zip(train_step(), expected, strict=True):
+        assert_close(a, e, dtype)
+    for key in layouts:
+        assert cpp_loop._LAYOUTS[id(col)][1][key][2] is not layouts[key][2]
     slot = id(col)
     net.hidden._index_synapses(net.hidden.source)  # new pattern buffers; the old ones die
     del col

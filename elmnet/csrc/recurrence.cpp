@@ -23,7 +23,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -105,8 +104,8 @@ struct ElmArgs {
   // `elm_weight_grads_*` call follows. The other loops ignore it.
   const ElmGrads* grads;
   // The lanes loops' gather lists' layout (`build_lane_layout`), kept by the caller
-  // between calls: S's for the forward, Sᵀ's for the reverse-time loop; null, and the
-  // loop builds its own. The other loops ignore it.
+  // between calls: S's for the forward, Sᵀ's for the reverse-time loop. Needed by the
+  // lanes loops with feedback; the other loops ignore it.
   const LaneLayout* lanes;
 };
 
@@ -1220,8 +1219,10 @@ void branch_sums(T* c_out, const T* q, const int32_t* index, const T* value,
 // rows), padded to the longest of its L rows with masked-off lanes (index 0, value 0).
 // index[e] is where entry e reads its source in the gathered vector. The layout follows
 // from the sparsity pattern alone, so the caller builds it once and keeps it
-// (`ElmArgs::lanes`, `lane_layout`); each call puts in the values (`LaneLists`). Built
-// every call, it had been most of a one-step call's forward at Enwik8's batch 1.
+// (`ElmArgs::lanes`, elmnet/cpp_loop.py's `lane_layout`); each call puts in the values
+// (`lane_values`). Built every call, it had been most of a one-step call's forward at
+// Enwik8's batch 1. Sᵀ's lists (the reverse-time loop's, one per source) come from the
+// pattern's transposed CSR, each entry's index its ∂L/∂c in dc's lane layout.
 //
 // Sizes only when `first` is null (the return value: entries in all lists, a multiple of
 // L); else also fills first (groups · width + 1), index (size) and masks (size / L ·
@@ -1261,77 +1262,16 @@ int64_t build_lane_layout(int64_t n, int64_t width, const int32_t* crow, const i
   return size;
 }
 
-// Sᵀ in CSR form for `bank_backward_lanes`' lists: rows = sources, each row's entries by
-// ascending branch row (the order in which `bank_backward` adds them), indexing dc's lane
-// layout (groups, d_tree, L); entry[·] the entry of S each came from.
+// This call's values of S in the lists of the caller's layout (ElmArgs::lanes, which the
+// lanes loops need with feedback), zero in the padding.
 template <typename T>
-struct Transposed {
-  std::vector<int32_t> crow, index, entry;
-  Transposed(int64_t n, int64_t d_tree, const int32_t* crow_s, const int32_t* col) {
-    constexpr int64_t L = kVecLanes<T>;
-    const int64_t rows = n * d_tree, nnz = crow_s[rows];
-    crow.assign(n + 1, 0);
-    index.resize(nnz);
-    entry.resize(nnz);
-    for (int64_t e = 0; e < nnz; ++e) ++crow[col[e] + 1];
-    for (int64_t k = 0; k < n; ++k) crow[k + 1] += crow[k];
-    std::vector<int32_t> next(crow.begin(), crow.end() - 1);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t k = r / d_tree, j = r % d_tree;
-      for (int32_t e = crow_s[r]; e < crow_s[r + 1]; ++e) {
-        const int32_t at = next[col[e]]++;
-        index[at] = static_cast<int32_t>(((k / L) * d_tree + j) * L + k % L);
-        entry[at] = e;
-      }
-    }
-  }
-};
-
-// The layout of S's lists (forward: n rows of d_tree branches) or of Sᵀ's (`transposed`,
-// backward: one list per source), in the caller's arrays (`build_lane_layout`: sizes only
-// when `first` is null).
-template <typename T>
-int64_t lane_layout(int64_t n, int64_t d_tree, bool transposed, const int32_t* crow,
-                    const int32_t* col, int64_t* first, int32_t* index, uint32_t* masks,
-                    int32_t* pos) {
-  if (!transposed)
-    return build_lane_layout<T>(n, d_tree, crow, col, nullptr, first, index, masks, pos);
-  const Transposed<T> t(n, d_tree, crow, col);
-  return build_lane_layout<T>(n, 1, t.crow.data(), t.index.data(), t.entry.data(), first,
-                              index, masks, pos);
+std::vector<T> lane_values(const ElmArgs& s) {
+  std::vector<T> value(s.lanes->size, T(0));
+  const T* values = in<T>(s.values);
+  const int64_t nnz = values ? s.crow[s.n * s.d_tree] : 0;
+  for (int64_t e = 0; e < nnz; ++e) value[s.lanes->pos[e]] = values[e];
+  return value;
 }
-
-// A lanes loop's gather lists: the caller's layout (ElmArgs::lanes), or one built here,
-// with this call's values of S put in (zero in the padding).
-template <typename T>
-struct LaneLists {
-  std::vector<int64_t> own_first;
-  std::vector<int32_t> own_index, own_pos;
-  std::vector<uint32_t> own_masks;
-  LaneLayout layout;
-  std::vector<T> value;
-  LaneLists(const ElmArgs& s, bool transposed) {
-    const int64_t n = s.n, width = transposed ? 1 : s.d_tree;
-    if (s.lanes) {
-      layout = *s.lanes;
-    } else {
-      constexpr int64_t L = kVecLanes<T>;
-      const int64_t size = lane_layout<T>(n, s.d_tree, transposed, s.crow, s.col, nullptr,
-                                          nullptr, nullptr, nullptr);
-      own_first.resize(((n + L - 1) / L) * width + 1);
-      own_index.assign(size, 0);
-      own_masks.assign(size / L * kMaskWords, 0);
-      own_pos.resize(s.crow[n * s.d_tree]);
-      lane_layout<T>(n, s.d_tree, transposed, s.crow, s.col, own_first.data(),
-                     own_index.data(), own_masks.data(), own_pos.data());
-      layout = {size, own_first.data(), own_index.data(), own_masks.data(), own_pos.data()};
-    }
-    value.assign(layout.size, T(0));
-    const T* values = in<T>(s.values);
-    const int64_t nnz = values ? s.crow[n * s.d_tree] : 0;
-    for (int64_t e = 0; e < nnz; ++e) value[layout.pos[e]] = values[e];
-  }
-};
 
 template <typename T>
 void bank_forward_lanes(const ElmArgs& s) {
@@ -1376,8 +1316,7 @@ void bank_forward_lanes(const ElmArgs& s) {
 
   // The gather lists of `branch_sums`, per (group, branch).
   const int64_t q_stride = np + 2 * L;  // q of one sample, zeros past N
-  std::optional<LaneLists<T>> lists;
-  if (fb) lists.emplace(s, false);
+  const std::vector<T> lane_value = fb ? lane_values<T>(s) : std::vector<T>{};
   // q of all neurons in registers when it fits 4 pairs of vectors, else hardware gathers.
   const int64_t pairs = (np + 2 * L - 1) / (2 * L);
   void (*sums)(T*, const T*, const int32_t*, const T*, const uint32_t*, const int64_t*,
@@ -1422,8 +1361,8 @@ void bank_forward_lanes(const ElmArgs& s) {
         // The first layer's inputs: m_{t−1}, then the branch sums c_t.
         std::copy(m, m + d_m * L, x.p);
         if (fb)
-          sums(x.p + d_m * L, q.p + b * q_stride, lists->layout.index, lists->value.data(),
-               lists->layout.masks, lists->layout.first + g * d_tree, d_tree);
+          sums(x.p + d_m * L, q.p + b * q_stride, s.lanes->index, lane_value.data(),
+               s.lanes->masks, s.lanes->first + g * d_tree, d_tree);
         // a⁰ = (m_{t−1} U + c_t W_b) + pre_t
         std::fill(a.p, a.p + d_a * L, T(0));
         lane_outputs<T, 8>(a.p, x.p, w1, d_in, d_a, 0);
@@ -1940,7 +1879,7 @@ void bank_backward(const ElmArgs& s) {
 //
 // ∂L/∂o_{t−1}[s] = D_t[s] Σ_{(n, j)} S[(n, j), s] ∂L/∂c_t[n, j] reads every neuron's
 // branch gradients of step t, so it runs after all groups of the step, as a gather per
-// source (the transposed CSR, `Transposed`, lists padded per group of L sources like the
+// source (the pattern's transposed CSR, lists padded per group of L sources like the
 // forward's branch sums: `branch_sums` with hardware gathers), never a scatter whose lanes
 // could collide on one source.
 
@@ -1987,14 +1926,14 @@ void bank_backward_lanes(const ElmArgs& s) {
   LaneBuffer<T> carry_out(batch * np);
   const int64_t dc_stride = groups * d_tree * L;
   LaneBuffer<T> dc(fb ? batch * dc_stride : 0);
-  std::optional<LaneLists<T>> sources;  // Sᵀ's lists, one per source (`Transposed`)
+  std::vector<T> source_value;  // Sᵀ's lists (ElmArgs::lanes), one per source
   if (fb) {
     to_lanes(w_y.p, in<T>(s.w_y), n, d_m, 1, d_m, 0);
     states_to_lanes(carry_hp.p, in<T>(s.carry_highpass), n, batch, 1);
     for (int64_t k = 0; k < n; ++k)
       for (int64_t b = 0; b < batch; ++b)
         carry_out.p[b * np + k] = in<T>(s.carry_out)[k * batch + b];
-    sources.emplace(s, true);
+    source_value = lane_values<T>(s);
   }
 
   const std::vector<int32_t> step_1 = lane_steps<T>(batch), step_l = lane_steps<T>(L);
@@ -2105,9 +2044,8 @@ void bank_backward_lanes(const ElmArgs& s) {
       for (int64_t b = 0; b < batch; ++b)
         for (int64_t g = 0; g < groups; ++g) {
           T* co = carry_out.p + b * np + g * L;
-          branch_sums<T, 0>(co, dc.p + b * dc_stride, sources->layout.index,
-                            sources->value.data(), sources->layout.masks,
-                            sources->layout.first + g, 1);
+          branch_sums<T, 0>(co, dc.p + b * dc_stride, s.lanes->index, source_value.data(),
+                            s.lanes->masks, s.lanes->first + g, 1);
           if (drop)
             store_vec(co, load_vec(co) * gather_lanes(drop + (t * n + g * L) * batch + b,
                                                       step_1.data(), std::min(L, n - g * L)));
@@ -2711,16 +2649,16 @@ void spike_product_grad(int64_t rows, int64_t n_in, int64_t n_out, const X* x,
 extern "C" {
 // The layout check: cpp_loop compares this with ctypes.sizeof of its mirror.
 int64_t elm_args_size() { return sizeof(ElmArgs); }
-// `lane_layout` for float32 (16 lanes) and float64 (8): sizes only when `first` is null.
-int64_t elm_lane_layout_f32(int64_t n, int64_t d_tree, int64_t transposed, const int32_t* crow,
-                            const int32_t* col, int64_t* first, int32_t* index,
+// `build_lane_layout` for float32 (16 lanes) and float64 (8): sizes only when `first` is null.
+int64_t elm_lane_layout_f32(int64_t n, int64_t width, const int32_t* crow, const int32_t* index,
+                            const int32_t* entry, int64_t* first, int32_t* lane_index,
                             uint32_t* masks, int32_t* pos) {
-  return lane_layout<float>(n, d_tree, transposed, crow, col, first, index, masks, pos);
+  return build_lane_layout<float>(n, width, crow, index, entry, first, lane_index, masks, pos);
 }
-int64_t elm_lane_layout_f64(int64_t n, int64_t d_tree, int64_t transposed, const int32_t* crow,
-                            const int32_t* col, int64_t* first, int32_t* index,
+int64_t elm_lane_layout_f64(int64_t n, int64_t width, const int32_t* crow, const int32_t* index,
+                            const int32_t* entry, int64_t* first, int32_t* lane_index,
                             uint32_t* masks, int32_t* pos) {
-  return lane_layout<double>(n, d_tree, transposed, crow, col, first, index, masks, pos);
+  return build_lane_layout<double>(n, width, crow, index, entry, first, lane_index, masks, pos);
 }
 // Without feedback (a neuron, or a bank without recurrent synapses) `plain_forward_any`
 // and `plain_backward`; with feedback the bank loops.
