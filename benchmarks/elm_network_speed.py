@@ -2,7 +2,7 @@
 
     python -m benchmarks.elm_network_speed [--device cpu|cuda] [--threads 1]
         [--batch 8 32 64] [--configs shd-adding enwik8 small] [--shd-steps 1000]
-        [--enwik8-steps 100] [--repeats 3] [--no-baseline]
+        [--enwik8-steps 100] [--repeats 3] [--no-baseline] [--autocast none|bf16]
 
 Two throughputs, in (time steps × batch) per second: the forward pass alone (inference
 mode), and a full training step: forward, loss, backward, gradient clipping and the
@@ -16,12 +16,17 @@ Enwik8 N 742, d_m 20, k_c 750, T 100 (the BPTT window); `small` is the base poin
 the cpu sweep preset (SHD-Adding with N 24, d_m 5, k_c 60, T 50: 20 ms bins).
 
 Rows: the hand-written recurrence (eager); the fused kernels (`elmnet.fused`) on CUDA
-with triton, else a line saying why not; on the CPU the same recurrence on the compiled
-C++ time loops (`elmnet.cpp_loop`, "cpp loops"); and, for training, the baseline that leaves
-the hidden layer's time loop to autograd (the recurrent synapses as a gather and
-index_add, the per-neuron MLP as batched matmuls; the script checks that it gives the
-same logits before timing). The methods are timed taking turns
-(`roofline.time_interleaved`), so load on a shared machine falls on all alike.
+with triton, else a line saying why not; on CUDA the eager recurrence captured in CUDA
+graphs ("cuda graph", `benchmarks.cuda_graph`; checked against the eager logits first,
+and left out with a line saying why when its capture fails); on the CPU the same
+recurrence on the compiled C++ time loops (`elmnet.cpp_loop`, "cpp loops"); and, for
+training, the baseline that leaves the hidden layer's time loop to autograd (the
+recurrent synapses as a gather and index_add, the per-neuron MLP as batched matmuls; the
+script checks that it gives the same logits before timing). With `--autocast bf16` every
+timed call runs under torch.autocast to bfloat16 (the recurrence itself stays float32:
+`elmnet.recurrence`), and the matmul reference is timed in bfloat16. The methods are
+timed taking turns (`roofline.time_interleaved`), so load on a shared machine falls on
+all alike.
 
 Roofline (`benchmarks.roofline`): FLOPs per step and sample of the matrix products
 (the recurrent synapses' sparse product is left out: 1 % of the FLOPs for SHD-Adding,
@@ -34,13 +39,23 @@ reference count its multiply-adds (nonzeros × N·d_a), the eager rows the dense
 """
 
 import argparse
+import contextlib
 import functools
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks import roofline
-from benchmarks.elm_neuron_speed import MAX_BATCH_STEPS, NOT_CUDA, check_sizes, cpp_unavailable
+from benchmarks import cuda_graph, roofline
+from benchmarks.elm_neuron_speed import (
+    AUTOCAST,
+    AUTOCAST_NO_CPP,
+    MAX_BATCH_STEPS,
+    NOT_CUDA,
+    NOT_CUDA_GRAPH,
+    check_sizes,
+    cpp_unavailable,
+    precision,
+)
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.training import clip_gradients, new_optimizer, resolve_device
@@ -157,6 +172,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--enwik8-steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-baseline", action="store_true", help="skip the autograd loop")
+    parser.add_argument("--autocast", choices=list(AUTOCAST), default="none",
+                        help="time every call under torch.autocast to this dtype")  # fmt: skip
     args = parser.parse_args(argv)
     batches, args.batch = args.batch, min(args.batch)
     check_sizes(args, ("batch", "shd_steps", "enwik8_steps", "repeats"))
@@ -171,6 +188,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         NOT_CUDA if device.type != "cuda" else fused.unavailable(device, torch.float32, "relu2", 1)
     )
     no_cpp = cpp_unavailable(device, torch.float32, "relu2")
+    if no_cpp is None and args.autocast != "none":
+        no_cpp = AUTOCAST_NO_CPP
+    no_graph = NOT_CUDA_GRAPH if device.type != "cuda" else None
+    reference_dtype = AUTOCAST[args.autocast] or torch.float32
+    within = functools.partial(precision, device, args.autocast)
 
     rows = []
     for name in dict.fromkeys(args.configs):
@@ -184,6 +206,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             methods = [("hand-written", "eager", hand_written_logits)]
             if no_fused is None:
                 methods.append(("fused", "triton", hand_written_logits))
+            if device.type == "cuda":
+                graphed = functools.partial(
+                    cuda_graph.network_logits, loops=cuda_graph.GraphedLoops()
+                )
+                failed = graph_check(graphed, net, x)
+                if failed is None:
+                    methods.append(("cuda graph", "eager", graphed))
+                else:  # the last failure is reported; the other points keep their rows
+                    no_graph = f"{name} batch {batch}: {failed}"
             if no_cpp is None:
                 methods.append(("cpp loops", "cpp", hand_written_logits))
             if not args.no_baseline:
@@ -201,7 +232,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             tokens = not x.is_floating_point()
             products = forward_products(config, batch, n_steps, tokens)
             flops = roofline.total_flops(products)
-            reference = roofline.matmul_reference(products, device, torch.float32, args.repeats)
+            reference = roofline.matmul_reference(products, device, reference_dtype, args.repeats)
             # Spike input: the cpp rows run the spike product (`spike_matmul`), so their
             # FLOPs and matmul reference count its multiply-adds, not the dense product's.
             nonzeros = None if tokens else int(torch.count_nonzero(x))
@@ -211,7 +242,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 spike_products = forward_products(config, batch, n_steps, tokens, nonzeros)
                 spike_flops = roofline.total_flops(spike_products)
                 spike_reference = roofline.matmul_reference(
-                    spike_products, device, torch.float32, args.repeats
+                    spike_products, device, reference_dtype, args.repeats
                 )
             row = {"task": task, "config": name, "N": config.N, "d_m": config.d_m,
                    "k_c": config.k_c, "P": network_parameters(config).total, "T": n_steps,
@@ -224,10 +255,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for method, backend, forward in methods:
                 optimizer = new_optimizer(optim, net.parameters(), lr=1e-4)
                 step = functools.partial(training_step, forward, net, x, y, optimizer)
-                calls[method, "train"] = on_backend(backend, step)
+                calls[method, "train"] = on_backend(backend, step, within)
                 if method != "autograd loop":
                     calls[method, "forward"] = on_backend(
-                        backend, functools.partial(forward, net, x), inference=True
+                        backend, functools.partial(forward, net, x), within, inference=True
                     )
             timings = roofline.time_interleaved(calls, device, args.repeats)
             for method, backend, _ in methods:
@@ -246,37 +277,52 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     row[f"{method} forward s"] = fwd.cost(device)
                     row[f"{method} forward GFLOP/s"] = roofline.gflops(done, fwd.cost(device))
             rows.append(row)
-    report(rows, args, device, batches, no_fused, no_cpp)
+    report(rows, args, device, batches, no_fused, no_cpp, no_graph)
     return rows
 
 
-def on_backend(backend: str, fn, inference: bool = False):
-    """`fn` as a call that runs on `backend`'s time loop (in inference mode if asked)."""
+def graph_check(graphed, net: ELMNetwork, x: torch.Tensor) -> str | None:
+    """Why the CUDA-graph row cannot run (its capture failed, or its replay does not give
+    the eager logits), or None: a failed capture costs its row, not the table."""
+    try:
+        with torch.inference_mode(), use_backend("eager"):
+            eager, replayed = hand_written_logits(net, x), graphed(net, x)
+            torch.testing.assert_close(replayed, eager, rtol=1e-4, atol=1e-5)
+    except Exception as error:  # any failure is reported, not raised
+        return f"capture or replay failed: {type(error).__name__}: {str(error)[:200]}"
+    return None
+
+
+def on_backend(backend: str, fn, within=contextlib.nullcontext, inference: bool = False):
+    """`fn` as a call that runs on `backend`'s time loop within `within()` (a context
+    manager made anew each call, e.g. `precision`'s), in inference mode if asked."""
 
     def call():
-        with use_backend(backend), torch.inference_mode(inference):
+        with use_backend(backend), within(), torch.inference_mode(inference):
             fn()
 
     return call
 
 
-def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
+def report(rows, args, device, batches, no_fused, no_cpp=None, no_graph=None) -> None:
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     clock = "CPU" if device.type == "cpu" else "wall-clock"
+    kind = "float32" if args.autocast == "none" else f"float32 under {args.autocast} autocast"
     print(
-        f"ELM Network throughput, {device.type} float32{threads}; (time steps × batch) per "
+        f"ELM Network throughput, {device.type} {kind}{threads}; (time steps × batch) per "
         "wall-clock second, and per second of this process's CPU time (per CPU-s); "
         f"training = forward + backward + optimiser step; GFLOP/s and fixed costs from "
         f"{clock} time"
     )
-    methods = [m for m in ("hand-written", "fused", "cpp loops", "autograd loop") if m in rows[0]]
+    methods = ("hand-written", "fused", "cuda graph", "cpp loops", "autograd loop")
+    methods = [m for m in methods if any(m in r for r in rows)]
     header = f"{'config':<11}{'N':>5}{'d_m':>4}{'k_c':>5}{'P':>11}{'T':>6}{'batch':>6}  "
     header += f"{'method':<14}{'forward':>10}{'per CPU-s':>10}{'GFLOP/s':>8}"
     header += f"{'training':>10}{'per CPU-s':>10}{'GFLOP/s':>8}{'matmul GFLOP/s':>15}"
     header += f"{'% fwd':>7}{'% train':>8}"
     print(header)
     for r in rows:
-        for m in methods:
+        for m in (m for m in methods if m in r):
             line = (f"{r['config']:<11}{r['N']:>5}{r['d_m']:>4}{r['k_c']:>5}{r['P']:>11,}"
                     f"{r['T']:>6}{r['batch']:>6}  {m:<14}")  # fmt: skip
             if f"{m} forward" in r:
@@ -303,6 +349,9 @@ def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
         if "fused" in r:
             line += (f"; fused/eager {r['fused forward'] / r['hand-written forward']:.2f}× "
                      f"forward, {r['fused'] / r['hand-written']:.2f}× training")  # fmt: skip
+        if "cuda graph" in r:
+            line += (f"; graph/eager {r['cuda graph forward'] / r['hand-written forward']:.2f}× "
+                     f"forward, {r['cuda graph'] / r['hand-written']:.2f}× training")  # fmt: skip
         if "cpp loops" in r:
             # Per CPU-s: on a shared machine the wall clock also counts others' turns.
             fwd = r["cpp loops forward per CPU-s"] / r["hand-written forward per CPU-s"]
@@ -311,6 +360,8 @@ def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
         print(line)
     if no_fused:
         print(f"fused kernels: not run ({no_fused})")
+    if no_graph:
+        print(f"cuda graph: not run ({no_graph})")
     if no_cpp and device.type == "cpu":
         print(f"cpp loops: not run ({no_cpp})")
     if len(set(batches)) < 2:
@@ -320,11 +371,13 @@ def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
         for m in methods:
             fits = []
             for key, label in ((f"{m} forward s", "forward"), (f"{m} s", "training")):
-                if key in mine[0]:
-                    per_step = [r[key] / r["T"] for r in mine]
-                    fixed, per_sample = roofline.fixed_cost([r["batch"] for r in mine], per_step)
+                timed = [r for r in mine if key in r]
+                if len({r["batch"] for r in timed}) >= 2:
+                    per_step = [r[key] / r["T"] for r in timed]
+                    fixed, per_sample = roofline.fixed_cost([r["batch"] for r in timed], per_step)
                     fits.append(f"{label} {fixed:.1f} µs + {per_sample:.2f} µs/sample")
-            print(f"fixed cost per time step, {config}, {m}: {'; '.join(fits)}")
+            if fits:
+                print(f"fixed cost per time step, {config}, {m}: {'; '.join(fits)}")
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Throughput of the ELM neuron: parallel traces vs. a plain per-step loop, with roofline.
 
     python -m benchmarks.elm_neuron_speed [--batch 8 32 128] [--steps 500]
-        [--device cpu|cuda] [--threads 1] [--no-baseline]
+        [--device cpu|cuda] [--threads 1] [--no-baseline] [--autocast none|bf16]
 
 NeuronIO configuration (d_in 1278, d_tree 45, d_brch 100, d_m 20). Throughput is in
 (time steps × batch) per second, forward alone (inference mode) and forward + backward,
@@ -10,7 +10,10 @@ wall clock also runs while other processes hold the cores). The baseline compute
 routing, synapse traces and branch sums inside the time loop, as a direct transcription
 of the equations would; both compute the same
 function (the script checks that their outputs agree before timing). On CUDA with
-triton installed the fused kernels (`elmnet.fused`) get their own row; on the CPU the
+triton installed the fused kernels (`elmnet.fused`) get their own row, and so does the
+eager recurrence captured in CUDA graphs ("cuda graph", `benchmarks.cuda_graph`; checked
+against the eager output first, and left out with a line saying why when its capture
+fails); on the CPU the
 compiled C++ loops (`elmnet.cpp_loop`) do, beside the eager loop of the same
 parallel-traces model; elsewhere a line says why they cannot run. Rows on the CPU:
 "parallel traces" (backend eager: parallel-scan trace, dense synapse product, eager
@@ -19,8 +22,10 @@ the CPU default before the C++ trace and spike product), "cpp loops" (everything
 in C++: recurrence, trace, spike product) and "auto" (what a user gets: as "cpp loops"
 up to batch 128, above it the eager recurrence with the C++ trace and spike product);
 "cpp, int8 input" is "cpp loops" on the same spikes as an int8 tensor.
-The methods are timed taking turns (`roofline.time_interleaved`), so load on a shared
-machine falls on all alike and their ratios hold.
+With `--autocast bf16` every timed call runs under torch.autocast to bfloat16 (the
+recurrence itself stays float32), without the C++ rows, and the matmul reference is
+timed in bfloat16. The methods are timed taking turns (`roofline.time_interleaved`), so
+load on a shared machine falls on all alike and their ratios hold.
 
 Roofline (`benchmarks.roofline`): FLOPs per step and sample of the matrix products, the
 FLOP/s reached (rows on the spike product count the multiply-adds it performs, 2 per
@@ -30,10 +35,12 @@ sizes, the fixed cost per time step (intercept of time per step against batch si
 """
 
 import argparse
+import contextlib
+import functools
 
 import torch
 
-from benchmarks import roofline
+from benchmarks import cuda_graph, roofline
 from elmbridge.cli import run_cli
 from elmbridge.errors import UserError
 from elmbridge.training import resolve_device
@@ -42,6 +49,23 @@ from elmnet.config import ELMConfig
 from elmnet.neuron import ELMNeuron
 from elmnet.ops import SPIKE_MAX_DENSITY, _scan_trace, decay, scaled_tanh
 from elmnet.recurrence import use_backend
+
+# --autocast: the timed calls under torch.autocast to this dtype (none: plain float32).
+AUTOCAST = {"none": None, "bf16": torch.bfloat16}
+NOT_CUDA_GRAPH = "CUDA graphs capture CUDA work"
+# Under autocast the products around the loops hand them bfloat16, which they do not take.
+AUTOCAST_NO_CPP = "the C++ loops take float32 or float64, not autocast's bfloat16"
+
+
+def precision(device: torch.device, autocast: str):
+    """The context every timed call runs in: torch.autocast to `AUTOCAST[autocast]`, with
+    its weight cache off (a captured CUDA graph may not use it, and every row should run
+    alike), or nothing."""
+    dtype = AUTOCAST[autocast]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
+
 
 # The row of the same spikes given as int8 (the spike product reads a quarter of the bytes).
 INT8 = "cpp, int8 input"
@@ -83,11 +107,12 @@ def dense_scan_forward(model: ELMNeuron, x: torch.Tensor) -> torch.Tensor:
     return model.head(memory)
 
 
-def timed_call(fn, model, x, backward: bool, backend: str):
-    """One forward (inference mode) or forward+backward on `backend`'s time loop."""
+def timed_call(fn, model, x, backward: bool, backend: str, within=contextlib.nullcontext):
+    """One forward (inference mode) or forward+backward on `backend`'s time loop, within
+    `within()` (a context manager made anew each call, e.g. `precision`'s)."""
 
     def call():
-        with use_backend(backend):
+        with use_backend(backend), within():
             if backward:
                 model.zero_grad(set_to_none=True)
                 fn(model, x).square().mean().backward()
@@ -149,6 +174,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--no-baseline", action="store_true", help="skip the per-step loop")
+    parser.add_argument("--autocast", choices=list(AUTOCAST), default="none",
+                        help="time every call under torch.autocast to this dtype")  # fmt: skip
     args = parser.parse_args(argv)
     batches, args.batch = args.batch, min(args.batch)
     check_sizes(args, ("batch", "steps", "d_m", "repeats"))
@@ -177,7 +204,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     if no_fused is None:
         methods.append(("fused kernels", parallel_forward, "triton"))
+    no_graph = NOT_CUDA_GRAPH if device.type != "cuda" else None
+    graphed = functools.partial(cuda_graph.neuron_output, loops=cuda_graph.GraphedLoops())
     no_cpp = cpp_unavailable(device, dtype, config.activation)
+    if no_cpp is None and args.autocast != "none":
+        no_cpp = AUTOCAST_NO_CPP
+    within = functools.partial(precision, device, args.autocast)
     if no_cpp is None:
         methods.append(("cpp rec. only", dense_scan_forward, "cpp"))
         methods.append(("cpp loops", parallel_forward, "cpp"))
@@ -204,6 +236,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 torch.testing.assert_close(dense_scan_forward(model, x), ours, rtol=tol, atol=tol)
                 int8 = parallel_forward(model, x.to(torch.int8))
                 torch.testing.assert_close(int8, ours, rtol=tol, atol=tol)
+        timed = methods
+        if device.type == "cuda":
+            no_graph = graph_check(graphed, model, x, ours)
+            if no_graph is None:
+                timed = [*methods, ("cuda graph", graphed, "eager")]
         products = forward_products(config, batch, args.steps)
         flops = roofline.total_flops(products)
         nonzeros = int(torch.count_nonzero(x))
@@ -213,14 +250,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
             spike_flops = roofline.total_flops(
                 forward_products(config, batch, args.steps, nonzeros)
             )
-        reference = roofline.matmul_reference(products, device, dtype, repeats=args.repeats)
+        reference = roofline.matmul_reference(
+            products, device, AUTOCAST[args.autocast] or dtype, repeats=args.repeats
+        )
         calls = {}
-        for name, fn, backend in methods:
+        for name, fn, backend in timed:
             inputs = x.to(torch.int8) if name == INT8 else x
-            calls[name, False] = timed_call(fn, model, inputs, False, backend)
-            calls[name, True] = timed_call(fn, model, inputs, True, backend)
+            calls[name, False] = timed_call(fn, model, inputs, False, backend, within)
+            calls[name, True] = timed_call(fn, model, inputs, True, backend, within)
         timings = roofline.time_interleaved(calls, device, args.repeats)
-        for name, _, _ in methods:
+        for name, _, _ in timed:
             fwd, both = timings[name, False], timings[name, True]
             done = spike_flops if name in spiking else flops
             rows.append({
@@ -235,15 +274,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "both_gflops": roofline.gflops(3 * done, both.cost(device)),
                 "matmul_gflops": roofline.gflops(flops, reference.cost(device)),
             })  # fmt: skip
-    report(rows, args, device, batches, no_fused, no_cpp)
+    report(rows, args, device, batches, no_fused, no_cpp, no_graph)
     return rows
 
 
-def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
+def graph_check(graphed, model: ELMNeuron, x: torch.Tensor, eager: torch.Tensor) -> str | None:
+    """Why the CUDA-graph row cannot run (its capture failed, or its replay does not give
+    the eager output), or None: a failed capture costs its row, not the table."""
+    try:
+        with torch.inference_mode(), use_backend("eager"):
+            torch.testing.assert_close(graphed(model, x), eager, rtol=1e-4, atol=1e-4)
+    except Exception as error:  # any failure is reported, not raised
+        return f"capture or replay failed: {type(error).__name__}: {str(error)[:200]}"
+    return None
+
+
+def report(rows, args, device, batches, no_fused, no_cpp=None, no_graph=None) -> None:
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    kind = args.dtype if args.autocast == "none" else f"{args.dtype} under {args.autocast} autocast"
     print(
         f"ELM neuron, NeuronIO config (d_in 1278, d_tree 45, d_brch 100, d_m {args.d_m}), "
-        f"T {args.steps}, {device.type} {args.dtype}{threads}"
+        f"T {args.steps}, {device.type} {kind}{threads}"
     )
     print(
         f"{'batch':>5}  {'method':<16}{'forward':>11}{'per CPU-s':>11}{'GFLOP/s':>9}"
@@ -277,6 +328,10 @@ def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
             a, f = named["parallel traces"], named["fused kernels"]
             line += (f"; fused/eager {f['forward'] / a['forward']:.2f}× forward, "
                      f"{f['forward+backward'] / a['forward+backward']:.2f}× fwd+bwd")  # fmt: skip
+        if "cuda graph" in named:
+            a, f = named["parallel traces"], named["cuda graph"]
+            line += (f"; graph/eager {f['forward'] / a['forward']:.2f}× forward, "
+                     f"{f['forward+backward'] / a['forward+backward']:.2f}× fwd+bwd")  # fmt: skip
         if "cpp loops" in named:
             a, f = named["parallel traces"], named["cpp loops"]
             line += (f"; cpp/eager {f['forward'] / a['forward']:.2f}× forward, "
@@ -287,6 +342,8 @@ def report(rows, args, device, batches, no_fused, no_cpp=None) -> None:
         print(line)
     if no_fused:
         print(f"fused kernels: not run ({no_fused})")
+    if no_graph:
+        print(f"cuda graph: not run ({no_graph})")
     if no_cpp and device.type == "cpu":
         print(f"cpp loops: not run ({no_cpp})")
     if len(set(batches)) >= 2:

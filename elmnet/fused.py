@@ -24,8 +24,9 @@ the CPU launch cost but keeps one device kernel per operation per step (≈ 2–
 launch and tail each, and every intermediate through global memory), and a graph has to
 be captured per (T, B) shape and per set of optional inputs. The persistent kernel keeps
 the state in registers and the weights in cache across steps, which is why it is the
-design here. Which one is faster at which N and B can only be measured on a GPU; this
-repository has not had one, so that comparison (issue 18, goal 4) is still open.
+design here. Which one is faster at which N and B can only be measured on a GPU: the speed
+benchmarks time both (the graph row: `benchmarks/cuda_graph.py`; one command for the
+table: `python -m benchmarks.gpu_table`), and no GPU has run them yet (issue 18, goal 4).
 
 Numerics: float32 throughout, matmuls in IEEE float32 (no TF32), tanh through the
 sigmoid (absolute error ≈ 1e-7). Under autocast the recurrence runs in float32 anyway

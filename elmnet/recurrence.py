@@ -198,7 +198,18 @@ class _Recurrence(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_memories, grad_mlp_out, *grad_feedback):
+    def backward(ctx, *grads):
+        # The forward ran with autocast off (`bank_recurrence`); a backward called inside
+        # an autocast region (against torch's advice, but common) must too: its sparse
+        # product has no bfloat16 kernel, and the loop must not round at every step.
+        device = ctx.saved_tensors[0].device.type
+        if torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return _Recurrence._backward(ctx, *grads)
+        return _Recurrence._backward(ctx, *grads)
+
+    @staticmethod
+    def _backward(ctx, grad_memories, grad_mlp_out, *grad_feedback):
         spec = ctx.spec
         n_layers = spec.n_layers
         memory, u, kappa, gain, memories, mlp_out, *rest = ctx.saved_tensors
