@@ -1,8 +1,11 @@
 """The prepared GPU run of the speed benchmarks (issue 18, goal 4): one command for the
 table of the closing note.
 
-    python -m benchmarks.gpu_table [--out results/gpu_table] [--batch 8 32 128 512]
+    python -m benchmarks.gpu_table [--out reports/gpu_table] [--batch 8 32 128 512]
         [--configs shd-adding enwik8 small] [--repeats 3] [--device cuda]
+
+(On the lent device machine, `--out $OUT/gpu_table`: only what is written under $OUT
+comes back.)
 
 It runs `benchmarks.elm_neuron_speed` (NeuronIO neuron, T 500) and
 `benchmarks.elm_network_speed` (SHD-Adding, Enwik8 and the small sweep point), forward
@@ -52,7 +55,7 @@ def runs(args) -> list[tuple[str, object, list[str]]]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("results/gpu_table"))
+    parser.add_argument("--out", type=Path, default=Path("reports/gpu_table"))
     parser.add_argument("--device", default="cuda", help="cuda, cuda:1 … (cpu: a dry run)")
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 32, 128, 512])
     parser.add_argument("--configs", nargs="+", default=["shd-adding", "enwik8", "small"],
