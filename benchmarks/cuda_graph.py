@@ -101,6 +101,34 @@ def _captured_inference(call: _Owned, tensors: tuple) -> Callable:
     return replay
 
 
+def why_not(model: nn.Module, eager: Callable, graphed: Callable) -> str | None:
+    """Why a CUDA-graph row cannot run, or None: `graphed()` must give `eager()`'s output
+    (the model's, on the same input) in inference mode, and the same parameter gradients
+    of its mean square. A capture that fails, or a replay that differs, then costs its
+    row, not the table. Tolerances: float32 rounding and CUDA's unordered atomic sums."""
+    try:
+        with torch.inference_mode(), use_backend("eager"):
+            expected = eager()
+            torch.testing.assert_close(graphed(), expected, rtol=1e-4, atol=1e-4)
+        grads = []
+        for fn in (eager, graphed):
+            model.zero_grad(set_to_none=True)
+            with use_backend("eager"):
+                fn().square().mean().backward()
+            grads.append([p.grad for p in model.parameters()])
+        model.zero_grad(set_to_none=True)
+        for want, got in zip(*grads, strict=True):
+            if want is None or got is None:
+                if (want is None) != (got is None):
+                    raise AssertionError("a parameter's gradient is missing on one side")
+                continue
+            scale = float(want.abs().max()) if want.numel() else 0.0
+            torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4 * scale + 1e-12)
+    except Exception as error:  # any failure is reported, not raised
+        return f"capture or replay failed: {type(error).__name__}: {str(error)[:300]}"
+    return None
+
+
 def _bank_run(bank, names: tuple[str, ...]) -> Callable:
     def fn(*tensors):
         return bank.run(**dict(zip(names, tensors, strict=True)))

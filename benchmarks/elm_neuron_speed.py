@@ -238,9 +238,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 torch.testing.assert_close(int8, ours, rtol=tol, atol=tol)
         timed = methods
         if device.type == "cuda":
-            no_graph = graph_check(graphed, model, x, ours)
-            if no_graph is None:
+            eager_call = functools.partial(parallel_forward, model, x)
+            failed = cuda_graph.why_not(model, eager_call, functools.partial(graphed, model, x))
+            if failed is None:
                 timed = [*methods, ("cuda graph", graphed, "eager")]
+            else:  # the last failure is reported; the other batches keep their rows
+                no_graph = f"batch {batch}: {failed}"
         products = forward_products(config, batch, args.steps)
         flops = roofline.total_flops(products)
         nonzeros = int(torch.count_nonzero(x))
@@ -276,17 +279,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
             })  # fmt: skip
     report(rows, args, device, batches, no_fused, no_cpp, no_graph)
     return rows
-
-
-def graph_check(graphed, model: ELMNeuron, x: torch.Tensor, eager: torch.Tensor) -> str | None:
-    """Why the CUDA-graph row cannot run (its capture failed, or its replay does not give
-    the eager output), or None: a failed capture costs its row, not the table."""
-    try:
-        with torch.inference_mode(), use_backend("eager"):
-            torch.testing.assert_close(graphed(model, x), eager, rtol=1e-4, atol=1e-4)
-    except Exception as error:  # any failure is reported, not raised
-        return f"capture or replay failed: {type(error).__name__}: {str(error)[:200]}"
-    return None
 
 
 def report(rows, args, device, batches, no_fused, no_cpp=None, no_graph=None) -> None:
@@ -349,6 +341,8 @@ def report(rows, args, device, batches, no_fused, no_cpp=None, no_graph=None) ->
     if len(set(batches)) >= 2:
         for method in dict.fromkeys(r["method"] for r in rows):
             mine = [r for r in rows if r["method"] == method]
+            if len({r["batch"] for r in mine}) < 2:  # a row some batches lack (cuda graph)
+                continue
             fits = []
             for key in ("forward_s", "both_s"):
                 per_step = [r[key] / args.steps for r in mine]

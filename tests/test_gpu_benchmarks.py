@@ -59,6 +59,44 @@ def test_graphed_neuron_computes_the_neurons_output_and_gradients():
     _check_same(model, lambda: model(x)[0], lambda: cuda_graph.neuron_output(model, x, loops))
 
 
+def test_graph_rows_are_checked_against_eager_outputs_and_gradients():
+    config = ELMNetworkConfig.for_task(
+        "shd-adding", dropout_in=0.0, dropout_rec=0.0, N=24, d_m=5, k_c=60
+    )
+    net = ELMNetwork(config)
+    x, _ = elm_network_speed.task_inputs("shd-adding", config, 2, 6, torch.device("cpu"))
+    loops = cuda_graph.GraphedLoops()
+
+    def eager():
+        return net(x)[0]
+
+    assert cuda_graph.why_not(net, eager, lambda: cuda_graph.network_logits(net, x, loops)) is None
+    assert all(p.grad is None for p in net.parameters())  # left as found
+
+    def off():  # another output
+        return 1.01 * net(x)[0]
+
+    assert "capture or replay failed: AssertionError" in cuda_graph.why_not(net, eager, off)
+
+    def no_gradients():  # the same output, cut off from the parameters
+        return eager().detach().requires_grad_()
+
+    assert "gradient is missing" in cuda_graph.why_not(net, eager, no_gradients)
+
+    def other_gradients():  # the same output, other gradients
+        out = eager()
+        return out + 0.01 * (out - out.detach())
+
+    assert "capture or replay failed: AssertionError" in cuda_graph.why_not(
+        net, eager, other_gradients
+    )
+
+    def broken():
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    assert "RuntimeError: operation not permitted" in cuda_graph.why_not(net, eager, broken)
+
+
 @pytest.mark.parametrize("backend", ["eager", "auto"])
 def test_backward_inside_autocast_equals_backward_after_it(backend):
     # The eager loop's backward has a sparse product without a bfloat16 kernel: called
