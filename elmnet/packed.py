@@ -238,6 +238,5 @@ class PackedNetworks(nn.Module):
 
     def clip_grad_norm_per_point(self, max_norm: float) -> list[torch.Tensor]:
         """`elmbridge.training.clip_gradients` on each point's parameters alone, as its
-        solo run does;
-        returns the K total norms before clipping."""
+        solo run does; returns the K total norms before clipping."""
         return [clip_gradients(net.parameters(), max_norm) for net in self.networks]

@@ -181,7 +181,7 @@ class _Recurrence(torch.autograd.Function):
             (values, crow, col, _, _, _, w_branch, w_y, beta, drop, _, output0) = rest[
                 2 * spec.n_layers :
             ]
-        ctx.spec = spec
+        ctx.spec, ctx.device_type = spec, memory.device.type
         # Outputs nobody used get None, not zeros, in the backward pass.
         ctx.set_materialize_grads(False)
         weights = [w for w, _ in layers]
@@ -202,9 +202,8 @@ class _Recurrence(torch.autograd.Function):
         # The forward ran with autocast off (`bank_recurrence`); a backward called inside
         # an autocast region (against torch's advice, but common) must too: its sparse
         # product has no bfloat16 kernel, and the loop must not round at every step.
-        device = ctx.saved_tensors[0].device.type
-        if torch.is_autocast_enabled(device):
-            with torch.autocast(device, enabled=False):
+        if torch.is_autocast_enabled(ctx.device_type):
+            with torch.autocast(ctx.device_type, enabled=False):
                 return _Recurrence._backward(ctx, *grads)
         return _Recurrence._backward(ctx, *grads)
 
