@@ -183,7 +183,7 @@ def _build():
         "elm_bank_pre": (None, [i64] * 6 + [ptr] * 3),
         "elm_bank_pre_grad": (None, [i64] * 6 + [ptr] * 3),
         "elm_token_grad": (None, [i64] * 5 + [ptr] * 3),
-        "elm_lane_layout": (i64, [i64] * 2 + [ptr] * 7),
+        "elm_lane_layout": (i64, [i64] * 2 + [ptr] * 6),
         "elm_recurrent_values": (None, [i64] * 2 + [ptr] * 3 + [ctypes.c_double, ptr]),
         "elm_recurrent_values_grad": (None, [i64] * 2 + [ptr] * 3 + [ctypes.c_double, ptr]),
         "elm_ff_matrix": (None, [i64] * 5 + [ptr] * 7 + [ctypes.c_double, ptr, ptr]),
@@ -255,19 +255,25 @@ def lane_layout(crow: torch.Tensor, col: torch.Tensor, n: int, d_tree: int,
     if key in kept and kept[key][0] == versions:
         return kept[key][2]
     lanes = _VECTOR_BYTES // dtype.itemsize
-    if transposed is None:
-        width, rows, index, entry = d_tree, crow, col, None
-    else:
+    if transposed is not None:
+        # Sᵀ's rows as they are, one per source: the reverse-time loop sums each with
+        # gathers along it and skips the sources that were silent, which a list padded
+        # over L sources at a time cannot do.
         crow_t, col_t, perm_t = transposed
         neuron, branch = col_t.long() // d_tree, col_t.long() % d_tree
         index = ((neuron // lanes) * d_tree + branch) * lanes + neuron % lanes
-        width, rows, entry = 1, crow_t, perm_t.to(torch.int32).contiguous()
-        rows, index = rows.to(torch.int32).contiguous(), index.to(torch.int32)
+        pos = torch.empty(col.numel(), dtype=torch.int32)
+        pos[perm_t.long()] = torch.arange(col.numel(), dtype=torch.int32)
+        tensors = (crow_t.to(torch.int64).contiguous(), index.to(torch.int32), pos)
+        layout = _LaneLayout(col.numel(), _ptr(tensors[0]), _ptr(tensors[1]), None,
+                             _ptr(pos))  # fmt: skip
+        kept[key] = (versions, tensors, layout)
+        return layout
     function = _typed("elm_lane_layout", dtype)
-    args = (n, width, _ptr(rows), _ptr(index), _ptr(entry))
+    args = (n, d_tree, _ptr(crow), _ptr(col))
     size = function(*args, None, None, None, None)
     tensors = (
-        torch.empty(-(-n // lanes) * width + 1, dtype=torch.int64),
+        torch.empty(-(-n // lanes) * d_tree + 1, dtype=torch.int64),
         torch.zeros(size, dtype=torch.int32),
         torch.zeros(size // lanes * _MASK_WORDS, dtype=torch.int32),  # uint32 in C++
         torch.empty(col.numel(), dtype=torch.int32),

@@ -1169,11 +1169,49 @@ inline Vec<double> fmadd_masked(Vec<double> a, Vec<double> b, Vec<double> c, __m
 }
 #endif
 
+// Σ_e value[e] · x[index[e]] over e in [begin, end): a hardware gather per L entries, the
+// last ones masked (nothing read past `end`), two sums in flight; the lanes added as a
+// tree at the end.
+template <typename T>
+inline T gather_dot(const T* x, const int32_t* index, const T* value, int64_t begin,
+                    int64_t end) {
+#if defined(__AVX512F__)
+  constexpr int64_t L = kVecLanes<T>;
+  using M = std::conditional_t<std::is_same_v<T, float>, __mmask16, __mmask8>;
+  const M all = M(~0u);
+  Vec<T> sum0{}, sum1{};
+  int64_t e = begin;
+  for (; e + 2 * L <= end; e += 2 * L) {
+    sum0 += load_vec(value + e) * gather_lanes(all, index + e, x);
+    sum1 += load_vec(value + e + L) * gather_lanes(all, index + e + L, x);
+  }
+  for (; e < end; e += L) {
+    const int64_t count = std::min(L, end - e);
+    const M m = M((1u << count) - 1);
+    const __m512i vi = _mm512_maskz_loadu_epi32(__mmask16(m), index + e);
+    Vec<T> r;
+    if constexpr (std::is_same_v<T, float>)
+      r = __builtin_bit_cast(Vec<T>, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, vi, x,
+                                                              sizeof(float)));
+    else
+      r = __builtin_bit_cast(Vec<T>, _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m,
+                                                              _mm512_castsi512_si256(vi), x,
+                                                              sizeof(double)));
+    sum0 += load_head(value + e, count) * r;
+  }
+  return lane_sum<T>(sum0 + sum1);
+#else
+  T sum = 0;
+  for (int64_t e = begin; e < end; ++e) sum += value[e] * x[index[e]];
+  return sum;
+#endif
+}
+
 // c[j] = Σ_e value_e ⊙ q[index_e] over the entries [first[j], first[j + 1]) of each
-// branch j, in entry order per lane (lanes with a clear live bit add nothing). P > 0: q
-// (P pairs of vectors, 2·L·P ≥ N) is held in registers and each entry picks its lanes with
-// one two-vector permute per pair (a few cycles; a hardware gather issues L loads); P = 0:
-// hardware gathers, for larger N.
+// branch j, in entry order per lane (lanes with a clear live bit add nothing: masked off,
+// or with P = 0 value 0 times q's zero past N). P > 0: q (P pairs of vectors, 2·L·P ≥ N)
+// is held in registers and each entry picks its lanes with one two-vector permute per pair
+// (a few cycles; a hardware gather issues L loads); P = 0: hardware gathers, for larger N.
 template <typename T, int P>
 void branch_sums(T* c_out, const T* q, const int32_t* index, const T* value,
                  const uint32_t* masks, const int64_t* first, int64_t d_tree) {
@@ -1188,16 +1226,15 @@ void branch_sums(T* c_out, const T* q, const int32_t* index, const T* value,
   for (int64_t j = 0; j < d_tree; ++j) {
     Vec<T> c{};
     for (int64_t e = first[j]; e < first[j + 1]; e += L) {
-      const uint32_t* m = masks + (e / L) * kMaskWords;
-      Vec<T> r;
-      if constexpr (P == 0) {
-        r = gather_lanes(M(m[0]), index + e, q);
+      if constexpr (P == 0) {  // padding reads q's zero past N: no masks to load
+        c += load_vec(value + e) * gather_lanes(M(~0u), index + e, q);
       } else {
+        const uint32_t* m = masks + (e / L) * kMaskWords;
         const __m512i vi = lane_index(index + e, T{});
-        r = permute2(lo[0], vi, hi[0]);
+        Vec<T> r = permute2(lo[0], vi, hi[0]);
         for (int p = 1; p < P; ++p) r = blend(M(m[p]), r, permute2(lo[p], vi, hi[p]));
+        c = fmadd_masked(load_vec(value + e), r, c, M(m[0]));
       }
-      c = fmadd_masked(load_vec(value + e), r, c, M(m[0]));
     }
     store_vec(c_out + j * L, c);
   }
@@ -1216,22 +1253,21 @@ void branch_sums(T* c_out, const T* q, const int32_t* index, const T* value,
 
 // The gather lists of `branch_sums` for a CSR matrix's rows taken L at a time: list (g, j)
 // holds, in lane l, the entries of row (g·L + l)·width + j in order (none past n·width
-// rows), padded to the longest of its L rows with masked-off lanes (index 0, value 0).
-// index[e] is where entry e reads its source in the gathered vector. The layout follows
-// from the sparsity pattern alone, so the caller builds it once and keeps it
-// (`ElmArgs::lanes`, elmnet/cpp_loop.py's `lane_layout`); each call puts in the values
-// (`lane_values`). Built every call, it had been most of a one-step call's forward at
-// Enwik8's batch 1. Sᵀ's lists (the reverse-time loop's, one per source) come from the
-// pattern's transposed CSR, each entry's index its ∂L/∂c in dc's lane layout.
+// rows), padded to the longest of its L rows with lanes whose live bit is clear, value 0
+// and index n: the gathered vector is zero there, so the gathers past 8 vectors of
+// sources take every lane without a mask. index[e] is where entry e reads its source in
+// the gathered vector. The layout follows from the sparsity pattern alone, so the caller
+// builds it once and keeps it (`ElmArgs::lanes`, elmnet/cpp_loop.py's `lane_layout`);
+// each call puts in the values (`lane_values`). Built every call, it had been most of a
+// one-step call's forward at Enwik8's batch 1.
 //
 // Sizes only when `first` is null (the return value: entries in all lists, a multiple of
 // L); else also fills first (groups · width + 1), index (size) and masks (size / L ·
-// kMaskWords), both zero on entry, and pos: where entry `entry[e]` (e itself when
-// `entry` is null) of the matrix the values come in sits in the lists.
+// kMaskWords), the masks zero on entry, and pos: where entry e of the matrix sits in the
+// lists.
 template <typename T>
 int64_t build_lane_layout(int64_t n, int64_t width, const int32_t* crow, const int32_t* index,
-                          const int32_t* entry, int64_t* first, int32_t* lane_index,
-                          uint32_t* masks, int32_t* pos) {
+                          int64_t* first, int32_t* lane_index, uint32_t* masks, int32_t* pos) {
   constexpr int64_t L = kVecLanes<T>;
   const int64_t groups = (n + L - 1) / L;
   int64_t size = 0;
@@ -1245,12 +1281,13 @@ int64_t build_lane_layout(int64_t n, int64_t width, const int32_t* crow, const i
       if (first) first[g * width + j] = size;
       size += count * L;
       if (!first) continue;
+      std::fill(lane_index + first[g * width + j], lane_index + size, static_cast<int32_t>(n));
       for (int64_t l = 0; l < std::min(L, n - g * L); ++l) {
         const int64_t row = (g * L + l) * width + j;
         for (int32_t e = crow[row]; e < crow[row + 1]; ++e) {
           const int64_t at = first[g * width + j] + (e - crow[row]) * L + l;
           lane_index[at] = index[e];
-          pos[entry ? entry[e] : e] = static_cast<int32_t>(at);
+          pos[e] = static_cast<int32_t>(at);
           uint32_t* m = masks + (at / L) * kMaskWords;
           m[0] |= 1u << l;
           const int64_t pair = index[e] / (2 * L);
@@ -1936,7 +1973,7 @@ void bank_backward_lanes(const ElmArgs& s) {
     source_value = lane_values<T>(s);
   }
 
-  const std::vector<int32_t> step_1 = lane_steps<T>(batch), step_l = lane_steps<T>(L);
+  const std::vector<int32_t> step_1 = lane_steps<T>(batch);
   LaneBuffer<T> grad(d_m * L), da(widest * L), dh(widest * L), a(widest * L);
   LaneBuffer<T> z(d_m * L), m_prev(d_m * L), dz_out(d_m * L);  // this step's rows, in lanes
 
@@ -2025,30 +2062,29 @@ void bank_backward_lanes(const ElmArgs& s) {
       // scatter per (group, sample, branch) cost a quarter of the loop at batch 8 (each
       // touching L cache lines).
       T* dst = grad_branches + t * n * d_tree * batch;
-      for (int64_t k = 0; k < n; ++k) {
+      if (batch == 1)  // a neuron's branches are contiguous: a group is one block transpose
+        for (int64_t g = 0; g < groups; ++g)
+          lanes_to_rows(dst + g * L * d_tree, d_tree, dc.p + g * d_tree * L, d_tree,
+                        std::min(L, n - g * L));
+      for (int64_t k = 0; k < n && batch > 1; ++k) {
         const T* src = dc.p + (k / L) * d_tree * L + k % L;
-        if (batch == 1) {  // a neuron's branches are contiguous: L of them per gather
-          for (int64_t j = 0; j < d_tree; j += L) {
-            const int64_t count = std::min(L, d_tree - j);
-            store_head(dst + k * d_tree + j, gather_lanes(src + j * L, step_l.data(), count),
-                       count);
-          }
-          continue;
-        }
         for (int64_t j = 0; j < d_tree; ++j)
           for (int64_t b = 0; b < batch; ++b)
             dst[(k * d_tree + j) * batch + b] = src[b * dc_stride + j * L];
       }
     }
-    if (fb)  // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, a gather per group of L sources
+    if (fb)  // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, a gather-dot along each source's row of Sᵀ
       for (int64_t b = 0; b < batch; ++b)
-        for (int64_t g = 0; g < groups; ++g) {
-          T* co = carry_out.p + b * np + g * L;
-          branch_sums<T, 0>(co, dc.p + b * dc_stride, s.lanes->index, source_value.data(),
-                            s.lanes->masks, s.lanes->first + g, 1);
-          if (drop)
-            store_vec(co, load_vec(co) * gather_lanes(drop + (t * n + g * L) * batch + b,
-                                                      step_1.data(), std::min(L, n - g * L)));
+        for (int64_t k = 0; k < n; ++k) {
+          const T d = drop ? drop[(t * n + k) * batch + b] : T(1);
+          // Step t − 1 reads it only where o_{t−1} > 0 (the relu's slope), so a source
+          // that was silent, or dropped at t, is skipped: about half of them at init. At
+          // t = 0 it is the gradient of the initial state, wanted whole.
+          const bool read = d != T(0) && (t == 0 || outputs[((t - 1) * n + k) * batch + b] > 0);
+          carry_out.p[b * np + k] =
+              read ? d * gather_dot(dc.p + b * dc_stride, s.lanes->index, source_value.data(),
+                                    s.lanes->first[k], s.lanes->first[k + 1])
+                   : T(0);
         }
   }
   states_from_lanes(carry_in, carry.p, n, batch, d_m);
@@ -2651,14 +2687,14 @@ extern "C" {
 int64_t elm_args_size() { return sizeof(ElmArgs); }
 // `build_lane_layout` for float32 (16 lanes) and float64 (8): sizes only when `first` is null.
 int64_t elm_lane_layout_f32(int64_t n, int64_t width, const int32_t* crow, const int32_t* index,
-                            const int32_t* entry, int64_t* first, int32_t* lane_index,
-                            uint32_t* masks, int32_t* pos) {
-  return build_lane_layout<float>(n, width, crow, index, entry, first, lane_index, masks, pos);
+                            int64_t* first, int32_t* lane_index, uint32_t* masks,
+                            int32_t* pos) {
+  return build_lane_layout<float>(n, width, crow, index, first, lane_index, masks, pos);
 }
 int64_t elm_lane_layout_f64(int64_t n, int64_t width, const int32_t* crow, const int32_t* index,
-                            const int32_t* entry, int64_t* first, int32_t* lane_index,
-                            uint32_t* masks, int32_t* pos) {
-  return build_lane_layout<double>(n, width, crow, index, entry, first, lane_index, masks, pos);
+                            int64_t* first, int32_t* lane_index, uint32_t* masks,
+                            int32_t* pos) {
+  return build_lane_layout<double>(n, width, crow, index, first, lane_index, masks, pos);
 }
 // Without feedback (a neuron, or a bank without recurrent synapses) `plain_forward_any`
 // and `plain_backward`; with feedback the bank loops.
