@@ -166,13 +166,20 @@ inline void tile(T* __restrict y, const T* __restrict x, const T* __restrict w, 
                  int64_t n_out) {
   // GCC vector type of W lanes: the compiler left plain fixed-size arrays mostly scalar.
   typedef T V __attribute__((vector_size(sizeof(T) * W)));
+  // The unroll pragmas over the accumulators (here, in `panel_tile` and `outer_tile`):
+  // without them GCC kept the accumulator array in memory and stored every accumulator
+  // back at each step of the loop over the inputs (in `outer_tile`, 24 stores to 24
+  // multiply-adds; Enwik8's training step at batch 1 ran 3 % slower for it).
   V acc[S];
+#pragma GCC unroll 8
   for (int r = 0; r < S; ++r) std::memcpy(&acc[r], y + r * n_out, sizeof(V));
   for (int64_t i = 0; i < n_in; ++i) {
     V wr;
     std::memcpy(&wr, w + i * n_out, sizeof(V));
+#pragma GCC unroll 8
     for (int r = 0; r < S; ++r) acc[r] += wr * x[r * n_in + i];
   }
+#pragma GCC unroll 8
   for (int r = 0; r < S; ++r) std::memcpy(y + r * n_out, &acc[r], sizeof(V));
 }
 
@@ -374,17 +381,24 @@ inline void panel_tile(T* __restrict y, int64_t ld_y, const T* __restrict x, int
   using V = Vec<T>;
   constexpr int64_t L = kVecLanes<T>;
   V acc[S][P];
+#pragma GCC unroll 8
   for (int r = 0; r < S; ++r)
+#pragma GCC unroll 4
     for (int p = 0; p < P; ++p) std::memcpy(&acc[r][p], y + r * ld_y + p * L, sizeof(V));
   for (int64_t i = 0; i < n_in; ++i) {
     V w[P];
+#pragma GCC unroll 4
     for (int p = 0; p < P; ++p) std::memcpy(&w[p], m + i * ld_m + p * L, sizeof(V));
+#pragma GCC unroll 8
     for (int r = 0; r < S; ++r) {
       const T xi = x[r * ld_x + i];
+#pragma GCC unroll 4
       for (int p = 0; p < P; ++p) acc[r][p] += w[p] * xi;
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < S; ++r)
+#pragma GCC unroll 4
     for (int p = 0; p < P; ++p) std::memcpy(y + r * ld_y + p * L, &acc[r][p], sizeof(V));
 }
 
@@ -1512,20 +1526,27 @@ void outer_tile(T* out, int64_t q, int64_t i0, int64_t j0, int64_t n_steps, int6
   int64_t w[V];
   for (int v = 0; v < V; ++v) w[v] = std::min(L, q - j0 - v * L);
   Vec<T> acc[H][V];
+#pragma GCC unroll 8
   for (int h = 0; h < H; ++h)
+#pragma GCC unroll 3
     for (int v = 0; v < V; ++v) acc[h][v] = load_head(out + (i0 + h) * q + j0 + v * L, w[v]);
   for (int64_t t = 0; t < n_steps; ++t)
     for (int64_t b = 0; b < batch; ++b) {
       const T* x = xrow(t, b) + i0 * xs;
       const T* yr = yrow(t, b) + j0;
       Vec<T> y[V];
+#pragma GCC unroll 3
       for (int v = 0; v < V; ++v) y[v] = load_head(yr + v * L, w[v]);
+#pragma GCC unroll 8
       for (int h = 0; h < H; ++h) {
         const T xh = x[h * xs];
+#pragma GCC unroll 3
         for (int v = 0; v < V; ++v) acc[h][v] += xh * y[v];
       }
     }
+#pragma GCC unroll 8
   for (int h = 0; h < H; ++h)
+#pragma GCC unroll 3
     for (int v = 0; v < V; ++v) store_head(out + (i0 + h) * q + j0 + v * L, acc[h][v], w[v]);
 }
 
