@@ -238,12 +238,13 @@ _LAYOUTS: dict[int, tuple] = {}
 def lane_layout(crow: torch.Tensor, col: torch.Tensor, n: int, d_tree: int,
                 dtype: torch.dtype, transposed: tuple | None = None) -> _LaneLayout:  # fmt: skip
     """The layout of the lanes loops' gather lists for the recurrent synapse matrix S of
-    (crow, col) (int32 CSR of N·d_tree rows), for `dtype`'s vector lanes: S's lists, or
-    with `transposed` = the pattern's (crow_t, col_t, perm_t) Sᵀ's, one per source, each
-    entry reading its row's ∂L/∂c in the reverse-time loop's lane layout (groups, d_tree,
-    L). Built once per pattern and kept while `col` lives: it depends on the pattern
-    alone, and built in every call it had been most of a one-step call's forward at
-    Enwik8's batch 1. Checked against the tensors' addresses and version counters."""
+    (crow, col) (int32 CSR of N·d_tree rows), for `dtype`'s vector lanes: S's lists (padded
+    per group of L neurons), or with `transposed` = the pattern's (crow_t, col_t, perm_t)
+    Sᵀ's rows as they are, one per source, each entry reading its row's ∂L/∂c in the
+    reverse-time loop's lane layout (groups, d_tree, L). Built once per pattern and kept
+    while `col` lives: it depends on the pattern alone, and built in every call it had been
+    most of a one-step call's forward at Enwik8's batch 1. Checked against the tensors'
+    addresses and version counters."""
     key = (dtype, d_tree, transposed is not None)
     tensors_in = (crow, col, *(transposed or ()))
     versions = (n, *((t.data_ptr(), t._version) for t in tensors_in))

@@ -1932,14 +1932,15 @@ void bank_backward(const ElmArgs& s) {
 // vector, weights re-laid out once per call, every per-neuron stage of the step one
 // full-width operation per entry, groups outer and samples inner. Each output element
 // is summed in the order `bank_backward` uses (g κ, then the products over their inputs in
-// order; the sources of ∂L/∂o_{t−1} by ascending branch row), so float64 stays within
-// rounding of it and of the eager path.
+// order), so float64 stays within rounding of it and of the eager path.
 //
 // ∂L/∂o_{t−1}[s] = D_t[s] Σ_{(n, j)} S[(n, j), s] ∂L/∂c_t[n, j] reads every neuron's
-// branch gradients of step t, so it runs after all groups of the step, as a gather per
-// source (the pattern's transposed CSR, lists padded per group of L sources like the
-// forward's branch sums: `branch_sums` with hardware gathers), never a scatter whose lanes
-// could collide on one source.
+// branch gradients of step t, so it runs after all groups of the step, as a sum along
+// each source's row of Sᵀ (the pattern's transposed CSR as it is, `gather_dot`), never a
+// scatter whose lanes could collide on one source. Step t − 1 reads it only where o_{t−1}
+// > 0, so a source silent at t − 1 is skipped: half of Enwik8's sources at init, which
+// took this sum from about half of the loop's time to a third (perf, batch 1). Lists
+// padded over L sources at a time, as the forward's, could not skip them.
 
 // (groups, B, width, L) → (N, B, width): the inverse of `states_to_lanes`.
 template <typename T>
