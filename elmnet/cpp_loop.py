@@ -207,7 +207,7 @@ _POINTERS = (
     "widths kappa gain u weights acts pre memory biases memories mlp_out "
     "grad_memories grad_mlp_out grad_z grad_acts grad_kappa grad_gain carry values crow col "
     "w_branch w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses "
-    "grad_y grad_r grad_branches carry_out carry_highpass tokens grads lanes"
+    "grad_y grad_r grad_branches carry_out carry_highpass tokens grads lanes lanes_t"
 ).split()
 
 
@@ -323,10 +323,11 @@ class _Call:
             else:
                 setattr(args, name, self._hold(x))
 
-    def set_lanes(self, layout: _LaneLayout) -> None:
-        """The lanes loops' gather-list layout (`lane_layout`)."""
+    def set_lanes(self, name: str, layout: _LaneLayout) -> None:
+        """One of the lanes loops' layouts of S (`lane_layout`): "lanes", S's gather lists,
+        or "lanes_t", Sᵀ's rows."""
         self.keep.append(layout)
-        self.args.lanes = ctypes.addressof(layout)
+        setattr(self.args, name, ctypes.addressof(layout))
 
     def _hold(self, x: torch.Tensor) -> int:
         if not x.is_contiguous():
@@ -375,10 +376,10 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
     """The forward time loop in C++, filling `acts` (when non-empty), `memories` and
     `mlp_out` in place, as `elmnet.recurrence._eager_forward` does.
 
-    fb: None or (values, crow, col, w_branch, w_y, beta, drop, highpass, output,
-    outputs, highpasses), the last two filled in place. tokens: None, or (with fb) the
-    `elmnet.recurrence.TokenRows` the loop reads pre from, `pre` then giving only the
-    shape.
+    fb: None or (values, crow, col, crow_t, col_t, perm_t, w_branch, w_y, beta, drop,
+    highpass, output, outputs, highpasses), the last two filled in place. tokens: None, or
+    (with fb) the `elmnet.recurrence.TokenRows` the loop reads pre from, `pre` then giving
+    only the shape.
     """
     n_steps, n, batch, d_a = pre.shape
     d_m = memory.shape[-1]
@@ -398,9 +399,12 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
         acts=acts or None, memories=memories, mlp_out=mlp_out,
     )  # fmt: skip
     if fb is not None:
-        values, crow, col, w_branch, w_y, beta, drop, highpass, output, outputs, hps = fb
+        (values, crow, col, crow_t, col_t, perm_t, w_branch, w_y, beta, drop, highpass, output,
+         outputs, hps) = fb  # fmt: skip
         crow, col = crow.to(torch.int32).contiguous(), col.to(torch.int32).contiguous()
-        call.set_lanes(lane_layout(crow, col, n, spec.d_tree, pre.dtype))
+        call.set_lanes("lanes", lane_layout(crow, col, n, spec.d_tree, pre.dtype))
+        transposed = (crow_t, col_t, perm_t)
+        call.set_lanes("lanes_t", lane_layout(crow, col, n, spec.d_tree, pre.dtype, transposed))
         call.set(
             values=values.contiguous(), crow=crow, col=col, w_branch=w_branch.contiguous(),
             w_y=w_y.contiguous(), beta=torch.broadcast_to(beta, (n,)).contiguous(),
@@ -495,7 +499,9 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         crow, col = crow.to(torch.int32).contiguous(), col.to(torch.int32).contiguous()
         if not in_loop:
             transposed = (crow_t, col_t, perm_t)
-            call.set_lanes(lane_layout(crow, col, n, spec.d_tree, memories.dtype, transposed))
+            call.set_lanes(
+                "lanes_t", lane_layout(crow, col, n, spec.d_tree, memories.dtype, transposed)
+            )
         call.set(
             values=values.contiguous(), crow=crow, col=col,
             w_branch=w_branch.transpose(1, 2).contiguous(),

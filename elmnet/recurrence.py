@@ -125,7 +125,7 @@ def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest, tokens
         memories = new(n_steps, n, batch, memory.shape[-1])
         mlp_out = new(n_steps, n, batch, memory.shape[-1])
     if spec.feedback:
-        (values, crow, col, _, _, _, w_branch, w_y, beta, drop, highpass, out) = rest[
+        (values, crow, col, crow_t, col_t, perm_t, w_branch, w_y, beta, drop, highpass, out) = rest[
             2 * spec.n_layers :
         ]
         if not spec.fused:
@@ -142,8 +142,8 @@ def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest, tokens
     elif spec.cpp:
         fb = None
         if spec.feedback:
-            fb = (values, crow, col, w_branch, w_y, beta, drop, highpass, out, outputs,
-                  highpasses)  # fmt: skip
+            fb = (values, crow, col, crow_t, col_t, perm_t, w_branch, w_y, beta, drop,
+                  highpass, out, outputs, highpasses)  # fmt: skip
         cpp_loop.forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories,
                               mlp_out, fb, tokens)  # fmt: skip
     elif spec.feedback:

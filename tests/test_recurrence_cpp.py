@@ -482,6 +482,35 @@ def test_bank_lanes_forward_matches_eager(dtype, loop, n, d_m, widths, batch, dr
             assert_close(a.double(), e, torch.float32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("beta, active", [(-20.0, 0.0), (None, None), (20.0, 1.0)],
+                         ids=["silent", "mixed", "all-active"])  # fmt: skip
+def test_bank_lanes_forward_pushes_or_gathers_by_activity(dtype, batch, beta, active):
+    """Past 8 vectors of neurons (N 140) the forward lanes loop sums the branches of a step
+    whose sources are mostly silent by pushing the active ones along their rows of Sᵀ,
+    else by the gather lists: all silent (every step pushes nothing), β as drawn (about
+    half active: mostly pushes) and all active (every step gathers), each against the
+    eager loop in float64, in inference and in training (the same loop, keeping the
+    pre-activations) with the gradients of every input. (Batch 2 in float64 runs the
+    batch-inner loop, which the C++ side takes there past 8 vectors of neurons.)"""
+    inputs = lanes_inputs(140, 3, (6,), batch, False, dtype)
+    if beta is not None:
+        fb = inputs["feedback"]
+        inputs["feedback"] = fb._replace(beta=torch.full_like(fb.beta, beta),
+                                         output=torch.full_like(fb.output, active))  # fmt: skip
+    actual = bank_outputs(inputs, "cpp")
+    exact = bank_outputs(cast_inputs(inputs, torch.float64), "eager")
+    for a, e in zip(actual, exact, strict=True):
+        assert_close(a.double(), e, dtype)
+    if active is not None:
+        assert (exact[2] > 0).all() if active else (exact[2] == 0).all()
+    expected = bank_gradients(cast_inputs(inputs, torch.float64), "eager", LOSSES["all"])
+    grads = bank_gradients(inputs, "cpp", LOSSES["all"])
+    for name, e in expected.items():
+        assert_close(grads[name].double(), e, dtype)
+
+
 def lanes_leaves(inputs):
     """Copies of `lanes_inputs`' floating tensors as leaves that need grad, and the
     keyword arguments of `bank_recurrence` built on them."""
