@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -1069,15 +1070,18 @@ inline void lane_outputs(T* y, const T* x, const T* w, int64_t n_in, int64_t n_o
   if constexpr (J > 1) lane_outputs<T, J / 2>(y, x, w, n_in, n_out, j);
 }
 
-// A zero-filled buffer whose data starts on a 64-byte boundary, so that the lane vectors
-// never straddle cache lines.
+// A buffer whose data starts on a 64-byte boundary, so that the lane vectors never
+// straddle cache lines: zero-filled, or left as it comes where the caller writes all of it
+// (the weights in lane layout, `to_lanes`: filling them first had been a tenth of the
+// fixed cost of an Enwik8 training call).
 template <typename T>
 struct LaneBuffer {
-  std::vector<T> raw;
+  std::unique_ptr<T[]> raw;
   T* p;
-  explicit LaneBuffer(int64_t size) : raw(size + kVecLanes<T>, T(0)) {
-    const auto address = reinterpret_cast<uintptr_t>(raw.data());
-    p = raw.data() + ((64 - address % 64) % 64) / sizeof(T);
+  explicit LaneBuffer(int64_t size, bool zeroed = true) : raw(new T[size + kVecLanes<T>]) {
+    const auto address = reinterpret_cast<uintptr_t>(raw.get());
+    p = raw.get() + ((64 - address % 64) % 64) / sizeof(T);
+    if (zeroed) std::fill(raw.get(), raw.get() + size + kVecLanes<T>, T(0));
   }
 };
 
@@ -1107,7 +1111,7 @@ void lanes_to_rows(T* dst, int64_t ld, const T* src, int64_t width, int64_t live
 }
 
 // (N, rows, cols) per-neuron weights → (groups, rows, cols, L), neuron g·L + l in lane l
-// (into rows [row0, row0 + rows) of dst_rows); lanes past N stay zero. A group is one
+// (into rows [row0, row0 + rows) of dst_rows); lanes past N are zeroed. A group is one
 // transpose of its L neurons' blocks: the scalar copy, one strided store per weight, had
 // been most of a short Enwik8 forward's setup per call.
 template <typename T>
@@ -1115,9 +1119,11 @@ void to_lanes(T* dst, const T* src, int64_t n, int64_t rows, int64_t cols, int64
               int64_t row0) {
   constexpr int64_t L = kVecLanes<T>;
   const int64_t size = rows * cols;
-  for (int64_t g = 0; g * L < n; ++g)
-    transpose(dst + (g * dst_rows + row0) * cols * L, L, src + g * L * size, size,
-              std::min(L, n - g * L), size);
+  for (int64_t g = 0; g * L < n; ++g) {
+    T* group = dst + (g * dst_rows + row0) * cols * L;
+    if (n - g * L < L) std::fill(group, group + size * L, T(0));
+    transpose(group, L, src + g * L * size, size, std::min(L, n - g * L), size);
+  }
 }
 
 // (N, B, width) → (groups, B, width, L).
@@ -1363,13 +1369,13 @@ void bank_forward_lanes(const ElmArgs& s) {
   const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
 
   // Weights and per-state coefficients in lane layout.
-  LaneBuffer<T> w_first(groups * d_in * d_a * L);
+  LaneBuffer<T> w_first(groups * d_in * d_a * L, false);
   to_lanes(w_first.p, in<T>(s.u), n, d_m, d_a, d_in, 0);
   if (fb) to_lanes(w_first.p, in<T>(s.w_branch), n, d_tree, d_a, d_in, d_m);
   std::vector<LaneBuffer<T>> w_layer, b_layer;
   for (int64_t l = 0; l < n_layers; ++l) {
     const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-    w_layer.emplace_back(groups * w_in * w_out * L);
+    w_layer.emplace_back(groups * w_in * w_out * L, false);
     to_lanes(w_layer.back().p, in<T>(s.weights[l]), n, w_in, w_out, w_in, 0);
     b_layer.emplace_back(groups * batch * w_out * L);
     states_to_lanes(b_layer.back().p, in<T>(s.biases[l]), n, batch, w_out);
@@ -2008,13 +2014,13 @@ void bank_backward_lanes(const ElmArgs& s) {
   // The transposed weights in lane layout: Uᵀ (groups, d_a, d_m, L), W_bᵀ (groups, d_a,
   // d_tree, L), Vᵀ per layer (groups, out, in, L); per-state coefficients and the carried
   // gradients (groups, B, width, L).
-  LaneBuffer<T> u_t(groups * d_a * d_m * L), wb_t(groups * d_a * d_tree * L);
+  LaneBuffer<T> u_t(groups * d_a * d_m * L, false), wb_t(groups * d_a * d_tree * L, false);
   to_lanes(u_t.p, in<T>(s.u), n, d_a, d_m, d_a, 0);
   if (fb) to_lanes(wb_t.p, in<T>(s.w_branch), n, d_a, d_tree, d_a, 0);
   std::vector<LaneBuffer<T>> w_layer;
   for (int64_t l = 0; l < n_layers; ++l) {
     const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-    w_layer.emplace_back(groups * w_out * w_in * L);
+    w_layer.emplace_back(groups * w_out * w_in * L, false);
     to_lanes(w_layer.back().p, in<T>(s.weights[l]), n, w_out, w_in, w_out, 0);
   }
   const int64_t states = groups * batch * d_m * L;
