@@ -1026,12 +1026,13 @@ inline void scatter_lanes(T* x, const int32_t* idx, Vec<T> v, int64_t live) {
 }
 
 // Asks for [first, end) in cache ahead of its use, a line at a time: for blocks of rows
-// far apart in memory, which the hardware's prefetchers (within a 4 KiB page) miss.
-template <typename T>
+// far apart in memory, which the hardware's prefetchers (within a 4 KiB page) miss. With
+// kWrite, to be written (the line fetched for ownership).
+template <bool kWrite = false, typename T>
 inline void prefetch(const T* first, const T* end) {
   const char* last = reinterpret_cast<const char*>(end);
   for (auto* a = reinterpret_cast<const char*>(first); a < last; a += 64)
-    __builtin_prefetch(a, 0, 3);
+    __builtin_prefetch(a, kWrite ? 1 : 0, 3);
 }
 
 template <typename T>
@@ -1477,6 +1478,15 @@ void bank_forward_lanes(const ElmArgs& s) {
                                    : pre + ((t1 * n + g1 * L) * batch + b) * d_a;
             for (int64_t l = 0; l < lanes; ++l)
               prefetch(p1 + l * pre_stride, p1 + l * pre_stride + d_a);
+            if (b == 0) {  // and the rows it writes, all its samples'
+              const int64_t r0 = (t1 * n + g1 * L) * batch, r1 = r0 + lanes * batch;
+              prefetch<true>(mlp_out + r0 * d_m, mlp_out + r1 * d_m);
+              prefetch<true>(memories + r0 * d_m, memories + r1 * d_m);
+              for (int64_t l = 0; l < n_layers && acts_kept; ++l) {
+                const T* a1 = out<T>(s.acts[l]);
+                prefetch<true>(a1 + r0 * s.widths[l], a1 + r1 * s.widths[l]);
+              }
+            }
           }
         }
         rows_to_lanes(pre_lanes.p, pre_g, pre_stride, d_a, live);
@@ -2059,6 +2069,24 @@ void bank_backward_lanes(const ElmArgs& s) {
   for (int64_t t = n_steps - 1; t >= 0; --t) {
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t live = std::min(L, n - g * L);
+      {  // the rows the next group reads (the first group's of step t − 1 after the last),
+         // asked for while this group runs: the transposes had waited on them (perf)
+        const int64_t g1 = g + 1 < groups ? g + 1 : 0, t1 = g + 1 < groups ? t : t - 1;
+        if (t1 >= 0) {
+          const int64_t r0 = (t1 * n + g1 * L) * batch;
+          const int64_t r1 = r0 + std::min(L, n - g1 * L) * batch;
+          if (grad_memories) prefetch(grad_memories + r0 * d_m, grad_memories + r1 * d_m);
+          prefetch(mlp_out + r0 * d_m, mlp_out + r1 * d_m);
+          const T* m1 = previous_memory<T>(s, t1, g1 * L);
+          prefetch(m1, m1 + (r1 - r0) * d_m);
+          prefetch<true>(grad_z + r0 * d_m, grad_z + r1 * d_m);
+          for (int64_t l = 0; l < n_layers; ++l) {
+            const T *a1 = in<T>(s.acts[l]), *ga1 = out<T>(s.grad_acts[l]);
+            prefetch(a1 + r0 * s.widths[l], a1 + r1 * s.widths[l]);
+            prefetch<true>(ga1 + r0 * s.widths[l], ga1 + r1 * s.widths[l]);
+          }
+        }
+      }
       for (int64_t b = 0; b < batch; ++b) {
         const int64_t rows = (t * n + g * L) * batch + b;  // row of lane 0 in (T, N, B, ·)
         const int64_t state = (g * batch + b) * L;
