@@ -445,7 +445,12 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
     d_a = u.shape[-1]
     suffix = "f64" if memories.dtype == torch.float64 else "f32"
     call = _Call(spec, n_steps=n_steps, n=n, batch=batch, d_m=d_m, n_layers=n_layers)
-    in_loop = spec.feedback and not _backward_on_lanes(call, suffix)
+    on_lanes = _backward_on_lanes(call, suffix)
+    in_loop = spec.feedback and not on_lanes
+
+    def oriented(w):  # the lanes loop reads the weights as the forward does, the others Wᵀ
+        return w.contiguous() if on_lanes else w.transpose(1, 2).contiguous()
+
     # Summed in the loop, the per-step gradients are stored only for ∂L/∂pre (∂L/∂a⁰, the
     # last of them: grad_acts[0], or ∂L/∂z without layers), and not for a token table.
     keep_pre = want_pre and tokens is None
@@ -466,9 +471,9 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
 
     widths = _widths(d_a, weights, d_m)
     call.set(
-        widths=widths, u=u.transpose(1, 2).contiguous(),
+        widths=widths, u=oriented(u),
         kappa=_per_state(kappa, n, batch, d_m), gain=_per_state(gain, n, batch, d_m),
-        weights=[w.transpose(1, 2).contiguous() for w in weights],
+        weights=[oriented(w) for w in weights],
         acts=[a.contiguous() for a in acts] or None, mlp_out=mlp_out.contiguous(),
         grad_memories=maybe(grad_memories), grad_mlp_out=maybe(grad_mlp_out), grad_z=grad_z,
         grad_acts=grad_acts or None, grad_kappa=grad_kappa, grad_gain=grad_gain, carry=carry,
@@ -504,7 +509,7 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
             )
         call.set(
             values=values.contiguous(), crow=crow, col=col,
-            w_branch=w_branch.transpose(1, 2).contiguous(),
+            w_branch=oriented(w_branch),
             w_y=w_y.contiguous(), drop=maybe(drop), outputs=outputs.contiguous(),
             grad_outputs=maybe(grad_outputs), grad_highpasses=maybe(grad_highpasses),
             grad_y=grad_y, grad_r=grad_r, grad_branches=grad_branches, carry_out=carry_out,

@@ -54,8 +54,11 @@ struct ElmArgs {
   // shared
   const void* kappa;  // (N, B, d_m)
   const void* gain;   // (N, B, d_m)
-  const void* u;      // forward: U (N, d_m, d_a); backward: Uᵀ (N, d_a, d_m)
-  const void* const* weights;  // forward: (N, in, out) per layer; backward: (N, out, in)
+  // U and the layers' weights: as the forward reads them, U (N, d_m, d_a) and (N, in, out)
+  // per layer; the reverse-time loops read their transposes, Uᵀ (N, d_a, d_m) and (N, out,
+  // in), except the lanes loop (`backward_on_lanes`), which reads them as the forward does.
+  const void* u;
+  const void* const* weights;
   void* const* acts;           // (T, N, B, width) pre-activations a⁰ … (null: not kept)
   // forward
   const void* pre;       // (T, N, B, d_a)
@@ -79,7 +82,7 @@ struct ElmArgs {
   const void* values;    // (nnz,) entries of S
   const int32_t* crow;   // (N·d_tree + 1,) CSR rows of S
   const int32_t* col;    // (nnz,)
-  const void* w_branch;  // forward: (N, d_tree, d_a); backward: transposed (N, d_a, d_tree)
+  const void* w_branch;  // (N, d_tree, d_a); as u: transposed for the batch-inner backward
   const void* w_y;       // (N, d_m)
   const void* beta;      // (N,)
   const void* drop;      // (T, N, B) or null
@@ -1127,6 +1130,23 @@ void to_lanes(T* dst, const T* src, int64_t n, int64_t rows, int64_t cols, int64
   }
 }
 
+// (N, rows, cols) per-neuron weights → their transposes in lane layout, (groups, cols,
+// rows, L): what the reverse-time lanes loop multiplies by, from the weights as the
+// forward reads them (a row of L neurons' blocks at a time), where a transposed copy of
+// each made first had cost a per-cent of an Enwik8 training step at batch 1.
+template <typename T>
+void to_lanes_t(T* dst, const T* src, int64_t n, int64_t rows, int64_t cols) {
+  constexpr int64_t L = kVecLanes<T>;
+  const int64_t size = rows * cols;
+  for (int64_t g = 0; g * L < n; ++g) {
+    T* group = dst + g * size * L;
+    if (n - g * L < L) std::fill(group, group + size * L, T(0));
+    for (int64_t r = 0; r < rows; ++r)
+      transpose(group + r * L, rows * L, src + g * L * size + r * cols, size,
+                std::min(L, n - g * L), cols);
+  }
+}
+
 // (N, B, width) → (groups, B, width, L).
 template <typename T>
 void states_to_lanes(T* dst, const T* src, int64_t n, int64_t batch, int64_t width) {
@@ -2025,13 +2045,13 @@ void bank_backward_lanes(const ElmArgs& s) {
   // d_tree, L), Vᵀ per layer (groups, out, in, L); per-state coefficients and the carried
   // gradients (groups, B, width, L).
   LaneBuffer<T> u_t(groups * d_a * d_m * L, false), wb_t(groups * d_a * d_tree * L, false);
-  to_lanes(u_t.p, in<T>(s.u), n, d_a, d_m, d_a, 0);
-  if (fb) to_lanes(wb_t.p, in<T>(s.w_branch), n, d_a, d_tree, d_a, 0);
+  to_lanes_t(u_t.p, in<T>(s.u), n, d_m, d_a);
+  if (fb) to_lanes_t(wb_t.p, in<T>(s.w_branch), n, d_tree, d_a);
   std::vector<LaneBuffer<T>> w_layer;
   for (int64_t l = 0; l < n_layers; ++l) {
     const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
     w_layer.emplace_back(groups * w_out * w_in * L, false);
-    to_lanes(w_layer.back().p, in<T>(s.weights[l]), n, w_out, w_in, w_out, 0);
+    to_lanes_t(w_layer.back().p, in<T>(s.weights[l]), n, w_in, w_out);
   }
   const int64_t states = groups * batch * d_m * L;
   LaneBuffer<T> kappa(states), gain(states), carry(states);
