@@ -1360,14 +1360,17 @@ std::vector<T> lane_values(const ElmArgs& s, const LaneLayout& layout) {
 // gather lists of `branch_sums` read every entry; each branch is summed over its sources
 // in ascending order.
 template <typename T>
-void push_sums(T* __restrict c, int64_t size, const T* q, int64_t n, const LaneLayout& rows,
-               const T* __restrict value) {
+__attribute__((noinline)) void push_sums(T* __restrict c, int64_t size, const T* __restrict q,
+                                         int64_t n, const LaneLayout& rows,
+                                         const T* __restrict value) {
   std::fill(c, c + size, T(0));
   const int32_t* __restrict index = rows.index;
+  const int64_t* __restrict first = rows.first;
   for (int64_t k = 0; k < n; ++k) {
     const T qk = q[k];
     if (qk == T(0)) continue;
-    for (int64_t e = rows.first[k]; e < rows.first[k + 1]; ++e) c[index[e]] += value[e] * qk;
+#pragma GCC unroll 4
+    for (int64_t e = first[k]; e < first[k + 1]; ++e) c[index[e]] += value[e] * qk;
   }
 }
 
