@@ -2024,6 +2024,25 @@ void bank_backward(const ElmArgs& s) {
 // took this sum from about half of the loop's time to a third (perf, batch 1). Lists
 // padded over L sources at a time, as the forward's, could not skip them.
 
+// One sample's ∂L/∂o_{t−1}[k] = D_t[k] Σ_e value[e] dc[index[e]] along each source k's
+// row of Sᵀ (`rows`), o_prev and d that sample's o_{t−1} and D_t, `batch` apart (null:
+// t = 0, no dropout). Step t − 1 reads it only where o_{t−1} > 0 (the relu's slope), so a
+// source that was silent, or dropped at t, is skipped: about half of them at init. At
+// t = 0 it is the gradient of the initial state, wanted whole. Out of line, so that its
+// pointers stay in registers (inlined, GCC reloaded them from the stack per gather).
+template <typename T>
+__attribute__((noinline)) void source_sums(T* __restrict co, const T* __restrict dc,
+                                           const LaneLayout& rows, const T* __restrict value,
+                                           const T* o_prev, const T* d, int64_t n,
+                                           int64_t batch) {
+  for (int64_t k = 0; k < n; ++k) {
+    const T dk = d ? d[k * batch] : T(1);
+    const bool read = dk != T(0) && (!o_prev || o_prev[k * batch] > T(0));
+    co[k] = read ? dk * gather_dot(dc, rows.index, value, rows.first[k], rows.first[k + 1])
+                 : T(0);
+  }
+}
+
 // (groups, B, width, L) → (N, B, width): the inverse of `states_to_lanes`.
 template <typename T>
 void states_from_lanes(T* dst, const T* src, int64_t n, int64_t batch, int64_t width) {
@@ -2197,17 +2216,9 @@ void bank_backward_lanes(const ElmArgs& s) {
     }
     if (fb)  // ∂L/∂o_{t−1} = D_t ⊙ Sᵀ ∂L/∂c_t, a gather-dot along each source's row of Sᵀ
       for (int64_t b = 0; b < batch; ++b)
-        for (int64_t k = 0; k < n; ++k) {
-          const T d = drop ? drop[(t * n + k) * batch + b] : T(1);
-          // Step t − 1 reads it only where o_{t−1} > 0 (the relu's slope), so a source
-          // that was silent, or dropped at t, is skipped: about half of them at init. At
-          // t = 0 it is the gradient of the initial state, wanted whole.
-          const bool read = d != T(0) && (t == 0 || outputs[((t - 1) * n + k) * batch + b] > 0);
-          carry_out.p[b * np + k] =
-              read ? d * gather_dot(dc.p + b * dc_stride, s.lanes_t->index, source_value.data(),
-                                    s.lanes_t->first[k], s.lanes_t->first[k + 1])
-                   : T(0);
-        }
+        source_sums(carry_out.p + b * np, dc.p + b * dc_stride, *s.lanes_t, source_value.data(),
+                    t > 0 ? outputs + (t - 1) * n * batch + b : nullptr,
+                    drop ? drop + t * n * batch + b : nullptr, n, batch);
   }
   states_from_lanes(carry_in, carry.p, n, batch, d_m);
   states_from_lanes(grad_kappa, sum_kappa.p, n, batch, d_m);
