@@ -257,9 +257,9 @@ def lane_layout(crow: torch.Tensor, col: torch.Tensor, n: int, d_tree: int,
         return kept[key][2]
     lanes = _VECTOR_BYTES // dtype.itemsize
     if transposed is not None:
-        # Sᵀ's rows as they are, one per source: the reverse-time loop sums each with
-        # gathers along it and skips the sources that were silent, which a list padded
-        # over L sources at a time cannot do.
+        # Sᵀ's rows as they are, one per source: the forward pushes the active sources
+        # along them and the reverse-time loop sums along them, both skipping the silent
+        # ones, which lists padded over L sources at a time could not do.
         crow_t, col_t, perm_t = transposed
         neuron, branch = col_t.long() // d_tree, col_t.long() % d_tree
         index = ((neuron // lanes) * d_tree + branch) * lanes + neuron % lanes

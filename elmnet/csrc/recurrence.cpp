@@ -37,7 +37,9 @@ struct ElmGrads;
 
 // Everything one call needs; pointers a call does not use are null. Layout mirrored by
 // elmnet/cpp_loop.py (_Args): keep the two in step.
-// See `build_lane_layout`; mirrored by elmnet/cpp_loop.py (_LaneLayout).
+// S's gather lists (see `build_lane_layout`), or Sᵀ's rows as they are (ElmArgs::lanes_t:
+// `first` (N + 1,), no masks, built by elmnet/cpp_loop.py's `lane_layout`, which mirrors
+// this struct as _LaneLayout).
 struct LaneLayout {
   int64_t size;           // entries in all lists
   const int64_t* first;   // (groups · width + 1,) where each list starts
