@@ -8,7 +8,8 @@ first touch: 8k page faults and 17 ms of system time a call, 12 % of that step's
 time. With the memory kept, the faults fall to about 200 a call.
 
 `keep_freed_memory` is process-wide, so the library never calls it on import; every
-command does, through `elmbridge.cli.run_cli`. A notebook or script can call it itself.
+command does, through `elmbridge.cli.run_cli`, and so does each sweep point on a Dask
+worker (`elmbridge.sweep`). A notebook or script can call it itself.
 """
 
 import ctypes

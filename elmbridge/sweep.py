@@ -32,6 +32,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from elmbridge.allocator import keep_freed_memory
 from elmbridge.errors import UserError
 from elmbridge.files import read_json, write_json
 from elmbridge.parallel import SYNCHRONOUS, dask_client
@@ -330,6 +331,14 @@ def _run_here(point: Point, fn, retries: int, bar) -> Outcome:
     return Outcome(point, "failed", error=error, attempts=retries + 1)
 
 
+def _keeping_freed_memory(fn, job):
+    """`fn(job)` on a Dask worker, whose process keeps freed memory for reuse as a
+    command's own process does (`elmbridge.allocator`; workers never pass through
+    `run_cli`): each training call frees and takes again tens of MB."""
+    keep_freed_memory()
+    return fn(job)
+
+
 def _run_on_dask(points, work, client, retries, bar, latest, poll_s) -> dict[str, Outcome]:
     from distributed import wait
 
@@ -344,8 +353,8 @@ def _run_on_dask(points, work, client, retries, bar, latest, poll_s) -> dict[str
 
     def submit(point: Point, attempt: int):
         return client.submit(
-            work(point), point.job, key=f"sweep-{point.name}-{attempt}", pure=False,
-            resources={"GPU": point.gpu} if point.gpu else None,
+            _keeping_freed_memory, work(point), point.job, key=f"sweep-{point.name}-{attempt}",
+            pure=False, resources={"GPU": point.gpu} if point.gpu else None,
         )  # fmt: skip
 
     running = {submit(p, 1): (p, 1) for p in points}

@@ -363,6 +363,22 @@ def test_engine_packs_on_dask(tmp_path):
     assert outcomes[0].result == "done"
 
 
+def test_points_on_dask_keep_freed_memory(tmp_path, monkeypatch):
+    """A point's job on a Dask worker runs after the worker's process was set to keep
+    freed memory for reuse, as a command's own process is (workers never pass through
+    run_cli)."""
+    kept = []
+    monkeypatch.setattr(engine, "keep_freed_memory", lambda: kept.append(True))
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    points = [engine.Point("fine", str(tmp_path / "fine"), {"name": "fine", "calls": str(calls)})]
+    resources = engine.Resources(workers=1, threads=1, processes=False)
+    with engine.sweep_client(resources, 1) as (client, _):
+        outcomes = engine.run_sweep(points, flaky_job, client, progress=False)
+    assert [o.status for o in outcomes] == ["finished"]
+    assert kept == [True]
+
+
 def test_resources_layout_and_checks():
     assert engine.Resources(cores=16).local_layout(30) == (16, 1)
     assert engine.Resources(cores=16).local_layout(4) == (4, 4)
