@@ -465,7 +465,7 @@ def test_bank_lanes_forward_matches_eager(dtype, loop, n, d_m, widths, batch, dr
     """Inference (no backward kept) at small batch: the loop with neurons across the
     vector lanes (16 float32, 8 float64: N 20 and 37 leave a tail group, 16 none; N 140
     takes the hardware-gathered branch sums; chosen by the C++ side up to batch 8 in
-    float32, 4 in float64 (a quarter of that past 8 vectors of neurons), or forced) against
+    float32, 4 in float64 (half of that past 8 vectors of neurons), or forced) against
     the eager loop in the same dtype (TOL) and, for float32, against the eager loop in
     float64 (1e-4 of the largest entry: float32 rounding through 12 steps). One, two and
     no MLP hidden layers, with and without a recurrent dropout mask."""
@@ -492,8 +492,7 @@ def test_bank_lanes_forward_pushes_or_gathers_by_activity(dtype, batch, beta, ac
     else by the gather lists: all silent (every step pushes nothing), β as drawn (about
     half active: mostly pushes) and all active (every step gathers), each against the
     eager loop in float64, in inference and in training (the same loop, keeping the
-    pre-activations) with the gradients of every input. (Batch 2 in float64 runs the
-    batch-inner loop, which the C++ side takes there past 8 vectors of neurons.)"""
+    pre-activations) with the gradients of every input."""
     inputs = lanes_inputs(140, 3, (6,), batch, False, dtype)
     if beta is not None:
         fb = inputs["feedback"]

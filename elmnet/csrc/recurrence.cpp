@@ -1562,16 +1562,19 @@ void bank_forward_lanes(const ElmArgs& s) {
 // 65 vs 132, 8: 134 vs 117; the small sweep bank (N 24) float32 batch 8: 12 vs 19, 16: 20 vs
 // 23; float64 batch 4: 16 vs 18, 8: 29 vs 28.
 // Past 8 vectors of neurons (float32 N > 128, float64 N > 64) the branch sums take
-// hardware gathers and the lanes loop wins only at the smallest batches: the Enwik8 bank
-// (N 742, d_m 20) float32, per step, lanes vs batch-inner: batch 1 856 vs 1653 µs, 2 1172
-// vs 1709, 4 1744 vs 1754, 8 2901 vs 2027 (1 thread, quiet machine). There the limit is a
-// quarter of the above.
+// hardware gathers (or pushes from the active sources) and the lanes loop wins only at
+// the smaller batches: the Enwik8 bank (N 742, d_m 20) float32, per step, lanes vs
+// batch-inner: batch 1 856 vs 1653 µs, 2 1172 vs 1709, 4 1744 vs 1754, 8 2901 vs 2027 (1
+// thread, quiet machine); once the branch sums pushed from the active sources (inference,
+// in one process, 12 alternations; another day): batch 2 603 vs 595 µs (both lanes), 4
+// 1085 vs 1490, 8 2577 vs 2594. There the limit is half of the above (float64 by the same
+// rule, not measured).
 template <typename T>
 constexpr int64_t kLanesMaxBatch = kVecLanes<T> / 2;
 
 template <typename T>
 inline int64_t lanes_max_batch(int64_t n) {
-  return n <= 8 * kVecLanes<T> ? kLanesMaxBatch<T> : kLanesMaxBatch<T> / 4;
+  return n <= 8 * kVecLanes<T> ? kLanesMaxBatch<T> : kLanesMaxBatch<T> / 2;
 }
 
 template <typename T>
