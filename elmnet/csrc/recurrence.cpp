@@ -1169,17 +1169,18 @@ inline __m512i lane_index(const int32_t* p, double) {
   return _mm512_maskz_cvtepi32_epi64(
       __mmask8(0xFF), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
+// q[index[l]] in the lanes set in m, zero in the others; only those lanes' indices are
+// read (a row's last entries may end anywhere).
 inline Vec<float> gather_lanes(__mmask16 m, const int32_t* index, const float* q) {
   return __builtin_bit_cast(
-      Vec<float>, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, _mm512_loadu_si512(index),
-                                           q, sizeof(float)));
+      Vec<float>, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m,
+                                           _mm512_maskz_loadu_epi32(m, index), q, sizeof(float)));
 }
 inline Vec<double> gather_lanes(__mmask8 m, const int32_t* index, const double* q) {
+  const __m512i vi = _mm512_maskz_loadu_epi32(__mmask16(m), index);
   return __builtin_bit_cast(
-      Vec<double>,
-      _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m,
-                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index)), q,
-                               sizeof(double)));
+      Vec<double>, _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m, _mm512_castsi512_si256(vi),
+                                            q, sizeof(double)));
 }
 inline Vec<float> permute2(Vec<float> lo, __m512i index, Vec<float> hi) {
   return __builtin_bit_cast(
@@ -1233,17 +1234,7 @@ inline T gather_dot(const T* x, const int32_t* index, const T* value, int64_t be
   }
   for (; e < end; e += L) {
     const int64_t count = std::min(L, end - e);
-    const M m = M((1u << count) - 1);
-    const __m512i vi = _mm512_maskz_loadu_epi32(__mmask16(m), index + e);
-    Vec<T> r;
-    if constexpr (std::is_same_v<T, float>)
-      r = __builtin_bit_cast(Vec<T>, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, vi, x,
-                                                              sizeof(float)));
-    else
-      r = __builtin_bit_cast(Vec<T>, _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m,
-                                                              _mm512_castsi512_si256(vi), x,
-                                                              sizeof(double)));
-    sum0 += load_head(value + e, count) * r;
+    sum0 += load_head(value + e, count) * gather_lanes(M((1u << count) - 1), index + e, x);
   }
   return lane_sum<T>(sum0 + sum1);
 #else
@@ -2023,11 +2014,10 @@ void bank_backward(const ElmArgs& s) {
 //
 // ∂L/∂o_{t−1}[s] = D_t[s] Σ_{(n, j)} S[(n, j), s] ∂L/∂c_t[n, j] reads every neuron's
 // branch gradients of step t, so it runs after all groups of the step, as a sum along
-// each source's row of Sᵀ (the pattern's transposed CSR as it is, `gather_dot`), never a
-// scatter whose lanes could collide on one source. Step t − 1 reads it only where o_{t−1}
-// > 0, so a source silent at t − 1 is skipped: half of Enwik8's sources at init, which
-// took this sum from about half of the loop's time to a third (perf, batch 1). Lists
-// padded over L sources at a time, as the forward's, could not skip them.
+// each source's row of Sᵀ (`source_sums`), never a scatter whose lanes could collide on one
+// source. Skipping the sources silent at t − 1 took this sum from about half of the
+// loop's time to a third (perf, Enwik8 at batch 1); lists padded over L sources at a
+// time, as the forward's, could not skip them.
 
 // One sample's ∂L/∂o_{t−1}[k] = D_t[k] Σ_e value[e] dc[index[e]] along each source k's
 // row of Sᵀ (`rows`), o_prev and d that sample's o_{t−1} and D_t, `batch` apart (null:
