@@ -690,9 +690,10 @@ class _BankPre(torch.autograd.Function):
         grad = grad.contiguous()
         grad_drive = None
         if ctx.needs_input_grad[0]:  # laid out as the drive was
-            grad_drive = grad.new_empty(steps, batch, n, d_a)
             if ctx.batch_first:
                 grad_drive = grad.new_empty(batch, steps, n, d_a).transpose(0, 1)
+            else:
+                grad_drive = grad.new_empty(steps, batch, n, d_a)
         grad_bias = grad.new_empty(n, d_a) if ctx.needs_input_grad[1] else None
         strides = grad_drive.stride()[:2] if grad_drive is not None else (0, 0)
         _typed("elm_bank_pre_grad", grad.dtype)(
