@@ -1033,11 +1033,24 @@ inline void scatter_lanes(T* x, const int32_t* idx, Vec<T> v, int64_t live) {
 // Asks for [first, end) in cache ahead of its use, a line at a time: for blocks of rows
 // far apart in memory, which the hardware's prefetchers (within a 4 KiB page) miss. With
 // kWrite, to be written (the line fetched for ownership).
-template <bool kWrite = false, typename T>
+template <bool kWrite = false, int kLocality = 3, typename T>
 inline void prefetch(const T* first, const T* end) {
   const char* last = reinterpret_cast<const char*>(end);
   for (auto* a = reinterpret_cast<const char*>(first); a < last; a += 64)
-    __builtin_prefetch(a, kWrite ? 1 : 0, 3);
+    __builtin_prefetch(a, kWrite ? 1 : 0, kLocality);
+}
+
+// Reads one value of each cache line of [first, end), in order. Before a loop that reads
+// rows far apart a little at a time (a neuron's rows of a run of steps), it brings them in
+// at the memory's streaming rate: the loads in order start the hardware's prefetchers,
+// where prefetch instructions for the same rows changed nothing (measured on AMD EPYC).
+template <typename T>
+inline void touch(const T* first, const T* end) {
+  const char* last = reinterpret_cast<const char*>(end);
+  for (auto* a = reinterpret_cast<const char*>(first); a < last; a += 64) {
+    const char v = *reinterpret_cast<const volatile char*>(a);
+    asm volatile("" : : "r"(v));
+  }
 }
 
 template <typename T>
@@ -2234,7 +2247,7 @@ void bank_backward_lanes(const ElmArgs& s) {
 // (N 96, T 1000) batch 2: 32–35k vs 23k, 4: 30–31k vs 32–33k, 8: 32–33k vs 38k; the small
 // sweep bank (N 24, T 200) batch 4: 69–77k vs 69–71k, 8: 73–87k vs 89–90k; Enwik8 (N 742,
 // T 100) batch 2: 528–569 vs 487–492, 4: 753–755 vs 797–853. Once `weight_grads` rebuilt
-// c_t and summed ∂L/∂S along a chunk's steps (`rebuild_chunk`) and the lanes loops moved
+// c_t and summed ∂L/∂S along a chunk's steps side by side and the lanes loops moved
 // rows by transposes, again (an AMD EPYC machine, two alternations): Enwik8 batch 4:
 // 642–644 vs 545–573, 8: 775–861 vs 874–881; SHD-Adding batch 8: 27–41k vs 40–51k, 16:
 // 33k vs 42–44k; small batch 8: 114–122k vs 136–164k. So with feedback up to batch 4 at
@@ -2415,31 +2428,22 @@ void recurrent_values_grad(int64_t n_slots, int64_t n_weights, const int64_t* sl
   for (int64_t k = 0; k < n_slots; ++k) grad_w_s[slot[k]] = scale * g[entry[k]];
 }
 
-// `synapse_pass` over a chunk of steps at once, samples and steps side by side (column
-// b · steps + t): q (steps, N · batch) and dc (steps, rows · batch) in, through time-inner
-// copies in `work` (transposes). At the lanes loop's batches a step alone is a vector or
-// less of columns. Returns c time-inner, (rows, batch · steps) in `work`, as ∂L/∂W_b's sums
-// read it: copied back to the step-major layout it had cost as much as the copy of dc.
-template <typename T>
-const T* rebuild_chunk(const T* q, const T* dc, int64_t steps, int64_t n, int64_t rows,
-                       int64_t batch, const T* values, const int32_t* crow, const int32_t* col,
-                       T* gv, std::vector<T>& work) {
-  const int64_t w = batch * steps;
-  work.resize((n + 2 * rows) * w);
-  T *qt = work.data(), *dct = qt + n * w, *ct = dct + rows * w;
-  transpose(qt, steps, q, n * batch, steps, n * batch);
-  transpose(dct, steps, dc, rows * batch, steps, rows * batch);
-  synapse_pass(ct, static_cast<T*>(nullptr), gv, qt, dct, w, w, values, crow, col, rows);
-  return ct;
-}
-
 // The weight gradients of the recurrence after a reverse-time loop, from the per-step
 // gradients it stored (elmnet.recurrence._weight_grads, which does the same with a score of
 // ATen ops: at small batch their dispatch, not their arithmetic, was most of a small
-// network's backward pass): the sums of `WeightSums`, a chunk of steps at a time, and with
-// feedback (q_t = D_t ⊙ o_{t−1}, c_t = S q_t rebuilt a chunk of steps at a time) ∂L/∂S_e =
-// Σ ∂L/∂c_t[row_e] q_t[col_e]. After the plain loop and the bank's lanes loop (batch ≤ 4):
-// `bank_backward` sums its own.
+// network's backward pass): the sums of `WeightSums`, and with feedback (q_t = D_t ⊙
+// o_{t−1}, c_t = S q_t rebuilt) ∂L/∂S_e = Σ ∂L/∂c_t[row_e] q_t[col_e]. After the plain loop
+// and the bank's lanes loop (batch ≤ 4): `bank_backward` sums its own.
+//
+// A group of neurons at a time, over all steps a chunk at a time, neuron by neuron within
+// the chunk: the group's sums stay in cache from chunk to chunk, where chunk by chunk over
+// all neurons every chunk had read and written all of them again (Enwik8: 10.7 MB each
+// way per chunk, the tiles waiting on the loads); and a chunk's rows of the group's
+// neurons are contiguous at each step, fetched ahead while the chunk before runs (neuron
+// by neuron over all steps, each neuron's rows had been a part of a cache line per step).
+// With feedback, a neuron's c_t and ∂L/∂S come from its rows of S alone (`synapse_pass`),
+// time-inner, samples and steps side by side (column b · steps + t): q_t of every step is
+// transposed that way once, chunk by chunk, and the neuron's rows of ∂L/∂c per chunk.
 template <typename T>
 void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
@@ -2456,52 +2460,59 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   T* gv = fb ? out<T>(g.grad_values) : nullptr;
   if (gv) std::fill(gv, gv + s.crow[n * d_tree], T(0));
-  // The sums run a chunk of steps at a time, every sum of one neuron over the chunk before
-  // the next neuron's, so that the rows they share (∂L/∂a⁰_t above all) come from memory
-  // once. With feedback, c_t for the chunk is rebuilt first, with ∂L/∂S, time-inner
-  // (`rebuild_chunk`): ∂L/∂W_b's sum reads a neuron's d_tree rows of it a row apart. Up to
-  // 32 steps, and ≈ 8 MB.
-  const int64_t rows = n * d_tree;
-  const int64_t kChunk =
-      fb ? std::clamp<int64_t>((int64_t(8) << 20) / (sizeof(T) * rows * batch), 1, 32) : 32;
+  constexpr int64_t kGroup = 16;
+  const int64_t kChunk = fb ? std::max<int64_t>(1, 2 * kVecLanes<T> / batch) : 32;
   WeightSums<T> sums(s, g, kChunk);
-  std::vector<T> q(fb ? kChunk * nb : 0), work;
-  const T* c = nullptr;  // the chunk's c_t, time-inner (`rebuild_chunk`)
-  std::vector<Rows<T>> acts(n_layers), grads_out(n_layers);
-  for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
+  // q_t time-inner per chunk: chunk [t0, t0 + steps) at t0 · nb, (N, batch · steps).
+  std::vector<T> qt(fb ? n_steps * nb : 0), q(fb ? kChunk * nb : 0);
+  for (int64_t t0 = 0; t0 < n_steps && fb; t0 += kChunk) {
     const int64_t steps = std::min(kChunk, n_steps - t0);
-    if (fb) {
-      for (int64_t t = t0; t < t0 + steps; ++t) step_reads(s, t, q.data() + (t - t0) * nb, batch);
-      c = rebuild_chunk(q.data(), grad_branches + t0 * rows * batch, steps, n, rows, batch,
-                        values, s.crow, s.col, gv, work);
-    }
-    for (int64_t k = 0; k < n; ++k) {
-      // The next neuron's rows of the chunk while this one's are summed.
-      for (int64_t t = t0; t < t0 + steps && k + 1 < n; ++t) {
-        const int64_t r = row(t, k + 1, 0);
-        prefetch(grad_pre + r * d_a, grad_pre + (r + batch) * d_a);
-        const T* m = previous_memory<T>(s, t, k + 1);
-        prefetch(m, m + batch * d_m);
-        for (int64_t l = 0; l < n_layers; ++l) {
-          const T *a = in<T>(s.acts[l]), *go = grad_out(l);
-          prefetch(a + r * s.widths[l], a + (r + batch) * s.widths[l]);
-          prefetch(go + r * s.widths[l + 1], go + (r + batch) * s.widths[l + 1]);
-        }
-      }
-      auto prev = [&s, t0, k, d_m](int64_t t, int64_t b) {
-        return previous_memory<T>(s, t0 + t, k) + b * d_m;
-      };
-      const int64_t first = row(t0, k, 0);
+    for (int64_t t = t0; t < t0 + steps; ++t) step_reads(s, t, q.data() + (t - t0) * nb, batch);
+    transpose(qt.data() + t0 * nb, steps, q.data(), nb, steps, nb);
+  }
+  std::vector<T> dc(d_tree * batch * kChunk), c(d_tree * batch * kChunk);
+  std::vector<Rows<T>> acts(n_layers), grads_out(n_layers);
+  // The rows of neurons [k0, k1) at steps [t0, t1), read in order (`touch`).
+  auto fetch = [&](int64_t k0, int64_t k1, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t r0 = row(t, k0, 0), r1 = row(t, k1, 0);
+      touch(grad_pre + r0 * d_a, grad_pre + r1 * d_a);
+      const T* m = previous_memory<T>(s, t, k0);
+      touch(m, m + (r1 - r0) * d_m);
       for (int64_t l = 0; l < n_layers; ++l) {
-        const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-        acts[l] = {in<T>(s.acts[l]) + first * w_in, nb * w_in, w_in};
-        grads_out[l] = {grad_out(l) + first * w_out, nb * w_out, w_out};
+        const T *a = in<T>(s.acts[l]), *go = grad_out(l);
+        touch(a + r0 * s.widths[l], a + r1 * s.widths[l]);
+        touch(go + r0 * s.widths[l + 1], go + r1 * s.widths[l + 1]);
       }
-      const int64_t w = batch * steps;  // c's row: sample b's steps at b · steps
-      const Rows<T> branches{fb ? c + k * d_tree * w : nullptr, 1, steps};
-      sums.add(k, steps, prev, {grad_pre + first * d_a, nb * d_a, d_a}, branches, w,
-               acts.data(), grads_out.data());
-      for (int64_t t = t0; t < t0 + steps && fb; ++t) sums.add_readout(k, t);
+      if (fb) touch(grad_branches + r0 * d_tree, grad_branches + r1 * d_tree);
+    }
+  };
+  for (int64_t k0 = 0; k0 < n; k0 += kGroup) {
+    const int64_t k1 = std::min(n, k0 + kGroup);
+    for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
+      const int64_t steps = std::min(kChunk, n_steps - t0), w = batch * steps;
+      fetch(k0, k1, t0, t0 + steps);
+      for (int64_t k = k0; k < k1; ++k) {
+        if (fb) {  // the neuron's c_t and ∂L/∂S over the chunk, rows (d_tree, batch · steps)
+          transpose(dc.data(), steps, grad_branches + row(t0, k, 0) * d_tree, nb * d_tree,
+                    steps, d_tree * batch);
+          synapse_pass(c.data(), static_cast<T*>(nullptr), gv, qt.data() + t0 * nb,
+                       dc.data(), w, w, values, s.crow + k * d_tree, s.col, d_tree);
+        }
+        auto prev = [&s, t0, k, d_m](int64_t t, int64_t b) {
+          return previous_memory<T>(s, t0 + t, k) + b * d_m;
+        };
+        const int64_t first = row(t0, k, 0);
+        for (int64_t l = 0; l < n_layers; ++l) {
+          const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+          acts[l] = {in<T>(s.acts[l]) + first * w_in, nb * w_in, w_in};
+          grads_out[l] = {grad_out(l) + first * w_out, nb * w_out, w_out};
+        }
+        const Rows<T> branches{fb ? c.data() : nullptr, 1, steps};  // c's row: b at b · steps
+        sums.add(k, steps, prev, {grad_pre + first * d_a, nb * d_a, d_a}, branches, w,
+                 acts.data(), grads_out.data());
+        for (int64_t t = t0; t < t0 + steps && fb; ++t) sums.add_readout(k, t);
+      }
     }
   }
   sums.finish();
