@@ -172,8 +172,9 @@ def _build():
         getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
         getattr(lib, name).restype = None
     for suffix in ("f32", "f64"):
-        function = getattr(lib, f"elm_backward_on_lanes_{suffix}")
-        function.argtypes, function.restype = [ctypes.POINTER(_Args)], ctypes.c_int64
+        for name in ("elm_backward_on_lanes", "elm_lane_weights"):
+            function = getattr(lib, f"{name}_{suffix}")
+            function.argtypes, function.restype = [ctypes.POINTER(_Args)], ctypes.c_int64
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     signatures = {
         "elm_trace_forward": (None, [i64] * 3 + [ptr] * 4),
@@ -207,7 +208,8 @@ _POINTERS = (
     "widths kappa gain u weights acts pre memory biases memories mlp_out "
     "grad_memories grad_mlp_out grad_z grad_acts grad_kappa grad_gain carry values crow col "
     "w_branch w_y beta drop highpass0 output0 outputs highpasses grad_outputs grad_highpasses "
-    "grad_y grad_r grad_branches carry_out carry_highpass tokens grads lanes lanes_t"
+    "grad_y grad_r grad_branches carry_out carry_highpass tokens grads lanes lanes_t "
+    "lane_weights"
 ).split()
 
 
@@ -372,7 +374,7 @@ def _widths(d_a: int, weights, d_m: int) -> ctypes.Array:
 
 
 def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out, fb=None,
-                 tokens=None):  # fmt: skip
+                 tokens=None, keep_weights=False):  # fmt: skip
     """The forward time loop in C++, filling `acts` (when non-empty), `memories` and
     `mlp_out` in place, as `elmnet.recurrence._eager_forward` does.
 
@@ -380,6 +382,10 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
     highpass, output, outputs, highpasses), the last two filled in place. tokens: None, or
     (with fb) the `elmnet.recurrence.TokenRows` the loop reads pre from, `pre` then giving
     only the shape.
+
+    Returns None, or with `keep_weights` where the reverse-time loop will run on lanes
+    too, the weights as the lanes loops lay them out, for `backward` (`lane_weights`):
+    laid out again there, they had cost 1.5 ms of an Enwik8 training call at batch 1.
     """
     n_steps, n, batch, d_a = pre.shape
     d_m = memory.shape[-1]
@@ -411,11 +417,19 @@ def forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_
             drop=None if drop is None else drop.contiguous(), highpass0=highpass.contiguous(),
             output0=output.contiguous(), outputs=outputs, highpasses=hps,
         )  # fmt: skip
+    lane_weights = None
+    if keep_weights:
+        suffix = "f64" if pre.dtype == torch.float64 else "f32"
+        size = getattr(extension(), f"elm_lane_weights_{suffix}")(ctypes.byref(call.args))
+        if size:
+            lane_weights = pre.new_empty(size)
+            call.set(lane_weights=lane_weights)
     # The C++ side picks the loop: at batch up to half a vector, the one with neurons
     # across the vector lanes for a bank (with feedback, the network's recurrent layer; or
     # without, its readout); else, with feedback the batch-inner bank loop, without (and
     # for a single neuron) the register-tiled one.
     call.run("bank_forward" if fb is not None else "forward", pre.dtype)
+    return lane_weights
 
 
 def _backward_on_lanes(call: _Call, suffix: str) -> bool:
@@ -425,7 +439,7 @@ def _backward_on_lanes(call: _Call, suffix: str) -> bool:
 
 
 def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feedback,
-             tokens=None, table_rows=0, want_pre=True):  # fmt: skip
+             tokens=None, table_rows=0, want_pre=True, lane_weights=None):  # fmt: skip
     """The reverse-time loop and the weight gradients in C++, on one set of arguments:
     what `elmnet.recurrence._Recurrence.backward` returns for `pre` and the inputs after
     it (`shapes` its ctx.shapes), as `_eager_backward` and `_weight_grads` compute it.
@@ -437,7 +451,8 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
     copies made SHD-Adding's training step twice as long (1.0 vs 0.5 s). Where the bank's
     batch-inner loop runs, it sums them itself, step by step (`ElmArgs::grads`), and the
     per-step gradients they come from are never stored; after the other loops
-    `weight_grads` sums them from the stored ones."""
+    `weight_grads` sums them from the stored ones. `lane_weights`: what `forward_loop`
+    returned, read by the lanes loop instead of laying the weights out again."""
     n_layers = spec.n_layers
     memory, u, kappa, gain, memories, mlp_out, *rest = saved_tensors
     acts, weights = rest[:n_layers], rest[n_layers : 2 * n_layers]
@@ -478,6 +493,7 @@ def backward(spec, saved_tensors, shapes, grad_memories, grad_mlp_out, grad_feed
         grad_memories=maybe(grad_memories), grad_mlp_out=maybe(grad_mlp_out), grad_z=grad_z,
         grad_acts=grad_acts or None, grad_kappa=grad_kappa, grad_gain=grad_gain, carry=carry,
         memory=memory.contiguous(), memories=memories.contiguous(),
+        lane_weights=lane_weights if on_lanes else None,
     )  # fmt: skip
 
     kappa_shape, gain_shape, *bias_shapes = shapes

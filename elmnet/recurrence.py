@@ -112,14 +112,16 @@ class _Spec:
 
 def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest, tokens=None):
     """The forward time loops on the backend `spec` names: (memories, mlp_out, outputs,
-    highpasses, acts), the feedback pair None without feedback, acts (the pre-activations
-    the backward pass reads) only when `keep`. tokens: a `TokenRows` whose table the C++
-    loops read in place (then `pre` is its placeholder), or None."""
+    highpasses, acts, lane_weights), the feedback pair None without feedback, acts (the
+    pre-activations the backward pass reads) only when `keep`, lane_weights None or (C++,
+    `keep`) the weights as the C++ lanes loops lay them out (`cpp_loop.forward_loop`).
+    tokens: a `TokenRows` whose table the C++ loops read in place (then `pre` is its
+    placeholder), or None."""
     flat_layers = rest[: 2 * spec.n_layers]
     layers = list(zip(flat_layers[0::2], flat_layers[1::2], strict=True))
     n_steps, n, batch, _ = pre.shape
     new = functools.partial(cpp_loop.empty, pre)
-    outputs = highpasses = None
+    outputs = highpasses = lane_weights = None
     if not spec.fused:
         acts = [new(n_steps, n, batch, w.shape[1]) for w, _ in layers] if keep else []
         memories = new(n_steps, n, batch, memory.shape[-1])
@@ -144,8 +146,10 @@ def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest, tokens
         if spec.feedback:
             fb = (values, crow, col, crow_t, col_t, perm_t, w_branch, w_y, beta, drop,
                   highpass, out, outputs, highpasses)  # fmt: skip
-        cpp_loop.forward_loop(spec, pre, memory, u, kappa, gain, layers, acts, memories,
-                              mlp_out, fb, tokens)  # fmt: skip
+        lane_weights = cpp_loop.forward_loop(
+            spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out, fb, tokens,
+            keep_weights=keep,
+        )  # fmt: skip
     elif spec.feedback:
         synapses = _csr(crow, col, values, (n * spec.d_tree, n))
         _eager_forward(
@@ -154,7 +158,7 @@ def _forward(spec: _Spec, keep: bool, pre, memory, u, kappa, gain, *rest, tokens
         )  # fmt: skip
     else:
         _eager_forward(spec, pre, memory, u, kappa, gain, layers, acts, memories, mlp_out)
-    return memories, mlp_out, outputs, highpasses, acts
+    return memories, mlp_out, outputs, highpasses, acts, lane_weights
 
 
 class _Recurrence(torch.autograd.Function):
@@ -174,7 +178,7 @@ class _Recurrence(torch.autograd.Function):
         if tokens is not None:
             token_rows = TokenRows(pre, tokens)
             pre = token_rows.placeholder(memory.shape[0])
-        memories, mlp_out, outputs, highpasses, acts = _forward(
+        memories, mlp_out, outputs, highpasses, acts, ctx.lane_weights = _forward(
             spec, keep, pre, memory, u, kappa, gain, *rest, tokens=token_rows
         )
         if spec.feedback:
@@ -217,6 +221,7 @@ class _Recurrence(torch.autograd.Function):
             grads = cpp_loop.backward(
                 spec, ctx.saved_tensors, ctx.shapes, grad_memories, grad_mlp_out, grad_feedback,
                 ctx.tokens, ctx.table_rows, want_pre=ctx.needs_input_grad[2],
+                lane_weights=ctx.lane_weights,
             )  # fmt: skip
             return None, None, *grads
         proposals = torch.tanh(mlp_out)
@@ -633,7 +638,7 @@ def bank_recurrence(
             # the loops run directly, without the autograd function (whose bookkeeping
             # over a score of arguments is a good part of a small network's call; it would
             # also report parameters as needing grad, and keep activations for them).
-            *result, _ = _forward(spec, False, *tensors, tokens=token_rows)
+            *result, _, _ = _forward(spec, False, *tensors, tokens=token_rows)
     if feedback is None:
         return BankRecurrence(*result[:2], None, None)
     return BankRecurrence(*result)

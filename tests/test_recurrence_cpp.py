@@ -719,6 +719,47 @@ def test_lanes_backward_at_large_batch_matches_eager(dtype, monkeypatch):
         assert_close(actual[name].double(), e, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize(
+    "n, batch, feedback, forward, shared",
+    [
+        (37, 2, True, None, True),  # both loops on lanes: the forward's layout is read
+        (37, 2, True, "bank_forward_batch_inner", True),  # laid out by the other forward
+        (19, 1, False, None, True),  # the readout (no feedback)
+        (37, 12, True, None, False),  # the batch-inner reverse-time loop: nothing kept
+    ],
+)
+def test_lanes_backward_reads_the_forward_weights(dtype, n, batch, feedback, forward, shared,
+                                                  monkeypatch):  # fmt: skip
+    """Where both the forward and the reverse-time loop run on lanes, the forward leaves
+    its lane-layout weights for the backward (`lane_weights`); laid out by whichever
+    forward loop ran (the batch-inner one forced here), they give the eager backward's
+    gradients in float64; elsewhere nothing is kept."""
+    inputs = lanes_inputs(n, 5, (10,), batch, True, dtype)
+    if not feedback:
+        inputs["feedback"] = None
+    terms = LOSSES["all"] if feedback else ("memories", "mlp_out")
+    expected = bank_gradients(cast_inputs(inputs, torch.float64), "eager", terms)
+    kept = []
+    backward = cpp_loop.backward
+
+    def recorded(*args, **kwargs):
+        kept.append(kwargs.get("lane_weights"))
+        return backward(*args, **kwargs)
+
+    monkeypatch.setattr(cpp_loop, "backward", recorded)
+    if forward is not None:
+        force_forward_loop(monkeypatch, forward)
+    actual = bank_gradients(inputs, "cpp", terms)
+    lanes = 16 if dtype == torch.float32 else 8
+    d_in = 5 + (4 if feedback else 0)  # d_m, then d_tree (lanes_inputs' default 4)
+    size = -(-n // lanes) * lanes * (d_in * 10 + 10 * 5)
+    assert len(kept) == 1
+    assert (kept[0].numel() if kept[0] is not None else 0) == (size if shared else 0)
+    for name, e in expected.items():
+        assert_close(actual[name].double(), e, dtype)
+
+
 @pytest.mark.parametrize("widths", [(10,), ()], ids=["mlp", "linear"])
 def test_batch_inner_backward_without_pre_gradient(widths, monkeypatch):
     """The batch-inner reverse-time loop (batch 12), which sums the weight gradients as it

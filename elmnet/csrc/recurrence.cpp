@@ -116,6 +116,10 @@ struct ElmArgs {
   // feedback; the other loops ignore them.
   const LaneLayout* lanes;
   const LaneLayout* lanes_t;
+  // Null, or where the bank's forward lanes loop leaves its weights in lane layout
+  // (`lay_out_weights`, `elm_lane_weights_size_*` values) for the reverse-time lanes loop,
+  // which then reads them from there instead of laying them out again.
+  void* lane_weights;
 };
 
 // Where `elm_weight_grads_*` or `bank_backward` (ElmArgs::grads) write the weight
@@ -546,7 +550,13 @@ inline Vec<T> tanh_lanes(Vec<T> x) {
 }
 
 template <typename T>
+std::vector<T*> lay_out_weights(const ElmArgs& s, T* dst);
+
+template <typename T>
 void plain_forward(const ElmArgs& s) {
+  // Where given, the weights for a reverse-time lanes loop (ElmArgs::lane_weights), as
+  // the lanes forward would have left them.
+  if (s.lane_weights) lay_out_weights<T>(s, out<T>(s.lane_weights));
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
   const int64_t n_layers = s.n_layers, act = s.act;
   constexpr int64_t L = kVecLanes<T>;
@@ -870,6 +880,7 @@ void step_reads(const ElmArgs& s, int64_t t, T* q, int64_t ld) {
 // float32 proposals through the same `tanh_vec` (`tanh_all`).
 template <typename T>
 void bank_forward(const ElmArgs& s) {
+  if (s.lane_weights) lay_out_weights<T>(s, out<T>(s.lane_weights));  // as `plain_forward`
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
   const int64_t n_layers = s.n_layers, act = s.act, d_tree = s.d_tree;
   const int64_t d_a = s.widths[0], nb = n * batch;
@@ -1065,28 +1076,39 @@ inline void store_vec(T* p, Vec<T> v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-// Y[j] += Σ_i X[i] ⊙ W[i, j] for J outputs, every operand a vector of L lanes: W is
-// (n_in, n_out, L), X (n_in, L), Y (J, L). The J accumulators stay in registers while the
-// inputs stream past; each lane's sum runs in input order.
+// Y[r] += Σ_i X[i] ⊙ W_i,r for J outputs, every operand a vector of L lanes, W_i,r at
+// w + i · step_i + r · step_r; X (n_in, L), Y (J, L). The J accumulators stay in registers
+// while the inputs stream past; each lane's sum runs in input order.
 template <typename T, int J>
 inline void lane_tile(T* __restrict y, const T* __restrict x, const T* __restrict w,
-                      int64_t n_in, int64_t n_out) {
+                      int64_t n_in, int64_t step_i, int64_t step_r) {
   constexpr int64_t L = kVecLanes<T>;
   Vec<T> acc[J];
   for (int r = 0; r < J; ++r) acc[r] = load_vec(y + r * L);
   for (int64_t i = 0; i < n_in; ++i) {
     const Vec<T> xv = load_vec(x + i * L);
-    const T* wi = w + i * n_out * L;
-    for (int r = 0; r < J; ++r) acc[r] += xv * load_vec(wi + r * L);
+    const T* wi = w + i * step_i;
+    for (int r = 0; r < J; ++r) acc[r] += xv * load_vec(wi + r * step_r);
   }
   for (int r = 0; r < J; ++r) store_vec(y + r * L, acc[r]);
 }
 
+// Y[j] += Σ_i X[i] ⊙ W[i, j], W (n_in, n_out, L): outputs j on, J at a time.
 template <typename T, int J>
 inline void lane_outputs(T* y, const T* x, const T* w, int64_t n_in, int64_t n_out, int64_t j) {
   constexpr int64_t L = kVecLanes<T>;
-  for (; j + J <= n_out; j += J) lane_tile<T, J>(y + j * L, x, w + j * L, n_in, n_out);
+  for (; j + J <= n_out; j += J) lane_tile<T, J>(y + j * L, x, w + j * L, n_in, n_out * L, L);
   if constexpr (J > 1) lane_outputs<T, J / 2>(y, x, w, n_in, n_out, j);
+}
+
+// Y[r] += Σ_j X[j] ⊙ W[r, j] for the rows r of W (rows, cols, L): the product by Wᵀ from
+// W as the forward lays it out (the reverse-time lanes loop), J rows at a time, each read
+// along its columns; each lane's sum in column order.
+template <typename T, int J = 8>
+inline void lane_dots(T* y, const T* x, const T* w, int64_t rows, int64_t cols, int64_t r = 0) {
+  constexpr int64_t L = kVecLanes<T>;
+  for (; r + J <= rows; r += J) lane_tile<T, J>(y + r * L, x, w + r * cols * L, cols, L, cols * L);
+  if constexpr (J > 1) lane_dots<T, J / 2>(y, x, w, rows, cols, r);
 }
 
 // A buffer whose data starts on a 64-byte boundary, so that the lane vectors never
@@ -1142,23 +1164,6 @@ void to_lanes(T* dst, const T* src, int64_t n, int64_t rows, int64_t cols, int64
     T* group = dst + (g * dst_rows + row0) * cols * L;
     if (n - g * L < L) std::fill(group, group + size * L, T(0));
     transpose(group, L, src + g * L * size, size, std::min(L, n - g * L), size);
-  }
-}
-
-// (N, rows, cols) per-neuron weights → their transposes in lane layout, (groups, cols,
-// rows, L): what the reverse-time lanes loop multiplies by, from the weights as the
-// forward reads them (a row of L neurons' blocks at a time), where a transposed copy of
-// each made first had cost a per-cent of an Enwik8 training step at batch 1.
-template <typename T>
-void to_lanes_t(T* dst, const T* src, int64_t n, int64_t rows, int64_t cols) {
-  constexpr int64_t L = kVecLanes<T>;
-  const int64_t size = rows * cols;
-  for (int64_t g = 0; g * L < n; ++g) {
-    T* group = dst + g * size * L;
-    if (n - g * L < L) std::fill(group, group + size * L, T(0));
-    for (int64_t r = 0; r < rows; ++r)
-      transpose(group + r * L, rows * L, src + g * L * size + r * cols, size,
-                std::min(L, n - g * L), cols);
   }
 }
 
@@ -1387,6 +1392,37 @@ __attribute__((noinline)) void push_sums(T* __restrict c, int64_t size, const T*
 // twice that with all.
 constexpr double kPushMaxActive = 0.625;
 
+// The weights a bank's lanes loops multiply by, in lane layout as the forward reads them:
+// the first layer's (groups, d_m + d_tree, d_a, L), U's rows first, then W_b's; then each
+// later layer's (groups, in, out, L). The reverse-time loop reads the same (`lane_dots`).
+template <typename T>
+int64_t lane_weights_size(const ElmArgs& s) {
+  constexpr int64_t L = kVecLanes<T>;
+  int64_t size = (s.d_m + (s.feedback ? s.d_tree : 0)) * s.widths[0];
+  for (int64_t l = 0; l < s.n_layers; ++l) size += s.widths[l] * s.widths[l + 1];
+  return (s.n + L - 1) / L * L * size;
+}
+
+// Lays them out into dst (`lane_weights_size` values); returns each layer's start, the
+// first layer's at 0.
+template <typename T>
+std::vector<T*> lay_out_weights(const ElmArgs& s, T* dst) {
+  constexpr int64_t L = kVecLanes<T>;
+  const int64_t n = s.n, d_m = s.d_m, d_a = s.widths[0], groups = (n + L - 1) / L;
+  const int64_t d_tree = s.feedback ? s.d_tree : 0, d_in = d_m + d_tree;
+  to_lanes(dst, in<T>(s.u), n, d_m, d_a, d_in, 0);
+  if (d_tree) to_lanes(dst, in<T>(s.w_branch), n, d_tree, d_a, d_in, d_m);
+  std::vector<T*> starts{dst};
+  T* next = dst + groups * d_in * d_a * L;
+  for (int64_t l = 0; l < s.n_layers; ++l) {
+    const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
+    to_lanes(next, in<T>(s.weights[l]), n, w_in, w_out, w_in, 0);
+    starts.push_back(next);
+    next += groups * w_in * w_out * L;
+  }
+  return starts;
+}
+
 template <typename T>
 void bank_forward_lanes(const ElmArgs& s) {
   constexpr int64_t L = kVecLanes<T>;
@@ -1398,15 +1434,15 @@ void bank_forward_lanes(const ElmArgs& s) {
   const int64_t d_in = d_m + d_tree;  // inputs of the first layer: m_{t−1}, then c_t
   const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
 
-  // Weights and per-state coefficients in lane layout.
-  LaneBuffer<T> w_first(groups * d_in * d_a * L, false);
-  to_lanes(w_first.p, in<T>(s.u), n, d_m, d_a, d_in, 0);
-  if (fb) to_lanes(w_first.p, in<T>(s.w_branch), n, d_tree, d_a, d_in, d_m);
-  std::vector<LaneBuffer<T>> w_layer, b_layer;
+  // Weights (into ElmArgs::lane_weights where given) and per-state coefficients in lane
+  // layout.
+  LaneBuffer<T> own(s.lane_weights ? 0 : lane_weights_size<T>(s), false);
+  T* weights = s.lane_weights ? out<T>(s.lane_weights) : own.p;
+  const std::vector<T*> w_at = lay_out_weights<T>(s, weights);
+  const T* w_first = w_at[0];
+  std::vector<LaneBuffer<T>> b_layer;
   for (int64_t l = 0; l < n_layers; ++l) {
-    const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-    w_layer.emplace_back(groups * w_in * w_out * L, false);
-    to_lanes(w_layer.back().p, in<T>(s.weights[l]), n, w_in, w_out, w_in, 0);
+    const int64_t w_out = s.widths[l + 1];
     b_layer.emplace_back(groups * batch * w_out * L);
     states_to_lanes(b_layer.back().p, in<T>(s.biases[l]), n, batch, w_out);
   }
@@ -1482,7 +1518,7 @@ void bank_forward_lanes(const ElmArgs& s) {
       }
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t live = std::min(L, n - g * L);
-      const T* w1 = w_first.p + g * d_in * d_a * L;
+      const T* w1 = w_first + g * d_in * d_a * L;
       for (int64_t b = 0; b < batch; ++b) {
         const int64_t rows = (t * n + g * L) * batch + b;  // row of lane 0 in (T, N, B, ·)
         T* m = memory.p + (g * batch + b) * d_m * L;
@@ -1528,7 +1564,7 @@ void bank_forward_lanes(const ElmArgs& s) {
             lanes_to_rows(out<T>(s.acts[l]) + rows * w_in, batch * w_in, a.p, w_in, live);
           activate(h.p, a.p, w_in * L, act);
           std::copy_n(b_layer[l].p + (g * batch + b) * w_out * L, w_out * L, a.p);
-          lane_outputs<T, 8>(a.p, h.p, w_layer[l].p + g * w_in * w_out * L, w_in, w_out, 0);
+          lane_outputs<T, 8>(a.p, h.p, w_at[l + 1] + g * w_in * w_out * L, w_in, w_out, 0);
         }
         // m_t = κ ⊙ m_{t−1} + g ⊙ tanh(z_t)
         tanh_all(th.p, a.p, d_m * L);
@@ -1581,9 +1617,16 @@ inline int64_t lanes_max_batch(int64_t n) {
   return n <= 8 * kVecLanes<T> ? kLanesMaxBatch<T> : kLanesMaxBatch<T> / 2;
 }
 
+// Whether a forward call runs `bank_forward_lanes` (with feedback, else see below).
+template <typename T>
+inline bool forward_on_lanes(const ElmArgs& s) {
+  if (s.feedback) return s.batch <= lanes_max_batch<T>(s.n);
+  return s.n >= kVecLanes<T> / 2 && s.batch <= kLanesMaxBatch<T>;
+}
+
 template <typename T>
 void bank_forward_any(const ElmArgs& s) {
-  if (s.batch <= lanes_max_batch<T>(s.n))
+  if (forward_on_lanes<T>(s))
     bank_forward_lanes<T>(s);
   else
     bank_forward<T>(s);
@@ -1598,7 +1641,7 @@ void bank_forward_any(const ElmArgs& s) {
 // (N 256) batch 1 2.2 vs 16.6, 8 10.5 vs 24.9, 16 21.8 vs 29.3.
 template <typename T>
 void plain_forward_any(const ElmArgs& s) {
-  if (s.n >= kVecLanes<T> / 2 && s.batch <= kLanesMaxBatch<T>)
+  if (forward_on_lanes<T>(s))
     bank_forward_lanes<T>(s);
   else
     plain_forward<T>(s);
@@ -2071,17 +2114,19 @@ void bank_backward_lanes(const ElmArgs& s) {
   const int64_t groups = (n + L - 1) / L, np = groups * L;
   const int64_t widest = *std::max_element(s.widths, s.widths + n_layers + 1);
 
-  // The transposed weights in lane layout: Uᵀ (groups, d_a, d_m, L), W_bᵀ (groups, d_a,
-  // d_tree, L), Vᵀ per layer (groups, out, in, L); per-state coefficients and the carried
-  // gradients (groups, B, width, L).
-  LaneBuffer<T> u_t(groups * d_a * d_m * L, false), wb_t(groups * d_a * d_tree * L, false);
-  to_lanes_t(u_t.p, in<T>(s.u), n, d_m, d_a);
-  if (fb) to_lanes_t(wb_t.p, in<T>(s.w_branch), n, d_tree, d_a);
-  std::vector<LaneBuffer<T>> w_layer;
-  for (int64_t l = 0; l < n_layers; ++l) {
-    const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-    w_layer.emplace_back(groups * w_out * w_in * L, false);
-    to_lanes_t(w_layer.back().p, in<T>(s.weights[l]), n, w_in, w_out);
+  // The weights in the forward's lane layout (`lay_out_weights`): as the forward left them
+  // (ElmArgs::lane_weights), or laid out here; the products by their transposes read them
+  // along rows (`lane_dots`). Per-state coefficients and the carried gradients (groups, B,
+  // width, L).
+  const int64_t d_in = d_m + d_tree;
+  LaneBuffer<T> own(s.lane_weights ? 0 : lane_weights_size<T>(s), false);
+  std::vector<T*> w_at;
+  if (s.lane_weights) {
+    w_at.push_back(out<T>(s.lane_weights));
+    for (int64_t l = 0; l < n_layers; ++l)
+      w_at.push_back(w_at.back() + groups * (l ? s.widths[l - 1] : d_in) * s.widths[l] * L);
+  } else {
+    w_at = lay_out_weights<T>(s, own.p);
   }
   const int64_t states = groups * batch * d_m * L;
   LaneBuffer<T> kappa(states), gain(states), carry(states);
@@ -2188,7 +2233,7 @@ void bank_backward_lanes(const ElmArgs& s) {
         for (int64_t l = n_layers - 1; l >= 0; --l) {
           const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
           std::fill(dh.p, dh.p + w_in * L, T(0));
-          lane_outputs<T, 8>(dh.p, da.p, w_layer[l].p + g * w_out * w_in * L, w_out, w_in, 0);
+          lane_dots<T>(dh.p, da.p, w_at[l + 1] + g * w_in * w_out * L, w_in, w_out);
           rows_to_lanes(a.p, in<T>(s.acts[l]) + rows * w_in, batch * w_in, w_in, live);
           times_slope(da.p, dh.p, w_in * L, a.p, 1, w_in * L, act);
           lanes_to_rows(out<T>(s.grad_acts[l]) + rows * w_in, batch * w_in, da.p, w_in, live);
@@ -2197,12 +2242,13 @@ void bank_backward_lanes(const ElmArgs& s) {
         const T* kap = kappa.p + state * d_m;
         for (int64_t j = 0; j < d_m; ++j)
           store_vec(cr + j * L, load_vec(grad.p + j * L) * load_vec(kap + j * L));
-        lane_outputs<T, 8>(cr, da.p, u_t.p + g * d_a * d_m * L, d_a, d_m, 0);
+        const T* w1 = w_at[0] + g * d_in * d_a * L;  // U's rows, then W_b's
+        lane_dots<T>(cr, da.p, w1, d_m, d_a);
         if (fb) {
           // ∂L/∂c_t = ∂L/∂a⁰ W_bᵀ, for the gather and the store below.
           T* dcb = dc.p + b * dc_stride + g * d_tree * L;
           std::fill(dcb, dcb + d_tree * L, T(0));
-          lane_outputs<T, 8>(dcb, da.p, wb_t.p + g * d_a * d_tree * L, d_a, d_tree, 0);
+          lane_dots<T>(dcb, da.p, w1 + d_m * d_a * L, d_tree, d_a);
         }
       }
     }
@@ -2263,6 +2309,13 @@ template <typename T>
 inline bool backward_on_lanes(const ElmArgs& s) {
   if (!s.feedback) return s.n >= kVecLanes<T> / 2 && s.batch <= kLanesPlainMaxBatch;
   return s.batch <= kLanesBackwardMaxBatch;
+}
+
+// How many values ElmArgs::lane_weights takes: `lane_weights_size` where both the forward
+// and the reverse-time loop run on lanes (so that the second can read the first's), else 0.
+template <typename T>
+int64_t shared_lane_weights(const ElmArgs& s) {
+  return forward_on_lanes<T>(s) && backward_on_lanes<T>(s) ? lane_weights_size<T>(s) : 0;
 }
 
 template <typename T>
@@ -2867,6 +2920,8 @@ void elm_bank_backward_batch_inner_f64(const ElmArgs* s) {
 
 // Whether the dispatching reverse-time loops take the lanes loop for these sizes.
 int64_t elm_backward_on_lanes_f32(const ElmArgs* s) { return backward_on_lanes<float>(*s); }
+int64_t elm_lane_weights_f32(const ElmArgs* s) { return shared_lane_weights<float>(*s); }
+int64_t elm_lane_weights_f64(const ElmArgs* s) { return shared_lane_weights<double>(*s); }
 int64_t elm_backward_on_lanes_f64(const ElmArgs* s) { return backward_on_lanes<double>(*s); }
 void elm_weight_grads_f32(const ElmArgs* s, const ElmGrads* g) { weight_grads<float>(*s, *g); }
 void elm_weight_grads_f64(const ElmArgs* s, const ElmGrads* g) { weight_grads<double>(*s, *g); }
