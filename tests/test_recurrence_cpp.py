@@ -719,6 +719,32 @@ def test_lanes_backward_at_large_batch_matches_eager(dtype, monkeypatch):
         assert_close(actual[name].double(), e, dtype)
 
 
+@pytest.mark.parametrize("dtype, batch", [(torch.float32, 1), (torch.float64, 3)],
+                         ids=["f32-b1", "f64-b3"])  # fmt: skip
+def test_weight_grads_by_groups_of_neurons_match_eager(dtype, batch):
+    """`weight_grads` after the lanes loop on a bank whose chunk of rows (all neurons) is
+    past L2, so that it sums 16 neurons at a time (N 150: nine groups and a tail of six),
+    over several chunks of steps (40 steps; chunks of 32 in float32 at batch 1, 5 in
+    float64 at batch 3), against the eager backward in float64."""
+    n, d_m, widths, d_tree, n_steps = 150, 20, (40,), 50, 40
+    lanes = 16 if dtype == torch.float32 else 8
+    chunk = max(1, 2 * lanes // batch)
+    row_values = d_m + widths[0] + d_tree + widths[0] + d_m
+    assert n * chunk * batch * row_values * dtype.itemsize > 2**20  # past the L2 rule
+    assert n_steps > chunk
+    inputs = lanes_inputs(n, d_m, widths, batch, True, dtype, n_steps=n_steps, d_tree=d_tree)
+    # Weights scaled to the fan-ins (40 inputs, 50 branches), so that nothing blows up
+    # over 40 steps.
+    inputs["u"] = inputs["u"] / 8
+    inputs["layers"] = [(w / 6, b) for w, b in inputs["layers"]]
+    fb = inputs["feedback"]
+    inputs["feedback"] = fb._replace(values=fb.values / 4, w_branch=fb.w_branch / 8)
+    expected = bank_gradients(cast_inputs(inputs, torch.float64), "eager", LOSSES["all"])
+    actual = bank_gradients(inputs, "cpp", LOSSES["all"])
+    for name, e in expected.items():
+        assert_close(actual[name].double(), e, dtype)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize(
     "n, batch, feedback, forward, shared",

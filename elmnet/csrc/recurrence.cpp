@@ -2488,15 +2488,15 @@ void recurrent_values_grad(int64_t n_slots, int64_t n_weights, const int64_t* sl
 // o_{t−1}, c_t = S q_t rebuilt) ∂L/∂S_e = Σ ∂L/∂c_t[row_e] q_t[col_e]. After the plain loop
 // and the bank's lanes loop (batch ≤ 4): `bank_backward` sums its own.
 //
-// A group of neurons at a time, over all steps a chunk at a time, neuron by neuron within
-// the chunk: the group's sums stay in cache from chunk to chunk, where chunk by chunk over
-// all neurons every chunk had read and written all of them again (Enwik8: 10.7 MB each
-// way per chunk, the tiles waiting on the loads); and a chunk's rows of the group's
-// neurons are contiguous at each step, fetched ahead while the chunk before runs (neuron
-// by neuron over all steps, each neuron's rows had been a part of a cache line per step).
-// With feedback, a neuron's c_t and ∂L/∂S come from its rows of S alone (`synapse_pass`),
-// time-inner, samples and steps side by side (column b · steps + t): q_t of every step is
-// transposed that way once, chunk by chunk, and the neuron's rows of ∂L/∂c per chunk.
+// A group of neurons at a time (16, or all where a chunk's rows fit in L2), over all
+// steps a chunk at a time, neuron by neuron within the chunk: the group's sums stay in
+// cache from chunk to chunk, where chunk by chunk over all neurons every chunk had read and
+// written all of them again (Enwik8: 10.7 MB each way per chunk, the tiles waiting on the
+// loads); and a chunk's rows of the group's neurons are contiguous at each step, read in
+// order first (`touch`). With feedback, a neuron's c_t and ∂L/∂S come from its rows of S
+// alone (`synapse_pass`), time-inner, samples and steps side by side (column b · steps +
+// t): q_t of every step is transposed that way once, chunk by chunk, and the neuron's rows
+// of ∂L/∂c per chunk.
 template <typename T>
 void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const int64_t n_steps = s.n_steps, n = s.n, batch = s.batch, d_m = s.d_m;
@@ -2513,8 +2513,13 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   const auto [values, drop, outputs, grad_y, grad_r, grad_branches] = feedback_io<T>(s);
   T* gv = fb ? out<T>(g.grad_values) : nullptr;
   if (gv) std::fill(gv, gv + s.crow[n * d_tree], T(0));
-  constexpr int64_t kGroup = 16;
   const int64_t kChunk = fb ? std::max<int64_t>(1, 2 * kVecLanes<T> / batch) : 32;
+  // A chunk's rows of all neurons that fit in L2 (about 1 MB) run as one group: there the
+  // sums of 16 neurons at a time had made SHD-Adding's (N 96, batch 4) 1.09× slower.
+  int64_t row_values = d_m + d_a + d_tree;  // m_{t−1}, ∂L/∂a⁰, ∂L/∂c; then the layers'
+  for (int64_t l = 0; l < n_layers; ++l) row_values += s.widths[l] + s.widths[l + 1];
+  const bool in_l2 = n * kChunk * batch * row_values * int64_t(sizeof(T)) <= (int64_t(1) << 20);
+  const int64_t kGroup = in_l2 ? n : 16;
   WeightSums<T> sums(s, g, kChunk);
   // q_t time-inner per chunk: chunk [t0, t0 + steps) at t0 · nb, (N, batch · steps).
   std::vector<T> qt(fb ? n_steps * nb : 0), q(fb ? kChunk * nb : 0);
