@@ -2514,8 +2514,8 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   T* gv = fb ? out<T>(g.grad_values) : nullptr;
   if (gv) std::fill(gv, gv + s.crow[n * d_tree], T(0));
   const int64_t kChunk = fb ? std::max<int64_t>(1, 2 * kVecLanes<T> / batch) : 32;
-  // A chunk's rows of all neurons that fit in L2 (about 1 MB) run as one group: there the
-  // sums of 16 neurons at a time had made SHD-Adding's (N 96, batch 4) 1.09× slower.
+  // A chunk's rows of all neurons that fit in L2 (about 1 MB) run as one group: there 16
+  // neurons at a time had made SHD-Adding's weight sums (N 96, batch 4) 1.09× slower.
   int64_t row_values = d_m + d_a + d_tree;  // m_{t−1}, ∂L/∂a⁰, ∂L/∂c; then the layers'
   for (int64_t l = 0; l < n_layers; ++l) row_values += s.widths[l] + s.widths[l + 1];
   const bool in_l2 = n * kChunk * batch * row_values * int64_t(sizeof(T)) <= (int64_t(1) << 20);
