@@ -116,9 +116,9 @@ struct ElmArgs {
   // feedback; the other loops ignore them.
   const LaneLayout* lanes;
   const LaneLayout* lanes_t;
-  // Null, or where the bank's forward lanes loop leaves its weights in lane layout
-  // (`lay_out_weights`, `elm_lane_weights_size_*` values) for the reverse-time lanes loop,
-  // which then reads them from there instead of laying them out again.
+  // Null, or where the bank's forward loop leaves its weights in lane layout
+  // (`lay_out_weights`; `elm_lane_weights_*` says how many values) for the reverse-time
+  // lanes loop, which then reads them from there instead of laying them out again.
   void* lane_weights;
 };
 
@@ -1044,11 +1044,11 @@ inline void scatter_lanes(T* x, const int32_t* idx, Vec<T> v, int64_t live) {
 // Asks for [first, end) in cache ahead of its use, a line at a time: for blocks of rows
 // far apart in memory, which the hardware's prefetchers (within a 4 KiB page) miss. With
 // kWrite, to be written (the line fetched for ownership).
-template <bool kWrite = false, int kLocality = 3, typename T>
+template <bool kWrite = false, typename T>
 inline void prefetch(const T* first, const T* end) {
   const char* last = reinterpret_cast<const char*>(end);
   for (auto* a = reinterpret_cast<const char*>(first); a < last; a += 64)
-    __builtin_prefetch(a, kWrite ? 1 : 0, kLocality);
+    __builtin_prefetch(a, kWrite ? 1 : 0, 3);
 }
 
 // Reads one value of each cache line of [first, end), in order. Before a loop that reads
@@ -1395,30 +1395,38 @@ constexpr double kPushMaxActive = 0.625;
 // The weights a bank's lanes loops multiply by, in lane layout as the forward reads them:
 // the first layer's (groups, d_m + d_tree, d_a, L), U's rows first, then W_b's; then each
 // later layer's (groups, in, out, L). The reverse-time loop reads the same (`lane_dots`).
+// Where each starts, in values from the first's, then where the last ends (the size).
 template <typename T>
-int64_t lane_weights_size(const ElmArgs& s) {
+std::vector<int64_t> lane_weight_offsets(const ElmArgs& s) {
   constexpr int64_t L = kVecLanes<T>;
-  int64_t size = (s.d_m + (s.feedback ? s.d_tree : 0)) * s.widths[0];
-  for (int64_t l = 0; l < s.n_layers; ++l) size += s.widths[l] * s.widths[l + 1];
-  return (s.n + L - 1) / L * L * size;
+  const int64_t lanes = (s.n + L - 1) / L * L;
+  std::vector<int64_t> at{0, lanes * (s.d_m + (s.feedback ? s.d_tree : 0)) * s.widths[0]};
+  for (int64_t l = 0; l < s.n_layers; ++l)
+    at.push_back(at.back() + lanes * s.widths[l] * s.widths[l + 1]);
+  return at;
 }
 
-// Lays them out into dst (`lane_weights_size` values); returns each layer's start, the
-// first layer's at 0.
+// Where each layer's lane-layout weights start in `base`.
+template <typename T>
+std::vector<T*> lane_weight_starts(const ElmArgs& s, T* base) {
+  const std::vector<int64_t> at = lane_weight_offsets<T>(s);
+  std::vector<T*> starts;
+  for (size_t l = 0; l + 1 < at.size(); ++l) starts.push_back(base + at[l]);
+  return starts;
+}
+
+// Lays them out into dst (`lane_weight_offsets`' last value of them); returns each layer's
+// start.
 template <typename T>
 std::vector<T*> lay_out_weights(const ElmArgs& s, T* dst) {
-  constexpr int64_t L = kVecLanes<T>;
-  const int64_t n = s.n, d_m = s.d_m, d_a = s.widths[0], groups = (n + L - 1) / L;
+  const int64_t n = s.n, d_m = s.d_m, d_a = s.widths[0];
   const int64_t d_tree = s.feedback ? s.d_tree : 0, d_in = d_m + d_tree;
-  to_lanes(dst, in<T>(s.u), n, d_m, d_a, d_in, 0);
-  if (d_tree) to_lanes(dst, in<T>(s.w_branch), n, d_tree, d_a, d_in, d_m);
-  std::vector<T*> starts{dst};
-  T* next = dst + groups * d_in * d_a * L;
+  const std::vector<T*> starts = lane_weight_starts<T>(s, dst);
+  to_lanes(starts[0], in<T>(s.u), n, d_m, d_a, d_in, 0);
+  if (d_tree) to_lanes(starts[0], in<T>(s.w_branch), n, d_tree, d_a, d_in, d_m);
   for (int64_t l = 0; l < s.n_layers; ++l) {
     const int64_t w_in = s.widths[l], w_out = s.widths[l + 1];
-    to_lanes(next, in<T>(s.weights[l]), n, w_in, w_out, w_in, 0);
-    starts.push_back(next);
-    next += groups * w_in * w_out * L;
+    to_lanes(starts[l + 1], in<T>(s.weights[l]), n, w_in, w_out, w_in, 0);
   }
   return starts;
 }
@@ -1436,7 +1444,7 @@ void bank_forward_lanes(const ElmArgs& s) {
 
   // Weights (into ElmArgs::lane_weights where given) and per-state coefficients in lane
   // layout.
-  LaneBuffer<T> own(s.lane_weights ? 0 : lane_weights_size<T>(s), false);
+  LaneBuffer<T> own(s.lane_weights ? 0 : lane_weight_offsets<T>(s).back(), false);
   T* weights = s.lane_weights ? out<T>(s.lane_weights) : own.p;
   const std::vector<T*> w_at = lay_out_weights<T>(s, weights);
   const T* w_first = w_at[0];
@@ -2119,15 +2127,10 @@ void bank_backward_lanes(const ElmArgs& s) {
   // along rows (`lane_dots`). Per-state coefficients and the carried gradients (groups, B,
   // width, L).
   const int64_t d_in = d_m + d_tree;
-  LaneBuffer<T> own(s.lane_weights ? 0 : lane_weights_size<T>(s), false);
-  std::vector<T*> w_at;
-  if (s.lane_weights) {
-    w_at.push_back(out<T>(s.lane_weights));
-    for (int64_t l = 0; l < n_layers; ++l)
-      w_at.push_back(w_at.back() + groups * (l ? s.widths[l - 1] : d_in) * s.widths[l] * L);
-  } else {
-    w_at = lay_out_weights<T>(s, own.p);
-  }
+  LaneBuffer<T> own(s.lane_weights ? 0 : lane_weight_offsets<T>(s).back(), false);
+  const std::vector<T*> w_at = s.lane_weights
+                                   ? lane_weight_starts<T>(s, out<T>(s.lane_weights))
+                                   : lay_out_weights<T>(s, own.p);
   const int64_t states = groups * batch * d_m * L;
   LaneBuffer<T> kappa(states), gain(states), carry(states);
   states_to_lanes(kappa.p, in<T>(s.kappa), n, batch, d_m);
@@ -2311,11 +2314,12 @@ inline bool backward_on_lanes(const ElmArgs& s) {
   return s.batch <= kLanesBackwardMaxBatch;
 }
 
-// How many values ElmArgs::lane_weights takes: `lane_weights_size` where both the forward
-// and the reverse-time loop run on lanes (so that the second can read the first's), else 0.
+// How many values ElmArgs::lane_weights takes where both the forward and the reverse-time
+// loop run on lanes (so that the second can read the first's), else 0.
 template <typename T>
 int64_t shared_lane_weights(const ElmArgs& s) {
-  return forward_on_lanes<T>(s) && backward_on_lanes<T>(s) ? lane_weights_size<T>(s) : 0;
+  return forward_on_lanes<T>(s) && backward_on_lanes<T>(s) ? lane_weight_offsets<T>(s).back()
+                                                           : 0;
 }
 
 template <typename T>
@@ -2531,7 +2535,7 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
   std::vector<T> dc(d_tree * batch * kChunk), c(d_tree * batch * kChunk);
   std::vector<Rows<T>> acts(n_layers), grads_out(n_layers);
   // The rows of neurons [k0, k1) at steps [t0, t1), read in order (`touch`).
-  auto fetch = [&](int64_t k0, int64_t k1, int64_t t0, int64_t t1) {
+  auto touch_rows = [&](int64_t k0, int64_t k1, int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t r0 = row(t, k0, 0), r1 = row(t, k1, 0);
       touch(grad_pre + r0 * d_a, grad_pre + r1 * d_a);
@@ -2549,7 +2553,7 @@ void weight_grads(const ElmArgs& s, const ElmGrads& g) {
     const int64_t k1 = std::min(n, k0 + kGroup);
     for (int64_t t0 = 0; t0 < n_steps; t0 += kChunk) {
       const int64_t steps = std::min(kChunk, n_steps - t0), w = batch * steps;
-      fetch(k0, k1, t0, t0 + steps);
+      touch_rows(k0, k1, t0, t0 + steps);
       for (int64_t k = k0; k < k1; ++k) {
         if (fb) {  // the neuron's c_t and ∂L/∂S over the chunk, rows (d_tree, batch · steps)
           transpose(dc.data(), steps, grad_branches + row(t0, k, 0) * d_tree, nb * d_tree,
@@ -2925,9 +2929,10 @@ void elm_bank_backward_batch_inner_f64(const ElmArgs* s) {
 
 // Whether the dispatching reverse-time loops take the lanes loop for these sizes.
 int64_t elm_backward_on_lanes_f32(const ElmArgs* s) { return backward_on_lanes<float>(*s); }
+int64_t elm_backward_on_lanes_f64(const ElmArgs* s) { return backward_on_lanes<double>(*s); }
+// How many values ElmArgs::lane_weights takes for these sizes (0: none is handed over).
 int64_t elm_lane_weights_f32(const ElmArgs* s) { return shared_lane_weights<float>(*s); }
 int64_t elm_lane_weights_f64(const ElmArgs* s) { return shared_lane_weights<double>(*s); }
-int64_t elm_backward_on_lanes_f64(const ElmArgs* s) { return backward_on_lanes<double>(*s); }
 void elm_weight_grads_f32(const ElmArgs* s, const ElmGrads* g) { weight_grads<float>(*s, *g); }
 void elm_weight_grads_f64(const ElmArgs* s, const ElmGrads* g) { weight_grads<double>(*s, *g); }
 
