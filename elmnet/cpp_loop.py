@@ -188,7 +188,7 @@ def _build():
         "elm_recurrent_values": (None, [i64] * 2 + [ptr] * 3 + [ctypes.c_double, ptr]),
         "elm_recurrent_values_grad": (None, [i64] * 2 + [ptr] * 3 + [ctypes.c_double, ptr]),
         "elm_ff_matrix": (None, [i64] * 5 + [ptr] * 7 + [ctypes.c_double, ptr, ptr]),
-        "elm_ff_matrix_grad": (None, [i64] * 7 + [ptr] * 7 + [ctypes.c_double] + [ptr] * 3),
+        "elm_ff_matrix_grad": (None, [i64] * 7 + [ptr] * 7 + [ctypes.c_double] + [ptr] * 4),
     }
     lib.elm_tanh_f32.argtypes, lib.elm_tanh_f32.restype = [i64, ptr, ptr], None
     for suffix in ("f32", "f64"):
@@ -747,10 +747,11 @@ class _FeedforwardMatrix(torch.autograd.Function):
         grad_w_first = torch.empty_like(w_first) if ctx.needs_input_grad[1] else None
         grad_bias = None
         if ctx.needs_input_grad[2]:
-            grad_bias = grad.view(-1, w_first.shape[0], grad.shape[-1]).sum(0)
+            grad_bias = w_first.new_empty(w_first.shape[0], w_first.shape[-1])
         _typed("elm_ff_matrix_grad", w_first.dtype)(
             *ctx.sizes, w_s.numel(), w_first.numel(), *map(_ptr, indices), _ptr(w_s),
             _ptr(w_first), ctx.scale, _ptr(grad), _ptr(grad_w_s), _ptr(grad_w_first),
+            _ptr(grad_bias),
         )  # fmt: skip
         return grad_w_s, grad_w_first, grad_bias, None, None, None, None, None
 

@@ -2388,15 +2388,22 @@ void token_grad(int64_t steps, int64_t n, int64_t batch, int64_t d_a, int64_t ta
 // by target = channel · n + neuron, start[c] the first slot of channel c) adds
 // (scale · w_s[slot_k]) · W_first[row_k] to matrix row target_k, row_k = neuron · d_tree +
 // branch naming a row of the first layer's branch half (W_first is (N, fan_in, d_a), the
-// branch rows first). Calls visit(k, r, offset) for the slots of the listed channels
-// (channels[u] for u < n_channels; all channels in order when null), r the slot's row in
-// the matrix of the listed channels only (channel u's rows u · n…), offset its W_first row.
-template <typename F>
+// branch rows first). For each listed channel u (channels[u] for u < n_channels; all
+// channels in order when null), calls rows(r0), r0 = u · n its first row in the matrix of
+// the listed channels only, then visit(k, r, offset) for each of its slots, r the slot's
+// row there, offset its W_first row.
+//
+// Going 32 neurons at a time over all channels, so that a block's W_first rows stay in L2,
+// did not pay: at Enwik8's batch 1 the hidden bank's build and gradient took the same time
+// (their passes over the table and the weights wait on memory, not on the order), the
+// readout's (d_a 3, its W_first in L2 anyway) 1.4× and 1.6× longer.
+template <typename R, typename F>
 void for_each_ff_slot(int64_t n_channels, int64_t n, int64_t d_a, int64_t d_tree,
                       int64_t fan_in, const int64_t* channels, const int64_t* start,
-                      const int64_t* row, const int64_t* target, F&& visit) {
+                      const int64_t* row, const int64_t* target, R&& rows, F&& visit) {
   for (int64_t u = 0; u < n_channels; ++u) {
     const int64_t c = channels ? channels[u] : u, shift = (u - c) * n;
+    rows(u * n);
     for (int64_t k = start[c]; k < start[c + 1]; ++k)
       visit(k, target[k] + shift, ((row[k] / d_tree) * fan_in + row[k] % d_tree) * d_a);
   }
@@ -2414,55 +2421,65 @@ void ff_matrix(int64_t n_channels, int64_t n, int64_t d_a, int64_t d_tree, int64
                const int64_t* channels, const int64_t* start, const int64_t* slot,
                const int64_t* row, const int64_t* target, const T* w_s, const T* w_first,
                T scale, const T* bias, T* matrix) {
-  const int64_t n_rows = n_channels * n;
-  if (bias)
-    for (int64_t r = 0; r < n_rows; ++r) std::copy_n(bias + (r % n) * d_a, d_a, matrix + r * d_a);
-  else
-    std::fill(matrix, matrix + n_rows * d_a, T(0));
-  for_each_ff_slot(n_channels, n, d_a, d_tree, fan_in, channels, start, row, target,
-                   [&](int64_t k, int64_t r, int64_t offset) {
-                     const T w = scale * w_s[slot[k]];
-                     const T* __restrict src = w_first + offset;
-                     T* __restrict dst = matrix + r * d_a;
-                     for (int64_t j = 0; j < d_a; ++j) dst[j] += w * src[j];
-                   });
+  for_each_ff_slot(
+      n_channels, n, d_a, d_tree, fan_in, channels, start, row, target,
+      [&](int64_t r0) {  // a channel's rows start from the bias (or zero) just before its slots
+        T* dst = matrix + r0 * d_a;
+        if (bias)
+          std::copy_n(bias, n * d_a, dst);
+        else
+          std::fill(dst, dst + n * d_a, T(0));
+      },
+      [&](int64_t k, int64_t r, int64_t offset) {
+        const T w = scale * w_s[slot[k]];
+        const T* __restrict src = w_first + offset;
+        T* __restrict dst = matrix + r * d_a;
+        for (int64_t j = 0; j < d_a; ++j) dst[j] += w * src[j];
+      });
 }
 
 // Its gradient from G = ∂L/∂matrix (the listed channels' rows): ∂L/∂w_s[slot_k] = scale ·
 // G[r_k] · W_first[row_k] and ∂L/∂W_first[row_k] += (scale · w_s[slot_k]) · G[r_k], into
-// grad_w_s (n_weights, zero at the slots not listed: the recurrent ones and the channels
-// left out) and grad_w_first (n_first, zero in the memory half); either may be null (not
-// wanted). A slot whose row of G is all zeros adds nothing and is skipped: a token table's
-// gradient has rows only for the tokens that occurred, and each slot otherwise reads and
-// writes rows of W_first at random.
+// grad_w_s (n_weights, zero at the slots not listed: the recurrent ones and the
+// channels left out) and grad_w_first (n_first, zero in the memory half); and a token
+// table's bias, ∂L/∂bias[k] = Σ_u G[u · n + k] (n, d_a), summed in channel order. Any of the
+// three may be null (not wanted). A slot whose row of G is all zeros adds nothing and is
+// skipped: a token table's gradient has rows only for the tokens that occurred.
 template <typename T>
 void ff_matrix_grad(int64_t n_channels, int64_t n, int64_t d_a, int64_t d_tree,
                     int64_t fan_in, int64_t n_weights, int64_t n_first, const int64_t* channels,
                     const int64_t* start, const int64_t* slot, const int64_t* row,
                     const int64_t* target, const T* w_s, const T* w_first, T scale, const T* g,
-                    T* grad_w_s, T* grad_w_first) {
+                    T* grad_w_s, T* grad_w_first, T* grad_bias) {
   if (grad_w_s) std::fill(grad_w_s, grad_w_s + n_weights, T(0));
   if (grad_w_first) std::fill(grad_w_first, grad_w_first + n_first, T(0));
-  for_each_ff_slot(n_channels, n, d_a, d_tree, fan_in, channels, start, row, target,
-                   [&](int64_t k, int64_t r, int64_t offset) {
-    const T* __restrict gk = g + r * d_a;
-    if (std::all_of(gk, gk + d_a, [](T v) { return v == T(0); })) return;
-    if (grad_w_s) {  // a dot product in vector lanes: a scalar chain of d_a dependent adds
-      constexpr int64_t L = kVecLanes<T>;  // had been 5 % of an Enwik8 step at batch 1
-      const T* __restrict src = w_first + offset;
-      Vec<T> dot{};
-      for (int64_t j = 0; j < d_a; j += L) {
-        const int64_t count = std::min(L, d_a - j);
-        dot += load_head(gk + j, count) * load_head(src + j, count);
-      }
-      grad_w_s[slot[k]] = scale * lane_sum<T>(dot);
-    }
-    if (grad_w_first) {
-      const T w = scale * w_s[slot[k]];
-      T* __restrict dst = grad_w_first + offset;
-      for (int64_t j = 0; j < d_a; ++j) dst[j] += w * gk[j];
-    }
-  });
+  if (grad_bias) std::fill(grad_bias, grad_bias + n * d_a, T(0));
+  for_each_ff_slot(
+      n_channels, n, d_a, d_tree, fan_in, channels, start, row, target,
+      [&](int64_t r0) {  // the bias's sum reads the channel's rows just before its slots do
+        if (!grad_bias) return;
+        const T* __restrict gr = g + r0 * d_a;
+        for (int64_t j = 0; j < n * d_a; ++j) grad_bias[j] += gr[j];
+      },
+      [&](int64_t k, int64_t r, int64_t offset) {
+        const T* __restrict gk = g + r * d_a;
+        if (std::all_of(gk, gk + d_a, [](T v) { return v == T(0); })) return;
+        if (grad_w_s) {  // a dot product in vector lanes: a scalar chain of d_a dependent adds
+          constexpr int64_t L = kVecLanes<T>;  // had been 5 % of an Enwik8 step at batch 1
+          const T* __restrict src = w_first + offset;
+          Vec<T> dot{};
+          for (int64_t j = 0; j < d_a; j += L) {
+            const int64_t count = std::min(L, d_a - j);
+            dot += load_head(gk + j, count) * load_head(src + j, count);
+          }
+          grad_w_s[slot[k]] = scale * lane_sum<T>(dot);
+        }
+        if (grad_w_first) {
+          const T w = scale * w_s[slot[k]];
+          T* __restrict dst = grad_w_first + offset;
+          for (int64_t j = 0; j < d_a; ++j) dst[j] += w * gk[j];
+        }
+      });
 }
 
 // The recurrent synapse matrix's entries from the synapse weights
@@ -3001,10 +3018,10 @@ ELM_RECURRENT_VALUES(double, f64)
                                    const int64_t* start, const int64_t* slot,                \
                                    const int64_t* row, const int64_t* target, const T* w_s,  \
                                    const T* w_first, double scale, const T* g, T* grad_w_s,  \
-                                   T* grad_w_first) {                                        \
+                                   T* grad_w_first, T* grad_bias) {                          \
     ff_matrix_grad<T>(n_channels, n, d_a, d_tree, fan_in, n_weights, n_first, channels,     \
                       start, slot, row, target, w_s, w_first, T(scale), g, grad_w_s,         \
-                      grad_w_first);                                                         \
+                      grad_w_first, grad_bias);                                              \
   }
 ELM_FF_MATRIX(float, f32)
 ELM_FF_MATRIX(double, f64)
