@@ -2440,11 +2440,12 @@ void ff_matrix(int64_t n_channels, int64_t n, int64_t d_a, int64_t d_tree, int64
 
 // Its gradient from G = ∂L/∂matrix (the listed channels' rows): ∂L/∂w_s[slot_k] = scale ·
 // G[r_k] · W_first[row_k] and ∂L/∂W_first[row_k] += (scale · w_s[slot_k]) · G[r_k], into
-// grad_w_s (n_weights, zero at the slots not listed: the recurrent ones and the
-// channels left out) and grad_w_first (n_first, zero in the memory half); and a token
-// table's bias, ∂L/∂bias[k] = Σ_u G[u · n + k] (n, d_a), summed in channel order. Any of the
-// three may be null (not wanted). A slot whose row of G is all zeros adds nothing and is
-// skipped: a token table's gradient has rows only for the tokens that occurred.
+// grad_w_s (n_weights, zero at the slots not listed: the recurrent ones and the channels
+// left out) and grad_w_first (n_first, zero in the memory half); and a token table's bias,
+// ∂L/∂bias[k] = Σ_u G[u · n + k] (n, d_a), summed in channel order as the slots read G (an
+// ATen sum had read the table once more). Any of the three may be null (not wanted). A
+// slot whose row of G is all zeros adds nothing and is skipped: a token table's gradient
+// has rows only for the tokens that occurred.
 template <typename T>
 void ff_matrix_grad(int64_t n_channels, int64_t n, int64_t d_a, int64_t d_tree,
                     int64_t fan_in, int64_t n_weights, int64_t n_first, const int64_t* channels,
